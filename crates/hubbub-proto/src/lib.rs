@@ -1,0 +1,15 @@
+//! The Azure Web PubSub wire contract as Hubbub speaks it, with no I/O.
+//!
+//! | module | its one job |
+//! |---|---|
+//! | [`connection_string`] | parse and emit `Endpoint=…;AccessKey=…;Version=1.0;` |
+//! | [`jwt`] | HS256 JSON Web Tokens: sign, and verify against several keys in constant time |
+//! | [`audience`] | compare a token's `aud` with the request it arrived on |
+//! | [`error`] | the `ErrorDetail` body and `x-ms-error-code` header of every error response |
+//! | [`keys`] | key slot names (`Primary`, `Secondary`, `Salt`) and the `WebPubSubKeys` shape |
+
+pub mod audience;
+pub mod connection_string;
+pub mod error;
+pub mod jwt;
+pub mod keys;
