@@ -1,1 +1,32 @@
-//! placeholder
+//! Hubbub as a library: a self-hosted, Azure Web PubSub-compatible service.
+//!
+//! | module | its one job |
+//! |---|---|
+//! | [`config`] | settings from file < environment < flags, validated before any port is bound |
+//! | [`server`] | binds the listeners, serves HTTP(S) on them, shuts down gracefully |
+//! | [`state`] | `AppState`: the cheap-to-clone handles handlers need |
+//! | [`keys`] | the key ring: lock-free reads, one slot regenerated at a time, usage counters |
+//! | [`secret`] | a key or token that never prints and compares in constant time |
+//! | [`auth`] | verifies REST bearer tokens against the key ring |
+//! | [`store`] | durable state in SQLite: keys, admin token, key events |
+//! | [`api`] | the data-plane REST API under `/api` |
+//! | [`admin`] | the admin listener: management API and ARM-shaped key endpoints |
+//! | [`error`] | one error type rendered as Azure `ErrorDetail` JSON |
+//! | [`tls`] | rustls configuration for HTTPS |
+//! | [`clock`] | time as a dependency, so tests control it |
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod secret;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod tls;
+
+pub use config::{Config, Settings};
+pub use server::{start, RunningServer, StartError};

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createHmac, randomBytes } from "node:crypto";
+import { WebPubSubServiceClient } from "@azure/web-pubsub";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const repoRoot = resolve(here, "..", "..", "..");
@@ -34,6 +35,11 @@ function childEnv() {
   const env = { ...process.env };
   delete env.HUBBUB_ADMIN_TOKEN;
   return env;
+}
+
+/** A timer that never keeps the process alive on its own. */
+function sleepUnref(ms) {
+  return new Promise((res) => setTimeout(res, ms).unref());
 }
 
 function tail(text, lines = 60) {
@@ -138,7 +144,7 @@ export class Hubbub {
       // Do not leave a half-started server behind.
       if (!this.exit) {
         proc.kill("SIGKILL");
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))]);
+        await Promise.race([exited, sleepUnref(5_000)]);
       }
       throw e;
     });
@@ -151,11 +157,11 @@ export class Hubbub {
     this.proc.kill(signal);
     const ex = await Promise.race([
       this.exited,
-      new Promise((res) => setTimeout(() => res(null), timeoutMs)),
+      sleepUnref(timeoutMs).then(() => null),
     ]);
     if (ex === null) {
       this.proc.kill("SIGKILL");
-      await Promise.race([this.exited, new Promise((res) => setTimeout(res, 5_000))]);
+      await Promise.race([this.exited, sleepUnref(5_000)]);
       throw new Error(`hubbub did not exit within ${timeoutMs} ms after ${signal}\n${this.logs()}`);
     }
     return ex;
@@ -333,4 +339,43 @@ export function randomKey() {
 
 export function uniqueHub(prefix = "hub") {
   return `${prefix}${randomBytes(4).toString("hex")}`;
+}
+
+/**
+ * An official JS service client for an http:// endpoint. SDK retries are off so
+ * that every single request has to succeed on its own.
+ */
+export function sdkClient(connectionString, hub, extra = {}) {
+  return new WebPubSubServiceClient(connectionString, hub, {
+    allowInsecureConnection: true,
+    retryOptions: { maxRetries: 0 },
+    ...extra,
+  });
+}
+
+/** Resolve with the RestError of `promise`, failing if it resolves. */
+export async function expectRestError(promise, what) {
+  let result;
+  try {
+    result = await promise;
+  } catch (e) {
+    return e;
+  }
+  throw new Error(`${what}: expected a RestError but the call succeeded (${JSON.stringify(result)})`);
+}
+
+/** Assert `err` is the SDK's RestError for a 401 with a JSON { code, message } body. */
+export function assert401(assert, err, what) {
+  assert.equal(err?.name, "RestError", `${what}: ${err?.stack ?? err}`);
+  assert.equal(err.statusCode, 401, `${what}: status`);
+  let body;
+  try {
+    body = JSON.parse(err.response.bodyAsText);
+  } catch {
+    assert.fail(`${what}: 401 body is not JSON: ${err.response?.bodyAsText}`);
+  }
+  assert.equal(typeof body.code, "string", `${what}: body.code`);
+  assert.ok(body.code.length > 0, `${what}: body.code is empty`);
+  assert.equal(typeof body.message, "string", `${what}: body.message`);
+  return body;
 }

@@ -1,0 +1,264 @@
+//! The admin listener: the management API (`/admin/...`) and its ARM-shaped twins
+//! (`.../listKeys`, `.../regenerateKey`) so the Azure management SDKs can manage keys.
+//! Every route needs the admin token as a bearer token.
+
+use crate::auth::bearer_token;
+use crate::clock::rfc3339;
+use crate::error::{read_body, ApiError};
+use crate::keys::KeyRing;
+use crate::state::AppState;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hubbub_proto::keys::{KeySlot, WebPubSubKeys};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Largest accepted admin request body.
+pub const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
+
+/// The actor recorded for changes made with the admin token.
+pub const ADMIN_ACTOR: &str = "admin-token";
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/admin/keys", get(show_keys))
+        .route("/admin/keys/regenerate", post(regenerate))
+        .route("/subscriptions/{*rest}", post(arm))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        .with_state(state)
+}
+
+/// Refuses (401) any request without the admin token. Constant-time comparison.
+async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let header = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let arm = request.uri().path().starts_with("/subscriptions/");
+    let refuse = |message: &str| {
+        let error = ApiError::unauthorized(message);
+        if arm { error.into_arm() } else { error }.into_response()
+    };
+    match bearer_token(header) {
+        Ok(token) if state.admin_token.matches(token) => next.run(request).await,
+        Ok(_) => refuse("the admin token is not valid"),
+        Err(e) => refuse(&e.to_string()),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such admin operation")
+}
+
+/// One slot's metadata, as `GET /admin/keys` shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotView {
+    pub version: u64,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub authenticated_requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_used_at: Option<String>,
+}
+
+/// `GET /admin/keys`: the `WebPubSubKeys` fields plus per-slot metadata.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeysView {
+    #[serde(flatten)]
+    pub keys: WebPubSubKeys,
+    pub primary: SlotView,
+    pub secondary: SlotView,
+    pub salt: SlotView,
+}
+
+fn keys_view(state: &AppState, ring: &KeyRing) -> KeysView {
+    let slot = |s: KeySlot| {
+        let key = ring.slot(s);
+        let usage = state.keys.usage(s);
+        SlotView {
+            version: key.version,
+            created_at: rfc3339(key.created_at),
+            authenticated_requests: usage.map(|u| u.authenticated_requests),
+            last_used_at: usage.and_then(|u| u.last_used_at).map(rfc3339),
+        }
+    };
+    KeysView {
+        keys: ring.web_pub_sub_keys(&state.primary_endpoint()),
+        primary: slot(KeySlot::Primary),
+        secondary: slot(KeySlot::Secondary),
+        salt: slot(KeySlot::Salt),
+    }
+}
+
+async fn show_keys(State(state): State<AppState>) -> Json<KeysView> {
+    Json(keys_view(&state, &state.keys.current()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegenerateRequest {
+    key_type: serde_json::Value,
+}
+
+/// Parses `{"keyType": "Primary" | "Secondary" | "Salt"}` (case-insensitive).
+fn parse_regenerate(body: &[u8]) -> Result<KeySlot, ApiError> {
+    let request: RegenerateRequest = serde_json::from_slice(body).map_err(|_| {
+        ApiError::bad_request(
+            "InvalidRequestBody",
+            r#"the body must be JSON like {"keyType": "Primary"}"#,
+        )
+    })?;
+    let name = request.key_type.as_str().ok_or_else(|| {
+        ApiError::bad_request(
+            "InvalidKeyType",
+            "keyType must be a string: Primary, Secondary or Salt",
+        )
+    })?;
+    name.parse::<KeySlot>()
+        .map_err(|e| ApiError::bad_request("InvalidKeyType", e.to_string()))
+}
+
+/// Regenerates on a blocking thread (SQLite commit and fsync) and returns the new ring.
+async fn regenerate_slot(
+    state: &AppState,
+    slot: KeySlot,
+    source: SocketAddr,
+) -> Result<Arc<KeyRing>, ApiError> {
+    let keys = state.keys.clone();
+    let source = source.ip().to_string();
+    tokio::task::spawn_blocking(move || keys.regenerate(slot, ADMIN_ACTOR, Some(&source)))
+        .await
+        .map_err(|_| ApiError::internal("the key change was interrupted"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, slot = slot.as_str(), "key regeneration failed");
+            ApiError::internal("the key could not be stored; nothing was changed")
+        })
+}
+
+async fn regenerate(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<KeysView>, ApiError> {
+    let body = read_body(body, &headers, MAX_ADMIN_BODY_BYTES).await?;
+    let slot = parse_regenerate(&body)?;
+    let ring = regenerate_slot(&state, slot, peer).await?;
+    Ok(Json(keys_view(&state, &ring)))
+}
+
+/// The ARM operations on `Microsoft.SignalRService/webPubSub/{name}`, matched case-insensitively
+/// as ARM does. Any subscription, resource group and name address this one instance.
+#[derive(Debug, PartialEq, Eq)]
+enum ArmAction {
+    ListKeys,
+    RegenerateKey,
+}
+
+fn arm_action(path: &str) -> Option<ArmAction> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let [subscriptions, sub, groups, rg, providers, provider, kind, name, action] =
+        segments.as_slice()
+    else {
+        return None;
+    };
+    let is = |s: &str, expected: &str| s.eq_ignore_ascii_case(expected);
+    let shape_ok = is(subscriptions, "subscriptions")
+        && is(groups, "resourceGroups")
+        && is(providers, "providers")
+        && is(provider, "Microsoft.SignalRService")
+        && is(kind, "webPubSub")
+        && [sub, rg, name].iter().all(|s| !s.is_empty());
+    if !shape_ok {
+        return None;
+    }
+    if is(action, "listKeys") {
+        Some(ArmAction::ListKeys)
+    } else if is(action, "regenerateKey") {
+        Some(ArmAction::RegenerateKey)
+    } else {
+        None
+    }
+}
+
+async fn arm(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Result<Json<WebPubSubKeys>, ApiError> {
+    let path = request.uri().path().to_string();
+    let headers = request.headers().clone();
+    let action = arm_action(&path).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            "only POST .../providers/Microsoft.SignalRService/webPubSub/{name}/listKeys and .../regenerateKey are served",
+        )
+        .into_arm()
+    })?;
+    let endpoint = state.primary_endpoint();
+    match action {
+        ArmAction::ListKeys => Ok(Json(state.keys.current().web_pub_sub_keys(&endpoint))),
+        ArmAction::RegenerateKey => {
+            let body = read_body(request.into_body(), &headers, MAX_ADMIN_BODY_BYTES)
+                .await
+                .map_err(ApiError::into_arm)?;
+            let slot = parse_regenerate(&body).map_err(ApiError::into_arm)?;
+            let ring = regenerate_slot(&state, slot, peer)
+                .await
+                .map_err(ApiError::into_arm)?;
+            Ok(Json(ring.web_pub_sub_keys(&endpoint)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arm_paths_match_case_insensitively() {
+        let p = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.SignalRService/webPubSub/n/listKeys";
+        assert_eq!(arm_action(p), Some(ArmAction::ListKeys));
+        let p = "/SUBSCRIPTIONS/s1/resourcegroups/rg/providers/microsoft.signalrservice/WEBPUBSUB/n/regeneratekey";
+        assert_eq!(arm_action(p), Some(ArmAction::RegenerateKey));
+        let p = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.SignalRService/signalR/n/listKeys";
+        assert_eq!(arm_action(p), None);
+        assert_eq!(arm_action("/subscriptions/s1"), None);
+    }
+
+    #[test]
+    fn regenerate_bodies() {
+        assert_eq!(
+            parse_regenerate(br#"{"keyType":"primary"}"#),
+            Ok(KeySlot::Primary)
+        );
+        assert_eq!(
+            parse_regenerate(br#"{"keyType":"Salt"}"#),
+            Ok(KeySlot::Salt)
+        );
+        let err = parse_regenerate(br#"{"keyType":"Tertiary"}"#).unwrap_err();
+        assert_eq!(err.code, "InvalidKeyType");
+        assert!(err.message.contains("Tertiary"));
+        assert_eq!(
+            parse_regenerate(br#"{"keyType":1}"#).unwrap_err().code,
+            "InvalidKeyType"
+        );
+        assert_eq!(
+            parse_regenerate(b"keyType=primary").unwrap_err().code,
+            "InvalidRequestBody"
+        );
+        assert_eq!(
+            parse_regenerate(b"{}").unwrap_err().code,
+            "InvalidRequestBody"
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! Settings from a TOML file, the environment and flags (in rising precedence), validated into a
+//! [`Config`] before any port is bound.
+
+use crate::clock::{SharedClock, SystemClock};
+use hubbub_proto::audience::PublicEndpoint;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const DEFAULT_DATA_DIR: &str = "./hubbub-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const DEFAULT_TOKEN_LEEWAY_SECS: i64 = 300;
+
+/// Raw settings, every field optional: what one source (file, environment, flags) says.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Settings {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    /// Every public URL clients and app servers use; the first one goes into connection strings.
+    pub public_endpoint: Option<Vec<String>>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Clock skew tolerated on token expiry and not-before, in seconds.
+    pub token_leeway_secs: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{name} '{value}' is not a socket address like 127.0.0.1:8080")]
+    BadAddress { name: &'static str, value: String },
+    #[error("public endpoint: {0}")]
+    BadEndpoint(#[from] hubbub_proto::audience::EndpointError),
+    #[error("--tls-cert and --tls-key must be given together")]
+    TlsHalf,
+    #[error("token leeway must be between 0 and 3600 seconds, not {0}")]
+    BadLeeway(i64),
+    #[error("the public and admin listeners cannot share the address {0}")]
+    SameAddress(SocketAddr),
+}
+
+impl Settings {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })
+    }
+
+    /// `self` overrides `lower` field by field.
+    pub fn over(self, lower: Settings) -> Settings {
+        Settings {
+            data_dir: self.data_dir.or(lower.data_dir),
+            listen: self.listen.or(lower.listen),
+            admin_listen: self.admin_listen.or(lower.admin_listen),
+            public_endpoint: self.public_endpoint.or(lower.public_endpoint),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            token_leeway_secs: self.token_leeway_secs.or(lower.token_leeway_secs),
+        }
+    }
+
+    /// Applies defaults and checks everything that can be checked without binding a port.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let address = |name: &'static str, value: Option<String>, default: &str| {
+            let value = value.unwrap_or_else(|| default.to_string());
+            value
+                .trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| ConfigError::BadAddress { name, value })
+        };
+        let listen = address("listen", self.listen, DEFAULT_LISTEN)?;
+        let admin_listen = address("admin-listen", self.admin_listen, DEFAULT_ADMIN_LISTEN)?;
+        if listen == admin_listen && listen.port() != 0 {
+            return Err(ConfigError::SameAddress(listen));
+        }
+        let public_endpoints = self
+            .public_endpoint
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(PublicEndpoint::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(ConfigError::TlsHalf),
+        };
+        let token_leeway_secs = self.token_leeway_secs.unwrap_or(DEFAULT_TOKEN_LEEWAY_SECS);
+        if !(0..=3600).contains(&token_leeway_secs) {
+            return Err(ConfigError::BadLeeway(token_leeway_secs));
+        }
+        Ok(Config {
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen,
+            admin_listen,
+            public_endpoints,
+            tls,
+            token_leeway_secs,
+            clock: Arc::new(SystemClock),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Validated configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Empty means "derive from the bound public address": `http(s)://localhost:<port>`.
+    pub public_endpoints: Vec<PublicEndpoint>,
+    pub tls: Option<TlsFiles>,
+    pub token_leeway_secs: i64,
+    pub clock: SharedClock,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("public_endpoints", &self.public_endpoints)
+            .field("tls", &self.tls)
+            .field("token_leeway_secs", &self.token_leeway_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let config = Settings::default().validate().unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(config.public_endpoints.is_empty());
+        assert_eq!(config.token_leeway_secs, 300);
+    }
+
+    #[test]
+    fn flags_override_file_and_endpoints_split_on_commas() {
+        let file: Settings = toml::from_str(
+            r#"listen = "127.0.0.1:9000"
+               admin_listen = "127.0.0.1:9001"
+               public_endpoint = ["https://a.example.com"]"#,
+        )
+        .unwrap();
+        let flags = Settings {
+            listen: Some("127.0.0.1:7000".into()),
+            public_endpoint: Some(vec!["http://b:1,http://c:2".into(), "http://d".into()]),
+            ..Settings::default()
+        };
+        let config = flags.over(file).validate().unwrap();
+        assert_eq!(config.listen.port(), 7000);
+        assert_eq!(config.admin_listen.port(), 9001);
+        let urls: Vec<_> = config.public_endpoints.iter().map(|e| e.url()).collect();
+        assert_eq!(urls, ["http://b:1", "http://c:2", "http://d"]);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let bad = |s: Settings| s.validate().unwrap_err().to_string();
+        assert!(bad(Settings {
+            listen: Some("localhost".into()),
+            ..Default::default()
+        })
+        .contains("listen 'localhost'"));
+        assert!(bad(Settings {
+            tls_cert: Some("c.pem".into()),
+            ..Default::default()
+        })
+        .contains("together"));
+        assert!(bad(Settings {
+            public_endpoint: Some(vec!["http://h/path".into()]),
+            ..Default::default()
+        })
+        .contains("has a path"));
+        assert!(bad(Settings {
+            listen: Some("127.0.0.1:9".into()),
+            admin_listen: Some("127.0.0.1:9".into()),
+            ..Default::default()
+        })
+        .contains("cannot share"));
+        let err = toml::from_str::<Settings>("lisen = \"x\"").unwrap_err();
+        assert!(err.message().contains("unknown field"));
+    }
+}

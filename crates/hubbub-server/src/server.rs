@@ -1,0 +1,278 @@
+//! Starts Hubbub: opens the store, binds the public and admin listeners, serves HTTP (or HTTPS)
+//! on them, and shuts down gracefully on request.
+
+use crate::config::Config;
+use crate::keys::Keys;
+use crate::state::AppState;
+use crate::store::{Store, StoreError};
+use crate::tls::{self, TlsError};
+use crate::{admin, api};
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hubbub_proto::audience::PublicEndpoint;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// How long a TLS handshake may take before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr} for the {name} listener: {source}")]
+    Bind {
+        name: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("start-up was interrupted")]
+    Interrupted,
+}
+
+/// A running instance: its bound addresses and the handle to stop it.
+pub struct RunningServer {
+    pub public_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub endpoints: Vec<PublicEndpoint>,
+    pub admin_token_file: PathBuf,
+    pub database: PathBuf,
+    /// True when this start generated the keys (a new instance).
+    pub first_start: bool,
+    pub tls: bool,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("public_addr", &self.public_addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the store, binds both listeners and starts serving. Returns once both listeners accept.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let data_dir = config.data_dir.clone();
+    let clock = config.clock.clone();
+    let (store, instance) = tokio::task::spawn_blocking(move || {
+        let store = Store::open(&data_dir)?;
+        let instance = store.load_or_init(clock.now_millis())?;
+        Ok::<_, StoreError>((store, instance))
+    })
+    .await
+    .map_err(|_| StartError::Interrupted)??;
+    let store = Arc::new(store);
+    let admin_token_file = {
+        let store = Arc::clone(&store);
+        let token = instance.admin_token.clone();
+        tokio::task::spawn_blocking(move || store.ensure_admin_token_file(&token))
+            .await
+            .map_err(|_| StartError::Interrupted)??
+    };
+    let keys = Keys::new(Arc::clone(&store), &instance, config.clock.clone());
+
+    let bind = |name: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { name, addr, source })
+    };
+    let public = bind("public", config.listen).await?;
+    let admin_listener = bind("admin", config.admin_listen).await?;
+    let local = |l: &TcpListener, name: &'static str, addr: SocketAddr| {
+        l.local_addr()
+            .map_err(|source| StartError::Bind { name, addr, source })
+    };
+    let public_addr = local(&public, "public", config.listen)?;
+    let admin_addr = local(&admin_listener, "admin", config.admin_listen)?;
+
+    let endpoints = if config.public_endpoints.is_empty() {
+        default_endpoints(public_addr, tls.is_some())
+    } else {
+        config.public_endpoints.clone()
+    };
+    let state = AppState {
+        keys,
+        endpoints: endpoints.clone().into(),
+        admin_token: Arc::new(instance.admin_token.clone()),
+        token_leeway_secs: config.token_leeway_secs,
+    };
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(serve(
+        public,
+        api::router(state.clone()),
+        tls.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(serve(
+        admin_listener,
+        admin::router(state.clone()),
+        None,
+        shutdown.clone(),
+    ));
+    tasks.close();
+
+    Ok(RunningServer {
+        public_addr,
+        admin_addr,
+        endpoints,
+        admin_token_file,
+        database: store.path().to_path_buf(),
+        first_start: instance.created,
+        tls: tls.is_some(),
+        state,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Without configured endpoints: `http(s)://localhost:<port>` (used in connection strings) and
+/// `http(s)://127.0.0.1:<port>`, plus the listen address when it is a specific one.
+fn default_endpoints(addr: SocketAddr, tls: bool) -> Vec<PublicEndpoint> {
+    let scheme = if tls { "https" } else { "http" };
+    let port = addr.port();
+    let mut urls = vec![
+        format!("{scheme}://localhost:{port}"),
+        format!("{scheme}://127.0.0.1:{port}"),
+    ];
+    if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
+        urls.push(format!("{scheme}://{addr}"));
+    }
+    urls.iter()
+        .filter_map(|u| PublicEndpoint::parse(u).ok())
+        .collect()
+}
+
+impl RunningServer {
+    /// Asks the server to stop; returns at once.
+    pub fn trigger_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded), and returns.
+    pub async fn shutdown(self) {
+        self.trigger_shutdown();
+        self.wait().await;
+    }
+
+    /// Waits until the server has stopped (after [`trigger_shutdown`](Self::trigger_shutdown)).
+    pub async fn wait(self) {
+        self.tasks.wait().await;
+    }
+}
+
+/// Accepts connections until shutdown, serving each with HTTP/1.1 or HTTP/2 (and upgrades).
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request)
+        });
+        let watcher = graceful.watcher();
+        match tls.clone() {
+            None => {
+                tokio::spawn(async move {
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    let stream =
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within the shutdown grace period");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_endpoints_follow_the_bound_port() {
+        let urls: Vec<_> = default_endpoints("127.0.0.1:4321".parse().unwrap(), false)
+            .iter()
+            .map(PublicEndpoint::url)
+            .collect();
+        assert_eq!(urls, ["http://localhost:4321", "http://127.0.0.1:4321"]);
+        let urls: Vec<_> = default_endpoints("10.1.2.3:443".parse().unwrap(), true)
+            .iter()
+            .map(PublicEndpoint::url)
+            .collect();
+        assert_eq!(
+            urls,
+            ["https://localhost:443", "https://127.0.0.1:443", "https://10.1.2.3:443"]
+        );
+    }
+}

@@ -1,0 +1,548 @@
+//! Durable state in the data directory: SQLite (WAL, synchronous commits) holding the keys, the
+//! admin token and the history of key events, plus the admin token file.
+//!
+//! A key change is committed (and so fsynced) before the caller hears of it. A crash at any moment
+//! leaves each slot with its old value or its new one: the change is one SQLite transaction.
+
+use crate::clock::UnixMillis;
+use crate::secret::Secret;
+use hubbub_proto::keys::KeySlot;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+pub const DATABASE_FILE: &str = "hubbub.db";
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: keys, the instance's admin token, and the history of key events.
+    "CREATE TABLE keys (
+        slot       TEXT PRIMARY KEY CHECK (slot IN ('primary', 'secondary', 'salt')),
+        value      TEXT NOT NULL CHECK (length(value) > 0),
+        version    INTEGER NOT NULL CHECK (version >= 1),
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE instance (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        admin_token TEXT NOT NULL CHECK (length(admin_token) > 0),
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE key_events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          INTEGER NOT NULL,
+        slot        TEXT NOT NULL,
+        event       TEXT NOT NULL,
+        old_version INTEGER,
+        new_version INTEGER,
+        actor       TEXT NOT NULL,
+        source      TEXT
+    ) STRICT;",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("the database {path} is damaged or is not a Hubbub database ({detail}); restore it from a backup or move it away to start a new instance with new keys")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("the database {path} was written by a newer Hubbub (schema version {found}; this build knows up to {known})")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the operating system's random source failed: {0}")]
+    Random(getrandom::Error),
+    #[error("cannot write {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One slot as stored.
+#[derive(Debug, Clone)]
+pub struct StoredSlot {
+    pub value: Secret,
+    pub version: u64,
+    pub created_at: UnixMillis,
+}
+
+/// The three slots as stored.
+#[derive(Debug, Clone)]
+pub struct StoredKeys {
+    pub primary: StoredSlot,
+    pub secondary: StoredSlot,
+    pub salt: StoredSlot,
+}
+
+/// What `load_or_init` found (or made).
+#[derive(Debug)]
+pub struct Instance {
+    pub keys: StoredKeys,
+    pub admin_token: Secret,
+    /// True when this call generated the keys (first start).
+    pub created: bool,
+}
+
+/// A recorded key event (the start of the audit log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEvent {
+    pub at: UnixMillis,
+    pub slot: String,
+    pub event: String,
+    pub old_version: Option<u64>,
+    pub new_version: Option<u64>,
+    pub actor: String,
+    pub source: Option<String>,
+}
+
+/// The database handle. One connection behind a mutex: writes are rare (key changes) and must be
+/// serialised anyway; the hot path reads keys from memory, never from here.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    data_dir: PathBuf,
+}
+
+impl Store {
+    /// Creates the data directory if missing, opens (or creates) the database and migrates it.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        prepare_data_dir(data_dir)?;
+        let path = data_dir.join(DATABASE_FILE);
+        let existed = path.exists();
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let corrupt = |detail: String| StoreError::Corrupt {
+            path: path.clone(),
+            detail,
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| corrupt(e.to_string()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(corrupt(format!("journal mode is {mode}, not WAL")));
+        }
+        // FULL: every commit syncs the WAL, so an acknowledged key change survives power loss.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        if existed {
+            let check: String = conn
+                .query_row("PRAGMA quick_check", [], |r| r.get(0))
+                .map_err(|e| corrupt(e.to_string()))?;
+            if check != "ok" {
+                return Err(corrupt(check));
+            }
+        }
+        let store = Self {
+            conn: Mutex::new(conn),
+            path: path.clone(),
+            data_dir: data_dir.to_path_buf(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A poisoned lock only means another thread panicked mid-call; SQLite rolled its
+        // transaction back, so the connection is still consistent.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: current,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", index as i64 + 1)?;
+            tx.commit()?;
+            tracing::info!(version = index + 1, "applied database migration");
+        }
+        Ok(())
+    }
+
+    /// Loads the keys and admin token, generating them on the very first start.
+    ///
+    /// A database with no keys and no key history has never been initialised; one with some but
+    /// not all slots, or history but no keys, is damaged and is refused rather than silently
+    /// given new keys.
+    pub fn load_or_init(&self, now: UnixMillis) -> Result<Instance, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let key_rows: i64 = tx.query_row("SELECT count(*) FROM keys", [], |r| r.get(0))?;
+        let event_rows: i64 = tx.query_row("SELECT count(*) FROM key_events", [], |r| r.get(0))?;
+        let token: Option<String> = tx
+            .query_row("SELECT admin_token FROM instance WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let created = key_rows == 0 && event_rows == 0 && token.is_none();
+        if created {
+            for slot in KeySlot::ALL {
+                let value = Secret::generate().map_err(StoreError::Random)?;
+                tx.execute(
+                    "INSERT INTO keys (slot, value, version, created_at) VALUES (?1, ?2, 1, ?3)",
+                    params![slot.as_str(), value.expose(), now],
+                )?;
+                insert_event(&tx, now, slot, "generated", None, Some(1), "hubbub", None)?;
+            }
+            let admin_token = Secret::generate().map_err(StoreError::Random)?;
+            tx.execute(
+                "INSERT INTO instance (id, admin_token, created_at) VALUES (1, ?1, ?2)",
+                params![admin_token.expose(), now],
+            )?;
+        }
+        let keys = read_keys(&tx).map_err(|e| match e {
+            StoreError::Sqlite(inner) => StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: inner.to_string(),
+            },
+            other => other,
+        })?;
+        let keys = keys.ok_or_else(|| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("{key_rows} of 3 key slots present"),
+        })?;
+        let admin_token: String = tx
+            .query_row("SELECT admin_token FROM instance WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: "the admin token is missing".into(),
+            })?;
+        tx.commit()?;
+        Ok(Instance {
+            keys,
+            admin_token: Secret::new(admin_token),
+            created,
+        })
+    }
+
+    /// Replaces one slot's value, bumping its version and recording the event, in one durable
+    /// transaction. Returns the slot as now stored and its previous version.
+    pub fn replace_key(
+        &self,
+        slot: KeySlot,
+        value: &Secret,
+        now: UnixMillis,
+        actor: &str,
+        source: Option<&str>,
+    ) -> Result<(StoredSlot, u64), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let old_version: i64 = tx.query_row(
+            "SELECT version FROM keys WHERE slot = ?1",
+            [slot.as_str()],
+            |r| r.get(0),
+        )?;
+        let new_version = old_version + 1;
+        tx.execute(
+            "UPDATE keys SET value = ?1, version = ?2, created_at = ?3 WHERE slot = ?4",
+            params![value.expose(), new_version, now, slot.as_str()],
+        )?;
+        insert_event(
+            &tx,
+            now,
+            slot,
+            "regenerated",
+            Some(old_version),
+            Some(new_version),
+            actor,
+            source,
+        )?;
+        tx.commit()?;
+        Ok((
+            StoredSlot {
+                value: value.clone(),
+                version: new_version as u64,
+                created_at: now,
+            },
+            old_version as u64,
+        ))
+    }
+
+    /// Key events, oldest first.
+    pub fn key_events(&self) -> Result<Vec<KeyEvent>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT at, slot, event, old_version, new_version, actor, source
+             FROM key_events ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(KeyEvent {
+                at: r.get(0)?,
+                slot: r.get(1)?,
+                event: r.get(2)?,
+                old_version: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                new_version: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+                actor: r.get(5)?,
+                source: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Writes the admin token file (mode 0600) if it is missing or differs from the stored token.
+    /// Written to a temporary file, synced and renamed, so it is never seen half-written.
+    pub fn ensure_admin_token_file(&self, token: &Secret) -> Result<PathBuf, StoreError> {
+        let path = self.data_dir.join(ADMIN_TOKEN_FILE);
+        if let Ok(existing) = std::fs::read_to_string(&path) {
+            if token.matches(existing.trim()) {
+                return Ok(path);
+            }
+            tracing::warn!(file = %path.display(), "admin token file did not match the stored token; rewriting it");
+        }
+        let file_error = |source| StoreError::File {
+            path: path.clone(),
+            source,
+        };
+        let tmp = self.data_dir.join(format!("{ADMIN_TOKEN_FILE}.tmp"));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp).map_err(file_error)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(file_error)?;
+        }
+        file.write_all(format!("{}\n", token.expose()).as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(file_error)?;
+        std::fs::rename(&tmp, &path).map_err(file_error)?;
+        sync_dir(&self.data_dir).map_err(file_error)?;
+        Ok(path)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_event(
+    tx: &rusqlite::Transaction<'_>,
+    at: UnixMillis,
+    slot: KeySlot,
+    event: &str,
+    old_version: Option<i64>,
+    new_version: Option<i64>,
+    actor: &str,
+    source: Option<&str>,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT INTO key_events (at, slot, event, old_version, new_version, actor, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![at, slot.as_str(), event, old_version, new_version, actor, source],
+    )
+}
+
+fn read_keys(conn: &Connection) -> Result<Option<StoredKeys>, StoreError> {
+    let read = |slot: KeySlot| -> Result<Option<StoredSlot>, StoreError> {
+        Ok(conn
+            .query_row(
+                "SELECT value, version, created_at FROM keys WHERE slot = ?1",
+                [slot.as_str()],
+                |r| {
+                    Ok(StoredSlot {
+                        value: Secret::new(r.get(0)?),
+                        version: r.get::<_, i64>(1)? as u64,
+                        created_at: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    };
+    Ok(
+        match (read(KeySlot::Primary)?, read(KeySlot::Secondary)?, read(KeySlot::Salt)?) {
+            (Some(primary), Some(secondary), Some(salt)) => Some(StoredKeys {
+                primary,
+                secondary,
+                salt,
+            }),
+            _ => None,
+        },
+    )
+}
+
+/// Creates the directory (0700: it holds secrets) and proves it can be written.
+fn prepare_data_dir(dir: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(dir).map_err(err)?;
+    }
+    if !dir.is_dir() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "it is not a directory",
+        )));
+    }
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"ok")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(err)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_open_generates_and_later_opens_reuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap().load_or_init(1_000).unwrap();
+        assert!(first.created);
+        assert_eq!(first.keys.primary.version, 1);
+        assert_ne!(first.keys.primary.value, first.keys.secondary.value);
+        let second = Store::open(dir.path()).unwrap().load_or_init(2_000).unwrap();
+        assert!(!second.created);
+        assert_eq!(second.keys.primary.value, first.keys.primary.value);
+        assert_eq!(second.keys.salt.value, first.keys.salt.value);
+        assert_eq!(second.admin_token, first.admin_token);
+    }
+
+    #[test]
+    fn replace_key_bumps_version_and_records_the_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let before = store.load_or_init(1_000).unwrap();
+        let new = Secret::generate().unwrap();
+        let (slot, old) = store
+            .replace_key(KeySlot::Secondary, &new, 5_000, "admin", Some("127.0.0.1"))
+            .unwrap();
+        assert_eq!((old, slot.version), (1, 2));
+        let after = store.load_or_init(6_000).unwrap();
+        assert_eq!(after.keys.secondary.value, new);
+        assert_eq!(after.keys.secondary.created_at, 5_000);
+        assert_eq!(after.keys.primary.value, before.keys.primary.value);
+        let events = store.key_events().unwrap();
+        let last = events.last().unwrap();
+        assert_eq!(
+            (last.slot.as_str(), last.event.as_str(), last.old_version, last.new_version),
+            ("secondary", "regenerated", Some(1), Some(2))
+        );
+        assert_eq!(last.source.as_deref(), Some("127.0.0.1"));
+    }
+
+    #[test]
+    fn a_database_missing_a_slot_is_refused_not_regenerated() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap().load_or_init(1).unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+            conn.execute("DELETE FROM keys WHERE slot = 'secondary'", [])
+                .unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap().load_or_init(2).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("2 of 3 key slots"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_sqlite_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DATABASE_FILE), vec![0x42; 8192]).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_data_dir_that_is_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Store::open(&file).unwrap_err();
+        assert!(matches!(err, StoreError::DataDir { .. }), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn admin_token_file_is_private_and_rewritten_when_missing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let instance = store.load_or_init(1).unwrap();
+        let path = store.ensure_admin_token_file(&instance.admin_token).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().trim(),
+            instance.admin_token.expose()
+        );
+        std::fs::remove_file(&path).unwrap();
+        store.ensure_admin_token_file(&instance.admin_token).unwrap();
+        assert!(path.exists());
+    }
+}

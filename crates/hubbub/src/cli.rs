@@ -1,0 +1,116 @@
+//! The command line: `hubbub serve`, `hubbub key show`, `hubbub key regenerate`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hubbub_proto::keys::KeySlot;
+use hubbub_server::Settings;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hubbub",
+    version,
+    about = "A self-hosted, Azure Web PubSub-compatible real-time messaging service"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (creates keys and data directory on first start).
+    Serve(ServeArgs),
+    /// Show or regenerate the access keys of a running server.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file; flags and HUBBUB_* environment variables override it.
+    #[arg(long, env = "HUBBUB_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where keys and state are stored [default: ./hubbub-data].
+    #[arg(long, env = "HUBBUB_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Public listener (REST API and clients) [default: 127.0.0.1:8080]. Port 0 picks a free port.
+    #[arg(long, env = "HUBBUB_LISTEN")]
+    pub listen: Option<String>,
+    /// Admin listener (admin API, key management) [default: 127.0.0.1:8081].
+    #[arg(long, env = "HUBBUB_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Public URL(s) clients and app servers use; repeatable or comma-separated. The first goes
+    /// into connection strings [default: http://localhost:<public port>].
+    #[arg(long, env = "HUBBUB_PUBLIC_ENDPOINT", value_delimiter = ',')]
+    pub public_endpoint: Vec<String>,
+    /// PEM certificate chain: serve HTTPS and WSS on the public listener.
+    #[arg(long, env = "HUBBUB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "HUBBUB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Clock skew tolerated on token expiry and not-before, in seconds [default: 300].
+    #[arg(long, env = "HUBBUB_TOKEN_LEEWAY_SECS")]
+    pub token_leeway_secs: Option<i64>,
+}
+
+impl ServeArgs {
+    /// Flags (and environment) as settings, to be laid over the config file.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen.clone(),
+            admin_listen: self.admin_listen.clone(),
+            public_endpoint: (!self.public_endpoint.is_empty())
+                .then(|| self.public_endpoint.clone()),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            token_leeway_secs: self.token_leeway_secs,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print primaryKey, secondaryKey and both connection strings as JSON.
+    Show(AdminArgs),
+    /// Replace one key with a new random value and print the new key set.
+    Regenerate {
+        /// Which key to replace.
+        #[arg(long, value_enum)]
+        key_type: KeyType,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeyType {
+    Primary,
+    Secondary,
+    Salt,
+}
+
+impl From<KeyType> for KeySlot {
+    fn from(k: KeyType) -> Self {
+        match k {
+            KeyType::Primary => KeySlot::Primary,
+            KeyType::Secondary => KeySlot::Secondary,
+            KeyType::Salt => KeySlot::Salt,
+        }
+    }
+}
+
+/// How a CLI command reaches the running server.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// The admin listener's URL.
+    #[arg(long, env = "HUBBUB_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+    pub admin_url: String,
+    /// The admin token [default: read from <data-dir>/admin-token].
+    #[arg(long, env = "HUBBUB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Data directory holding the admin token file.
+    #[arg(long, env = "HUBBUB_DATA_DIR", default_value = "./hubbub-data")]
+    pub data_dir: PathBuf,
+}

@@ -1,0 +1,95 @@
+//! `hubbub serve`: load settings, start the server, print where it is, stop on a signal.
+
+use crate::cli::ServeArgs;
+use anyhow::Context;
+use hubbub_server::{RunningServer, Settings};
+use tracing_subscriber::EnvFilter;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            EnvFilter::try_from_env("HUBBUB_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let file = match &args.config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    let config = args.settings().over(file).validate()?;
+    let server = hubbub_server::start(config)
+        .await
+        .context("Hubbub could not start")?;
+    print_banner(&server);
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+/// What an operator needs to start using the instance. Connection strings carry a key, so they
+/// are printed only on the first start (when they were just made); `hubbub key show` shows them
+/// any time.
+fn print_banner(server: &RunningServer) {
+    let endpoint = server.state.primary_endpoint();
+    let scheme = if server.tls { "https" } else { "http" };
+    let mut out = String::new();
+    if server.first_start {
+        out.push_str(&format!(
+            "New Hubbub instance: keys generated and stored in {}\n",
+            server.database.display()
+        ));
+    }
+    out.push_str(&format!("public endpoint: {endpoint}\n"));
+    let accepted: Vec<String> = server.endpoints.iter().map(|e| e.url()).collect();
+    out.push_str(&format!("accepted endpoints: {}\n", accepted.join(", ")));
+    out.push_str(&format!(
+        "public listener: {} ({scheme})\n",
+        server.public_addr
+    ));
+    out.push_str(&format!("admin listener: {} (http)\n", server.admin_addr));
+    out.push_str(&format!("admin URL: http://{}\n", server.admin_addr));
+    out.push_str(&format!(
+        "admin token file: {}\n",
+        server.admin_token_file.display()
+    ));
+    if server.first_start {
+        let keys = server.state.keys.current().web_pub_sub_keys(&endpoint);
+        out.push_str(&format!(
+            "primary connection string: {}\n",
+            keys.primary_connection_string
+        ));
+        out.push_str(&format!(
+            "secondary connection string: {}\n",
+            keys.secondary_connection_string
+        ));
+    } else {
+        out.push_str("connection strings: run `hubbub key show`\n");
+    }
+    out.push_str("Hubbub is ready.\n");
+    print!("{out}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
