@@ -28,8 +28,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/admin/keys", get(show_keys))
         .route("/admin/keys/regenerate", post(regenerate))
-        .route("/subscriptions/{*rest}", post(arm))
-        .fallback(not_found)
+        .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .with_state(state)
 }
@@ -40,7 +39,7 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let arm = request.uri().path().starts_with("/subscriptions/");
+    let arm = is_arm_path(request.uri().path());
     let refuse = |message: &str| {
         let error = ApiError::unauthorized(message);
         if arm { error.into_arm() } else { error }.into_response()
@@ -52,8 +51,30 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
     }
 }
 
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such admin operation")
+/// ARM paths are case-insensitive, so they are matched here rather than by the router.
+fn is_arm_path(path: &str) -> bool {
+    path.get(..15)
+        .is_some_and(|p| p.eq_ignore_ascii_case("/subscriptions/"))
+}
+
+async fn fallback(
+    state: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    if is_arm_path(request.uri().path()) {
+        if request.method() != axum::http::Method::POST {
+            return ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the ARM key operations are POST requests",
+            )
+            .into_arm()
+            .into_response();
+        }
+        return arm(state, peer, request).await.into_response();
+    }
+    ApiError::not_found("no such admin operation").into_response()
 }
 
 /// One slot's metadata, as `GET /admin/keys` shows it.

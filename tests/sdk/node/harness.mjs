@@ -128,9 +128,9 @@ export class Hubbub {
         for (const line of lines) {
           const l = line.trim();
           let m;
-          if ((m = /^public listener:\s*(\S+)$/.exec(l))) this.publicAddr = m[1];
-          else if ((m = /^admin listener:\s*(\S+)$/.exec(l))) this.adminAddr = m[1];
-          else if ((m = /^public endpoint:\s*(\S+)$/.exec(l))) this.endpoint = m[1];
+          if ((m = /^public listener:\s*(\S+)/.exec(l))) this.publicAddr = m[1];
+          else if ((m = /^admin listener:\s*(\S+)/.exec(l))) this.adminAddr = m[1];
+          else if ((m = /^public endpoint:\s*(\S+)/.exec(l))) this.endpoint = m[1];
           else if (l === "Hubbub is ready.") {
             if (!this.publicAddr || !this.adminAddr || !this.endpoint) {
               finish(new Error(`hubbub was ready but did not print all of its addresses\n${this.logs()}`));

@@ -121,13 +121,13 @@ class Hubbub:
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 lines.append(line)
                 s = line.strip()
-                m = re.match(r"^public listener:\s*(\S+)$", s)
+                m = re.match(r"^public listener:\s*(\S+)", s)
                 if m:
                     self.public_addr = m.group(1)
-                m = re.match(r"^admin listener:\s*(\S+)$", s)
+                m = re.match(r"^admin listener:\s*(\S+)", s)
                 if m:
                     self.admin_addr = m.group(1)
-                m = re.match(r"^public endpoint:\s*(\S+)$", s)
+                m = re.match(r"^public endpoint:\s*(\S+)", s)
                 if m:
                     self.endpoint = m.group(1)
                 if s == "Hubbub is ready.":

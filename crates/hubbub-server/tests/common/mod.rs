@@ -1,0 +1,223 @@
+//! The one test helper: starts the real server in-process on port 0 with a temporary data
+//! directory and a controllable clock, and offers the requests tests need.
+#![allow(dead_code)]
+
+use hubbub_proto::jwt;
+use hubbub_server::clock::{Clock, ManualClock};
+use hubbub_server::{Config, RunningServer, Settings};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub dir: Arc<tempfile::TempDir>,
+    pub clock: Arc<ManualClock>,
+    pub http: reqwest::Client,
+    settings: Settings,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(Settings::default()).await
+    }
+
+    pub async fn start_with(settings: Settings) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::start_in(dir, settings, ManualClock::starting_now()).await
+    }
+
+    async fn start_in(dir: Arc<tempfile::TempDir>, settings: Settings, clock: Arc<ManualClock>) -> Self {
+        let config = Self::config(dir.path(), settings.clone(), clock.clone());
+        let server = hubbub_server::start(config).await.expect("server starts");
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("http client");
+        Self {
+            server: Some(server),
+            dir,
+            clock,
+            http,
+            settings,
+        }
+    }
+
+    pub fn config(data_dir: &Path, settings: Settings, clock: Arc<ManualClock>) -> Config {
+        let base = Settings {
+            data_dir: Some(data_dir.join("data")),
+            listen: Some("127.0.0.1:0".into()),
+            admin_listen: Some("127.0.0.1:0".into()),
+            ..Settings::default()
+        };
+        let mut config = settings.over(base).validate().expect("valid settings");
+        config.clock = clock;
+        config
+    }
+
+    /// Stops the server gracefully and starts a new one on the same data directory.
+    pub async fn restart(mut self) -> Self {
+        let server = self.server.take().expect("running");
+        server.shutdown().await;
+        Self::start_in(Arc::clone(&self.dir), self.settings.clone(), Arc::clone(&self.clock)).await
+    }
+
+    pub fn running(&self) -> &RunningServer {
+        self.server.as_ref().expect("running")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.running().tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// URL on the public listener (by IP, as a client would).
+    pub fn public_url(&self, path_and_query: &str) -> String {
+        format!("{}://{}{path_and_query}", self.scheme(), self.running().public_addr)
+    }
+
+    /// The connection-string endpoint, e.g. `http://localhost:PORT`.
+    pub fn endpoint(&self) -> String {
+        self.running().state.primary_endpoint()
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running().admin_addr)
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.running().state.admin_token.expose().to_string()
+    }
+
+    pub fn key(&self, slot: hubbub_proto::keys::KeySlot) -> String {
+        self.running()
+            .state
+            .keys
+            .current()
+            .slot(slot)
+            .value
+            .expose()
+            .to_string()
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_secs()
+    }
+
+    /// A REST token like the JS SDK makes: `aud` = the endpoint plus the path and query.
+    pub fn rest_token(&self, key: &str, path_and_query: &str) -> String {
+        let now = self.now();
+        sign(
+            json!({"iat": now, "exp": now + 3600, "aud": format!("{}{path_and_query}", self.endpoint())}),
+            key,
+        )
+    }
+
+    /// `POST /api/hubs/{hub}/:send` with a text body and the given bearer token.
+    pub async fn send_to_all(&self, hub: &str, token: &str) -> reqwest::Response {
+        let path = format!("/api/hubs/{hub}/:send?api-version=2024-12-01");
+        self.http
+            .post(self.public_url(&path))
+            .bearer_auth(token)
+            .header("content-type", "text/plain")
+            .body("hello")
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Sends to all with a fresh token signed by `key`; returns the status.
+    pub async fn send_with_key(&self, key: &str) -> u16 {
+        let token = self.rest_token(key, "/api/hubs/chat/:send?api-version=2024-12-01");
+        self.send_to_all("chat", &token).await.status().as_u16()
+    }
+
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.admin_url(path))
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .expect("admin request sent")
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.admin_url(path))
+            .bearer_auth(self.admin_token())
+            .json(&body)
+            .send()
+            .await
+            .expect("admin request sent")
+    }
+
+    pub async fn regenerate(&self, key_type: &str) -> Value {
+        let response = self
+            .admin_post("/admin/keys/regenerate", json!({ "keyType": key_type }))
+            .await;
+        assert_eq!(response.status(), 200, "regenerate {key_type}");
+        response.json().await.expect("json")
+    }
+
+    pub async fn keys(&self) -> Value {
+        let response = self.admin_get("/admin/keys").await;
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("json")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = &self.server {
+            server.trigger_shutdown();
+        }
+    }
+}
+
+pub fn sign(claims: Value, key: &str) -> String {
+    jwt::sign(claims.as_object().expect("object"), key.as_bytes(), None)
+}
+
+/// Asserts an Azure-shaped error: status, JSON body with `code` and `message`, and the
+/// `x-ms-error-code` header equal to the code. Returns the body.
+pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    let header = response
+        .headers()
+        .get("x-ms-error-code")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: Value = response.json().await.expect("JSON error body");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(header.as_deref(), Some(code));
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    body
+}
+
+/// Polls `check` until it returns true, for at most `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
