@@ -192,7 +192,11 @@ struct UrlParts {
 impl UrlParts {
     fn parse(text: &str) -> Option<Self> {
         let (scheme, rest) = text.split_once("://")?;
-        if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
+        if scheme.is_empty()
+            || !scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
             return None;
         }
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -258,7 +262,9 @@ mod tests {
         ));
         assert!(PublicEndpoint::parse("localhost:8080").is_err());
         assert_eq!(
-            PublicEndpoint::parse("http://[::1]:9000").unwrap().authority(),
+            PublicEndpoint::parse("http://[::1]:9000")
+                .unwrap()
+                .authority(),
             "[::1]:9000"
         );
     }
@@ -292,19 +298,35 @@ mod tests {
     fn refuses_what_the_live_service_refuses() {
         let e = endpoints();
         assert!(matches!(
-            check(&["https://hubbub.example.comclient/hubs/chat"], &e, "/client/hubs/chat"),
+            check(
+                &["https://hubbub.example.comclient/hubs/chat"],
+                &e,
+                "/client/hubs/chat"
+            ),
             Err(AudienceError::WrongHost { .. })
         ));
         assert!(matches!(
-            check(&["https://hubbub.example.com/client/hubs/other"], &e, "/client/hubs/chat"),
+            check(
+                &["https://hubbub.example.com/client/hubs/other"],
+                &e,
+                "/client/hubs/chat"
+            ),
             Err(AudienceError::WrongPath { .. })
         ));
         assert!(matches!(
-            check(&["https://other.example.com/client/hubs/chat"], &e, "/client/hubs/chat"),
+            check(
+                &["https://other.example.com/client/hubs/chat"],
+                &e,
+                "/client/hubs/chat"
+            ),
             Err(AudienceError::WrongHost { .. })
         ));
         assert!(matches!(
-            check(&["http://localhost:8081/api/hubs/h/:send"], &e, "/api/hubs/h/:send"),
+            check(
+                &["http://localhost:8081/api/hubs/h/:send"],
+                &e,
+                "/api/hubs/h/:send"
+            ),
             Err(AudienceError::WrongHost { .. })
         ));
         assert_eq!(check(&[], &e, "/"), Err(AudienceError::Missing));

@@ -93,7 +93,10 @@ mod tests {
     #[test]
     fn renders_without_port_and_with_trailing_semicolon() {
         let text = ConnectionString::render("http://localhost:8080/", "abc=");
-        assert_eq!(text, "Endpoint=http://localhost:8080;AccessKey=abc=;Version=1.0;");
+        assert_eq!(
+            text,
+            "Endpoint=http://localhost:8080;AccessKey=abc=;Version=1.0;"
+        );
         assert!(!text.contains("Port="));
     }
 

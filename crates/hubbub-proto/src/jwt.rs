@@ -109,13 +109,17 @@ pub fn decode(token: &str) -> Result<UnverifiedToken<'_>, JwtError> {
     let (Some(header), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(JwtError::Malformed("it must have three dot-separated parts"));
+        return Err(JwtError::Malformed(
+            "it must have three dot-separated parts",
+        ));
     };
     let header: Value = B64URL
         .decode(header)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or(JwtError::Malformed("the header is not base64url-encoded JSON"))?;
+        .ok_or(JwtError::Malformed(
+            "the header is not base64url-encoded JSON",
+        ))?;
     if header.get("alg").and_then(Value::as_str) != Some("HS256") {
         return Err(JwtError::UnsupportedAlgorithm);
     }
@@ -239,7 +243,10 @@ mod tests {
 
     #[test]
     fn sign_then_verify() {
-        let claims = json!({"aud": "http://h/api", "exp": 100}).as_object().unwrap().clone();
+        let claims = json!({"aud": "http://h/api", "exp": 100})
+            .as_object()
+            .unwrap()
+            .clone();
         let token = sign(&claims, b"k", Some("s-1"));
         let decoded = decode(&token).unwrap();
         assert_eq!(decoded.kid.as_deref(), Some("s-1"));
@@ -262,7 +269,10 @@ mod tests {
         );
         assert_eq!(decode(&hs512).unwrap_err(), JwtError::UnsupportedAlgorithm);
         assert!(matches!(decode("a.b.c"), Err(JwtError::Malformed(_))));
-        assert!(matches!(decode("only-one-part"), Err(JwtError::Malformed(_))));
+        assert!(matches!(
+            decode("only-one-part"),
+            Err(JwtError::Malformed(_))
+        ));
         assert!(matches!(decode("a.b.c.d"), Err(JwtError::Malformed(_))));
         let long = "a".repeat(MAX_TOKEN_LEN + 1);
         assert_eq!(decode(&long).unwrap_err(), JwtError::TooLong);

@@ -91,7 +91,12 @@ mod tests {
         names.sort();
         assert_eq!(
             names,
-            ["primaryConnectionString", "primaryKey", "secondaryConnectionString", "secondaryKey"]
+            [
+                "primaryConnectionString",
+                "primaryKey",
+                "secondaryConnectionString",
+                "secondaryKey"
+            ]
         );
         assert!(!format!("{keys:?}").contains("pc"));
     }

@@ -17,7 +17,9 @@ impl Secret {
         use base64::Engine;
         let mut bytes = [0u8; 32];
         getrandom::getrandom(&mut bytes)?;
-        Ok(Self(base64::engine::general_purpose::STANDARD.encode(bytes)))
+        Ok(Self(
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+        ))
     }
 
     /// The secret text. Call sites are the few places that must use it: signing, verifying,

@@ -272,7 +272,11 @@ mod tests {
             .collect();
         assert_eq!(
             urls,
-            ["https://localhost:443", "https://127.0.0.1:443", "https://10.1.2.3:443"]
+            [
+                "https://localhost:443",
+                "https://127.0.0.1:443",
+                "https://10.1.2.3:443"
+            ]
         );
     }
 }

@@ -373,7 +373,15 @@ fn insert_event(
     tx.execute(
         "INSERT INTO key_events (at, slot, event, old_version, new_version, actor, source)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![at, slot.as_str(), event, old_version, new_version, actor, source],
+        params![
+            at,
+            slot.as_str(),
+            event,
+            old_version,
+            new_version,
+            actor,
+            source
+        ],
     )
 }
 
@@ -394,7 +402,11 @@ fn read_keys(conn: &Connection) -> Result<Option<StoredKeys>, StoreError> {
             .optional()?)
     };
     Ok(
-        match (read(KeySlot::Primary)?, read(KeySlot::Secondary)?, read(KeySlot::Salt)?) {
+        match (
+            read(KeySlot::Primary)?,
+            read(KeySlot::Secondary)?,
+            read(KeySlot::Salt)?,
+        ) {
             (Some(primary), Some(secondary), Some(salt)) => Some(StoredKeys {
                 primary,
                 secondary,
@@ -450,11 +462,17 @@ mod tests {
     #[test]
     fn first_open_generates_and_later_opens_reuse() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Store::open(dir.path()).unwrap().load_or_init(1_000).unwrap();
+        let first = Store::open(dir.path())
+            .unwrap()
+            .load_or_init(1_000)
+            .unwrap();
         assert!(first.created);
         assert_eq!(first.keys.primary.version, 1);
         assert_ne!(first.keys.primary.value, first.keys.secondary.value);
-        let second = Store::open(dir.path()).unwrap().load_or_init(2_000).unwrap();
+        let second = Store::open(dir.path())
+            .unwrap()
+            .load_or_init(2_000)
+            .unwrap();
         assert!(!second.created);
         assert_eq!(second.keys.primary.value, first.keys.primary.value);
         assert_eq!(second.keys.salt.value, first.keys.salt.value);
@@ -478,7 +496,12 @@ mod tests {
         let events = store.key_events().unwrap();
         let last = events.last().unwrap();
         assert_eq!(
-            (last.slot.as_str(), last.event.as_str(), last.old_version, last.new_version),
+            (
+                last.slot.as_str(),
+                last.event.as_str(),
+                last.old_version,
+                last.new_version
+            ),
             ("secondary", "regenerated", Some(1), Some(2))
         );
         assert_eq!(last.source.as_deref(), Some("127.0.0.1"));
@@ -493,7 +516,10 @@ mod tests {
             conn.execute("DELETE FROM keys WHERE slot = 'secondary'", [])
                 .unwrap();
         }
-        let err = Store::open(dir.path()).unwrap().load_or_init(2).unwrap_err();
+        let err = Store::open(dir.path())
+            .unwrap()
+            .load_or_init(2)
+            .unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("2 of 3 key slots"), "{err}");
     }
@@ -534,7 +560,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let instance = store.load_or_init(1).unwrap();
-        let path = store.ensure_admin_token_file(&instance.admin_token).unwrap();
+        let path = store
+            .ensure_admin_token_file(&instance.admin_token)
+            .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(
@@ -542,7 +570,9 @@ mod tests {
             instance.admin_token.expose()
         );
         std::fs::remove_file(&path).unwrap();
-        store.ensure_admin_token_file(&instance.admin_token).unwrap();
+        store
+            .ensure_admin_token_file(&instance.admin_token)
+            .unwrap();
         assert!(path.exists());
     }
 }

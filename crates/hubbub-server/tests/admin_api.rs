@@ -16,7 +16,13 @@ async fn admin_routes_need_the_admin_token() {
     let no_token = t.http.get(t.admin_url("/admin/keys")).send().await.unwrap();
     let body = assert_error(no_token, 401, "Unauthorized").await;
     assert!(body["message"].as_str().unwrap().contains("Authorization"));
-    let wrong = t.http.get(t.admin_url("/admin/keys")).bearer_auth("wrong").send().await.unwrap();
+    let wrong = t
+        .http
+        .get(t.admin_url("/admin/keys"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
     assert_error(wrong, 401, "Unauthorized").await;
     // An access key is not an admin token.
     let with_key = t
@@ -38,7 +44,13 @@ async fn admin_routes_need_the_admin_token() {
     assert_error(regenerate, 401, "Unauthorized").await;
     assert_eq!(t.keys().await["primary"]["version"], 1, "nothing changed");
     // The admin API is not served on the public listener.
-    let on_public = t.http.get(t.public_url("/admin/keys")).bearer_auth(t.admin_token()).send().await.unwrap();
+    let on_public = t
+        .http
+        .get(t.public_url("/admin/keys"))
+        .bearer_auth(t.admin_token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(on_public.status(), 404);
 }
 
@@ -52,7 +64,10 @@ async fn get_keys_shows_the_key_set_and_slot_metadata() {
         keys["primaryConnectionString"],
         format!("Endpoint={};AccessKey={primary};Version=1.0;", t.endpoint())
     );
-    assert!(!keys["secondaryConnectionString"].as_str().unwrap().contains("Port="));
+    assert!(!keys["secondaryConnectionString"]
+        .as_str()
+        .unwrap()
+        .contains("Port="));
     for slot in ["primary", "secondary", "salt"] {
         assert_eq!(keys[slot]["version"], 1);
         let created = keys[slot]["createdAt"].as_str().unwrap();
@@ -75,15 +90,35 @@ async fn bad_regenerate_requests_are_refused_and_change_nothing() {
             .send()
     };
     let body = assert_error(
-        t.admin_post("/admin/keys/regenerate", json!({"keyType": "Tertiary"})).await,
+        t.admin_post("/admin/keys/regenerate", json!({"keyType": "Tertiary"}))
+            .await,
         400,
         "InvalidKeyType",
     )
     .await;
-    assert!(body["message"].as_str().unwrap().contains("Primary, Secondary or Salt"));
-    assert_error(t.admin_post("/admin/keys/regenerate", json!({"keyType": 7})).await, 400, "InvalidKeyType").await;
-    assert_error(t.admin_post("/admin/keys/regenerate", json!({})).await, 400, "InvalidRequestBody").await;
-    assert_error(post_raw(b"primary".to_vec()).await.unwrap(), 400, "InvalidRequestBody").await;
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("Primary, Secondary or Salt"));
+    assert_error(
+        t.admin_post("/admin/keys/regenerate", json!({"keyType": 7}))
+            .await,
+        400,
+        "InvalidKeyType",
+    )
+    .await;
+    assert_error(
+        t.admin_post("/admin/keys/regenerate", json!({})).await,
+        400,
+        "InvalidRequestBody",
+    )
+    .await;
+    assert_error(
+        post_raw(b"primary".to_vec()).await.unwrap(),
+        400,
+        "InvalidRequestBody",
+    )
+    .await;
     let mut huge = br#"{"keyType":"Primary","pad":""#.to_vec();
     huge.extend(std::iter::repeat_n(b'x', 70 * 1024));
     huge.extend(br#""}"#);
@@ -137,7 +172,10 @@ async fn restart_keeps_keys_salt_versions_and_admin_token() {
     assert_eq!(again["primaryKey"], keys["primaryKey"]);
     assert_eq!(again["secondaryKey"], keys["secondaryKey"]);
     assert_eq!(again["secondary"]["version"], 2);
-    assert_eq!(again["secondary"]["createdAt"], keys["secondary"]["createdAt"]);
+    assert_eq!(
+        again["secondary"]["createdAt"],
+        keys["secondary"]["createdAt"]
+    );
     assert!(!t.running().first_start);
 }
 
@@ -158,16 +196,32 @@ async fn key_events_record_who_and_from_where_without_key_material() {
 #[tokio::test]
 async fn arm_list_and_regenerate_keys() {
     let t = TestServer::start().await;
-    let list = t.admin_post(&format!("{ARM_BASE}/listKeys?api-version=2024-03-01"), json!(null)).await;
+    let list = t
+        .admin_post(
+            &format!("{ARM_BASE}/listKeys?api-version=2024-03-01"),
+            json!(null),
+        )
+        .await;
     assert_eq!(list.status(), 200);
     let listed: Value = list.json().await.unwrap();
     let mut fields: Vec<_> = listed.as_object().unwrap().keys().cloned().collect();
     fields.sort();
-    assert_eq!(fields, ["primaryConnectionString", "primaryKey", "secondaryConnectionString", "secondaryKey"]);
+    assert_eq!(
+        fields,
+        [
+            "primaryConnectionString",
+            "primaryKey",
+            "secondaryConnectionString",
+            "secondaryKey"
+        ]
+    );
     assert_eq!(listed["primaryKey"], t.key(KeySlot::Primary).as_str());
 
     let regenerated = t
-        .admin_post(&format!("{ARM_BASE}/regenerateKey?api-version=2024-03-01"), json!({"keyType": "Primary"}))
+        .admin_post(
+            &format!("{ARM_BASE}/regenerateKey?api-version=2024-03-01"),
+            json!({"keyType": "Primary"}),
+        )
         .await;
     assert_eq!(regenerated.status(), 200);
     let regenerated: Value = regenerated.json().await.unwrap();
@@ -176,7 +230,8 @@ async fn arm_list_and_regenerate_keys() {
     assert_eq!(regenerated["primaryKey"], t.key(KeySlot::Primary).as_str());
 
     // Any subscription, group and name; path matching is case-insensitive.
-    let other = "/SUBSCRIPTIONS/x/resourcegroups/y/providers/microsoft.signalrservice/webpubsub/z/listkeys";
+    let other =
+        "/SUBSCRIPTIONS/x/resourcegroups/y/providers/microsoft.signalrservice/webpubsub/z/listkeys";
     assert_eq!(t.admin_post(other, json!(null)).await.status(), 200);
 }
 
@@ -193,11 +248,18 @@ async fn arm_errors_use_the_arm_envelope() {
     assert_eq!(response.status(), 401);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "Unauthorized");
-    let response = t.admin_post(&format!("{ARM_BASE}/regenerateKey"), json!({"keyType": "Both"})).await;
+    let response = t
+        .admin_post(
+            &format!("{ARM_BASE}/regenerateKey"),
+            json!({"keyType": "Both"}),
+        )
+        .await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "InvalidKeyType");
-    let response = t.admin_post(&format!("{ARM_BASE}/restart"), json!(null)).await;
+    let response = t
+        .admin_post(&format!("{ARM_BASE}/restart"), json!(null))
+        .await;
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "ResourceNotFound");

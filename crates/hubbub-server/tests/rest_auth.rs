@@ -47,8 +47,12 @@ async fn python_style_tokens_without_iat_and_with_host_case_are_accepted() {
     let t = TestServer::start().await;
     let port = t.running().public_addr.port();
     // Python keeps the endpoint's case and orders the query its own way; no iat.
-    let aud = format!("http://LocalHost:{port}/api/hubs/Chat/:send?excluded=a&api-version=2024-12-01");
-    let token = sign(json!({"aud": aud, "exp": t.now() + 60}), &t.key(KeySlot::Primary));
+    let aud =
+        format!("http://LocalHost:{port}/api/hubs/Chat/:send?excluded=a&api-version=2024-12-01");
+    let token = sign(
+        json!({"aud": aud, "exp": t.now() + 60}),
+        &t.key(KeySlot::Primary),
+    );
     let response = t
         .http
         .post(t.public_url("/api/hubs/Chat/:send?excluded=a&api-version=2024-12-01"))
@@ -95,29 +99,83 @@ async fn malformed_and_wrong_tokens_are_refused_each_with_its_reason() {
         ("one part", "nodots".into(), "three dot-separated parts"),
         (
             "alg none",
-            format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&json!({"aud": aud, "exp": now + 60}).to_string())),
+            format!(
+                "{}.{}.",
+                b64(r#"{"alg":"none","typ":"JWT"}"#),
+                b64(&json!({"aud": aud, "exp": now + 60}).to_string())
+            ),
             "HS256",
         ),
         (
             "alg HS512",
-            format!("{}.{}.c2ln", b64(r#"{"alg":"HS512","typ":"JWT"}"#), b64(&json!({"aud": aud, "exp": now + 60}).to_string())),
+            format!(
+                "{}.{}.c2ln",
+                b64(r#"{"alg":"HS512","typ":"JWT"}"#),
+                b64(&json!({"aud": aud, "exp": now + 60}).to_string())
+            ),
             "HS256",
         ),
-        ("no exp", sign(json!({"aud": aud, "iat": now}), &key), "'exp'"),
-        ("expired", sign(json!({"aud": aud, "exp": now - 3600}), &key), "expired"),
-        ("not yet valid", sign(json!({"aud": aud, "exp": now + 7200, "nbf": now + 3600}), &key), "nbf"),
-        ("wrong host", sign(json!({"aud": format!("http://evil.example.com{other_host}"), "exp": now + 60}), &key), "audience host"),
-        ("wrong port", sign(json!({"aud": format!("http://localhost:1{SEND_PATH}"), "exp": now + 60}), &key), "audience host"),
-        ("wrong hub path", sign(json!({"aud": format!("{}/api/hubs/other/:send", t.endpoint()), "exp": now + 60}), &key), "audience path"),
+        (
+            "no exp",
+            sign(json!({"aud": aud, "iat": now}), &key),
+            "'exp'",
+        ),
+        (
+            "expired",
+            sign(json!({"aud": aud, "exp": now - 3600}), &key),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            sign(
+                json!({"aud": aud, "exp": now + 7200, "nbf": now + 3600}),
+                &key,
+            ),
+            "nbf",
+        ),
+        (
+            "wrong host",
+            sign(
+                json!({"aud": format!("http://evil.example.com{other_host}"), "exp": now + 60}),
+                &key,
+            ),
+            "audience host",
+        ),
+        (
+            "wrong port",
+            sign(
+                json!({"aud": format!("http://localhost:1{SEND_PATH}"), "exp": now + 60}),
+                &key,
+            ),
+            "audience host",
+        ),
+        (
+            "wrong hub path",
+            sign(
+                json!({"aud": format!("{}/api/hubs/other/:send", t.endpoint()), "exp": now + 60}),
+                &key,
+            ),
+            "audience path",
+        ),
         ("no aud", sign(json!({"exp": now + 60}), &key), "no 'aud'"),
-        ("unknown key", sign(json!({"aud": aud, "exp": now + 60}), "not-a-key-of-this-instance"), "signature"),
+        (
+            "unknown key",
+            sign(
+                json!({"aud": aud, "exp": now + 60}),
+                "not-a-key-of-this-instance",
+            ),
+            "signature",
+        ),
     ];
     for (name, token, reason) in cases {
         let body = assert_error(t.send_to_all("chat", &token).await, 401, "Unauthorized").await;
         let message = body["message"].as_str().unwrap();
         assert!(message.contains(reason), "{name}: {message}");
         if token.len() > 10 {
-            assert!(!body.to_string().contains(&token), "{name}: the token was echoed");
+            assert!(
+                !body.to_string().contains(&token),
+                "{name}: the token was echoed"
+            );
         }
     }
     // Nothing above authenticated anything.
@@ -128,8 +186,18 @@ async fn malformed_and_wrong_tokens_are_refused_each_with_its_reason() {
 #[tokio::test]
 async fn missing_or_non_bearer_authorization_is_refused() {
     let t = TestServer::start().await;
-    let response = t.http.post(t.public_url(SEND_PATH)).header("content-type", "text/plain").body("x").send().await.unwrap();
-    assert_eq!(response.headers().get("www-authenticate").unwrap(), "Bearer");
+    let response = t
+        .http
+        .post(t.public_url(SEND_PATH))
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers().get("www-authenticate").unwrap(),
+        "Bearer"
+    );
     let body = assert_error(response, 401, "Unauthorized").await;
     assert!(body["message"].as_str().unwrap().contains("Authorization"));
     let response = t
@@ -203,21 +271,87 @@ async fn bad_requests_get_clear_errors() {
             .send()
     };
     let too_big = vec![b'x'; 1024 * 1024 + 1];
-    assert_error(post(SEND_PATH, "text/plain", too_big).await.unwrap(), 413, "RequestEntityTooLarge").await;
+    assert_error(
+        post(SEND_PATH, "text/plain", too_big).await.unwrap(),
+        413,
+        "RequestEntityTooLarge",
+    )
+    .await;
     let exactly_max = vec![b'x'; 1024 * 1024];
-    assert_eq!(post(SEND_PATH, "text/plain", exactly_max).await.unwrap().status(), 202);
-    assert_error(post(SEND_PATH, "image/png", b"x".to_vec()).await.unwrap(), 415, "UnsupportedMediaType").await;
-    assert_error(post(SEND_PATH, "application/json", b"{not json".to_vec()).await.unwrap(), 400, "InvalidJson").await;
     assert_eq!(
-        post(SEND_PATH, "application/json; charset=utf-8", br#"{"a":1}"#.to_vec()).await.unwrap().status(),
+        post(SEND_PATH, "text/plain", exactly_max)
+            .await
+            .unwrap()
+            .status(),
         202
     );
-    assert_eq!(post(SEND_PATH, "application/octet-stream", vec![0, 1, 2, 255]).await.unwrap().status(), 202);
-    assert_error(post("/api/hubs/1bad/:send", "text/plain", b"x".to_vec()).await.unwrap(), 400, "InvalidHubName").await;
-    assert_error(post("/api/hubs/chat/groups/%20%20/:send", "text/plain", b"x".to_vec()).await.unwrap(), 400, "InvalidGroupName").await;
+    assert_error(
+        post(SEND_PATH, "image/png", b"x".to_vec()).await.unwrap(),
+        415,
+        "UnsupportedMediaType",
+    )
+    .await;
+    assert_error(
+        post(SEND_PATH, "application/json", b"{not json".to_vec())
+            .await
+            .unwrap(),
+        400,
+        "InvalidJson",
+    )
+    .await;
+    assert_eq!(
+        post(
+            SEND_PATH,
+            "application/json; charset=utf-8",
+            br#"{"a":1}"#.to_vec()
+        )
+        .await
+        .unwrap()
+        .status(),
+        202
+    );
+    assert_eq!(
+        post(SEND_PATH, "application/octet-stream", vec![0, 1, 2, 255])
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    assert_error(
+        post("/api/hubs/1bad/:send", "text/plain", b"x".to_vec())
+            .await
+            .unwrap(),
+        400,
+        "InvalidHubName",
+    )
+    .await;
+    assert_error(
+        post(
+            "/api/hubs/chat/groups/%20%20/:send",
+            "text/plain",
+            b"x".to_vec(),
+        )
+        .await
+        .unwrap(),
+        400,
+        "InvalidGroupName",
+    )
+    .await;
     let long_group = format!("/api/hubs/chat/groups/{}/:send", "g".repeat(1025));
-    assert_error(post(&long_group, "text/plain", b"x".to_vec()).await.unwrap(), 400, "InvalidGroupName").await;
-    let response = t.http.get(t.public_url("/api/nothing-here")).send().await.unwrap();
+    assert_error(
+        post(&long_group, "text/plain", b"x".to_vec())
+            .await
+            .unwrap(),
+        400,
+        "InvalidGroupName",
+    )
+    .await;
+    let response = t
+        .http
+        .get(t.public_url("/api/nothing-here"))
+        .send()
+        .await
+        .unwrap();
     assert_error(response, 404, "NotFound").await;
 }
 

@@ -23,7 +23,12 @@ async fn serves_https_when_given_a_certificate() {
     })
     .await;
     assert!(t.endpoint().starts_with("https://localhost:"));
-    let health = t.http.head(t.public_url("/api/health")).send().await.unwrap();
+    let health = t
+        .http
+        .head(t.public_url("/api/health"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(t.send_with_key(&t.key(KeySlot::Primary)).await, 202);
     // Plain HTTP is not served on the TLS listener.
@@ -41,7 +46,10 @@ async fn unreadable_tls_files_stop_the_start() {
     };
     let config = TestServer::config(dir.path(), settings, ManualClock::starting_now());
     let err = hubbub_server::start(config).await.unwrap_err().to_string();
-    assert!(err.contains("TLS certificate") && err.contains("missing-cert.pem"), "{err}");
+    assert!(
+        err.contains("TLS certificate") && err.contains("missing-cert.pem"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -78,7 +86,10 @@ async fn a_corrupt_database_stops_the_start_with_a_clear_message() {
     let err = hubbub_server::start(config).await.unwrap_err().to_string();
     assert!(err.contains("damaged or is not a Hubbub database"), "{err}");
     // The damaged file is left as it was, for the operator to inspect or restore.
-    assert_eq!(std::fs::read(data.join("hubbub.db")).unwrap(), vec![7u8; 4096]);
+    assert_eq!(
+        std::fs::read(data.join("hubbub.db")).unwrap(),
+        vec![7u8; 4096]
+    );
 }
 
 #[tokio::test]
@@ -100,5 +111,8 @@ async fn a_busy_port_is_reported() {
     };
     let config = TestServer::config(dir.path(), settings, ManualClock::starting_now());
     let err = hubbub_server::start(config).await.unwrap_err().to_string();
-    assert!(err.contains("cannot listen on") && err.contains("public"), "{err}");
+    assert!(
+        err.contains("cannot listen on") && err.contains("public"),
+        "{err}"
+    );
 }

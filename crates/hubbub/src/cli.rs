@@ -105,7 +105,11 @@ impl From<KeyType> for KeySlot {
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
     /// The admin listener's URL.
-    #[arg(long, env = "HUBBUB_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "HUBBUB_ADMIN_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     pub admin_url: String,
     /// The admin token [default: read from <data-dir>/admin-token].
     #[arg(long, env = "HUBBUB_ADMIN_TOKEN", hide_env_values = true)]

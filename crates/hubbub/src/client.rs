@@ -56,7 +56,8 @@ impl Admin {
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.send(self.http.get(format!("{}{path}", self.url))).await
+        self.send(self.http.get(format!("{}{path}", self.url)))
+            .await
     }
 
     async fn post<T: serde::de::DeserializeOwned>(
@@ -72,32 +73,38 @@ impl Admin {
         &self,
         request: reqwest::RequestBuilder,
     ) -> anyhow::Result<T> {
-        let response = request
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| {
-                let why = if e.is_connect() {
-                    "connection refused or unreachable; is `hubbub serve` running?"
-                } else if e.is_timeout() {
-                    "timed out"
-                } else {
-                    "request failed"
-                };
-                anyhow!("cannot reach the Hubbub admin API at {}: {why}", self.url)
-            })?;
+        let response = request.bearer_auth(&self.token).send().await.map_err(|e| {
+            let why = if e.is_connect() {
+                "connection refused or unreachable; is `hubbub serve` running?"
+            } else if e.is_timeout() {
+                "timed out"
+            } else {
+                "request failed"
+            };
+            anyhow!("cannot reach the Hubbub admin API at {}: {why}", self.url)
+        })?;
         let status = response.status();
-        let bytes = response.bytes().await.context("reading the admin API's answer")?;
+        let bytes = response
+            .bytes()
+            .await
+            .context("reading the admin API's answer")?;
         if !status.is_success() {
             let message = serde_json::from_slice::<ErrorDetail>(&bytes)
                 .map(|d| d.message)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
             if status == reqwest::StatusCode::UNAUTHORIZED {
-                bail!("the admin API at {} refused the admin token: {message}", self.url);
+                bail!(
+                    "the admin API at {} refused the admin token: {message}",
+                    self.url
+                );
             }
             bail!("the admin API at {} answered {status}: {message}", self.url);
         }
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("the admin API at {} answered with unexpected JSON", self.url))
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "the admin API at {} answered with unexpected JSON",
+                self.url
+            )
+        })
     }
 }

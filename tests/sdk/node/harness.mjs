@@ -194,8 +194,8 @@ export class Hubbub {
   }
 
   /** Run `hubbub <args...>`; resolves with { code, stdout, stderr } (never rejects on exit code). */
-  cli(args, { timeoutMs = CLI_TIMEOUT_MS } = {}) {
-    return runCli(args, { timeoutMs });
+  cli(args, opts = {}) {
+    return runCli(args, opts);
   }
 
   /** `hubbub key show` against this server; returns the parsed JSON. */
@@ -227,9 +227,9 @@ export class Hubbub {
   }
 }
 
-export function runCli(args, { timeoutMs = CLI_TIMEOUT_MS } = {}) {
+export function runCli(args, { timeoutMs = CLI_TIMEOUT_MS, env = {} } = {}) {
   return new Promise((res) => {
-    execFile(hubbubBin(), args, { env: childEnv(), timeout: timeoutMs, killSignal: "SIGKILL" }, (err, stdout, stderr) => {
+    execFile(hubbubBin(), args, { env: { ...childEnv(), ...env }, timeout: timeoutMs, killSignal: "SIGKILL" }, (err, stdout, stderr) => {
       let code = 0;
       if (err) code = typeof err.code === "number" ? err.code : (err.killed ? `killed (timeout ${timeoutMs} ms)` : String(err.code ?? err.message));
       res({ code, stdout: String(stdout), stderr: String(stderr) });

@@ -65,7 +65,8 @@ async function rotate(hub, { rotated, serving }) {
     await waitFor(() => loop.ok >= okAtRegenerate + MIN_CALLS_EACH_SIDE || loop.failures.length > 0, {
       timeoutMs: 20_000, what: `${MIN_CALLS_EACH_SIDE} calls with the ${serving} key after rotating`,
     });
-    assert.ok(okAtRegenerate >= okBefore);
+    // The regeneration really happened while the serving key was in use.
+    assert.ok(okAtRegenerate > okBefore, `calls completed while key regenerate ran (${okBefore} -> ${okAtRegenerate})`);
   } finally {
     await loop.finish();
   }
@@ -149,26 +150,4 @@ test("salt regeneration leaves both access keys working and unchanged", TIMEOUT,
   assert.equal(adminAfter.secondary.version, adminBefore.secondary.version);
   await sdkClient(before.primaryConnectionString, uniqueHub("p")).sendToAll({});
   await sdkClient(before.secondaryConnectionString, uniqueHub("s")).sendToAll({});
-}));
-
-test("key regenerate with an unknown key type fails cleanly and changes nothing", TIMEOUT, withHubbub(async (hub) => {
-  const before = await hub.keyShow();
-  const r = await hub.cli([
-    "key", "regenerate", "--key-type", "tertiary", "--admin-url", hub.adminUrl, "--data-dir", hub.dataDir,
-  ]);
-  assert.notEqual(r.code, 0, "non-zero exit");
-  assert.ok(r.stderr.trim().length > 0, "an error is printed on stderr");
-  assert.deepEqual(await hub.keyShow(), before);
-}));
-
-test("key CLI with a wrong admin token fails and changes nothing", TIMEOUT, withHubbub(async (hub) => {
-  const before = await hub.keyShow();
-  const show = await hub.cli(["key", "show", "--admin-url", hub.adminUrl, "--admin-token", "not-the-admin-token"]);
-  assert.notEqual(show.code, 0, `key show with a wrong token must fail; stdout: ${show.stdout}`);
-  assert.ok(!show.stdout.includes(before.primaryKey), "no key is printed");
-  const regen = await hub.cli([
-    "key", "regenerate", "--key-type", "primary", "--admin-url", hub.adminUrl, "--admin-token", "not-the-admin-token",
-  ]);
-  assert.notEqual(regen.code, 0, "key regenerate with a wrong token must fail");
-  assert.deepEqual(await hub.keyShow(), before);
 }));

@@ -69,8 +69,11 @@ def rotate(hubbub, rotated: str, serving: str):
     try:
         wait_for(lambda: loop.ok >= MIN_CALLS_EACH_SIDE or loop.failures, timeout=20,
                  what=f"{MIN_CALLS_EACH_SIDE} calls with the {serving} key before rotating")
+        ok_before = loop.ok
         after = hubbub.key_regenerate(rotated)
         ok_at_regenerate = loop.ok
+        # The regeneration really happened while the serving key was in use.
+        assert ok_at_regenerate > ok_before, f"calls completed while key regenerate ran ({ok_before} -> {ok_at_regenerate})"
         wait_for(lambda: loop.ok >= ok_at_regenerate + MIN_CALLS_EACH_SIDE or loop.failures, timeout=20,
                  what=f"{MIN_CALLS_EACH_SIDE} calls with the {serving} key after rotating")
     finally:

@@ -29,7 +29,11 @@ impl TestServer {
         Self::start_in(dir, settings, ManualClock::starting_now()).await
     }
 
-    async fn start_in(dir: Arc<tempfile::TempDir>, settings: Settings, clock: Arc<ManualClock>) -> Self {
+    async fn start_in(
+        dir: Arc<tempfile::TempDir>,
+        settings: Settings,
+        clock: Arc<ManualClock>,
+    ) -> Self {
         let config = Self::config(dir.path(), settings.clone(), clock.clone());
         let server = hubbub_server::start(config).await.expect("server starts");
         let http = reqwest::Client::builder()
@@ -62,7 +66,12 @@ impl TestServer {
     pub async fn restart(mut self) -> Self {
         let server = self.server.take().expect("running");
         server.shutdown().await;
-        Self::start_in(Arc::clone(&self.dir), self.settings.clone(), Arc::clone(&self.clock)).await
+        Self::start_in(
+            Arc::clone(&self.dir),
+            self.settings.clone(),
+            Arc::clone(&self.clock),
+        )
+        .await
     }
 
     pub fn running(&self) -> &RunningServer {
@@ -83,7 +92,11 @@ impl TestServer {
 
     /// URL on the public listener (by IP, as a client would).
     pub fn public_url(&self, path_and_query: &str) -> String {
-        format!("{}://{}{path_and_query}", self.scheme(), self.running().public_addr)
+        format!(
+            "{}://{}{path_and_query}",
+            self.scheme(),
+            self.running().public_addr
+        )
     }
 
     /// The connection-string endpoint, e.g. `http://localhost:PORT`.

@@ -1,0 +1,210 @@
+//! The `hubbub` binary as a user runs it: `serve`, `key show`, `key regenerate`, errors.
+
+mod common;
+
+use common::{cli, stdout_json, Hubbub};
+use std::process::Command;
+
+fn field_names(value: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn first_start_prints_connection_strings_and_later_starts_reuse_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Hubbub::start(&data);
+    let banner = server.banner.join("\n");
+    assert!(banner.contains("New Hubbub instance"), "{banner}");
+    assert!(
+        banner.contains("primary connection string: Endpoint=http://localhost:"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&format!("admin URL: {}", server.admin_url())),
+        "{banner}"
+    );
+    assert!(banner.contains("admin token file: "), "{banner}");
+    let keys = stdout_json(&server.cli(&["key", "show"]));
+    assert!(banner.contains(keys["secondaryConnectionString"].as_str().unwrap()));
+    assert_eq!(
+        server.terminate().code(),
+        Some(0),
+        "graceful exit on SIGTERM"
+    );
+
+    let again = Hubbub::start(&data);
+    let banner = again.banner.join("\n");
+    assert!(!banner.contains("New Hubbub instance"), "{banner}");
+    assert!(
+        !banner.contains("AccessKey="),
+        "keys are not printed again: {banner}"
+    );
+    let reloaded = stdout_json(&again.cli(&["key", "show"]));
+    assert_eq!(reloaded["primaryKey"], keys["primaryKey"]);
+    assert_eq!(reloaded["secondaryKey"], keys["secondaryKey"]);
+}
+
+#[test]
+fn key_show_prints_exactly_the_az_cli_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Hubbub::start(dir.path());
+    let keys = stdout_json(&server.cli(&["key", "show"]));
+    assert_eq!(
+        field_names(&keys),
+        [
+            "primaryConnectionString",
+            "primaryKey",
+            "secondaryConnectionString",
+            "secondaryKey"
+        ]
+    );
+    let port = server.public_addr.rsplit(':').next().unwrap();
+    for slot in ["primary", "secondary"] {
+        let key = keys[format!("{slot}Key")].as_str().unwrap();
+        assert_eq!(key.len(), 44);
+        assert_eq!(
+            keys[format!("{slot}ConnectionString")],
+            format!("Endpoint=http://localhost:{port};AccessKey={key};Version=1.0;")
+        );
+    }
+}
+
+#[test]
+fn key_regenerate_replaces_exactly_one_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Hubbub::start(dir.path());
+    let before = stdout_json(&server.cli(&["key", "show"]));
+    let after = stdout_json(&server.cli(&["key", "regenerate", "--key-type", "primary"]));
+    assert_eq!(field_names(&after), field_names(&before));
+    assert_ne!(after["primaryKey"], before["primaryKey"]);
+    assert_eq!(after["secondaryKey"], before["secondaryKey"]);
+    let after2 = stdout_json(&server.cli(&["key", "regenerate", "--key-type", "secondary"]));
+    assert_eq!(after2["primaryKey"], after["primaryKey"]);
+    assert_ne!(after2["secondaryKey"], after["secondaryKey"]);
+    let after3 = stdout_json(&server.cli(&["key", "regenerate", "--key-type", "salt"]));
+    assert_eq!(after3["primaryKey"], after2["primaryKey"]);
+    assert_eq!(after3["secondaryKey"], after2["secondaryKey"]);
+}
+
+fn one_line_error(output: &std::process::Output) -> String {
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(output.stdout.is_empty());
+    stderr
+}
+
+#[test]
+fn cli_errors_are_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Hubbub::start(dir.path());
+    let wrong = Command::new(common::BIN)
+        .args([
+            "key",
+            "show",
+            "--admin-url",
+            &server.admin_url(),
+            "--admin-token",
+            "wrong",
+        ])
+        .output()
+        .unwrap();
+    let stderr = one_line_error(&wrong);
+    assert!(stderr.contains("refused the admin token"), "{stderr}");
+
+    // The token from the environment works.
+    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    let from_env = Command::new(common::BIN)
+        .args(["key", "show", "--admin-url", &server.admin_url()])
+        .env("HUBBUB_ADMIN_TOKEN", token.trim())
+        .env("HUBBUB_DATA_DIR", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(stdout_json(&from_env)["primaryKey"].is_string());
+
+    let no_token = cli(
+        &["key", "show"],
+        &server.admin_url(),
+        &dir.path().join("elsewhere"),
+    );
+    let stderr = one_line_error(&no_token);
+    assert!(stderr.contains("no admin token"), "{stderr}");
+
+    drop(server);
+    let not_running = cli(&["key", "show"], "http://127.0.0.1:9", dir.path());
+    let stderr = one_line_error(&not_running);
+    assert!(stderr.contains("is `hubbub serve` running?"), "{stderr}");
+
+    let bad_type = cli(
+        &["key", "regenerate", "--key-type", "tertiary"],
+        "http://127.0.0.1:9",
+        dir.path(),
+    );
+    assert!(!bad_type.status.success());
+    assert!(String::from_utf8_lossy(&bad_type.stderr).contains("tertiary"));
+}
+
+#[test]
+fn serve_refuses_a_corrupt_database_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hubbub.db"), vec![1u8; 4096]).unwrap();
+    let err = Hubbub::start_with(dir.path(), &[], &[])
+        .err()
+        .expect("start must fail");
+    assert!(err.contains("damaged or is not a Hubbub database"), "{err}");
+    assert!(
+        !dir.path().join("admin-token").exists(),
+        "no new instance was made"
+    );
+}
+
+#[test]
+fn settings_come_from_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hubbub.toml");
+    std::fs::write(
+        &config,
+        "public_endpoint = [\"http://from-file:1\"]\ntoken_leeway_secs = 60\n",
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let data = dir.path().join("data");
+    let from_file = Hubbub::start_with(&data, &["--config", config_arg], &[]).unwrap();
+    assert!(from_file
+        .banner
+        .contains(&"public endpoint: http://from-file:1".to_string()));
+    drop(from_file);
+    let env = [("HUBBUB_PUBLIC_ENDPOINT", "http://from-env:2")];
+    let from_env = Hubbub::start_with(&data, &["--config", config_arg], &env).unwrap();
+    assert!(from_env
+        .banner
+        .contains(&"public endpoint: http://from-env:2".to_string()));
+    drop(from_env);
+    let flags = [
+        "--config",
+        config_arg,
+        "--public-endpoint",
+        "http://from-flag:3,http://other:4",
+    ];
+    let from_flag = Hubbub::start_with(&data, &flags, &env).unwrap();
+    assert!(from_flag
+        .banner
+        .contains(&"public endpoint: http://from-flag:3".to_string()));
+    assert!(from_flag
+        .banner
+        .contains(&"accepted endpoints: http://from-flag:3, http://other:4".to_string()));
+    drop(from_flag);
+
+    std::fs::write(&config, "listen = 8080\n").unwrap();
+    let err = Hubbub::start_with(&data, &["--config", config_arg], &[])
+        .err()
+        .unwrap();
+    assert!(err.contains("is not valid"), "{err}");
+    let err = Hubbub::start_with(&data, &["--public-endpoint", "ftp://x"], &[])
+        .err()
+        .unwrap();
+    assert!(err.contains("not an absolute http or https URL"), "{err}");
+}

@@ -1,0 +1,163 @@
+//! Runs the real `hubbub` binary: `serve` as a child process on free ports, and CLI commands.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hubbub");
+
+/// A `hubbub serve` process.
+pub struct Hubbub {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub public_addr: String,
+    pub admin_addr: String,
+    /// Everything printed on stdout up to and including the ready line.
+    pub banner: Vec<String>,
+}
+
+impl Hubbub {
+    pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[], &[]).expect("hubbub serve starts")
+    }
+
+    /// Starts `serve` on port 0 with extra flags and environment; Err(stderr) if it exits early.
+    pub fn start_with(
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        let mut command = Command::new(BIN);
+        command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(args)
+            .env("HUBBUB_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn hubbub");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut banner = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let ready = line == "Hubbub is ready.";
+                    banner.push(line);
+                    if ready {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let output = child.wait_with_output().expect("wait");
+                    return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+                }
+            }
+        }
+        let field = |name: &str| {
+            banner
+                .iter()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+                .unwrap_or_else(|| panic!("banner has no '{name}': {banner:?}"))
+        };
+        let public_addr = field("public listener: ");
+        let admin_addr = field("admin listener: ");
+        Ok(Self {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            public_addr,
+            admin_addr,
+            banner,
+        })
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
+    }
+
+    /// Runs a CLI command against this server (admin URL and data dir filled in).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(args, &self.admin_url(), &self.data_dir)
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM, then waits; returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        wait_timeout(&mut self.child, Duration::from_secs(20)).expect("exits after SIGTERM")
+    }
+}
+
+impl Drop for Hubbub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn cli(args: &[&str], admin_url: &str, data_dir: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .args(["--admin-url", admin_url, "--data-dir"])
+        .arg(data_dir)
+        .env_remove("HUBBUB_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hubbub")
+}
+
+pub fn stdout_json(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
