@@ -33,7 +33,7 @@ venv="$here/python/.venv"
 if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
   python3 -m venv --clear "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/python/requirements.txt"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/python/requirements.txt" -c "$here/python/constraints.txt"
 
 status=0
 
