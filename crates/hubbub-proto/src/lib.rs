@@ -7,9 +7,13 @@
 //! | [`audience`] | compare a token's `aud` with the request it arrived on |
 //! | [`error`] | the `ErrorDetail` body and `x-ms-error-code` header of every error response |
 //! | [`keys`] | key slot names (`Primary`, `Secondary`, `Salt`) and the `WebPubSubKeys` shape |
+//! | [`roles`] | `webpubsub.*` roles, REST permissions and wildcard group patterns |
+//! | [`client_protocol`] | the JSON client subprotocols: parse requests, write responses |
 
 pub mod audience;
+pub mod client_protocol;
 pub mod connection_string;
 pub mod error;
 pub mod jwt;
 pub mod keys;
+pub mod roles;

@@ -55,3 +55,60 @@ pub fn verify_rest_token(
     audience::check(&decoded.claims.audiences(), endpoints, request_path)?;
     Ok(ACCESS_SLOTS[index])
 }
+
+/// What a verified client access token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientClaims {
+    pub user_id: Option<String>,
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+    /// The access slot whose key signed the token; `Salt` for service-issued tokens.
+    pub slot: KeySlot,
+}
+
+/// Service-issued tokens (`:generateToken`) carry a `kid` with this prefix and are signed with
+/// the salt; any other token is tried against the primary, then the secondary key.
+pub const SERVICE_KID_PREFIX: &str = "s-";
+
+const LONG_ROLE_CLAIM: &str = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role";
+
+fn strings(value: Option<&serde_json::Value>) -> Vec<String> {
+    match value {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(items)) => {
+            items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Checks a client access token for `/client/hubs/{hub}`.
+pub fn verify_client_token(
+    token: &str,
+    ring: &KeyRing,
+    endpoints: &[PublicEndpoint],
+    hub: &str,
+    now_secs: i64,
+    leeway_secs: i64,
+) -> Result<ClientClaims, AuthError> {
+    let decoded = jwt::decode(token)?;
+    let service_issued = decoded.kid.as_deref().is_some_and(|k| k.starts_with(SERVICE_KID_PREFIX));
+    let slot = if service_issued {
+        decoded.verify_signature(&[ring.salt.value.expose().as_bytes()])?;
+        KeySlot::Salt
+    } else {
+        ACCESS_SLOTS[decoded.verify_signature(&ring.access_key_bytes())?]
+    };
+    decoded.claims.validate_time(now_secs, leeway_secs)?;
+    let path = format!("/client/hubs/{hub}");
+    audience::check(&decoded.claims.audiences(), endpoints, &path)?;
+    let claims = &decoded.claims.0;
+    let mut roles = strings(claims.get("role"));
+    roles.extend(strings(claims.get(LONG_ROLE_CLAIM)));
+    Ok(ClientClaims {
+        user_id: decoded.claims.subject().filter(|s| !s.is_empty()).map(str::to_owned),
+        roles,
+        groups: strings(claims.get("webpubsub.group")),
+        slot,
+    })
+}

@@ -7,12 +7,17 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const DEFAULT_DATA_DIR: &str = "./hubbub-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const DEFAULT_TOKEN_LEEWAY_SECS: i64 = 300;
+/// WebSocket ping interval, as the service's default.
+pub const DEFAULT_KEEP_ALIVE_SECS: u64 = 20;
+/// How long a dropped reliable session is kept (clients give up after 30 s).
+pub const DEFAULT_RECONNECT_GRACE_SECS: u64 = 60;
 
 /// Raw settings, every field optional: what one source (file, environment, flags) says.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -27,6 +32,10 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// Clock skew tolerated on token expiry and not-before, in seconds.
     pub token_leeway_secs: Option<i64>,
+    /// WebSocket keep-alive ping interval, in seconds (1-120).
+    pub keep_alive_secs: Option<u64>,
+    /// How long a dropped reliable session can be resumed, in seconds (30-3600).
+    pub reconnect_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +55,10 @@ pub enum ConfigError {
     TlsHalf,
     #[error("token leeway must be between 0 and 3600 seconds, not {0}")]
     BadLeeway(i64),
+    #[error("keep-alive must be between 1 and 120 seconds, not {0}")]
+    BadKeepAlive(u64),
+    #[error("the reconnect grace period must be between 30 and 3600 seconds, not {0}")]
+    BadGrace(u64),
     #[error("the public and admin listeners cannot share the address {0}")]
     SameAddress(SocketAddr),
 }
@@ -73,6 +86,8 @@ impl Settings {
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             token_leeway_secs: self.token_leeway_secs.or(lower.token_leeway_secs),
+            keep_alive_secs: self.keep_alive_secs.or(lower.keep_alive_secs),
+            reconnect_grace_secs: self.reconnect_grace_secs.or(lower.reconnect_grace_secs),
         }
     }
 
@@ -108,7 +123,17 @@ impl Settings {
         if !(0..=3600).contains(&token_leeway_secs) {
             return Err(ConfigError::BadLeeway(token_leeway_secs));
         }
+        let keep_alive_secs = self.keep_alive_secs.unwrap_or(DEFAULT_KEEP_ALIVE_SECS);
+        if !(1..=120).contains(&keep_alive_secs) {
+            return Err(ConfigError::BadKeepAlive(keep_alive_secs));
+        }
+        let reconnect_grace_secs = self.reconnect_grace_secs.unwrap_or(DEFAULT_RECONNECT_GRACE_SECS);
+        if !(30..=3600).contains(&reconnect_grace_secs) {
+            return Err(ConfigError::BadGrace(reconnect_grace_secs));
+        }
         Ok(Config {
+            keep_alive: Duration::from_secs(keep_alive_secs),
+            reconnect_grace: Duration::from_secs(reconnect_grace_secs),
             data_dir: self
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -138,6 +163,8 @@ pub struct Config {
     pub public_endpoints: Vec<PublicEndpoint>,
     pub tls: Option<TlsFiles>,
     pub token_leeway_secs: i64,
+    pub keep_alive: Duration,
+    pub reconnect_grace: Duration,
     pub clock: SharedClock,
 }
 
@@ -150,6 +177,8 @@ impl std::fmt::Debug for Config {
             .field("public_endpoints", &self.public_endpoints)
             .field("tls", &self.tls)
             .field("token_leeway_secs", &self.token_leeway_secs)
+            .field("keep_alive", &self.keep_alive)
+            .field("reconnect_grace", &self.reconnect_grace)
             .finish_non_exhaustive()
     }
 }

@@ -10,6 +10,12 @@
 //! | [`auth`] | verifies REST bearer tokens against the key ring |
 //! | [`store`] | durable state in SQLite: keys, admin token, key events |
 //! | [`api`] | the data-plane REST API under `/api` |
+//! | [`ws`] | the client endpoint: upgrade, subprotocols, one task per socket |
+//! | [`hub`] | connections, users and groups of each hub; fan-out |
+//! | [`connection`] | one connection: permissions, ack ids, bounded outbox, reliable buffer |
+//! | [`message`] | an outgoing message encoded once per wire format |
+//! | [`reliable`] | reconnection tokens signed with the salt |
+//! | [`filter`] | the OData `filter` language selecting connections |
 //! | [`admin`] | the admin listener: management API and ARM-shaped key endpoints |
 //! | [`error`] | one error type rendered as Azure `ErrorDetail` JSON |
 //! | [`tls`] | rustls configuration for HTTPS |
@@ -19,14 +25,20 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod connection;
 pub mod config;
 pub mod error;
+pub mod filter;
+pub mod hub;
 pub mod keys;
+pub mod message;
+pub mod reliable;
 pub mod secret;
 pub mod server;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod ws;
 
 pub use config::{Config, Settings};
 pub use server::{start, RunningServer, StartError};

@@ -3,10 +3,10 @@
 
 use crate::config::Config;
 use crate::keys::Keys;
-use crate::state::AppState;
+use crate::state::{AppState, ClientSettings};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
-use crate::{admin, api};
+use crate::{admin, api, ws};
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hubbub_proto::audience::PublicEndpoint;
@@ -115,13 +115,20 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         endpoints: endpoints.clone().into(),
         admin_token: Arc::new(instance.admin_token.clone()),
         token_leeway_secs: config.token_leeway_secs,
+        hubs: Arc::default(),
+        client: ClientSettings {
+            keep_alive: config.keep_alive,
+            reconnect_grace: config.reconnect_grace,
+        },
+        sockets: TaskTracker::new(),
+        shutdown: CancellationToken::new(),
     };
+    let shutdown = state.shutdown.clone();
 
-    let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(serve(
         public,
-        api::router(state.clone()),
+        api::router(state.clone()).merge(ws::router(state.clone())),
         tls.clone(),
         shutdown.clone(),
     ));
@@ -170,7 +177,8 @@ impl RunningServer {
         self.shutdown.cancel();
     }
 
-    /// Stops accepting, lets in-flight requests finish (bounded), and returns.
+    /// Stops accepting, closes WebSocket clients with "going away", lets in-flight requests
+    /// finish (bounded), and returns.
     pub async fn shutdown(self) {
         self.trigger_shutdown();
         self.wait().await;
@@ -178,6 +186,15 @@ impl RunningServer {
 
     /// Waits until the server has stopped (after [`trigger_shutdown`](Self::trigger_shutdown)).
     pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        ws::close_all(&self.state);
+        self.state.sockets.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.state.sockets.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some WebSocket clients did not close within the shutdown grace period");
+        }
         self.tasks.wait().await;
     }
 }

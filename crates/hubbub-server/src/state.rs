@@ -1,9 +1,22 @@
 //! `AppState`: the cheap-to-clone handles every request handler needs.
 
+use crate::hub::Hubs;
 use crate::keys::Keys;
 use crate::secret::Secret;
 use hubbub_proto::audience::PublicEndpoint;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Settings of the client endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientSettings {
+    /// WebSocket ping interval; a client silent for three intervals is closed.
+    pub keep_alive: Duration,
+    /// How long a dropped reliable session waits to be resumed.
+    pub reconnect_grace: Duration,
+}
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -12,6 +25,12 @@ pub struct AppState {
     pub endpoints: Arc<[PublicEndpoint]>,
     pub admin_token: Arc<Secret>,
     pub token_leeway_secs: i64,
+    pub hubs: Arc<Hubs>,
+    pub client: ClientSettings,
+    /// Every socket task and session timer, so shutdown can wait for them.
+    pub sockets: TaskTracker,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {

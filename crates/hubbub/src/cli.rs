@@ -52,6 +52,12 @@ pub struct ServeArgs {
     /// Clock skew tolerated on token expiry and not-before, in seconds [default: 300].
     #[arg(long, env = "HUBBUB_TOKEN_LEEWAY_SECS")]
     pub token_leeway_secs: Option<i64>,
+    /// WebSocket keep-alive ping interval in seconds, 1-120 [default: 20].
+    #[arg(long, env = "HUBBUB_KEEP_ALIVE_SECS")]
+    pub keep_alive_secs: Option<u64>,
+    /// How long a dropped reliable client session can be resumed, in seconds [default: 60].
+    #[arg(long, env = "HUBBUB_RECONNECT_GRACE_SECS")]
+    pub reconnect_grace_secs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -66,6 +72,8 @@ impl ServeArgs {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             token_leeway_secs: self.token_leeway_secs,
+            keep_alive_secs: self.keep_alive_secs,
+            reconnect_grace_secs: self.reconnect_grace_secs,
         }
     }
 }

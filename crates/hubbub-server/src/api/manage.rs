@@ -1,0 +1,370 @@
+//! Membership, closing, existence checks, permissions and group listings.
+
+use super::{existing_hub, parse_filter, validate_group, validate_id, QueryParams, RestCaller};
+use crate::error::{read_body, ApiError};
+use crate::hub::CloseScope;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hubbub_proto::roles::Permission;
+use serde::{Deserialize, Serialize};
+
+/// Default and largest page of `list connections`.
+const MAX_PAGE_SIZE: i64 = 200;
+/// Largest `:addToGroups` / `:removeFromGroups` body.
+const MAX_GROUPS_BODY_BYTES: usize = 1024 * 1024;
+
+fn exists(found: bool) -> StatusCode {
+    if found {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+fn reason(query: &QueryParams) -> String {
+    query.one("reason").filter(|r| !r.is_empty()).unwrap_or("ClosedByAppServer").chars().take(1024).collect()
+}
+
+pub async fn add_connection_to_group(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, group, connection)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    validate_group(&group)?;
+    validate_id("connection id", &connection)?;
+    if hub.is_some_and(|h| h.join(&connection, &group)) {
+        Ok(StatusCode::OK)
+    } else {
+        Err(ApiError::not_found(format!("Connection id '{connection}' doesn't exist")))
+    }
+}
+
+pub async fn remove_connection_from_group(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, group, connection)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    validate_group(&group)?;
+    validate_id("connection id", &connection)?;
+    if let Some(hub) = hub {
+        hub.leave(&connection, &group);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn remove_connection_from_all_groups(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, connection)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    validate_id("connection id", &connection)?;
+    if let Some(hub) = hub {
+        hub.leave_all(&connection);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn add_user_to_group(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, user, group)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    validate_id("user id", &user)?;
+    validate_group(&group)?;
+    if let Some(hub) = hub {
+        hub.add_user_to_group(&user, &group);
+    }
+    Ok(StatusCode::OK)
+}
+
+pub async fn remove_user_from_group(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, user, group)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    validate_id("user id", &user)?;
+    validate_group(&group)?;
+    if let Some(hub) = hub {
+        hub.remove_user_from_group(&user, &group);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn remove_user_from_all_groups(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, user)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    validate_id("user id", &user)?;
+    if let Some(hub) = hub {
+        hub.remove_user_from_all_groups(&user);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupsRequest {
+    groups: Vec<String>,
+    #[serde(default)]
+    filter: Option<String>,
+}
+
+async fn change_groups(state: AppState, hub: String, headers: HeaderMap, body: axum::body::Body, add: bool) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    let body = read_body(body, &headers, MAX_GROUPS_BODY_BYTES).await?;
+    let request: GroupsRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "InvalidRequestBody",
+            format!(r#"the body must be JSON like {{"groups": ["g1"], "filter": "userId eq 'u1'"}}: {e}"#),
+        )
+    })?;
+    if request.groups.is_empty() {
+        return Err(ApiError::bad_request("InvalidRequestBody", "'groups' must name at least one group"));
+    }
+    for group in &request.groups {
+        validate_group(group)?;
+    }
+    let filter = request.filter.as_deref().filter(|f| !f.trim().is_empty()).map(parse_filter).transpose()?;
+    if let Some(hub) = hub {
+        hub.change_groups_by_filter(&request.groups, filter.as_ref(), add);
+    }
+    Ok(StatusCode::OK)
+}
+
+pub async fn add_to_groups(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path(hub): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<StatusCode, ApiError> {
+    change_groups(state, hub, headers, body, true).await
+}
+
+pub async fn remove_from_groups(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path(hub): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<StatusCode, ApiError> {
+    change_groups(state, hub, headers, body, false).await
+}
+
+async fn close(state: AppState, hub: String, uri: Uri, scope: CloseScope<'_>) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    let query = QueryParams::from_uri(&uri);
+    if let Some(hub) = hub {
+        hub.close_where(scope, &query.excluded(), &reason(&query));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn close_all(_caller: RestCaller, State(state): State<AppState>, Path(hub): Path<String>, uri: Uri) -> Result<StatusCode, ApiError> {
+    close(state, hub, uri, CloseScope::All).await
+}
+
+pub async fn close_group(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, group)): Path<(String, String)>,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
+    validate_group(&group)?;
+    close(state, hub, uri, CloseScope::Group(&group)).await
+}
+
+pub async fn close_user(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, user)): Path<(String, String)>,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
+    validate_id("user id", &user)?;
+    close(state, hub, uri, CloseScope::User(&user)).await
+}
+
+pub async fn close_connection(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, connection)): Path<(String, String)>,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
+    validate_id("connection id", &connection)?;
+    close(state, hub, uri, CloseScope::Connection(&connection)).await
+}
+
+pub async fn connection_exists(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, connection)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    Ok(exists(hub.is_some_and(|h| h.connection(&connection).is_some())))
+}
+
+pub async fn user_exists(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, user)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    Ok(exists(hub.is_some_and(|h| h.has_user(&user))))
+}
+
+pub async fn group_exists(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, group)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    validate_group(&group)?;
+    Ok(exists(hub.is_some_and(|h| h.has_group(&group))))
+}
+
+fn permission(name: &str) -> Result<Permission, ApiError> {
+    Permission::from_rest_name(name).ok_or_else(|| {
+        ApiError::bad_request("InvalidPermission", "the permission must be sendToGroup or joinLeaveGroup")
+    })
+}
+
+fn target(query: &QueryParams) -> Result<Option<String>, ApiError> {
+    let target = query.one("targetName").filter(|t| !t.is_empty()).map(str::to_owned);
+    if let Some(group) = &target {
+        validate_group(group)?;
+    }
+    Ok(target)
+}
+
+pub async fn grant_permission(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, name, connection)): Path<(String, String, String)>,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    let permission = permission(&name)?;
+    let target = target(&QueryParams::from_uri(&uri))?;
+    let connection = hub
+        .and_then(|h| h.connection(&connection))
+        .ok_or_else(|| ApiError::not_found(format!("Connection id '{connection}' doesn't exist")))?;
+    connection.state().permissions.grant_permission(permission, target.as_deref());
+    Ok(StatusCode::OK)
+}
+
+pub async fn revoke_permission(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, name, connection)): Path<(String, String, String)>,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    let permission = permission(&name)?;
+    let target = target(&QueryParams::from_uri(&uri))?;
+    if let Some(connection) = hub.and_then(|h| h.connection(&connection)) {
+        connection.state().permissions.revoke_permission(permission, target.as_deref());
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn check_permission(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, name, connection)): Path<(String, String, String)>,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    let permission = permission(&name)?;
+    let target = target(&QueryParams::from_uri(&uri))?;
+    let has = hub
+        .and_then(|h| h.connection(&connection))
+        .is_some_and(|c| c.state().permissions.has(permission, target.as_deref()));
+    Ok(exists(has))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionItem {
+    connection_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionPage {
+    value: Vec<ConnectionItem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_link: Option<String>,
+}
+
+/// What a continuation token carries: where the last page ended and how many of `top` remain.
+#[derive(Serialize, Deserialize)]
+struct Continuation {
+    after: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    remaining: Option<i64>,
+}
+
+pub async fn list_group(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub_name, group)): Path<(String, String)>,
+    uri: Uri,
+) -> Result<Json<ConnectionPage>, ApiError> {
+    let hub = existing_hub(&state, &hub_name)?;
+    validate_group(&group)?;
+    let query = QueryParams::from_uri(&uri);
+    let page_size = query.number("maxpagesize", 1..=MAX_PAGE_SIZE)?.unwrap_or(MAX_PAGE_SIZE);
+    let top = query.number("top", 1..=i64::from(i32::MAX))?;
+    let continuation: Option<Continuation> = match query.one("continuationToken") {
+        Some(token) => Some(
+            URL_SAFE_NO_PAD
+                .decode(token)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .ok_or_else(|| ApiError::bad_request("InvalidContinuationToken", "the continuationToken is not one this service issued"))?,
+        ),
+        None => None,
+    };
+    let remaining = continuation.as_ref().and_then(|c| c.remaining).or(top);
+    let limit = remaining.map_or(page_size, |r| r.min(page_size)).max(0) as usize;
+    let after = continuation.as_ref().map(|c| c.after.as_str());
+    let (page, more) = match &hub {
+        Some(hub) if limit > 0 => hub.list_group(&group, after, limit),
+        _ => (Vec::new(), false),
+    };
+    let remaining_after = remaining.map(|r| r - page.len() as i64);
+    let next_link = match (page.last(), more && remaining_after.is_none_or(|r| r > 0)) {
+        (Some(last), true) => {
+            let token = URL_SAFE_NO_PAD.encode(
+                serde_json::to_vec(&Continuation { after: last.connection_id.to_string(), remaining: remaining_after }).unwrap_or_default(),
+            );
+            let path = uri.path();
+            let api_version = query.one("api-version").unwrap_or("2024-12-01");
+            Some(format!(
+                "{path}?continuationToken={token}&maxpagesize={page_size}&api-version={}",
+                url::form_urlencoded::byte_serialize(api_version.as_bytes()).collect::<String>()
+            ))
+        }
+        _ => None,
+    };
+    Ok(Json(ConnectionPage {
+        value: page
+            .into_iter()
+            .map(|c| ConnectionItem { connection_id: c.connection_id.to_string(), user_id: c.user_id.map(|u| u.to_string()) })
+            .collect(),
+        next_link,
+    }))
+}

@@ -1,0 +1,235 @@
+//! The data-plane REST API under `/api`: authentication of every hub call, request validation,
+//! and status codes exactly as the SDKs expect them (202 sends, 200 puts, 204 deletes and
+//! closes, 200/404 HEADs without a body).
+
+mod manage;
+mod send;
+mod token;
+
+use crate::auth::{bearer_token, verify_rest_token};
+use crate::error::ApiError;
+use crate::filter::Filter;
+use crate::hub::{canonical_hub, Hub, Selection};
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode, Uri};
+use axum::routing::{delete, get, head, post, put};
+use axum::Router;
+use hubbub_proto::keys::KeySlot;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Largest accepted message body.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    use manage::*;
+    use send::*;
+    Router::new()
+        .without_v07_checks()
+        .route("/api/health", get(health).head(health))
+        .route("/api/hubs/{hub}/:send", post(send_to_all))
+        .route("/api/hubs/{hub}/:closeConnections", post(close_all))
+        .route("/api/hubs/{hub}/:addToGroups", post(add_to_groups))
+        .route("/api/hubs/{hub}/:removeFromGroups", post(remove_from_groups))
+        .route("/api/hubs/{hub}/:generateToken", post(token::generate))
+        .route("/api/hubs/{hub}/groups/{group}/:send", post(send_to_group))
+        .route("/api/hubs/{hub}/groups/{group}/:closeConnections", post(close_group))
+        .route("/api/hubs/{hub}/groups/{group}", head(group_exists))
+        .route("/api/hubs/{hub}/groups/{group}/connections", get(list_group))
+        .route(
+            "/api/hubs/{hub}/groups/{group}/connections/{connection}",
+            put(add_connection_to_group).delete(remove_connection_from_group),
+        )
+        .route("/api/hubs/{hub}/users/{user}/:send", post(send_to_user))
+        .route("/api/hubs/{hub}/users/{user}/:closeConnections", post(close_user))
+        .route("/api/hubs/{hub}/users/{user}", head(user_exists))
+        .route("/api/hubs/{hub}/users/{user}/groups", delete(remove_user_from_all_groups))
+        .route(
+            "/api/hubs/{hub}/users/{user}/groups/{group}",
+            put(add_user_to_group).delete(remove_user_from_group),
+        )
+        .route("/api/hubs/{hub}/connections/{connection}/:send", post(send_to_connection))
+        .route(
+            "/api/hubs/{hub}/connections/{connection}",
+            head(connection_exists).delete(close_connection),
+        )
+        .route("/api/hubs/{hub}/connections/{connection}/groups", delete(remove_connection_from_all_groups))
+        .route(
+            "/api/hubs/{hub}/permissions/{permission}/connections/{connection}",
+            put(grant_permission).delete(revoke_permission).head(check_permission),
+        )
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such operation")
+}
+
+/// A request whose bearer token verified; carries the slot that signed it.
+#[derive(Debug, Clone, Copy)]
+pub struct RestCaller {
+    pub slot: KeySlot,
+}
+
+impl FromRequestParts<AppState> for RestCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = bearer_token(header)?;
+        let ring = state.keys.current();
+        let result = verify_rest_token(
+            token,
+            &ring,
+            &state.endpoints,
+            parts.uri.path(),
+            state.keys.clock().now_secs(),
+            state.token_leeway_secs,
+        );
+        match result {
+            Ok(slot) => {
+                state.keys.record_use(slot);
+                Ok(RestCaller { slot })
+            }
+            Err(e) => {
+                tracing::debug!(path = parts.uri.path(), reason = %e, "REST request refused");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Hub names: a letter, then up to 127 letters, digits or `` _`,.[] ``.
+pub fn validate_hub(hub: &str) -> Result<(), ApiError> {
+    let mut chars = hub.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || "_`,.[]".contains(c));
+    if first_ok && rest_ok && hub.len() <= 128 {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "InvalidHubName",
+            "the hub name must start with a letter and have at most 128 letters, digits or _`,.[] characters",
+        ))
+    }
+}
+
+/// Group names: 1 to 1024 characters, not only whitespace.
+pub fn validate_group(group: &str) -> Result<(), ApiError> {
+    let len = group.chars().count();
+    if (1..=1024).contains(&len) && !group.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "InvalidGroupName",
+            "the group name must have 1 to 1024 characters and not be only whitespace",
+        ))
+    }
+}
+
+/// User and connection ids in paths: at least one character, at most 1024.
+pub fn validate_id(kind: &'static str, id: &str) -> Result<(), ApiError> {
+    if (1..=1024).contains(&id.chars().count()) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("InvalidId", format!("the {kind} must have 1 to 1024 characters")))
+    }
+}
+
+/// The query string, with repeated parameters (`excluded=a&excluded=b`) kept. Names are matched
+/// case-insensitively.
+pub struct QueryParams(Vec<(String, String)>);
+
+impl QueryParams {
+    pub fn from_uri(uri: &Uri) -> Self {
+        let query = uri.query().unwrap_or("");
+        Self(url::form_urlencoded::parse(query.as_bytes()).into_owned().collect())
+    }
+
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn one(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// `excluded` connection ids.
+    pub fn excluded(&self) -> HashSet<&str> {
+        self.0.iter().filter(|(k, _)| k.eq_ignore_ascii_case("excluded")).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// The parsed `filter`, or a 400 saying where it is wrong.
+    pub fn filter(&self) -> Result<Option<Filter>, ApiError> {
+        self.one("filter").map(parse_filter).transpose()
+    }
+
+    /// An integer parameter within `range`.
+    pub fn number(&self, name: &str, range: std::ops::RangeInclusive<i64>) -> Result<Option<i64>, ApiError> {
+        let Some(text) = self.one(name) else { return Ok(None) };
+        match text.parse::<i64>() {
+            Ok(n) if range.contains(&n) => Ok(Some(n)),
+            _ => Err(ApiError::bad_request(
+                "InvalidQueryParameter",
+                format!("'{name}' must be an integer from {} to {}", range.start(), range.end()),
+            )),
+        }
+    }
+}
+
+pub fn parse_filter(text: &str) -> Result<Filter, ApiError> {
+    Filter::parse(text).map_err(|e| ApiError::bad_request("InvalidFilter", format!("invalid filter: {e}")))
+}
+
+/// Builds a selection from `excluded` and a parsed filter.
+pub fn selection<'a>(excluded: HashSet<&'a str>, filter: Option<&'a Filter>) -> Selection<'a> {
+    Selection { excluded, filter }
+}
+
+/// Validates the hub name and returns the hub if any client ever connected to it.
+pub fn existing_hub(state: &AppState, hub: &str) -> Result<Option<Arc<Hub>>, ApiError> {
+    validate_hub(hub)?;
+    Ok(state.hubs.get(&canonical_hub(hub)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_names() {
+        for ok in ["a", "Chat_Hub1", "h`,.[]", &format!("a{}", "b".repeat(127))] {
+            assert!(validate_hub(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1hub", "my-hub", "_x", &format!("a{}", "b".repeat(128))] {
+            assert!(validate_hub(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn group_names() {
+        assert!(validate_group("g 1/x").is_ok());
+        assert!(validate_group(&"g".repeat(1024)).is_ok());
+        assert!(validate_group("").is_err());
+        assert!(validate_group("   ").is_err());
+        assert!(validate_group(&"g".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn repeated_query_parameters() {
+        let uri: Uri = "/x?api-version=1&excluded=a&Excluded=b%20c&filter=userId%20eq%20%27x%27".parse().unwrap();
+        let q = QueryParams::from_uri(&uri);
+        let excluded = q.excluded();
+        assert!(excluded.contains("a") && excluded.contains("b c"));
+        assert_eq!(q.one("filter"), Some("userId eq 'x'"));
+        let uri: Uri = "/x?messageTtlSeconds=301".parse().unwrap();
+        assert!(QueryParams::from_uri(&uri).number("messageTtlSeconds", 0..=300).is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! The four send operations: to all, to a group, to a user, to a connection. Each answers 202.
+
+use super::{existing_hub, selection, validate_group, validate_id, QueryParams, RestCaller, MAX_MESSAGE_BYTES};
+use crate::error::{read_body, ApiError};
+use crate::message::Outgoing;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use bytes::Bytes;
+use hubbub_proto::client_protocol::DataType;
+use std::time::Duration;
+
+fn data_type(headers: &HeaderMap) -> Result<DataType, ApiError> {
+    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = value.split(';').next().unwrap_or("").trim();
+    match media.to_ascii_lowercase().as_str() {
+        "text/plain" => Ok(DataType::Text),
+        "application/json" => Ok(DataType::Json),
+        "application/octet-stream" => Ok(DataType::Binary),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "Content-Type must be text/plain, application/json or application/octet-stream",
+        )),
+    }
+}
+
+/// Reads and checks a message body: its type from Content-Type, UTF-8 for text, valid JSON for
+/// JSON, at most 1 MiB; and the optional `messageTtlSeconds` (0-300).
+async fn read_message(headers: &HeaderMap, query: &QueryParams, body: axum::body::Body) -> Result<Outgoing, ApiError> {
+    let kind = data_type(headers)?;
+    let ttl = query.number("messageTtlSeconds", 0..=300)?;
+    let bytes: Bytes = read_body(body, headers, MAX_MESSAGE_BYTES).await?;
+    match kind {
+        DataType::Text if std::str::from_utf8(&bytes).is_err() => {
+            return Err(ApiError::bad_request("InvalidText", "a text/plain body must be UTF-8"));
+        }
+        DataType::Json if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() => {
+            return Err(ApiError::bad_request("InvalidJson", "the body is declared application/json but is not valid JSON"));
+        }
+        _ => {}
+    }
+    let message = Outgoing::server(kind, bytes);
+    Ok(match ttl {
+        Some(secs) if secs > 0 => message.with_ttl(Duration::from_secs(secs as u64)),
+        _ => message,
+    })
+}
+
+pub async fn send_to_all(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path(hub): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    let query = QueryParams::from_uri(&uri);
+    let filter = query.filter()?;
+    let message = read_message(&headers, &query, body).await?;
+    if let Some(hub) = hub {
+        hub.send_to_all(&message, &selection(query.excluded(), filter.as_ref()));
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+pub async fn send_to_group(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, group)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    validate_group(&group)?;
+    let query = QueryParams::from_uri(&uri);
+    let filter = query.filter()?;
+    let message = read_message(&headers, &query, body).await?;
+    if let Some(hub) = hub {
+        let message = message.into_group(group.as_str().into());
+        hub.send_to_group(&group, &message, &selection(query.excluded(), filter.as_ref()));
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+pub async fn send_to_user(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, user)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    validate_id("user id", &user)?;
+    let query = QueryParams::from_uri(&uri);
+    let filter = query.filter()?;
+    let message = read_message(&headers, &query, body).await?;
+    if let Some(hub) = hub {
+        hub.send_to_user(&user, &message, &selection(Default::default(), filter.as_ref()));
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+pub async fn send_to_connection(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path((hub, connection)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<StatusCode, ApiError> {
+    let hub = existing_hub(&state, &hub)?;
+    validate_id("connection id", &connection)?;
+    let query = QueryParams::from_uri(&uri);
+    let message = read_message(&headers, &query, body).await?;
+    if let Some(hub) = hub {
+        hub.send_to_connection(&connection, &message);
+    }
+    Ok(StatusCode::ACCEPTED)
+}

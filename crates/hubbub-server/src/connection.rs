@@ -1,0 +1,408 @@
+//! One client connection as the hub sees it: identity, protocol, permissions, and the bounded
+//! outbox its socket writer drains. No socket here: the `ws` module owns that.
+
+use crate::message::Outgoing;
+use axum::extract::ws::{Message, Utf8Bytes};
+use hubbub_proto::roles::Permissions;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Frames waiting for a writer before the client counts as too slow.
+pub const MAX_PENDING_FRAMES: usize = 10_000;
+/// Bytes waiting for a writer before the client counts as too slow.
+pub const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
+/// Un-acknowledged messages a reliable connection may have (the service's documented limit).
+pub const MAX_UNACKED_MESSAGES: usize = 1000;
+/// Un-acknowledged bytes a reliable connection may have.
+pub const MAX_UNACKED_BYTES: usize = 16 * 1024 * 1024;
+/// Client `ackId`s remembered for `Duplicate` answers.
+pub const ACK_ID_WINDOW: usize = 1024;
+
+/// Close codes.
+pub const CLOSE_NORMAL: u16 = 1000;
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_POLICY: u16 = 1008;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+pub const CLOSE_INTERNAL: u16 = 1011;
+
+/// The wire format a connection speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    Json,
+    JsonReliable,
+    /// No subprotocol: raw frames. In `SendToGroup` mode every frame goes to that group.
+    Simple(SimpleMode),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimpleMode {
+    SendEvent,
+    SendToGroup(Arc<str>),
+}
+
+impl Protocol {
+    pub fn name(&self) -> Option<&'static str> {
+        match self {
+            Protocol::Json => Some(hubbub_proto::client_protocol::JSON_PROTOCOL),
+            Protocol::JsonReliable => Some(hubbub_proto::client_protocol::JSON_RELIABLE_PROTOCOL),
+            Protocol::Simple(_) => None,
+        }
+    }
+
+    pub fn is_reliable(&self) -> bool {
+        matches!(self, Protocol::JsonReliable)
+    }
+
+    pub fn speaks_json(&self) -> bool {
+        !matches!(self, Protocol::Simple(_))
+    }
+}
+
+/// Why the service closes a connection; the reason travels in `disconnected` messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: u16,
+    pub reason: String,
+    /// Tell JSON clients why before closing.
+    pub notify: bool,
+}
+
+/// What the writer takes in one go.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub frames: Vec<Message>,
+    pub close: Option<CloseRequest>,
+}
+
+#[derive(Debug, Default)]
+struct Outbox {
+    /// Frames for the socket, each with the instant after which it is dropped (TTL).
+    pending: VecDeque<(Message, Option<Instant>)>,
+    pending_bytes: usize,
+    /// Reliable protocol: the next sequence id and the messages not yet acknowledged.
+    next_sequence_id: u64,
+    unacked: VecDeque<(u64, Message, Option<Instant>)>,
+    unacked_bytes: usize,
+    /// A socket is serving this connection (reliable sessions can be detached for a while).
+    attached: bool,
+    /// Which socket serves it: bumped when a recovering socket takes over.
+    epoch: u64,
+    close: Option<CloseRequest>,
+}
+
+fn frame_len(frame: &Message) -> usize {
+    match frame {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        _ => 0,
+    }
+}
+
+/// Mutable per-connection state other than the outbox.
+#[derive(Debug, Default)]
+pub struct ConnectionState {
+    pub permissions: Permissions,
+    ack_ids: HashSet<u64>,
+    ack_order: VecDeque<u64>,
+}
+
+impl ConnectionState {
+    /// Records an `ackId`; false when it was seen before (a duplicate).
+    pub fn first_time(&mut self, ack_id: u64) -> bool {
+        if !self.ack_ids.insert(ack_id) {
+            return false;
+        }
+        self.ack_order.push_back(ack_id);
+        if self.ack_order.len() > ACK_ID_WINDOW {
+            if let Some(old) = self.ack_order.pop_front() {
+                self.ack_ids.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+pub struct Connection {
+    pub id: Arc<str>,
+    pub hub: Arc<str>,
+    pub user_id: Option<Arc<str>>,
+    pub protocol: Protocol,
+    state: Mutex<ConnectionState>,
+    outbox: Mutex<Outbox>,
+    /// Wakes the writer when the outbox goes from empty to not empty, or a close is requested.
+    pub wake: Notify,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("hub", &self.hub)
+            .field("user_id", &self.user_id)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    pub fn new(
+        id: Arc<str>,
+        hub: Arc<str>,
+        user_id: Option<Arc<str>>,
+        protocol: Protocol,
+        permissions: Permissions,
+    ) -> Self {
+        Self {
+            id,
+            hub,
+            user_id,
+            protocol,
+            state: Mutex::new(ConnectionState { permissions, ..Default::default() }),
+            outbox: Mutex::new(Outbox {
+                next_sequence_id: 1,
+                attached: true,
+                epoch: 1,
+                ..Default::default()
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        // Poisoning needs a panic while holding the lock; the outbox stays consistent anyway.
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, ConnectionState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a data message in this connection's format. Never blocks; a client too far behind
+    /// is asked to close (`SlowClient`).
+    pub fn deliver(&self, message: &Outgoing) {
+        let mut outbox = self.outbox();
+        if outbox.close.is_some() {
+            return;
+        }
+        let frame = match &self.protocol {
+            Protocol::Simple(_) => message.simple_frame(),
+            Protocol::Json => message.json_frame(),
+            Protocol::JsonReliable => {
+                let sequence_id = outbox.next_sequence_id;
+                outbox.next_sequence_id += 1;
+                let frame = message.reliable_frame(sequence_id);
+                outbox.unacked_bytes += frame_len(&frame);
+                outbox.unacked.push_back((sequence_id, frame.clone(), message.expires_at));
+                if outbox.unacked.len() > MAX_UNACKED_MESSAGES || outbox.unacked_bytes > MAX_UNACKED_BYTES {
+                    // The session cannot be recovered once its buffer overflowed.
+                    outbox.close = Some(CloseRequest {
+                        code: CLOSE_POLICY,
+                        reason: "SlowClient".into(),
+                        notify: true,
+                    });
+                    drop(outbox);
+                    self.wake.notify_one();
+                    return;
+                }
+                if !outbox.attached {
+                    return;
+                }
+                frame
+            }
+        };
+        self.push_locked(outbox, frame, message.expires_at);
+    }
+
+    /// Queues a control frame (ack, pong, system message) for the current socket only.
+    pub fn send_text(&self, text: String) {
+        let outbox = self.outbox();
+        if outbox.close.is_some() || !outbox.attached {
+            return;
+        }
+        self.push_locked(outbox, Message::Text(Utf8Bytes::from(text)), None);
+    }
+
+    fn push_locked(&self, mut outbox: MutexGuard<'_, Outbox>, frame: Message, expires_at: Option<Instant>) {
+        let was_empty = outbox.pending.is_empty();
+        outbox.pending_bytes += frame_len(&frame);
+        outbox.pending.push_back((frame, expires_at));
+        if outbox.pending.len() > MAX_PENDING_FRAMES || outbox.pending_bytes > MAX_PENDING_BYTES {
+            let code = if self.protocol.is_reliable() { CLOSE_POLICY } else { CLOSE_NORMAL };
+            outbox.close = Some(CloseRequest { code, reason: "SlowClient".into(), notify: true });
+            outbox.pending.clear();
+            outbox.pending_bytes = 0;
+            drop(outbox);
+            self.wake.notify_one();
+            return;
+        }
+        drop(outbox);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Asks the writer to close the socket (after telling JSON clients why, if `notify`).
+    pub fn request_close(&self, request: CloseRequest) {
+        let mut outbox = self.outbox();
+        if outbox.close.is_none() {
+            outbox.close = Some(request);
+        }
+        drop(outbox);
+        self.wake.notify_one();
+    }
+
+    pub fn close_requested(&self) -> Option<CloseRequest> {
+        self.outbox().close.clone()
+    }
+
+    /// The socket generation now serving this connection.
+    pub fn epoch(&self) -> u64 {
+        self.outbox().epoch
+    }
+
+    /// Everything queued since the last call, for the socket of `epoch`; `None` when another
+    /// socket has taken over.
+    pub fn take_batch(&self, epoch: u64) -> Option<Batch> {
+        let mut outbox = self.outbox();
+        if outbox.epoch != epoch {
+            return None;
+        }
+        outbox.pending_bytes = 0;
+        let now = Instant::now();
+        let frames = outbox
+            .pending
+            .drain(..)
+            .filter(|(_, expires)| expires.is_none_or(|e| e > now))
+            .map(|(frame, _)| frame)
+            .collect();
+        Some(Batch { frames, close: outbox.close.clone() })
+    }
+
+    /// Reliable protocol: the client has everything up to `sequence_id`.
+    pub fn acknowledge(&self, sequence_id: u64) {
+        let mut outbox = self.outbox();
+        while outbox.unacked.front().is_some_and(|(id, _, _)| *id <= sequence_id) {
+            if let Some((_, frame, _)) = outbox.unacked.pop_front() {
+                outbox.unacked_bytes -= frame_len(&frame);
+            }
+        }
+    }
+
+    /// The socket of `epoch` went away; a reliable session keeps buffering until it is resumed
+    /// or expires. False when another socket had already taken over.
+    pub fn detach(&self, epoch: u64) -> bool {
+        let mut outbox = self.outbox();
+        if outbox.epoch != epoch {
+            return false;
+        }
+        outbox.attached = false;
+        outbox.pending.clear();
+        outbox.pending_bytes = 0;
+        true
+    }
+
+    /// True when the session detached at `epoch` was never resumed.
+    pub fn still_detached(&self, epoch: u64) -> bool {
+        let outbox = self.outbox();
+        outbox.epoch == epoch && !outbox.attached
+    }
+
+    /// A new socket resumes the session: it first gets `first` (the new `connected` message),
+    /// then every message not yet acknowledged, in order. Returns the new socket's epoch.
+    pub fn resume(&self, first: String) -> u64 {
+        let mut outbox = self.outbox();
+        outbox.epoch += 1;
+        let epoch = outbox.epoch;
+        outbox.attached = true;
+        outbox.pending.clear();
+        outbox.pending.push_back((Message::Text(Utf8Bytes::from(first)), None));
+        let resend: Vec<(Message, Option<Instant>)> =
+            outbox.unacked.iter().map(|(_, frame, expires)| (frame.clone(), *expires)).collect();
+        outbox.pending_bytes = resend.iter().map(|(frame, _)| frame_len(frame)).sum();
+        outbox.pending.extend(resend);
+        drop(outbox);
+        // Wake every waiter: a superseded socket must notice and stop.
+        self.wake.notify_waiters();
+        self.wake.notify_one();
+        epoch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use hubbub_proto::client_protocol::DataType;
+
+    fn connection(protocol: Protocol) -> Connection {
+        Connection::new("c1".into(), "hub".into(), None, protocol, Permissions::default())
+    }
+
+    fn text(m: &Message) -> &str {
+        match m {
+            Message::Text(t) => t.as_str(),
+            _ => panic!("not text"),
+        }
+    }
+
+    #[test]
+    fn reliable_sequence_ids_acks_and_resume() {
+        let c = connection(Protocol::JsonReliable);
+        for i in 0..3 {
+            c.deliver(&Outgoing::server(DataType::Text, Bytes::from(format!("m{i}"))));
+        }
+        let batch = c.take_batch(1).unwrap();
+        assert_eq!(batch.frames.len(), 3);
+        assert!(text(&batch.frames[2]).ends_with(r#""sequenceId":3}"#));
+        c.acknowledge(1);
+        assert!(c.detach(1));
+        c.deliver(&Outgoing::server(DataType::Text, Bytes::from_static(b"while away")));
+        assert!(c.take_batch(1).unwrap().frames.is_empty(), "nothing is written while detached");
+        assert!(c.still_detached(1));
+        let epoch = c.resume("connected".into());
+        assert_eq!(epoch, 2);
+        assert!(c.take_batch(1).is_none(), "the old socket gets nothing");
+        assert!(!c.detach(1), "the old socket cannot detach the new one");
+        let frames = c.take_batch(2).unwrap().frames;
+        let texts: Vec<_> = frames.iter().map(text).collect();
+        assert_eq!(texts[0], "connected");
+        assert_eq!(texts.len(), 4, "seq 2, 3 and 4 are re-sent: {texts:?}");
+        assert!(texts[1].contains(r#""sequenceId":2"#));
+        assert!(texts[3].contains("while away"));
+    }
+
+    #[test]
+    fn a_reliable_buffer_overflow_closes_with_1008() {
+        let c = connection(Protocol::JsonReliable);
+        for _ in 0..=MAX_UNACKED_MESSAGES {
+            c.deliver(&Outgoing::server(DataType::Text, Bytes::from_static(b"x")));
+            let _ = c.take_batch(1);
+        }
+        let close = c.close_requested().expect("closing");
+        assert_eq!((close.code, close.reason.as_str()), (CLOSE_POLICY, "SlowClient"));
+    }
+
+    #[test]
+    fn a_client_that_does_not_drain_is_closed_as_slow() {
+        let c = connection(Protocol::Json);
+        for _ in 0..=MAX_PENDING_FRAMES {
+            c.deliver(&Outgoing::server(DataType::Text, Bytes::from_static(b"x")));
+        }
+        assert_eq!(c.close_requested().unwrap().reason, "SlowClient");
+        assert!(c.take_batch(1).unwrap().frames.is_empty(), "the backlog is dropped");
+    }
+
+    #[test]
+    fn duplicate_ack_ids_within_the_window() {
+        let c = connection(Protocol::Json);
+        let mut state = c.state();
+        assert!(state.first_time(1));
+        assert!(!state.first_time(1));
+        for id in 2..(ACK_ID_WINDOW as u64 + 2) {
+            assert!(state.first_time(id));
+        }
+        assert!(state.first_time(1), "forgotten after the window");
+    }
+}

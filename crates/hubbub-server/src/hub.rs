@@ -1,0 +1,463 @@
+//! Hubs: their connections, users and groups, and the fan-out of one message to many
+//! connections. Each hub has one lock, never held across an `.await`: fan-out takes it for
+//! reading and only pushes into outboxes, which never blocks.
+
+use crate::connection::{CloseRequest, Connection, CLOSE_NORMAL, CLOSE_POLICY};
+use crate::filter::{Filter, FilterSubject};
+use crate::message::Outgoing;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Every hub of the instance, by lower-case name.
+#[derive(Debug, Default)]
+pub struct Hubs {
+    hubs: RwLock<HashMap<Arc<str>, Arc<Hub>>>,
+}
+
+/// Hub names are case-insensitive; this is the canonical form.
+pub fn canonical_hub(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+impl Hubs {
+    pub fn get(&self, name: &str) -> Option<Arc<Hub>> {
+        let key = canonical_hub(name);
+        self.hubs.read().unwrap_or_else(|p| p.into_inner()).get(key.as_str()).cloned()
+    }
+
+    pub fn get_or_create(&self, name: &str) -> Arc<Hub> {
+        if let Some(hub) = self.get(name) {
+            return hub;
+        }
+        let key: Arc<str> = canonical_hub(name).into();
+        let mut hubs = self.hubs.write().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(hubs.entry(Arc::clone(&key)).or_insert_with(|| Arc::new(Hub::new(key))))
+    }
+
+    pub fn all(&self) -> Vec<Arc<Hub>> {
+        self.hubs.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+}
+
+struct Member {
+    connection: Arc<Connection>,
+    groups: HashSet<Arc<str>>,
+}
+
+impl FilterSubject for Member {
+    fn connection_id(&self) -> &str {
+        &self.connection.id
+    }
+    fn user_id(&self) -> Option<&str> {
+        self.connection.user_id.as_deref()
+    }
+    fn has_group(&self, group: &str) -> bool {
+        self.groups.contains(group)
+    }
+    fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+}
+
+#[derive(Default)]
+struct HubInner {
+    connections: HashMap<Arc<str>, Member>,
+    /// group -> member connection ids.
+    groups: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// user -> connection ids.
+    users: HashMap<Arc<str>, HashSet<Arc<str>>>,
+}
+
+impl HubInner {
+    fn join(&mut self, connection_id: &str, group: &str) -> bool {
+        let Some(member) = self.connections.get_mut(connection_id) else {
+            return false;
+        };
+        if member.groups.contains(group) {
+            return true;
+        }
+        let group: Arc<str> = match self.groups.get_key_value(group) {
+            Some((existing, _)) => Arc::clone(existing),
+            None => group.into(),
+        };
+        member.groups.insert(Arc::clone(&group));
+        self.groups.entry(group).or_default().insert(Arc::clone(&member.connection.id));
+        true
+    }
+
+    fn leave(&mut self, connection_id: &str, group: &str) {
+        if let Some(member) = self.connections.get_mut(connection_id) {
+            member.groups.remove(group);
+        }
+        if let Some(members) = self.groups.get_mut(group) {
+            members.remove(connection_id);
+            if members.is_empty() {
+                self.groups.remove(group);
+            }
+        }
+    }
+
+    fn leave_all(&mut self, connection_id: &str) {
+        let groups: Vec<Arc<str>> = self
+            .connections
+            .get(connection_id)
+            .map(|m| m.groups.iter().cloned().collect())
+            .unwrap_or_default();
+        for group in groups {
+            self.leave(connection_id, &group);
+        }
+    }
+
+    fn user_connections(&self, user: &str) -> Vec<Arc<str>> {
+        self.users.get(user).map(|ids| ids.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
+/// Who a send goes to, beyond the target: connection ids to skip and an optional filter.
+#[derive(Default)]
+pub struct Selection<'a> {
+    pub excluded: HashSet<&'a str>,
+    pub filter: Option<&'a Filter>,
+}
+
+impl Selection<'_> {
+    fn accepts(&self, member: &Member) -> bool {
+        !self.excluded.contains(&*member.connection.id)
+            && self.filter.is_none_or(|f| f.matches(member))
+    }
+}
+
+/// One connection in a group listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedConnection {
+    pub connection_id: Arc<str>,
+    pub user_id: Option<Arc<str>>,
+}
+
+pub struct Hub {
+    pub name: Arc<str>,
+    inner: RwLock<HubInner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    fn new(name: Arc<str>) -> Self {
+        Self { name, inner: RwLock::default() }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, HubInner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HubInner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connection and joins it to `groups`.
+    pub fn add(&self, connection: Arc<Connection>, groups: &[String]) {
+        let mut inner = self.write();
+        let id = Arc::clone(&connection.id);
+        if let Some(user) = &connection.user_id {
+            inner.users.entry(Arc::clone(user)).or_default().insert(Arc::clone(&id));
+        }
+        inner.connections.insert(Arc::clone(&id), Member { connection, groups: HashSet::new() });
+        for group in groups {
+            inner.join(&id, group);
+        }
+    }
+
+    /// Unregisters a connection (only this very connection object), leaving all its groups.
+    pub fn remove(&self, connection: &Arc<Connection>) -> bool {
+        let mut inner = self.write();
+        let same = inner
+            .connections
+            .get(&*connection.id)
+            .is_some_and(|m| Arc::ptr_eq(&m.connection, connection));
+        if !same {
+            return false;
+        }
+        inner.leave_all(&connection.id);
+        inner.connections.remove(&*connection.id);
+        if let Some(user) = &connection.user_id {
+            if let Some(ids) = inner.users.get_mut(&**user) {
+                ids.remove(&*connection.id);
+                if ids.is_empty() {
+                    inner.users.remove(&**user);
+                }
+            }
+        }
+        true
+    }
+
+    pub fn connection(&self, id: &str) -> Option<Arc<Connection>> {
+        self.read().connections.get(id).map(|m| Arc::clone(&m.connection))
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.read().connections.len()
+    }
+
+    /// Joins a connection to a group; false when the connection is unknown.
+    pub fn join(&self, connection_id: &str, group: &str) -> bool {
+        self.write().join(connection_id, group)
+    }
+
+    pub fn leave(&self, connection_id: &str, group: &str) {
+        self.write().leave(connection_id, group);
+    }
+
+    pub fn leave_all(&self, connection_id: &str) {
+        self.write().leave_all(connection_id);
+    }
+
+    pub fn add_user_to_group(&self, user: &str, group: &str) {
+        let mut inner = self.write();
+        for id in inner.user_connections(user) {
+            inner.join(&id, group);
+        }
+    }
+
+    pub fn remove_user_from_group(&self, user: &str, group: &str) {
+        let mut inner = self.write();
+        for id in inner.user_connections(user) {
+            inner.leave(&id, group);
+        }
+    }
+
+    pub fn remove_user_from_all_groups(&self, user: &str) {
+        let mut inner = self.write();
+        for id in inner.user_connections(user) {
+            inner.leave_all(&id);
+        }
+    }
+
+    /// Adds (or removes) every connection the filter selects to (from) each group.
+    pub fn change_groups_by_filter(&self, groups: &[String], filter: Option<&Filter>, add: bool) {
+        let mut inner = self.write();
+        let selected: Vec<Arc<str>> = inner
+            .connections
+            .values()
+            .filter(|m| filter.is_none_or(|f| f.matches(*m)))
+            .map(|m| Arc::clone(&m.connection.id))
+            .collect();
+        for id in selected {
+            for group in groups {
+                if add {
+                    inner.join(&id, group);
+                } else {
+                    inner.leave(&id, group);
+                }
+            }
+        }
+    }
+
+    pub fn has_user(&self, user: &str) -> bool {
+        self.read().users.contains_key(user)
+    }
+
+    pub fn has_group(&self, group: &str) -> bool {
+        self.read().groups.contains_key(group)
+    }
+
+    pub fn is_member(&self, connection_id: &str, group: &str) -> bool {
+        self.read().connections.get(connection_id).is_some_and(|m| m.groups.contains(group))
+    }
+
+    fn deliver_to(member: &Member, message: &Outgoing) -> bool {
+        if message.no_echo && message.sender.as_deref() == Some(&*member.connection.id) {
+            return false;
+        }
+        member.connection.deliver(message);
+        true
+    }
+
+    /// Fan-out to every connection of the hub. Returns how many got it.
+    pub fn send_to_all(&self, message: &Outgoing, selection: &Selection<'_>) -> usize {
+        let inner = self.read();
+        inner
+            .connections
+            .values()
+            .filter(|m| selection.accepts(m) && Self::deliver_to(m, message))
+            .count()
+    }
+
+    pub fn send_to_group(&self, group: &str, message: &Outgoing, selection: &Selection<'_>) -> usize {
+        let inner = self.read();
+        let Some(ids) = inner.groups.get(group) else {
+            return 0;
+        };
+        ids.iter()
+            .filter_map(|id| inner.connections.get(id))
+            .filter(|m| selection.accepts(m) && Self::deliver_to(m, message))
+            .count()
+    }
+
+    pub fn send_to_user(&self, user: &str, message: &Outgoing, selection: &Selection<'_>) -> usize {
+        let inner = self.read();
+        let Some(ids) = inner.users.get(user) else {
+            return 0;
+        };
+        ids.iter()
+            .filter_map(|id| inner.connections.get(id))
+            .filter(|m| selection.accepts(m) && Self::deliver_to(m, message))
+            .count()
+    }
+
+    pub fn send_to_connection(&self, connection_id: &str, message: &Outgoing) -> bool {
+        let inner = self.read();
+        inner.connections.get(connection_id).is_some_and(|m| Self::deliver_to(m, message))
+    }
+
+    /// Closes connections (all, a user's, or a group's) except `excluded`, telling clients `reason`.
+    pub fn close_where(&self, scope: CloseScope<'_>, excluded: &HashSet<&str>, reason: &str) -> usize {
+        let victims: Vec<Arc<Connection>> = {
+            let inner = self.read();
+            let ids: Vec<Arc<str>> = match scope {
+                CloseScope::All => inner.connections.keys().cloned().collect(),
+                CloseScope::User(user) => inner.user_connections(user),
+                CloseScope::Group(group) => {
+                    inner.groups.get(group).map(|ids| ids.iter().cloned().collect()).unwrap_or_default()
+                }
+                CloseScope::Connection(id) => vec![id.into()],
+            };
+            ids.iter()
+                .filter(|id| !excluded.contains(&***id))
+                .filter_map(|id| inner.connections.get(id).map(|m| Arc::clone(&m.connection)))
+                .collect()
+        };
+        for connection in &victims {
+            self.close(connection, reason);
+        }
+        victims.len()
+    }
+
+    /// Ends a connection for good: it leaves the hub now; its socket is closed by its writer.
+    pub fn close(&self, connection: &Arc<Connection>, reason: &str) {
+        self.remove(connection);
+        let code = if connection.protocol.is_reliable() { CLOSE_POLICY } else { CLOSE_NORMAL };
+        connection.request_close(CloseRequest { code, reason: reason.to_string(), notify: true });
+    }
+
+    /// A page of a group's connections, ordered by connection id, after `after`.
+    pub fn list_group(&self, group: &str, after: Option<&str>, limit: usize) -> (Vec<ListedConnection>, bool) {
+        let inner = self.read();
+        let Some(ids) = inner.groups.get(group) else {
+            return (Vec::new(), false);
+        };
+        let mut ids: Vec<&Arc<str>> = ids.iter().filter(|id| after.is_none_or(|a| &***id > a)).collect();
+        ids.sort_unstable();
+        let more = ids.len() > limit;
+        let page = ids
+            .into_iter()
+            .take(limit)
+            .filter_map(|id| inner.connections.get(id))
+            .map(|m| ListedConnection {
+                connection_id: Arc::clone(&m.connection.id),
+                user_id: m.connection.user_id.clone(),
+            })
+            .collect();
+        (page, more)
+    }
+
+    /// Every connection, for shutdown.
+    pub fn connections(&self) -> Vec<Arc<Connection>> {
+        self.read().connections.values().map(|m| Arc::clone(&m.connection)).collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum CloseScope<'a> {
+    All,
+    User(&'a str),
+    Group(&'a str),
+    Connection(&'a str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::Protocol;
+    use bytes::Bytes;
+    use hubbub_proto::client_protocol::DataType;
+    use hubbub_proto::roles::Permissions;
+
+    fn conn(id: &str, user: Option<&str>) -> Arc<Connection> {
+        Arc::new(Connection::new(id.into(), "h".into(), user.map(Into::into), Protocol::Json, Permissions::default()))
+    }
+
+    fn received(c: &Connection) -> usize {
+        c.take_batch(1).unwrap().frames.len()
+    }
+
+    #[test]
+    fn membership_and_fan_out() {
+        let hub = Hub::new("h".into());
+        let (a, b, c) = (conn("a", Some("u1")), conn("b", Some("u1")), conn("c", None));
+        hub.add(Arc::clone(&a), &["g1".into()]);
+        hub.add(Arc::clone(&b), &[]);
+        hub.add(Arc::clone(&c), &["g1".into(), "g2".into()]);
+        let m = Outgoing::server(DataType::Text, Bytes::from_static(b"x"));
+        assert_eq!(hub.send_to_group("g1", &m, &Selection::default()), 2);
+        assert_eq!(hub.send_to_user("u1", &m, &Selection::default()), 2);
+        let excluded = Selection { excluded: ["a"].into_iter().collect(), filter: None };
+        assert_eq!(hub.send_to_all(&m, &excluded), 2);
+        assert_eq!((received(&a), received(&b), received(&c)), (2, 2, 2));
+        hub.add_user_to_group("u1", "g2");
+        assert!(hub.is_member("b", "g2"));
+        hub.remove_user_from_all_groups("u1");
+        assert!(!hub.is_member("a", "g1"));
+        assert!(hub.has_group("g1"), "c is still in g1");
+        hub.remove(&c);
+        assert!(!hub.has_group("g1"));
+        assert!(hub.has_user("u1"));
+        hub.remove(&a);
+        hub.remove(&b);
+        assert!(!hub.has_user("u1"));
+        assert_eq!(hub.connection_count(), 0);
+    }
+
+    #[test]
+    fn no_echo_skips_the_sender() {
+        let hub = Hub::new("h".into());
+        let (a, b) = (conn("a", None), conn("b", None));
+        hub.add(Arc::clone(&a), &["g".into()]);
+        hub.add(Arc::clone(&b), &["g".into()]);
+        let m = Outgoing::group("g".into(), None, DataType::Text, Bytes::from_static(b"x")).with_sender("a".into(), true);
+        assert_eq!(hub.send_to_group("g", &m, &Selection::default()), 1);
+        assert_eq!((received(&a), received(&b)), (0, 1));
+    }
+
+    #[test]
+    fn paging_lists_each_connection_once() {
+        let hub = Hub::new("h".into());
+        for i in 0..5 {
+            hub.add(conn(&format!("c{i}"), None), &["g".into()]);
+        }
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (page, more) = hub.list_group("g", after.as_deref(), 2);
+            seen.extend(page.iter().map(|c| c.connection_id.to_string()));
+            after = page.last().map(|c| c.connection_id.to_string());
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(seen, ["c0", "c1", "c2", "c3", "c4"]);
+    }
+
+    #[test]
+    fn removing_only_the_same_connection_object() {
+        let hub = Hub::new("h".into());
+        let first = conn("a", None);
+        hub.add(Arc::clone(&first), &[]);
+        let impostor = conn("a", None);
+        assert!(!hub.remove(&impostor));
+        assert!(hub.remove(&first));
+    }
+}
