@@ -38,13 +38,36 @@ pub struct Data {
 /// A request from a JSON-subprotocol client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
-    JoinGroup { group: String, ack_id: Option<u64> },
-    LeaveGroup { group: String, ack_id: Option<u64> },
-    SendToGroup { group: String, ack_id: Option<u64>, no_echo: bool, data: Data },
-    Event { event: String, ack_id: Option<u64>, data: Data },
-    Invoke { invocation_id: String, event: String, data: Data },
-    CancelInvocation { invocation_id: String },
-    SequenceAck { sequence_id: u64 },
+    JoinGroup {
+        group: String,
+        ack_id: Option<u64>,
+    },
+    LeaveGroup {
+        group: String,
+        ack_id: Option<u64>,
+    },
+    SendToGroup {
+        group: String,
+        ack_id: Option<u64>,
+        no_echo: bool,
+        data: Data,
+    },
+    Event {
+        event: String,
+        ack_id: Option<u64>,
+        data: Data,
+    },
+    Invoke {
+        invocation_id: String,
+        event: String,
+        data: Data,
+    },
+    CancelInvocation {
+        invocation_id: String,
+    },
+    SequenceAck {
+        sequence_id: u64,
+    },
     Ping,
 }
 
@@ -61,7 +84,11 @@ pub struct ParseError {
 
 impl ParseError {
     fn new(ack_id: Option<u64>, message: impl Into<String>) -> Self {
-        Self { ack_id, message: message.into(), unknown_type: false }
+        Self {
+            ack_id,
+            message: message.into(),
+            unknown_type: false,
+        }
     }
 }
 
@@ -72,12 +99,13 @@ pub fn parse_client_message(frame: &[u8]) -> Result<ClientMessage, ParseError> {
     let Value::Object(object) = value else {
         return Err(ParseError::new(None, "the frame must be a JSON object"));
     };
-    let ack_id = match object.get("ackId") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| {
-            ParseError::new(None, "'ackId' must be an unsigned 64-bit integer")
-        })?),
-    };
+    let ack_id =
+        match object.get("ackId") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                ParseError::new(None, "'ackId' must be an unsigned 64-bit integer")
+            })?),
+        };
     let kind = object
         .get("type")
         .and_then(Value::as_str)
@@ -85,27 +113,54 @@ pub fn parse_client_message(frame: &[u8]) -> Result<ClientMessage, ParseError> {
     let string = |name: &str| -> Result<String, ParseError> {
         match object.get(name) {
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(ParseError::new(ack_id, format!("'{name}' must be a string"))),
-            None => Err(ParseError::new(ack_id, format!("'{kind}' needs a '{name}'"))),
+            Some(_) => Err(ParseError::new(
+                ack_id,
+                format!("'{name}' must be a string"),
+            )),
+            None => Err(ParseError::new(
+                ack_id,
+                format!("'{kind}' needs a '{name}'"),
+            )),
         }
     };
     let data = || parse_data(&object, ack_id);
     Ok(match kind {
-        "joinGroup" => ClientMessage::JoinGroup { group: string("group")?, ack_id },
-        "leaveGroup" => ClientMessage::LeaveGroup { group: string("group")?, ack_id },
+        "joinGroup" => ClientMessage::JoinGroup {
+            group: string("group")?,
+            ack_id,
+        },
+        "leaveGroup" => ClientMessage::LeaveGroup {
+            group: string("group")?,
+            ack_id,
+        },
         "sendToGroup" => {
             let no_echo = match object.get("noEcho") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
                 Some(_) => return Err(ParseError::new(ack_id, "'noEcho' must be true or false")),
             };
-            ClientMessage::SendToGroup { group: string("group")?, ack_id, no_echo, data: data()? }
+            ClientMessage::SendToGroup {
+                group: string("group")?,
+                ack_id,
+                no_echo,
+                data: data()?,
+            }
         }
-        "event" => ClientMessage::Event { event: string("event")?, ack_id, data: data()? },
+        "event" => ClientMessage::Event {
+            event: string("event")?,
+            ack_id,
+            data: data()?,
+        },
         "invoke" => {
-            let target = object.get("target").and_then(Value::as_str).unwrap_or("event");
+            let target = object
+                .get("target")
+                .and_then(Value::as_str)
+                .unwrap_or("event");
             if target != "event" {
-                return Err(ParseError::new(ack_id, format!("invoke target '{target}' is not supported")));
+                return Err(ParseError::new(
+                    ack_id,
+                    format!("invoke target '{target}' is not supported"),
+                ));
             }
             ClientMessage::Invoke {
                 invocation_id: string("invocationId")?,
@@ -113,16 +168,23 @@ pub fn parse_client_message(frame: &[u8]) -> Result<ClientMessage, ParseError> {
                 data: data()?,
             }
         }
-        "cancelInvocation" => ClientMessage::CancelInvocation { invocation_id: string("invocationId")? },
+        "cancelInvocation" => ClientMessage::CancelInvocation {
+            invocation_id: string("invocationId")?,
+        },
         "sequenceAck" => ClientMessage::SequenceAck {
             sequence_id: object
                 .get("sequenceId")
                 .and_then(Value::as_u64)
-                .ok_or_else(|| ParseError::new(ack_id, "'sequenceAck' needs an integer 'sequenceId'"))?,
+                .ok_or_else(|| {
+                    ParseError::new(ack_id, "'sequenceAck' needs an integer 'sequenceId'")
+                })?,
         },
         "ping" => ClientMessage::Ping,
         other => {
-            let mut error = ParseError::new(ack_id, format!("unknown message type '{}'", truncate(other, 64)));
+            let mut error = ParseError::new(
+                ack_id,
+                format!("unknown message type '{}'", truncate(other, 64)),
+            );
             error.unknown_type = true;
             return Err(error);
         }
@@ -136,18 +198,29 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-fn parse_data(object: &serde_json::Map<String, Value>, ack_id: Option<u64>) -> Result<Data, ParseError> {
+fn parse_data(
+    object: &serde_json::Map<String, Value>,
+    ack_id: Option<u64>,
+) -> Result<Data, ParseError> {
     let data_type = match object.get("dataType") {
         None | Some(Value::Null) => DataType::Json,
         Some(Value::String(s)) => match s.as_str() {
             "json" => DataType::Json,
             "text" => DataType::Text,
             "binary" => DataType::Binary,
-            "protobuf" => return Err(ParseError::new(ack_id, "dataType 'protobuf' needs a protobuf subprotocol")),
+            "protobuf" => {
+                return Err(ParseError::new(
+                    ack_id,
+                    "dataType 'protobuf' needs a protobuf subprotocol",
+                ))
+            }
             other => {
                 return Err(ParseError::new(
                     ack_id,
-                    format!("dataType must be json, text or binary, not '{}'", truncate(other, 32)),
+                    format!(
+                        "dataType must be json, text or binary, not '{}'",
+                        truncate(other, 32)
+                    ),
                 ))
             }
         },
@@ -158,11 +231,21 @@ fn parse_data(object: &serde_json::Map<String, Value>, ack_id: Option<u64>) -> R
         (DataType::Json, Some(v)) => serde_json::to_vec(v).unwrap_or_default(),
         (DataType::Json, None) => b"null".to_vec(),
         (DataType::Text, Some(Value::String(s))) => s.clone().into_bytes(),
-        (DataType::Text, _) => return Err(ParseError::new(ack_id, "dataType 'text' needs a string 'data'")),
+        (DataType::Text, _) => {
+            return Err(ParseError::new(
+                ack_id,
+                "dataType 'text' needs a string 'data'",
+            ))
+        }
         (DataType::Binary, Some(Value::String(s))) => base64::engine::general_purpose::STANDARD
             .decode(s)
             .map_err(|_| ParseError::new(ack_id, "dataType 'binary' needs base64 'data'"))?,
-        (DataType::Binary, _) => return Err(ParseError::new(ack_id, "dataType 'binary' needs a base64 string 'data'")),
+        (DataType::Binary, _) => {
+            return Err(ParseError::new(
+                ack_id,
+                "dataType 'binary' needs a base64 string 'data'",
+            ))
+        }
     };
     Ok(Data { data_type, bytes })
 }
@@ -173,7 +256,10 @@ pub enum Source<'a> {
     /// REST sends and app-server responses: `"from":"server"`.
     Server,
     /// Group messages: `"from":"group"`, with the sender's user id when a client sent it.
-    Group { group: &'a str, from_user_id: Option<&'a str> },
+    Group {
+        group: &'a str,
+        from_user_id: Option<&'a str>,
+    },
 }
 
 /// Writes a `message` frame without its closing `}`, so the reliable protocol can append
@@ -183,7 +269,10 @@ pub fn write_message_open(out: &mut String, source: Source<'_>, data_type: DataT
     out.push_str(r#"{"type":"message","from":"#);
     match source {
         Source::Server => out.push_str(r#""server""#),
-        Source::Group { group, from_user_id } => {
+        Source::Group {
+            group,
+            from_user_id,
+        } => {
             out.push_str(r#""group","group":"#);
             push_json_string(out, group);
             if let Some(user) = from_user_id {
@@ -238,7 +327,11 @@ pub fn invoke_error(invocation_id: &str, name: &str, message: &str) -> String {
     .to_string()
 }
 
-pub fn connected(user_id: Option<&str>, connection_id: &str, reconnection_token: Option<&str>) -> String {
+pub fn connected(
+    user_id: Option<&str>,
+    connection_id: &str,
+    reconnection_token: Option<&str>,
+) -> String {
     let mut value = serde_json::json!({
         "type": "system", "event": "connected", "userId": user_id, "connectionId": connection_id,
     });
@@ -262,7 +355,10 @@ mod tests {
     fn parses_what_the_js_and_python_clients_send() {
         assert_eq!(
             parse_client_message(br#"{"type":"joinGroup","group":"g1","ackId":1}"#),
-            Ok(ClientMessage::JoinGroup { group: "g1".into(), ack_id: Some(1) })
+            Ok(ClientMessage::JoinGroup {
+                group: "g1".into(),
+                ack_id: Some(1)
+            })
         );
         assert_eq!(
             parse_client_message(br#"{"type": "sendToGroup", "group": "g1", "ackId": 2, "dataType": "text", "data": "hi", "noEcho": true}"#),
@@ -273,20 +369,40 @@ mod tests {
                 data: Data { data_type: DataType::Text, bytes: b"hi".to_vec() },
             })
         );
-        let json = parse_client_message(br#"{"type":"sendToGroup","group":"g","data":{"a":[1,true,null]}}"#).unwrap();
-        let ClientMessage::SendToGroup { data, no_echo, .. } = json else { panic!() };
+        let json = parse_client_message(
+            br#"{"type":"sendToGroup","group":"g","data":{"a":[1,true,null]}}"#,
+        )
+        .unwrap();
+        let ClientMessage::SendToGroup { data, no_echo, .. } = json else {
+            panic!()
+        };
         assert!(!no_echo);
-        assert_eq!(data, Data { data_type: DataType::Json, bytes: br#"{"a":[1,true,null]}"#.to_vec() });
-        let binary = parse_client_message(br#"{"type":"event","event":"e","dataType":"binary","data":"AQID/w=="}"#).unwrap();
+        assert_eq!(
+            data,
+            Data {
+                data_type: DataType::Json,
+                bytes: br#"{"a":[1,true,null]}"#.to_vec()
+            }
+        );
+        let binary = parse_client_message(
+            br#"{"type":"event","event":"e","dataType":"binary","data":"AQID/w=="}"#,
+        )
+        .unwrap();
         assert_eq!(
             binary,
             ClientMessage::Event {
                 event: "e".into(),
                 ack_id: None,
-                data: Data { data_type: DataType::Binary, bytes: vec![1, 2, 3, 255] },
+                data: Data {
+                    data_type: DataType::Binary,
+                    bytes: vec![1, 2, 3, 255]
+                },
             }
         );
-        assert_eq!(parse_client_message(br#"{"type":"ping"}"#), Ok(ClientMessage::Ping));
+        assert_eq!(
+            parse_client_message(br#"{"type":"ping"}"#),
+            Ok(ClientMessage::Ping)
+        );
         assert_eq!(
             parse_client_message(br#"{"type":"sequenceAck","sequenceId":7}"#),
             Ok(ClientMessage::SequenceAck { sequence_id: 7 })
@@ -302,16 +418,23 @@ mod tests {
         let e = parse_client_message(br#"{"type":"joinGroup","ackId":5}"#).unwrap_err();
         assert_eq!(e.ack_id, Some(5));
         assert!(e.message.contains("group"));
-        let e = parse_client_message(br#"{"type":"sendToGroup","group":"g","ackId":6,"dataType":"binary","data":"!!"}"#).unwrap_err();
+        let e = parse_client_message(
+            br#"{"type":"sendToGroup","group":"g","ackId":6,"dataType":"binary","data":"!!"}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.ack_id, Some(6));
         let e = parse_client_message(br#"{"type":"whatever","ackId":7}"#).unwrap_err();
         assert!(e.unknown_type);
         assert_eq!(e.ack_id, Some(7));
         let e = parse_client_message(b"not json").unwrap_err();
         assert_eq!(e.ack_id, None);
-        let e = parse_client_message(br#"{"type":"joinGroup","group":"g","ackId":-1}"#).unwrap_err();
+        let e =
+            parse_client_message(br#"{"type":"joinGroup","group":"g","ackId":-1}"#).unwrap_err();
         assert!(e.message.contains("ackId"));
-        let e = parse_client_message(br#"{"type":"sendToGroup","group":"g","ackId":1,"dataType":"text","data":5}"#).unwrap_err();
+        let e = parse_client_message(
+            br#"{"type":"sendToGroup","group":"g","ackId":1,"dataType":"text","data":5}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.ack_id, Some(1));
         assert!(parse_client_message(b"[1]").is_err());
     }
@@ -319,7 +442,15 @@ mod tests {
     #[test]
     fn writes_message_frames_once_with_an_open_end_for_sequence_ids() {
         let mut out = String::new();
-        write_message_open(&mut out, Source::Group { group: "g\"1", from_user_id: Some("u1") }, DataType::Text, b"hi");
+        write_message_open(
+            &mut out,
+            Source::Group {
+                group: "g\"1",
+                from_user_id: Some("u1"),
+            },
+            DataType::Text,
+            b"hi",
+        );
         let plain = format!("{out}}}");
         let v: Value = serde_json::from_str(&plain).unwrap();
         assert_eq!(v["from"], "group");
@@ -333,7 +464,10 @@ mod tests {
         write_message_open(&mut out, Source::Server, DataType::Binary, &[0, 255]);
         out.push('}');
         let v: Value = serde_json::from_str(&out).unwrap();
-        assert_eq!((v["from"].as_str(), v["data"].as_str()), (Some("server"), Some("AP8=")));
+        assert_eq!(
+            (v["from"].as_str(), v["data"].as_str()),
+            (Some("server"), Some("AP8="))
+        );
         assert!(v.get("fromUserId").is_none());
         let mut out = String::new();
         write_message_open(&mut out, Source::Server, DataType::Json, br#"{"a":1}"#);

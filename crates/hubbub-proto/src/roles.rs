@@ -49,7 +49,9 @@ impl GroupPattern {
         while let Some(c) = chars.next() {
             match c {
                 '\\' => match chars.next() {
-                    Some(escaped @ ('\\' | '*' | '?')) => tokens.push(PatternToken::Literal(escaped)),
+                    Some(escaped @ ('\\' | '*' | '?')) => {
+                        tokens.push(PatternToken::Literal(escaped))
+                    }
                     _ => return None,
                 },
                 '?' => tokens.push(PatternToken::AnyOne),
@@ -277,7 +279,10 @@ mod tests {
         assert!(!p.has(Permission::SendToGroup, None));
         p.revoke_permission(Permission::SendToGroup, None);
         assert!(!p.allows(Permission::SendToGroup, "g3"));
-        assert_eq!(Permission::from_rest_name("SENDTOGROUP"), Some(Permission::SendToGroup));
+        assert_eq!(
+            Permission::from_rest_name("SENDTOGROUP"),
+            Some(Permission::SendToGroup)
+        );
         assert_eq!(Permission::from_rest_name("x"), None);
     }
 }

@@ -75,9 +75,10 @@ const LONG_ROLE_CLAIM: &str = "http://schemas.microsoft.com/ws/2008/06/identity/
 fn strings(value: Option<&serde_json::Value>) -> Vec<String> {
     match value {
         Some(serde_json::Value::String(s)) => vec![s.clone()],
-        Some(serde_json::Value::Array(items)) => {
-            items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
-        }
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -92,7 +93,10 @@ pub fn verify_client_token(
     leeway_secs: i64,
 ) -> Result<ClientClaims, AuthError> {
     let decoded = jwt::decode(token)?;
-    let service_issued = decoded.kid.as_deref().is_some_and(|k| k.starts_with(SERVICE_KID_PREFIX));
+    let service_issued = decoded
+        .kid
+        .as_deref()
+        .is_some_and(|k| k.starts_with(SERVICE_KID_PREFIX));
     let slot = if service_issued {
         decoded.verify_signature(&[ring.salt.value.expose().as_bytes()])?;
         KeySlot::Salt
@@ -106,7 +110,11 @@ pub fn verify_client_token(
     let mut roles = strings(claims.get("role"));
     roles.extend(strings(claims.get(LONG_ROLE_CLAIM)));
     Ok(ClientClaims {
-        user_id: decoded.claims.subject().filter(|s| !s.is_empty()).map(str::to_owned),
+        user_id: decoded
+            .claims
+            .subject()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
         roles,
         groups: strings(claims.get("webpubsub.group")),
         slot,

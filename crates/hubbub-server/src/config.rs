@@ -127,7 +127,9 @@ impl Settings {
         if !(1..=120).contains(&keep_alive_secs) {
             return Err(ConfigError::BadKeepAlive(keep_alive_secs));
         }
-        let reconnect_grace_secs = self.reconnect_grace_secs.unwrap_or(DEFAULT_RECONNECT_GRACE_SECS);
+        let reconnect_grace_secs = self
+            .reconnect_grace_secs
+            .unwrap_or(DEFAULT_RECONNECT_GRACE_SECS);
         if !(30..=3600).contains(&reconnect_grace_secs) {
             return Err(ConfigError::BadGrace(reconnect_grace_secs));
         }

@@ -159,7 +159,10 @@ impl Connection {
             hub,
             user_id,
             protocol,
-            state: Mutex::new(ConnectionState { permissions, ..Default::default() }),
+            state: Mutex::new(ConnectionState {
+                permissions,
+                ..Default::default()
+            }),
             outbox: Mutex::new(Outbox {
                 next_sequence_id: 1,
                 attached: true,
@@ -194,8 +197,12 @@ impl Connection {
                 outbox.next_sequence_id += 1;
                 let frame = message.reliable_frame(sequence_id);
                 outbox.unacked_bytes += frame_len(&frame);
-                outbox.unacked.push_back((sequence_id, frame.clone(), message.expires_at));
-                if outbox.unacked.len() > MAX_UNACKED_MESSAGES || outbox.unacked_bytes > MAX_UNACKED_BYTES {
+                outbox
+                    .unacked
+                    .push_back((sequence_id, frame.clone(), message.expires_at));
+                if outbox.unacked.len() > MAX_UNACKED_MESSAGES
+                    || outbox.unacked_bytes > MAX_UNACKED_BYTES
+                {
                     // The session cannot be recovered once its buffer overflowed.
                     outbox.close = Some(CloseRequest {
                         code: CLOSE_POLICY,
@@ -224,13 +231,26 @@ impl Connection {
         self.push_locked(outbox, Message::Text(Utf8Bytes::from(text)), None);
     }
 
-    fn push_locked(&self, mut outbox: MutexGuard<'_, Outbox>, frame: Message, expires_at: Option<Instant>) {
+    fn push_locked(
+        &self,
+        mut outbox: MutexGuard<'_, Outbox>,
+        frame: Message,
+        expires_at: Option<Instant>,
+    ) {
         let was_empty = outbox.pending.is_empty();
         outbox.pending_bytes += frame_len(&frame);
         outbox.pending.push_back((frame, expires_at));
         if outbox.pending.len() > MAX_PENDING_FRAMES || outbox.pending_bytes > MAX_PENDING_BYTES {
-            let code = if self.protocol.is_reliable() { CLOSE_POLICY } else { CLOSE_NORMAL };
-            outbox.close = Some(CloseRequest { code, reason: "SlowClient".into(), notify: true });
+            let code = if self.protocol.is_reliable() {
+                CLOSE_POLICY
+            } else {
+                CLOSE_NORMAL
+            };
+            outbox.close = Some(CloseRequest {
+                code,
+                reason: "SlowClient".into(),
+                notify: true,
+            });
             outbox.pending.clear();
             outbox.pending_bytes = 0;
             drop(outbox);
@@ -277,13 +297,20 @@ impl Connection {
             .filter(|(_, expires)| expires.is_none_or(|e| e > now))
             .map(|(frame, _)| frame)
             .collect();
-        Some(Batch { frames, close: outbox.close.clone() })
+        Some(Batch {
+            frames,
+            close: outbox.close.clone(),
+        })
     }
 
     /// Reliable protocol: the client has everything up to `sequence_id`.
     pub fn acknowledge(&self, sequence_id: u64) {
         let mut outbox = self.outbox();
-        while outbox.unacked.front().is_some_and(|(id, _, _)| *id <= sequence_id) {
+        while outbox
+            .unacked
+            .front()
+            .is_some_and(|(id, _, _)| *id <= sequence_id)
+        {
             if let Some((_, frame, _)) = outbox.unacked.pop_front() {
                 outbox.unacked_bytes -= frame_len(&frame);
             }
@@ -317,9 +344,14 @@ impl Connection {
         let epoch = outbox.epoch;
         outbox.attached = true;
         outbox.pending.clear();
-        outbox.pending.push_back((Message::Text(Utf8Bytes::from(first)), None));
-        let resend: Vec<(Message, Option<Instant>)> =
-            outbox.unacked.iter().map(|(_, frame, expires)| (frame.clone(), *expires)).collect();
+        outbox
+            .pending
+            .push_back((Message::Text(Utf8Bytes::from(first)), None));
+        let resend: Vec<(Message, Option<Instant>)> = outbox
+            .unacked
+            .iter()
+            .map(|(_, frame, expires)| (frame.clone(), *expires))
+            .collect();
         outbox.pending_bytes = resend.iter().map(|(frame, _)| frame_len(frame)).sum();
         outbox.pending.extend(resend);
         drop(outbox);
@@ -337,7 +369,13 @@ mod tests {
     use hubbub_proto::client_protocol::DataType;
 
     fn connection(protocol: Protocol) -> Connection {
-        Connection::new("c1".into(), "hub".into(), None, protocol, Permissions::default())
+        Connection::new(
+            "c1".into(),
+            "hub".into(),
+            None,
+            protocol,
+            Permissions::default(),
+        )
     }
 
     fn text(m: &Message) -> &str {
@@ -351,15 +389,24 @@ mod tests {
     fn reliable_sequence_ids_acks_and_resume() {
         let c = connection(Protocol::JsonReliable);
         for i in 0..3 {
-            c.deliver(&Outgoing::server(DataType::Text, Bytes::from(format!("m{i}"))));
+            c.deliver(&Outgoing::server(
+                DataType::Text,
+                Bytes::from(format!("m{i}")),
+            ));
         }
         let batch = c.take_batch(1).unwrap();
         assert_eq!(batch.frames.len(), 3);
         assert!(text(&batch.frames[2]).ends_with(r#""sequenceId":3}"#));
         c.acknowledge(1);
         assert!(c.detach(1));
-        c.deliver(&Outgoing::server(DataType::Text, Bytes::from_static(b"while away")));
-        assert!(c.take_batch(1).unwrap().frames.is_empty(), "nothing is written while detached");
+        c.deliver(&Outgoing::server(
+            DataType::Text,
+            Bytes::from_static(b"while away"),
+        ));
+        assert!(
+            c.take_batch(1).unwrap().frames.is_empty(),
+            "nothing is written while detached"
+        );
         assert!(c.still_detached(1));
         let epoch = c.resume("connected".into());
         assert_eq!(epoch, 2);
@@ -381,7 +428,10 @@ mod tests {
             let _ = c.take_batch(1);
         }
         let close = c.close_requested().expect("closing");
-        assert_eq!((close.code, close.reason.as_str()), (CLOSE_POLICY, "SlowClient"));
+        assert_eq!(
+            (close.code, close.reason.as_str()),
+            (CLOSE_POLICY, "SlowClient")
+        );
     }
 
     #[test]
@@ -391,7 +441,24 @@ mod tests {
             c.deliver(&Outgoing::server(DataType::Text, Bytes::from_static(b"x")));
         }
         assert_eq!(c.close_requested().unwrap().reason, "SlowClient");
-        assert!(c.take_batch(1).unwrap().frames.is_empty(), "the backlog is dropped");
+        assert!(
+            c.take_batch(1).unwrap().frames.is_empty(),
+            "the backlog is dropped"
+        );
+    }
+
+    #[test]
+    fn expired_messages_are_not_written() {
+        let c = connection(Protocol::Json);
+        let short = Outgoing::server(DataType::Text, Bytes::from_static(b"short"))
+            .with_ttl(std::time::Duration::ZERO);
+        let long = Outgoing::server(DataType::Text, Bytes::from_static(b"long"))
+            .with_ttl(std::time::Duration::from_secs(60));
+        c.deliver(&short);
+        c.deliver(&long);
+        let frames = c.take_batch(1).unwrap().frames;
+        assert_eq!(frames.len(), 1);
+        assert!(text(&frames[0]).contains("long"));
     }
 
     #[test]

@@ -22,7 +22,11 @@ pub fn canonical_hub(name: &str) -> String {
 impl Hubs {
     pub fn get(&self, name: &str) -> Option<Arc<Hub>> {
         let key = canonical_hub(name);
-        self.hubs.read().unwrap_or_else(|p| p.into_inner()).get(key.as_str()).cloned()
+        self.hubs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key.as_str())
+            .cloned()
     }
 
     pub fn get_or_create(&self, name: &str) -> Arc<Hub> {
@@ -31,11 +35,19 @@ impl Hubs {
         }
         let key: Arc<str> = canonical_hub(name).into();
         let mut hubs = self.hubs.write().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(hubs.entry(Arc::clone(&key)).or_insert_with(|| Arc::new(Hub::new(key))))
+        Arc::clone(
+            hubs.entry(Arc::clone(&key))
+                .or_insert_with(|| Arc::new(Hub::new(key))),
+        )
     }
 
     pub fn all(&self) -> Vec<Arc<Hub>> {
-        self.hubs.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.hubs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
@@ -81,7 +93,10 @@ impl HubInner {
             None => group.into(),
         };
         member.groups.insert(Arc::clone(&group));
-        self.groups.entry(group).or_default().insert(Arc::clone(&member.connection.id));
+        self.groups
+            .entry(group)
+            .or_default()
+            .insert(Arc::clone(&member.connection.id));
         true
     }
 
@@ -109,7 +124,10 @@ impl HubInner {
     }
 
     fn user_connections(&self, user: &str) -> Vec<Arc<str>> {
-        self.users.get(user).map(|ids| ids.iter().cloned().collect()).unwrap_or_default()
+        self.users
+            .get(user)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -141,13 +159,18 @@ pub struct Hub {
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hub").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Hub")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
 impl Hub {
     fn new(name: Arc<str>) -> Self {
-        Self { name, inner: RwLock::default() }
+        Self {
+            name,
+            inner: RwLock::default(),
+        }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, HubInner> {
@@ -163,9 +186,19 @@ impl Hub {
         let mut inner = self.write();
         let id = Arc::clone(&connection.id);
         if let Some(user) = &connection.user_id {
-            inner.users.entry(Arc::clone(user)).or_default().insert(Arc::clone(&id));
+            inner
+                .users
+                .entry(Arc::clone(user))
+                .or_default()
+                .insert(Arc::clone(&id));
         }
-        inner.connections.insert(Arc::clone(&id), Member { connection, groups: HashSet::new() });
+        inner.connections.insert(
+            Arc::clone(&id),
+            Member {
+                connection,
+                groups: HashSet::new(),
+            },
+        );
         for group in groups {
             inner.join(&id, group);
         }
@@ -195,7 +228,10 @@ impl Hub {
     }
 
     pub fn connection(&self, id: &str) -> Option<Arc<Connection>> {
-        self.read().connections.get(id).map(|m| Arc::clone(&m.connection))
+        self.read()
+            .connections
+            .get(id)
+            .map(|m| Arc::clone(&m.connection))
     }
 
     pub fn connection_count(&self) -> usize {
@@ -265,7 +301,10 @@ impl Hub {
     }
 
     pub fn is_member(&self, connection_id: &str, group: &str) -> bool {
-        self.read().connections.get(connection_id).is_some_and(|m| m.groups.contains(group))
+        self.read()
+            .connections
+            .get(connection_id)
+            .is_some_and(|m| m.groups.contains(group))
     }
 
     fn deliver_to(member: &Member, message: &Outgoing) -> bool {
@@ -286,7 +325,12 @@ impl Hub {
             .count()
     }
 
-    pub fn send_to_group(&self, group: &str, message: &Outgoing, selection: &Selection<'_>) -> usize {
+    pub fn send_to_group(
+        &self,
+        group: &str,
+        message: &Outgoing,
+        selection: &Selection<'_>,
+    ) -> usize {
         let inner = self.read();
         let Some(ids) = inner.groups.get(group) else {
             return 0;
@@ -310,19 +354,29 @@ impl Hub {
 
     pub fn send_to_connection(&self, connection_id: &str, message: &Outgoing) -> bool {
         let inner = self.read();
-        inner.connections.get(connection_id).is_some_and(|m| Self::deliver_to(m, message))
+        inner
+            .connections
+            .get(connection_id)
+            .is_some_and(|m| Self::deliver_to(m, message))
     }
 
     /// Closes connections (all, a user's, or a group's) except `excluded`, telling clients `reason`.
-    pub fn close_where(&self, scope: CloseScope<'_>, excluded: &HashSet<&str>, reason: &str) -> usize {
+    pub fn close_where(
+        &self,
+        scope: CloseScope<'_>,
+        excluded: &HashSet<&str>,
+        reason: &str,
+    ) -> usize {
         let victims: Vec<Arc<Connection>> = {
             let inner = self.read();
             let ids: Vec<Arc<str>> = match scope {
                 CloseScope::All => inner.connections.keys().cloned().collect(),
                 CloseScope::User(user) => inner.user_connections(user),
-                CloseScope::Group(group) => {
-                    inner.groups.get(group).map(|ids| ids.iter().cloned().collect()).unwrap_or_default()
-                }
+                CloseScope::Group(group) => inner
+                    .groups
+                    .get(group)
+                    .map(|ids| ids.iter().cloned().collect())
+                    .unwrap_or_default(),
                 CloseScope::Connection(id) => vec![id.into()],
             };
             ids.iter()
@@ -339,17 +393,33 @@ impl Hub {
     /// Ends a connection for good: it leaves the hub now; its socket is closed by its writer.
     pub fn close(&self, connection: &Arc<Connection>, reason: &str) {
         self.remove(connection);
-        let code = if connection.protocol.is_reliable() { CLOSE_POLICY } else { CLOSE_NORMAL };
-        connection.request_close(CloseRequest { code, reason: reason.to_string(), notify: true });
+        let code = if connection.protocol.is_reliable() {
+            CLOSE_POLICY
+        } else {
+            CLOSE_NORMAL
+        };
+        connection.request_close(CloseRequest {
+            code,
+            reason: reason.to_string(),
+            notify: true,
+        });
     }
 
     /// A page of a group's connections, ordered by connection id, after `after`.
-    pub fn list_group(&self, group: &str, after: Option<&str>, limit: usize) -> (Vec<ListedConnection>, bool) {
+    pub fn list_group(
+        &self,
+        group: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<ListedConnection>, bool) {
         let inner = self.read();
         let Some(ids) = inner.groups.get(group) else {
             return (Vec::new(), false);
         };
-        let mut ids: Vec<&Arc<str>> = ids.iter().filter(|id| after.is_none_or(|a| &***id > a)).collect();
+        let mut ids: Vec<&Arc<str>> = ids
+            .iter()
+            .filter(|id| after.is_none_or(|a| &***id > a))
+            .collect();
         ids.sort_unstable();
         let more = ids.len() > limit;
         let page = ids
@@ -366,7 +436,11 @@ impl Hub {
 
     /// Every connection, for shutdown.
     pub fn connections(&self) -> Vec<Arc<Connection>> {
-        self.read().connections.values().map(|m| Arc::clone(&m.connection)).collect()
+        self.read()
+            .connections
+            .values()
+            .map(|m| Arc::clone(&m.connection))
+            .collect()
     }
 }
 
@@ -387,7 +461,13 @@ mod tests {
     use hubbub_proto::roles::Permissions;
 
     fn conn(id: &str, user: Option<&str>) -> Arc<Connection> {
-        Arc::new(Connection::new(id.into(), "h".into(), user.map(Into::into), Protocol::Json, Permissions::default()))
+        Arc::new(Connection::new(
+            id.into(),
+            "h".into(),
+            user.map(Into::into),
+            Protocol::Json,
+            Permissions::default(),
+        ))
     }
 
     fn received(c: &Connection) -> usize {
@@ -397,14 +477,21 @@ mod tests {
     #[test]
     fn membership_and_fan_out() {
         let hub = Hub::new("h".into());
-        let (a, b, c) = (conn("a", Some("u1")), conn("b", Some("u1")), conn("c", None));
+        let (a, b, c) = (
+            conn("a", Some("u1")),
+            conn("b", Some("u1")),
+            conn("c", None),
+        );
         hub.add(Arc::clone(&a), &["g1".into()]);
         hub.add(Arc::clone(&b), &[]);
         hub.add(Arc::clone(&c), &["g1".into(), "g2".into()]);
         let m = Outgoing::server(DataType::Text, Bytes::from_static(b"x"));
         assert_eq!(hub.send_to_group("g1", &m, &Selection::default()), 2);
         assert_eq!(hub.send_to_user("u1", &m, &Selection::default()), 2);
-        let excluded = Selection { excluded: ["a"].into_iter().collect(), filter: None };
+        let excluded = Selection {
+            excluded: ["a"].into_iter().collect(),
+            filter: None,
+        };
         assert_eq!(hub.send_to_all(&m, &excluded), 2);
         assert_eq!((received(&a), received(&b), received(&c)), (2, 2, 2));
         hub.add_user_to_group("u1", "g2");
@@ -427,7 +514,8 @@ mod tests {
         let (a, b) = (conn("a", None), conn("b", None));
         hub.add(Arc::clone(&a), &["g".into()]);
         hub.add(Arc::clone(&b), &["g".into()]);
-        let m = Outgoing::group("g".into(), None, DataType::Text, Bytes::from_static(b"x")).with_sender("a".into(), true);
+        let m = Outgoing::group("g".into(), None, DataType::Text, Bytes::from_static(b"x"))
+            .with_sender("a".into(), true);
         assert_eq!(hub.send_to_group("g", &m, &Selection::default()), 1);
         assert_eq!((received(&a), received(&b)), (0, 1));
     }

@@ -33,11 +33,21 @@ impl Outgoing {
     }
 
     /// A group message (`"from":"group"`), from a client when `from_user_id`/`sender` are set.
-    pub fn group(group: Arc<str>, from_user_id: Option<Arc<str>>, data_type: DataType, data: Bytes) -> Self {
+    pub fn group(
+        group: Arc<str>,
+        from_user_id: Option<Arc<str>>,
+        data_type: DataType,
+        data: Bytes,
+    ) -> Self {
         Self::new(Some(group), from_user_id, data_type, data)
     }
 
-    fn new(group: Option<Arc<str>>, from_user_id: Option<Arc<str>>, data_type: DataType, data: Bytes) -> Self {
+    fn new(
+        group: Option<Arc<str>>,
+        from_user_id: Option<Arc<str>>,
+        data_type: DataType,
+        data: Bytes,
+    ) -> Self {
         Self {
             group,
             from_user_id,
@@ -92,7 +102,10 @@ impl Outgoing {
         self.json_open.get_or_init(|| {
             let mut out = String::with_capacity(self.data.len() * 4 / 3 + 96);
             let source = match &self.group {
-                Some(group) => Source::Group { group, from_user_id: self.from_user_id.as_deref() },
+                Some(group) => Source::Group {
+                    group,
+                    from_user_id: self.from_user_id.as_deref(),
+                },
                 None => Source::Server,
             };
             write_message_open(&mut out, source, self.data_type, &self.data);
@@ -129,17 +142,39 @@ mod tests {
 
     #[test]
     fn frames_per_format() {
-        let m = Outgoing::group("g".into(), Some("u".into()), DataType::Text, Bytes::from_static(b"hi"));
-        let Message::Text(json) = m.json_frame() else { panic!() };
-        assert_eq!(json.as_str(), r#"{"type":"message","from":"group","group":"g","fromUserId":"u","dataType":"text","data":"hi"}"#);
-        let Message::Text(reliable) = m.reliable_frame(9) else { panic!() };
-        assert!(reliable.as_str().ends_with(r#""data":"hi","sequenceId":9}"#));
-        let Message::Text(simple) = m.simple_frame() else { panic!() };
+        let m = Outgoing::group(
+            "g".into(),
+            Some("u".into()),
+            DataType::Text,
+            Bytes::from_static(b"hi"),
+        );
+        let Message::Text(json) = m.json_frame() else {
+            panic!()
+        };
+        assert_eq!(
+            json.as_str(),
+            r#"{"type":"message","from":"group","group":"g","fromUserId":"u","dataType":"text","data":"hi"}"#
+        );
+        let Message::Text(reliable) = m.reliable_frame(9) else {
+            panic!()
+        };
+        assert!(reliable
+            .as_str()
+            .ends_with(r#""data":"hi","sequenceId":9}"#));
+        let Message::Text(simple) = m.simple_frame() else {
+            panic!()
+        };
         assert_eq!(simple.as_str(), "hi");
         let b = Outgoing::server(DataType::Binary, Bytes::from_static(&[1, 2]));
         assert!(matches!(b.simple_frame(), Message::Binary(d) if d.as_ref() == [1, 2]));
         let j = Outgoing::server(DataType::Json, Bytes::from_static(br#""Hello""#));
-        let Message::Text(simple) = j.simple_frame() else { panic!() };
-        assert_eq!(simple.as_str(), r#""Hello""#, "JSON strings keep their quotes for simple clients");
+        let Message::Text(simple) = j.simple_frame() else {
+            panic!()
+        };
+        assert_eq!(
+            simple.as_str(),
+            r#""Hello""#,
+            "JSON strings keep their quotes for simple clients"
+        );
     }
 }

@@ -16,7 +16,10 @@ fn signing_input(hub: &str, connection_id: &str, expires: i64) -> String {
 /// `<expiry>.<signature>`, both URL-safe.
 pub fn issue(salt: &str, hub: &str, connection_id: &str, now_secs: i64) -> String {
     let expires = now_secs + RECONNECTION_TOKEN_LIFETIME_SECS;
-    let signature = hmac_sha256(salt.as_bytes(), signing_input(hub, connection_id, expires).as_bytes());
+    let signature = hmac_sha256(
+        salt.as_bytes(),
+        signing_input(hub, connection_id, expires).as_bytes(),
+    );
     format!("{expires}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
@@ -32,11 +35,22 @@ pub enum RecoveryError {
     SessionGone,
 }
 
-pub fn verify(token: &str, salt: &str, hub: &str, connection_id: &str, now_secs: i64) -> Result<(), RecoveryError> {
+pub fn verify(
+    token: &str,
+    salt: &str,
+    hub: &str,
+    connection_id: &str,
+    now_secs: i64,
+) -> Result<(), RecoveryError> {
     let (expires, signature) = token.split_once('.').ok_or(RecoveryError::Malformed)?;
     let expires: i64 = expires.parse().map_err(|_| RecoveryError::Malformed)?;
-    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| RecoveryError::Malformed)?;
-    let expected = hmac_sha256(salt.as_bytes(), signing_input(hub, connection_id, expires).as_bytes());
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| RecoveryError::Malformed)?;
+    let expected = hmac_sha256(
+        salt.as_bytes(),
+        signing_input(hub, connection_id, expires).as_bytes(),
+    );
     if !bool::from(expected.as_slice().ct_eq(&signature)) {
         return Err(RecoveryError::BadSignature);
     }
@@ -54,15 +68,36 @@ mod tests {
     fn issued_tokens_verify_for_their_connection_and_salt_only() {
         let token = issue("salt", "hub", "c1", 1000);
         assert_eq!(verify(&token, "salt", "hub", "c1", 1001), Ok(()));
-        assert_eq!(verify(&token, "new-salt", "hub", "c1", 1001), Err(RecoveryError::BadSignature));
-        assert_eq!(verify(&token, "salt", "hub", "c2", 1001), Err(RecoveryError::BadSignature));
-        assert_eq!(verify(&token, "salt", "other", "c1", 1001), Err(RecoveryError::BadSignature));
         assert_eq!(
-            verify(&token, "salt", "hub", "c1", 1000 + RECONNECTION_TOKEN_LIFETIME_SECS),
+            verify(&token, "new-salt", "hub", "c1", 1001),
+            Err(RecoveryError::BadSignature)
+        );
+        assert_eq!(
+            verify(&token, "salt", "hub", "c2", 1001),
+            Err(RecoveryError::BadSignature)
+        );
+        assert_eq!(
+            verify(&token, "salt", "other", "c1", 1001),
+            Err(RecoveryError::BadSignature)
+        );
+        assert_eq!(
+            verify(
+                &token,
+                "salt",
+                "hub",
+                "c1",
+                1000 + RECONNECTION_TOKEN_LIFETIME_SECS
+            ),
             Err(RecoveryError::Expired)
         );
-        assert_eq!(verify("garbage", "salt", "hub", "c1", 0), Err(RecoveryError::Malformed));
+        assert_eq!(
+            verify("garbage", "salt", "hub", "c1", 0),
+            Err(RecoveryError::Malformed)
+        );
         let forged = format!("{}.{}", 9_999_999_999i64, token.split_once('.').unwrap().1);
-        assert_eq!(verify(&forged, "salt", "hub", "c1", 0), Err(RecoveryError::BadSignature));
+        assert_eq!(
+            verify(&forged, "salt", "hub", "c1", 0),
+            Err(RecoveryError::BadSignature)
+        );
     }
 }

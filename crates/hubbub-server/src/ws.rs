@@ -4,7 +4,8 @@
 
 use crate::auth::{bearer_token, verify_client_token};
 use crate::connection::{
-    CloseRequest, Connection, Protocol, SimpleMode, CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG,
+    CloseRequest, Connection, Protocol, SimpleMode, CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY,
+    CLOSE_TOO_BIG,
 };
 use crate::error::ApiError;
 use crate::hub::Hub;
@@ -23,6 +24,7 @@ use hubbub_proto::client_protocol::{self as cp, ClientMessage, DataType};
 use hubbub_proto::keys::KeySlot;
 use hubbub_proto::roles::{Permission, Permissions};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -32,6 +34,10 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 1024 * 1024;
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Bytes the writer collects before it writes to the socket.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// How long the service waits for the client's close frame after sending its own.
+const CLOSE_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// A client whose socket accepts nothing for this long is dropped.
+const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -50,7 +56,9 @@ async fn upgrade_path(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    handle(state, hub, params, headers, upgrade).await.unwrap_or_else(IntoResponse::into_response)
+    handle(state, hub, params, headers, upgrade)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn upgrade_query(
@@ -60,9 +68,12 @@ async fn upgrade_query(
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Some(hub) = params.get("hub").cloned() else {
-        return ApiError::bad_request("InvalidHubName", "the 'hub' query parameter is required").into_response();
+        return ApiError::bad_request("InvalidHubName", "the 'hub' query parameter is required")
+            .into_response();
     };
-    handle(state, hub, params, headers, upgrade).await.unwrap_or_else(IntoResponse::into_response)
+    handle(state, hub, params, headers, upgrade)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The subprotocol to answer with: the first JSON one the client offers; refuses clients that
@@ -84,7 +95,10 @@ fn choose_protocol(headers: &HeaderMap, params: &Params) -> Result<Protocol, Api
             return Ok(Protocol::Json);
         }
     }
-    if offered.iter().any(|p| p == cp::PROTOBUF_PROTOCOL || p == cp::PROTOBUF_RELIABLE_PROTOCOL) {
+    if offered
+        .iter()
+        .any(|p| p == cp::PROTOBUF_PROTOCOL || p == cp::PROTOBUF_RELIABLE_PROTOCOL)
+    {
         return Err(ApiError::bad_request(
             "UnsupportedSubprotocol",
             "the protobuf subprotocols are not supported; use json.webpubsub.azure.v1 or json.reliable.webpubsub.azure.v1",
@@ -94,7 +108,10 @@ fn choose_protocol(headers: &HeaderMap, params: &Params) -> Result<Protocol, Api
         None | Some("sendEvent") => SimpleMode::SendEvent,
         Some("sendToGroup") => {
             let group = params.get("group").ok_or_else(|| {
-                ApiError::bad_request("InvalidGroupName", "webpubsub_mode=sendToGroup needs a 'group' parameter")
+                ApiError::bad_request(
+                    "InvalidGroupName",
+                    "webpubsub_mode=sendToGroup needs a 'group' parameter",
+                )
             })?;
             api::validate_group(group)?;
             SimpleMode::SendToGroup(group.as_str().into())
@@ -102,7 +119,10 @@ fn choose_protocol(headers: &HeaderMap, params: &Params) -> Result<Protocol, Api
         Some(other) => {
             return Err(ApiError::bad_request(
                 "InvalidMode",
-                format!("webpubsub_mode must be sendEvent or sendToGroup, not '{}'", other.chars().take(32).collect::<String>()),
+                format!(
+                    "webpubsub_mode must be sendEvent or sendToGroup, not '{}'",
+                    other.chars().take(32).collect::<String>()
+                ),
             ))
         }
     };
@@ -135,22 +155,27 @@ async fn handle(
 
     // Recovery parameters take precedence over an access token (which may have expired).
     if protocol.is_reliable() {
-        if let (Some(id), Some(token)) = (params.get("awps_connection_id"), params.get("awps_reconnection_token")) {
+        if let (Some(id), Some(token)) = (
+            params.get("awps_connection_id"),
+            params.get("awps_reconnection_token"),
+        ) {
             let upgrade = upgrade.map_err(|_| not_an_upgrade())?;
             let ring = state.keys.current();
-            let resumed = reliable::verify(token, ring.salt.value.expose(), &hub_name, id, now).and_then(|()| {
-                state
-                    .hubs
-                    .get(&hub_name)
-                    .and_then(|hub| hub.connection(id).map(|c| (hub, c)))
-                    .filter(|(_, c)| c.protocol.is_reliable())
-                    .ok_or(reliable::RecoveryError::SessionGone)
-            });
+            let resumed = reliable::verify(token, ring.salt.value.expose(), &hub_name, id, now)
+                .and_then(|()| {
+                    state
+                        .hubs
+                        .get(&hub_name)
+                        .and_then(|hub| hub.connection(id).map(|c| (hub, c)))
+                        .filter(|(_, c)| c.protocol.is_reliable())
+                        .ok_or(reliable::RecoveryError::SessionGone)
+                });
             let upgrade = configure(upgrade, &protocol);
             return Ok(match resumed {
                 Ok((hub, connection)) => {
                     tracing::debug!(connection_id = %connection.id, "reliable session resumed");
-                    let connected = cp::connected(connection.user_id.as_deref(), &connection.id, Some(token));
+                    let connected =
+                        cp::connected(connection.user_id.as_deref(), &connection.id, Some(token));
                     let state2 = state.clone();
                     let guard = state.sockets.token();
                     upgrade.on_upgrade(move |socket| async move {
@@ -162,7 +187,10 @@ async fn handle(
                 Err(e) => {
                     tracing::debug!(reason = %e, "reliable session not resumed");
                     upgrade.on_upgrade(move |mut socket| async move {
-                        let close = CloseFrame { code: CLOSE_POLICY, reason: e.to_string().into() };
+                        let close = CloseFrame {
+                            code: CLOSE_POLICY,
+                            reason: e.to_string().into(),
+                        };
                         let _ = socket.send(Message::Close(Some(close))).await;
                     })
                 }
@@ -172,19 +200,34 @@ async fn handle(
 
     let token = match params.get("access_token") {
         Some(token) => token.as_str(),
-        None => bearer_token(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?,
+        None => bearer_token(
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        )?,
     };
     let ring = state.keys.current();
-    let claims = verify_client_token(token, &ring, &state.endpoints, &hub_name, now, state.token_leeway_secs)
-        .map_err(|e| {
-            tracing::debug!(hub = %hub_name, reason = %e, "client connection refused");
-            ApiError::from(e)
-        })?;
+    let claims = verify_client_token(
+        token,
+        &ring,
+        &state.endpoints,
+        &hub_name,
+        now,
+        state.token_leeway_secs,
+    )
+    .map_err(|e| {
+        tracing::debug!(hub = %hub_name, reason = %e, "client connection refused");
+        ApiError::from(e)
+    })?;
     if claims.slot != KeySlot::Salt {
         state.keys.record_use(claims.slot);
     }
     let upgrade = upgrade.map_err(|_| not_an_upgrade())?;
-    let groups: Vec<String> = claims.groups.into_iter().filter(|g| api::validate_group(g).is_ok()).collect();
+    let groups: Vec<String> = claims
+        .groups
+        .into_iter()
+        .filter(|g| api::validate_group(g).is_ok())
+        .collect();
     let permissions = Permissions::from_roles(claims.roles.iter().map(String::as_str));
     let connection = Arc::new(Connection::new(
         new_connection_id().into(),
@@ -199,10 +242,19 @@ async fn handle(
         let hub = state.hubs.get_or_create(&hub_name);
         hub.add(Arc::clone(&connection), &groups);
         if protocol.speaks_json() {
-            let reconnection_token = protocol
-                .is_reliable()
-                .then(|| reliable::issue(state.keys.current().salt.value.expose(), &hub.name, &connection.id, state.keys.clock().now_secs()));
-            connection.send_text(cp::connected(connection.user_id.as_deref(), &connection.id, reconnection_token.as_deref()));
+            let reconnection_token = protocol.is_reliable().then(|| {
+                reliable::issue(
+                    state.keys.current().salt.value.expose(),
+                    &hub.name,
+                    &connection.id,
+                    state.keys.clock().now_secs(),
+                )
+            });
+            connection.send_text(cp::connected(
+                connection.user_id.as_deref(),
+                &connection.id,
+                reconnection_token.as_deref(),
+            ));
         }
         tracing::debug!(hub = %hub.name, connection_id = %connection.id, "client connected");
         run_socket(state, hub, connection, socket, 1).await;
@@ -211,7 +263,10 @@ async fn handle(
 }
 
 fn not_an_upgrade() -> ApiError {
-    ApiError::bad_request("NotAWebSocketUpgrade", "this endpoint accepts WebSocket upgrade requests only")
+    ApiError::bad_request(
+        "NotAWebSocketUpgrade",
+        "this endpoint accepts WebSocket upgrade requests only",
+    )
 }
 
 /// 16 random bytes, hex: URL-safe, opaque, unique.
@@ -241,7 +296,13 @@ enum End {
     Superseded,
 }
 
-async fn run_socket(state: AppState, hub: Arc<Hub>, connection: Arc<Connection>, socket: WebSocket, epoch: u64) {
+async fn run_socket(
+    state: AppState,
+    hub: Arc<Hub>,
+    connection: Arc<Connection>,
+    socket: WebSocket,
+    epoch: u64,
+) {
     let (mut sink, mut stream) = socket.split();
     let keep_alive = state.client.keep_alive;
     let mut ping = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
@@ -256,26 +317,25 @@ async fn run_socket(state: AppState, hub: Arc<Hub>, connection: Arc<Connection>,
                     connection.wake.notify_one();
                     break End::Superseded;
                 };
-                let mut failed = false;
-                for frame in batch.frames {
-                    if sink.feed(frame).await.is_err() {
-                        failed = true;
-                        break;
+                let woken = AtomicBool::new(false);
+                let outcome = tokio::select! {
+                    outcome = write_batch(&mut sink, batch, &connection) => outcome,
+                    () = close_requested(&connection, &woken) => Written::Abandoned,
+                    () = tokio::time::sleep(WRITE_STALL_TIMEOUT) => Written::Abandoned,
+                };
+                if woken.load(Ordering::Relaxed) {
+                    // The close watcher consumed a wake-up meant for the next batch.
+                    connection.wake.notify_one();
+                }
+                match outcome {
+                    Written::Ok => {}
+                    Written::Closed => break End::ServerClosed,
+                    Written::Failed => break End::Dropped,
+                    Written::Abandoned => {
+                        tracing::debug!(connection_id = %connection.id, "client is not reading; dropping it");
+                        connection.request_close(CloseRequest { code: CLOSE_POLICY, reason: "SlowClient".into(), notify: false });
+                        break End::ServerClosed;
                     }
-                }
-                if failed {
-                    break End::Dropped;
-                }
-                if let Some(close) = batch.close {
-                    if close.notify && connection.protocol.speaks_json() {
-                        let _ = sink.feed(Message::Text(cp::disconnected(&close.reason).into())).await;
-                    }
-                    let frame = CloseFrame { code: close.code, reason: close.reason.into() };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    break End::ServerClosed;
-                }
-                if sink.flush().await.is_err() {
-                    break End::Dropped;
                 }
             }
             frame = stream.next() => {
@@ -308,7 +368,71 @@ async fn run_socket(state: AppState, hub: Arc<Hub>, connection: Arc<Connection>,
             }
         }
     };
+    let server_closed = matches!(end, End::ServerClosed);
     finish(&state, &hub, &connection, epoch, end);
+    if server_closed {
+        // Complete the closing handshake: reading until the client's close frame means the
+        // socket is not torn down with unread data (a reset would lose our last frames).
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+enum Written {
+    Ok,
+    /// The batch ended with a close frame.
+    Closed,
+    /// The socket failed.
+    Failed,
+    /// The client stopped reading (write stalled, or it was closed as slow meanwhile).
+    Abandoned,
+}
+
+/// Writes a batch with one flush at the end (or a close frame, after the `disconnected` message).
+async fn write_batch(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    batch: crate::connection::Batch,
+    connection: &Connection,
+) -> Written {
+    for frame in batch.frames {
+        if sink.feed(frame).await.is_err() {
+            return Written::Failed;
+        }
+    }
+    if let Some(close) = batch.close {
+        if close.notify && connection.protocol.speaks_json() {
+            let _ = sink
+                .feed(Message::Text(cp::disconnected(&close.reason).into()))
+                .await;
+        }
+        let frame = CloseFrame {
+            code: close.code,
+            reason: close.reason.into(),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        return Written::Closed;
+    }
+    if sink.flush().await.is_err() {
+        return Written::Failed;
+    }
+    Written::Ok
+}
+
+/// Resolves when the service asks to close this connection while a write is stuck.
+async fn close_requested(connection: &Connection, woken: &AtomicBool) {
+    loop {
+        connection.wake.notified().await;
+        woken.store(true, Ordering::Relaxed);
+        if connection.close_requested().is_some() {
+            return;
+        }
+    }
 }
 
 fn is_too_big(error: &axum::Error) -> bool {
@@ -325,12 +449,18 @@ fn is_too_big(error: &axum::Error) -> bool {
 fn finish(state: &AppState, hub: &Arc<Hub>, connection: &Arc<Connection>, epoch: u64, end: End) {
     match end {
         End::Superseded => {}
-        End::Dropped if connection.protocol.is_reliable() && connection.close_requested().is_none() => {
+        End::Dropped
+            if connection.protocol.is_reliable() && connection.close_requested().is_none() =>
+        {
             if !connection.detach(epoch) {
                 return;
             }
             tracing::debug!(connection_id = %connection.id, "reliable connection dropped; session kept for recovery");
-            let (hub, connection, grace) = (Arc::clone(hub), Arc::clone(connection), state.client.reconnect_grace);
+            let (hub, connection, grace) = (
+                Arc::clone(hub),
+                Arc::clone(connection),
+                state.client.reconnect_grace,
+            );
             let shutdown = state.shutdown.clone();
             state.sockets.spawn(async move {
                 tokio::select! {
@@ -357,12 +487,19 @@ fn on_frame(hub: &Hub, connection: &Arc<Connection>, data: Bytes, binary: bool) 
             // Until event handlers exist, no app server listens for `message` events.
             connection.request_close(CloseRequest {
                 code: CLOSE_NORMAL,
-                reason: format!("no event handler is configured for 'message' events in hub '{}'", hub.name),
+                reason: format!(
+                    "no event handler is configured for 'message' events in hub '{}'",
+                    hub.name
+                ),
                 notify: false,
             });
         }
         Protocol::Simple(SimpleMode::SendToGroup(group)) => {
-            if !connection.state().permissions.allows(Permission::SendToGroup, group) {
+            if !connection
+                .state()
+                .permissions
+                .allows(Permission::SendToGroup, group)
+            {
                 connection.request_close(CloseRequest {
                     code: CLOSE_POLICY,
                     reason: format!("the client has no permission to send to group '{group}'"),
@@ -370,9 +507,18 @@ fn on_frame(hub: &Hub, connection: &Arc<Connection>, data: Bytes, binary: bool) 
                 });
                 return;
             }
-            let data_type = if binary { DataType::Binary } else { DataType::Text };
-            let message = Outgoing::group(Arc::clone(group), connection.user_id.clone(), data_type, data)
-                .with_sender(Arc::clone(&connection.id), false);
+            let data_type = if binary {
+                DataType::Binary
+            } else {
+                DataType::Text
+            };
+            let message = Outgoing::group(
+                Arc::clone(group),
+                connection.user_id.clone(),
+                data_type,
+                data,
+            )
+            .with_sender(Arc::clone(&connection.id), false);
             hub.send_to_group(group, &message, &Default::default());
         }
         Protocol::Json | Protocol::JsonReliable => on_json(hub, connection, &data),
@@ -388,7 +534,12 @@ fn ack(connection: &Connection, ack_id: Option<u64>, result: Result<(), (&str, S
 }
 
 /// Permission and dedup checks shared by joinGroup, leaveGroup and sendToGroup.
-fn admit(connection: &Connection, permission: Permission, group: &str, ack_id: Option<u64>) -> Result<bool, (&'static str, String)> {
+fn admit(
+    connection: &Connection,
+    permission: Permission,
+    group: &str,
+    ack_id: Option<u64>,
+) -> Result<bool, (&'static str, String)> {
     api::validate_group(group).map_err(|e| ("BadRequest", e.message))?;
     let mut state = connection.state();
     if !state.permissions.allows(permission, group) {
@@ -396,66 +547,106 @@ fn admit(connection: &Connection, permission: Permission, group: &str, ack_id: O
             Permission::JoinLeaveGroup => "join or leave",
             Permission::SendToGroup => "send message to",
         };
-        return Err(("Forbidden", format!("The client has no permission to {what} group '{group}'.")));
+        return Err((
+            "Forbidden",
+            format!("The client has no permission to {what} group '{group}'."),
+        ));
     }
     Ok(ack_id.is_none_or(|id| state.first_time(id)))
 }
 
 fn duplicate(ack_id: Option<u64>) -> (&'static str, String) {
-    ("Duplicate", format!("Message with ack-id: {} has been processed", ack_id.unwrap_or_default()))
+    (
+        "Duplicate",
+        format!(
+            "Message with ack-id: {} has been processed",
+            ack_id.unwrap_or_default()
+        ),
+    )
 }
 
 fn on_json(hub: &Hub, connection: &Arc<Connection>, frame: &[u8]) {
     let message = match cp::parse_client_message(frame) {
         Ok(message) => message,
-        Err(e) if e.ack_id.is_some() => return ack(connection, e.ack_id, Err(("BadRequest", e.message))),
+        Err(e) if e.ack_id.is_some() => {
+            return ack(connection, e.ack_id, Err(("BadRequest", e.message)))
+        }
         Err(e) if e.unknown_type => {
             tracing::debug!(connection_id = %connection.id, "ignored a message of unknown type");
             return;
         }
         Err(e) => {
-            connection.request_close(CloseRequest { code: CLOSE_POLICY, reason: format!("Invalid message: {e}"), notify: true });
+            connection.request_close(CloseRequest {
+                code: CLOSE_POLICY,
+                reason: format!("Invalid message: {e}"),
+                notify: true,
+            });
             return;
         }
     };
     match message {
         ClientMessage::JoinGroup { group, ack_id } => {
-            let result = admit(connection, Permission::JoinLeaveGroup, &group, ack_id).and_then(|first| {
-                if !first {
-                    return Err(duplicate(ack_id));
-                }
-                hub.join(&connection.id, &group);
-                Ok(())
-            });
+            let result =
+                admit(connection, Permission::JoinLeaveGroup, &group, ack_id).and_then(|first| {
+                    if !first {
+                        return Err(duplicate(ack_id));
+                    }
+                    hub.join(&connection.id, &group);
+                    Ok(())
+                });
             ack(connection, ack_id, result);
         }
         ClientMessage::LeaveGroup { group, ack_id } => {
-            let result = admit(connection, Permission::JoinLeaveGroup, &group, ack_id).and_then(|first| {
-                if !first {
-                    return Err(duplicate(ack_id));
-                }
-                hub.leave(&connection.id, &group);
-                Ok(())
-            });
+            let result =
+                admit(connection, Permission::JoinLeaveGroup, &group, ack_id).and_then(|first| {
+                    if !first {
+                        return Err(duplicate(ack_id));
+                    }
+                    hub.leave(&connection.id, &group);
+                    Ok(())
+                });
             ack(connection, ack_id, result);
         }
-        ClientMessage::SendToGroup { group, ack_id, no_echo, data } => {
-            let result = admit(connection, Permission::SendToGroup, &group, ack_id).and_then(|first| {
-                if !first {
-                    return Err(duplicate(ack_id));
-                }
-                let message = Outgoing::group(group.as_str().into(), connection.user_id.clone(), data.data_type, Bytes::from(data.bytes))
+        ClientMessage::SendToGroup {
+            group,
+            ack_id,
+            no_echo,
+            data,
+        } => {
+            let result =
+                admit(connection, Permission::SendToGroup, &group, ack_id).and_then(|first| {
+                    if !first {
+                        return Err(duplicate(ack_id));
+                    }
+                    let message = Outgoing::group(
+                        group.as_str().into(),
+                        connection.user_id.clone(),
+                        data.data_type,
+                        Bytes::from(data.bytes),
+                    )
                     .with_sender(Arc::clone(&connection.id), no_echo);
-                hub.send_to_group(&group, &message, &Default::default());
-                Ok(())
-            });
+                    hub.send_to_group(&group, &message, &Default::default());
+                    Ok(())
+                });
             ack(connection, ack_id, result);
         }
         ClientMessage::Event { event, ack_id, .. } => {
-            ack(connection, ack_id, Err(("InvocationFailed", no_handler(hub, &event))));
+            ack(
+                connection,
+                ack_id,
+                Err(("InvocationFailed", no_handler(hub, &event))),
+            );
         }
-        ClientMessage::Invoke { invocation_id, event, .. } => {
-            connection.send_text(cp::invoke_error(&invocation_id, "InvocationFailed", &no_handler(hub, &event)));
+        ClientMessage::Invoke {
+            invocation_id,
+            event,
+            ..
+        } => {
+            connection.send_text(cp::invoke_error(
+                &invocation_id,
+                "InvocationFailed",
+                &no_handler(hub, &event),
+            ));
         }
         ClientMessage::CancelInvocation { .. } => {}
         ClientMessage::SequenceAck { sequence_id } => connection.acknowledge(sequence_id),
@@ -464,14 +655,22 @@ fn on_json(hub: &Hub, connection: &Arc<Connection>, frame: &[u8]) {
 }
 
 fn no_handler(hub: &Hub, event: &str) -> String {
-    format!("no event handler is configured for event '{}' in hub '{}'", event.chars().take(128).collect::<String>(), hub.name)
+    format!(
+        "no event handler is configured for event '{}' in hub '{}'",
+        event.chars().take(128).collect::<String>(),
+        hub.name
+    )
 }
 
 /// Closes every client with "going away" (service shutdown).
 pub fn close_all(state: &AppState) {
     for hub in state.hubs.all() {
         for connection in hub.connections() {
-            connection.request_close(CloseRequest { code: CLOSE_GOING_AWAY, reason: "ServiceReload".into(), notify: true });
+            connection.request_close(CloseRequest {
+                code: CLOSE_GOING_AWAY,
+                reason: "ServiceReload".into(),
+                notify: true,
+            });
         }
     }
 }

@@ -228,6 +228,12 @@ export function clientUrl(hub, hubName, token, extraQuery = "") {
   return `ws://${hub.publicAddr}/client/hubs/${hubName}?access_token=${token}${extraQuery}`;
 }
 
+/** Loopback client URL with a token minted locally by a service client (getClientAccessToken). */
+export async function sdkTokenUrl(svc, hub, hubName, opts = {}) {
+  const { token } = await svc.getClientAccessToken(opts);
+  return clientUrl(hub, hubName, token);
+}
+
 /** A client access token signed by hand (HS256 with the key as UTF-8 text, like the SDKs). */
 export function clientToken(hub, hubName, key, { userId, roles, groups, exp, aud, iat, extra } = {}) {
   const t = nowSecs();
@@ -441,4 +447,109 @@ export async function expectAckError(assert, promise, name, what) {
 export function arrayBuffer(bytes) {
   const b = Buffer.from(bytes);
   return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength);
+}
+
+/**
+ * Publishes JSON messages `{ id, w, n, group }` to groups through REST, round-robin, from
+ * `workers` concurrent loops, until stopped. The service client can be switched (key rotation).
+ * `sent` lists every message whose send returned 202; `failures` every send that threw.
+ */
+export class GroupPublisher {
+  constructor(service, groups, { workers = 3, pauseMs = 5, maxMs = 60_000 } = {}) {
+    this.service = service;
+    this.groups = groups;
+    this.workers = workers;
+    this.pauseMs = pauseMs;
+    this.gen = 0;
+    this.completedGen = Array(workers).fill(-1);
+    this.sent = [];
+    this.failures = [];
+    this.stopped = false;
+    const hardDeadline = Date.now() + maxMs;
+    const loop = async (w) => {
+      for (let n = 0; !this.stopped && Date.now() < hardDeadline; n++) {
+        const gen = this.gen;
+        const svc = this.service;
+        const group = groups[(w + n * workers) % groups.length];
+        const id = `${w}:${n}`;
+        try {
+          await svc.group(group).sendToAll({ id, w, n, group });
+          this.sent.push({ id, w, n, group });
+          this.completedGen[w] = gen;
+        } catch (e) {
+          this.failures.push(`gen ${gen} ${id}: ${e.statusCode ?? ""} ${e.message} ${e.response?.bodyAsText ?? ""}`.trim());
+          if (this.failures.length > 20) return;
+        }
+        if (this.pauseMs) await sleep(this.pauseMs);
+      }
+    };
+    this.done = Promise.all(Array.from({ length: workers }, (_, w) => loop(w)));
+  }
+
+  /** Wait until `count` more messages were sent successfully (or something failed). */
+  async more(count, what = "publishing") {
+    const target = this.sent.length + count;
+    await waitFor(() => this.sent.length >= target || this.failures.length > 0, {
+      timeoutMs: 20_000, what: `${what}: ${count} more sends`,
+    });
+    if (this.failures.length) throw new Error(`${what}: publishing failed: ${this.failures.join("\n")}`);
+  }
+
+  /** Switch to another service client; resolves once every worker completed a send with it. */
+  async switchTo(service, what = "switching the publisher") {
+    this.service = service;
+    this.gen += 1;
+    const gen = this.gen;
+    await waitFor(() => this.completedGen.every((g) => g >= gen) || this.failures.length > 0, {
+      timeoutMs: 20_000, what: `${what}: every worker to use the new key`,
+    });
+    if (this.failures.length) throw new Error(`${what}: publishing failed: ${this.failures.join("\n")}`);
+  }
+
+  async stop() {
+    this.stopped = true;
+    await withTimeout(this.done, 20_000, "publisher stop");
+  }
+}
+
+/**
+ * Check that `conn` received every message of `sent` for its groups exactly once, nothing else,
+ * and each worker's messages in the order they were sent. Returns a list of problems.
+ */
+export function deliveryProblems(conn, groups, sent) {
+  const groupSet = new Set(groups);
+  const expected = new Set(sent.filter((s) => groupSet.has(s.group)).map((s) => s.id));
+  const got = conn.data.filter((m) => m.data && typeof m.data === "object" && typeof m.data.id === "string");
+  const seen = new Map();
+  const problems = [];
+  const lastN = new Map();
+  for (const m of got) {
+    const { id, w, n, group } = m.data;
+    seen.set(id, (seen.get(id) ?? 0) + 1);
+    if (!expected.has(id)) problems.push(`unexpected ${id} (group ${group}, message group ${m.group})`);
+    if (m.group !== group) problems.push(`${id}: delivered with group ${m.group}, sent to ${group}`);
+    const key = `${w}@${group}`;
+    if (lastN.has(key) && lastN.get(key) >= n) problems.push(`${id}: out of order after ${w}:${lastN.get(key)} in ${group}`);
+    lastN.set(key, n);
+  }
+  for (const [id, k] of seen) if (k > 1) problems.push(`${id} delivered ${k} times`);
+  const missing = [...expected].filter((id) => !seen.has(id));
+  if (missing.length) problems.push(`${missing.length} missing, e.g. ${missing.slice(0, 5).join(", ")}`);
+  return problems;
+}
+
+/** Number of expected messages for `groups` in `sent` that `conn` has received so far. */
+export function receivedCount(conn, groups, sent) {
+  const groupSet = new Set(groups);
+  const expected = new Set(sent.filter((s) => groupSet.has(s.group)).map((s) => s.id));
+  let k = 0;
+  const seen = new Set();
+  for (const m of conn.messages) {
+    const id = m.data?.id;
+    if (typeof id === "string" && expected.has(id) && !seen.has(id)) {
+      seen.add(id);
+      k += 1;
+    }
+  }
+  return { got: k, want: expected.size };
 }

@@ -42,3 +42,18 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def dp(hubbub):
+    """A DataplaneCtx (keys, hub name, service client, client factories) on a fresh Hubbub.
+
+    Every client opened through it is closed before the server stops.
+    """
+    from dataplane import DataplaneCtx
+
+    ctx = DataplaneCtx(hubbub)
+    try:
+        yield ctx
+    finally:
+        ctx.cleanup()

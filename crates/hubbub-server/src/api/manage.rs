@@ -26,7 +26,13 @@ fn exists(found: bool) -> StatusCode {
 }
 
 fn reason(query: &QueryParams) -> String {
-    query.one("reason").filter(|r| !r.is_empty()).unwrap_or("ClosedByAppServer").chars().take(1024).collect()
+    query
+        .one("reason")
+        .filter(|r| !r.is_empty())
+        .unwrap_or("ClosedByAppServer")
+        .chars()
+        .take(1024)
+        .collect()
 }
 
 pub async fn add_connection_to_group(
@@ -40,7 +46,9 @@ pub async fn add_connection_to_group(
     if hub.is_some_and(|h| h.join(&connection, &group)) {
         Ok(StatusCode::OK)
     } else {
-        Err(ApiError::not_found(format!("Connection id '{connection}' doesn't exist")))
+        Err(ApiError::not_found(format!(
+            "Connection id '{connection}' doesn't exist"
+        )))
     }
 }
 
@@ -120,7 +128,13 @@ struct GroupsRequest {
     filter: Option<String>,
 }
 
-async fn change_groups(state: AppState, hub: String, headers: HeaderMap, body: axum::body::Body, add: bool) -> Result<StatusCode, ApiError> {
+async fn change_groups(
+    state: AppState,
+    hub: String,
+    headers: HeaderMap,
+    body: axum::body::Body,
+    add: bool,
+) -> Result<StatusCode, ApiError> {
     let hub = existing_hub(&state, &hub)?;
     let body = read_body(body, &headers, MAX_GROUPS_BODY_BYTES).await?;
     let request: GroupsRequest = serde_json::from_slice(&body).map_err(|e| {
@@ -130,12 +144,20 @@ async fn change_groups(state: AppState, hub: String, headers: HeaderMap, body: a
         )
     })?;
     if request.groups.is_empty() {
-        return Err(ApiError::bad_request("InvalidRequestBody", "'groups' must name at least one group"));
+        return Err(ApiError::bad_request(
+            "InvalidRequestBody",
+            "'groups' must name at least one group",
+        ));
     }
     for group in &request.groups {
         validate_group(group)?;
     }
-    let filter = request.filter.as_deref().filter(|f| !f.trim().is_empty()).map(parse_filter).transpose()?;
+    let filter = request
+        .filter
+        .as_deref()
+        .filter(|f| !f.trim().is_empty())
+        .map(parse_filter)
+        .transpose()?;
     if let Some(hub) = hub {
         hub.change_groups_by_filter(&request.groups, filter.as_ref(), add);
     }
@@ -162,7 +184,12 @@ pub async fn remove_from_groups(
     change_groups(state, hub, headers, body, false).await
 }
 
-async fn close(state: AppState, hub: String, uri: Uri, scope: CloseScope<'_>) -> Result<StatusCode, ApiError> {
+async fn close(
+    state: AppState,
+    hub: String,
+    uri: Uri,
+    scope: CloseScope<'_>,
+) -> Result<StatusCode, ApiError> {
     let hub = existing_hub(&state, &hub)?;
     let query = QueryParams::from_uri(&uri);
     if let Some(hub) = hub {
@@ -171,7 +198,12 @@ async fn close(state: AppState, hub: String, uri: Uri, scope: CloseScope<'_>) ->
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn close_all(_caller: RestCaller, State(state): State<AppState>, Path(hub): Path<String>, uri: Uri) -> Result<StatusCode, ApiError> {
+pub async fn close_all(
+    _caller: RestCaller,
+    State(state): State<AppState>,
+    Path(hub): Path<String>,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
     close(state, hub, uri, CloseScope::All).await
 }
 
@@ -211,7 +243,9 @@ pub async fn connection_exists(
     Path((hub, connection)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let hub = existing_hub(&state, &hub)?;
-    Ok(exists(hub.is_some_and(|h| h.connection(&connection).is_some())))
+    Ok(exists(
+        hub.is_some_and(|h| h.connection(&connection).is_some()),
+    ))
 }
 
 pub async fn user_exists(
@@ -235,12 +269,18 @@ pub async fn group_exists(
 
 fn permission(name: &str) -> Result<Permission, ApiError> {
     Permission::from_rest_name(name).ok_or_else(|| {
-        ApiError::bad_request("InvalidPermission", "the permission must be sendToGroup or joinLeaveGroup")
+        ApiError::bad_request(
+            "InvalidPermission",
+            "the permission must be sendToGroup or joinLeaveGroup",
+        )
     })
 }
 
 fn target(query: &QueryParams) -> Result<Option<String>, ApiError> {
-    let target = query.one("targetName").filter(|t| !t.is_empty()).map(str::to_owned);
+    let target = query
+        .one("targetName")
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
     if let Some(group) = &target {
         validate_group(group)?;
     }
@@ -256,10 +296,13 @@ pub async fn grant_permission(
     let hub = existing_hub(&state, &hub)?;
     let permission = permission(&name)?;
     let target = target(&QueryParams::from_uri(&uri))?;
-    let connection = hub
-        .and_then(|h| h.connection(&connection))
-        .ok_or_else(|| ApiError::not_found(format!("Connection id '{connection}' doesn't exist")))?;
-    connection.state().permissions.grant_permission(permission, target.as_deref());
+    let connection = hub.and_then(|h| h.connection(&connection)).ok_or_else(|| {
+        ApiError::not_found(format!("Connection id '{connection}' doesn't exist"))
+    })?;
+    connection
+        .state()
+        .permissions
+        .grant_permission(permission, target.as_deref());
     Ok(StatusCode::OK)
 }
 
@@ -273,7 +316,10 @@ pub async fn revoke_permission(
     let permission = permission(&name)?;
     let target = target(&QueryParams::from_uri(&uri))?;
     if let Some(connection) = hub.and_then(|h| h.connection(&connection)) {
-        connection.state().permissions.revoke_permission(permission, target.as_deref());
+        connection
+            .state()
+            .permissions
+            .revoke_permission(permission, target.as_deref());
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -326,7 +372,9 @@ pub async fn list_group(
     let hub = existing_hub(&state, &hub_name)?;
     validate_group(&group)?;
     let query = QueryParams::from_uri(&uri);
-    let page_size = query.number("maxpagesize", 1..=MAX_PAGE_SIZE)?.unwrap_or(MAX_PAGE_SIZE);
+    let page_size = query
+        .number("maxpagesize", 1..=MAX_PAGE_SIZE)?
+        .unwrap_or(MAX_PAGE_SIZE);
     let top = query.number("top", 1..=i64::from(i32::MAX))?;
     let continuation: Option<Continuation> = match query.one("continuationToken") {
         Some(token) => Some(
@@ -334,7 +382,12 @@ pub async fn list_group(
                 .decode(token)
                 .ok()
                 .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-                .ok_or_else(|| ApiError::bad_request("InvalidContinuationToken", "the continuationToken is not one this service issued"))?,
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "InvalidContinuationToken",
+                        "the continuationToken is not one this service issued",
+                    )
+                })?,
         ),
         None => None,
     };
@@ -349,7 +402,11 @@ pub async fn list_group(
     let next_link = match (page.last(), more && remaining_after.is_none_or(|r| r > 0)) {
         (Some(last), true) => {
             let token = URL_SAFE_NO_PAD.encode(
-                serde_json::to_vec(&Continuation { after: last.connection_id.to_string(), remaining: remaining_after }).unwrap_or_default(),
+                serde_json::to_vec(&Continuation {
+                    after: last.connection_id.to_string(),
+                    remaining: remaining_after,
+                })
+                .unwrap_or_default(),
             );
             let path = uri.path();
             let api_version = query.one("api-version").unwrap_or("2024-12-01");
@@ -363,7 +420,10 @@ pub async fn list_group(
     Ok(Json(ConnectionPage {
         value: page
             .into_iter()
-            .map(|c| ConnectionItem { connection_id: c.connection_id.to_string(), user_id: c.user_id.map(|u| u.to_string()) })
+            .map(|c| ConnectionItem {
+                connection_id: c.connection_id.to_string(),
+                user_id: c.user_id.map(|u| u.to_string()),
+            })
             .collect(),
         next_link,
     }))

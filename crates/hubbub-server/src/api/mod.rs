@@ -32,33 +32,56 @@ pub fn router(state: AppState) -> Router {
         .route("/api/hubs/{hub}/:send", post(send_to_all))
         .route("/api/hubs/{hub}/:closeConnections", post(close_all))
         .route("/api/hubs/{hub}/:addToGroups", post(add_to_groups))
-        .route("/api/hubs/{hub}/:removeFromGroups", post(remove_from_groups))
+        .route(
+            "/api/hubs/{hub}/:removeFromGroups",
+            post(remove_from_groups),
+        )
         .route("/api/hubs/{hub}/:generateToken", post(token::generate))
         .route("/api/hubs/{hub}/groups/{group}/:send", post(send_to_group))
-        .route("/api/hubs/{hub}/groups/{group}/:closeConnections", post(close_group))
+        .route(
+            "/api/hubs/{hub}/groups/{group}/:closeConnections",
+            post(close_group),
+        )
         .route("/api/hubs/{hub}/groups/{group}", head(group_exists))
-        .route("/api/hubs/{hub}/groups/{group}/connections", get(list_group))
+        .route(
+            "/api/hubs/{hub}/groups/{group}/connections",
+            get(list_group),
+        )
         .route(
             "/api/hubs/{hub}/groups/{group}/connections/{connection}",
             put(add_connection_to_group).delete(remove_connection_from_group),
         )
         .route("/api/hubs/{hub}/users/{user}/:send", post(send_to_user))
-        .route("/api/hubs/{hub}/users/{user}/:closeConnections", post(close_user))
+        .route(
+            "/api/hubs/{hub}/users/{user}/:closeConnections",
+            post(close_user),
+        )
         .route("/api/hubs/{hub}/users/{user}", head(user_exists))
-        .route("/api/hubs/{hub}/users/{user}/groups", delete(remove_user_from_all_groups))
+        .route(
+            "/api/hubs/{hub}/users/{user}/groups",
+            delete(remove_user_from_all_groups),
+        )
         .route(
             "/api/hubs/{hub}/users/{user}/groups/{group}",
             put(add_user_to_group).delete(remove_user_from_group),
         )
-        .route("/api/hubs/{hub}/connections/{connection}/:send", post(send_to_connection))
+        .route(
+            "/api/hubs/{hub}/connections/{connection}/:send",
+            post(send_to_connection),
+        )
         .route(
             "/api/hubs/{hub}/connections/{connection}",
             head(connection_exists).delete(close_connection),
         )
-        .route("/api/hubs/{hub}/connections/{connection}/groups", delete(remove_connection_from_all_groups))
+        .route(
+            "/api/hubs/{hub}/connections/{connection}/groups",
+            delete(remove_connection_from_all_groups),
+        )
         .route(
             "/api/hubs/{hub}/permissions/{permission}/connections/{connection}",
-            put(grant_permission).delete(revoke_permission).head(check_permission),
+            put(grant_permission)
+                .delete(revoke_permission)
+                .head(check_permission),
         )
         .fallback(not_found)
         .with_state(state)
@@ -82,7 +105,10 @@ impl FromRequestParts<AppState> for RestCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         let token = bearer_token(header)?;
         let ring = state.keys.current();
         let result = verify_rest_token(
@@ -139,7 +165,10 @@ pub fn validate_id(kind: &'static str, id: &str) -> Result<(), ApiError> {
     if (1..=1024).contains(&id.chars().count()) {
         Ok(())
     } else {
-        Err(ApiError::bad_request("InvalidId", format!("the {kind} must have 1 to 1024 characters")))
+        Err(ApiError::bad_request(
+            "InvalidId",
+            format!("the {kind} must have 1 to 1024 characters"),
+        ))
     }
 }
 
@@ -150,20 +179,34 @@ pub struct QueryParams(Vec<(String, String)>);
 impl QueryParams {
     pub fn from_uri(uri: &Uri) -> Self {
         let query = uri.query().unwrap_or("");
-        Self(url::form_urlencoded::parse(query.as_bytes()).into_owned().collect())
+        Self(
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
 
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn one(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// `excluded` connection ids.
     pub fn excluded(&self) -> HashSet<&str> {
-        self.0.iter().filter(|(k, _)| k.eq_ignore_ascii_case("excluded")).map(|(_, v)| v.as_str()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("excluded"))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The parsed `filter`, or a 400 saying where it is wrong.
@@ -172,20 +215,31 @@ impl QueryParams {
     }
 
     /// An integer parameter within `range`.
-    pub fn number(&self, name: &str, range: std::ops::RangeInclusive<i64>) -> Result<Option<i64>, ApiError> {
-        let Some(text) = self.one(name) else { return Ok(None) };
+    pub fn number(
+        &self,
+        name: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<Option<i64>, ApiError> {
+        let Some(text) = self.one(name) else {
+            return Ok(None);
+        };
         match text.parse::<i64>() {
             Ok(n) if range.contains(&n) => Ok(Some(n)),
             _ => Err(ApiError::bad_request(
                 "InvalidQueryParameter",
-                format!("'{name}' must be an integer from {} to {}", range.start(), range.end()),
+                format!(
+                    "'{name}' must be an integer from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
             )),
         }
     }
 }
 
 pub fn parse_filter(text: &str) -> Result<Filter, ApiError> {
-    Filter::parse(text).map_err(|e| ApiError::bad_request("InvalidFilter", format!("invalid filter: {e}")))
+    Filter::parse(text)
+        .map_err(|e| ApiError::bad_request("InvalidFilter", format!("invalid filter: {e}")))
 }
 
 /// Builds a selection from `excluded` and a parsed filter.
@@ -224,12 +278,16 @@ mod tests {
 
     #[test]
     fn repeated_query_parameters() {
-        let uri: Uri = "/x?api-version=1&excluded=a&Excluded=b%20c&filter=userId%20eq%20%27x%27".parse().unwrap();
+        let uri: Uri = "/x?api-version=1&excluded=a&Excluded=b%20c&filter=userId%20eq%20%27x%27"
+            .parse()
+            .unwrap();
         let q = QueryParams::from_uri(&uri);
         let excluded = q.excluded();
         assert!(excluded.contains("a") && excluded.contains("b c"));
         assert_eq!(q.one("filter"), Some("userId eq 'x'"));
         let uri: Uri = "/x?messageTtlSeconds=301".parse().unwrap();
-        assert!(QueryParams::from_uri(&uri).number("messageTtlSeconds", 0..=300).is_err());
+        assert!(QueryParams::from_uri(&uri)
+            .number("messageTtlSeconds", 0..=300)
+            .is_err());
     }
 }

@@ -1,6 +1,9 @@
 //! The four send operations: to all, to a group, to a user, to a connection. Each answers 202.
 
-use super::{existing_hub, selection, validate_group, validate_id, QueryParams, RestCaller, MAX_MESSAGE_BYTES};
+use super::{
+    existing_hub, selection, validate_group, validate_id, QueryParams, RestCaller,
+    MAX_MESSAGE_BYTES,
+};
 use crate::error::{read_body, ApiError};
 use crate::message::Outgoing;
 use crate::state::AppState;
@@ -11,7 +14,10 @@ use hubbub_proto::client_protocol::DataType;
 use std::time::Duration;
 
 fn data_type(headers: &HeaderMap) -> Result<DataType, ApiError> {
-    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let media = value.split(';').next().unwrap_or("").trim();
     match media.to_ascii_lowercase().as_str() {
         "text/plain" => Ok(DataType::Text),
@@ -27,16 +33,26 @@ fn data_type(headers: &HeaderMap) -> Result<DataType, ApiError> {
 
 /// Reads and checks a message body: its type from Content-Type, UTF-8 for text, valid JSON for
 /// JSON, at most 1 MiB; and the optional `messageTtlSeconds` (0-300).
-async fn read_message(headers: &HeaderMap, query: &QueryParams, body: axum::body::Body) -> Result<Outgoing, ApiError> {
+async fn read_message(
+    headers: &HeaderMap,
+    query: &QueryParams,
+    body: axum::body::Body,
+) -> Result<Outgoing, ApiError> {
     let kind = data_type(headers)?;
     let ttl = query.number("messageTtlSeconds", 0..=300)?;
     let bytes: Bytes = read_body(body, headers, MAX_MESSAGE_BYTES).await?;
     match kind {
         DataType::Text if std::str::from_utf8(&bytes).is_err() => {
-            return Err(ApiError::bad_request("InvalidText", "a text/plain body must be UTF-8"));
+            return Err(ApiError::bad_request(
+                "InvalidText",
+                "a text/plain body must be UTF-8",
+            ));
         }
         DataType::Json if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() => {
-            return Err(ApiError::bad_request("InvalidJson", "the body is declared application/json but is not valid JSON"));
+            return Err(ApiError::bad_request(
+                "InvalidJson",
+                "the body is declared application/json but is not valid JSON",
+            ));
         }
         _ => {}
     }
@@ -80,7 +96,11 @@ pub async fn send_to_group(
     let message = read_message(&headers, &query, body).await?;
     if let Some(hub) = hub {
         let message = message.into_group(group.as_str().into());
-        hub.send_to_group(&group, &message, &selection(query.excluded(), filter.as_ref()));
+        hub.send_to_group(
+            &group,
+            &message,
+            &selection(query.excluded(), filter.as_ref()),
+        );
     }
     Ok(StatusCode::ACCEPTED)
 }
@@ -99,7 +119,11 @@ pub async fn send_to_user(
     let filter = query.filter()?;
     let message = read_message(&headers, &query, body).await?;
     if let Some(hub) = hub {
-        hub.send_to_user(&user, &message, &selection(Default::default(), filter.as_ref()));
+        hub.send_to_user(
+            &user,
+            &message,
+            &selection(Default::default(), filter.as_ref()),
+        );
     }
     Ok(StatusCode::ACCEPTED)
 }

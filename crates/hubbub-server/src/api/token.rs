@@ -32,11 +32,16 @@ pub async fn generate(
         if !kind.eq_ignore_ascii_case("Default") {
             return Err(ApiError::bad_request(
                 "UnsupportedClientType",
-                format!("clientType '{}' is not supported; only Default clients are served", kind.chars().take(32).collect::<String>()),
+                format!(
+                    "clientType '{}' is not supported; only Default clients are served",
+                    kind.chars().take(32).collect::<String>()
+                ),
             ));
         }
     }
-    let minutes = query.number("minutesToExpire", 1..=MAX_MINUTES)?.unwrap_or(60);
+    let minutes = query
+        .number("minutesToExpire", 1..=MAX_MINUTES)?
+        .unwrap_or(60);
     let groups: Vec<&str> = query.all("group").collect();
     for group in &groups {
         validate_group(group)?;
@@ -45,7 +50,14 @@ pub async fn generate(
     let now = state.keys.clock().now_secs();
     let ring = state.keys.current();
     let mut claims = Map::new();
-    claims.insert("aud".into(), json!(format!("{}/client/hubs/{}", state.primary_endpoint(), canonical_hub(&hub))));
+    claims.insert(
+        "aud".into(),
+        json!(format!(
+            "{}/client/hubs/{}",
+            state.primary_endpoint(),
+            canonical_hub(&hub)
+        )),
+    );
     claims.insert("iat".into(), json!(now));
     claims.insert("nbf".into(), json!(now));
     claims.insert("exp".into(), json!(now + minutes * 60));

@@ -234,3 +234,133 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A raw WebSocket test client.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl TestServer {
+    /// A client token like the SDKs make: `aud` = endpoint + `/client/hubs/{hub}`.
+    pub fn client_token(
+        &self,
+        key: &str,
+        hub: &str,
+        user: Option<&str>,
+        roles: &[&str],
+        groups: &[&str],
+    ) -> String {
+        let now = self.now();
+        let mut claims = json!({"aud": format!("{}/client/hubs/{hub}", self.endpoint()), "iat": now, "exp": now + 3600});
+        if let Some(user) = user {
+            claims["sub"] = json!(user);
+        }
+        if !roles.is_empty() {
+            claims["role"] = json!(roles);
+        }
+        if !groups.is_empty() {
+            claims["webpubsub.group"] = json!(groups);
+        }
+        sign(claims, key)
+    }
+
+    pub fn ws_url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{path_and_query}", self.running().public_addr)
+    }
+
+    /// Opens a WebSocket; Err carries the HTTP status of a refused upgrade.
+    pub async fn ws_connect(
+        &self,
+        path_and_query: &str,
+        protocol: Option<&str>,
+    ) -> Result<(Ws, Option<String>), u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = self
+            .ws_url(path_and_query)
+            .into_client_request()
+            .expect("request");
+        if let Some(protocol) = protocol {
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", protocol.parse().expect("header"));
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, response)) => {
+                let chosen = response
+                    .headers()
+                    .get("sec-websocket-protocol")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                Ok((ws, chosen))
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(e) => panic!("websocket connect failed: {e}"),
+        }
+    }
+
+    /// Connects a JSON-protocol client and returns it with its `connected` message.
+    pub async fn json_client(&self, hub: &str, token: &str, protocol: &str) -> (Ws, Value) {
+        let (mut ws, chosen) = self
+            .ws_connect(
+                &format!("/client/hubs/{hub}?access_token={token}"),
+                Some(protocol),
+            )
+            .await
+            .expect("upgrade accepted");
+        assert_eq!(chosen.as_deref(), Some(protocol));
+        let connected = next_json(&mut ws).await;
+        assert_eq!(connected["event"], "connected", "{connected}");
+        (ws, connected)
+    }
+}
+
+/// The next text frame as JSON (skipping pings), within 10 s.
+pub async fn next_json(ws: &mut Ws) -> Value {
+    match next_frame(ws).await {
+        Some(tokio_tungstenite::tungstenite::Message::Text(text)) => {
+            serde_json::from_str(&text).expect("JSON frame")
+        }
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+/// The next non-ping frame within 10 s; None when the stream ended.
+pub async fn next_frame(ws: &mut Ws) -> Option<tokio_tungstenite::tungstenite::Message> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a frame within 10 s");
+        match frame {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(m)) => return Some(m),
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// True when nothing but pings arrives for `wait`.
+pub async fn silent_for(ws: &mut Ws, wait: Duration) -> bool {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return true,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(_) => return false,
+        }
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, value: Value) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        value.to_string().into(),
+    ))
+    .await
+    .expect("send");
+}
