@@ -16,6 +16,8 @@
 //! | [`message`] | an outgoing message encoded once per wire format |
 //! | [`reliable`] | reconnection tokens signed with the salt |
 //! | [`filter`] | the OData `filter` language selecting connections |
+//! | [`hub_settings`] | per-hub event handlers, anonymous policy, keep-alive; stored durably |
+//! | [`upstream`] | CloudEvents to event handlers: signatures, abuse protection, state |
 //! | [`admin`] | the admin listener: management API and ARM-shaped key endpoints |
 //! | [`error`] | one error type rendered as Azure `ErrorDetail` JSON |
 //! | [`tls`] | rustls configuration for HTTPS |
@@ -30,6 +32,7 @@ pub mod connection;
 pub mod error;
 pub mod filter;
 pub mod hub;
+pub mod hub_settings;
 pub mod keys;
 pub mod message;
 pub mod reliable;
@@ -38,6 +41,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod upstream;
 pub mod ws;
 
 pub use config::{Config, Settings};

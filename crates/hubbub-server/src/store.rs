@@ -39,6 +39,12 @@ const MIGRATIONS: &[&str] = &[
         actor       TEXT NOT NULL,
         source      TEXT
     ) STRICT;",
+    // 2: per-hub settings (event handlers, anonymous policy), as JSON.
+    "CREATE TABLE hub_settings (
+        hub        TEXT PRIMARY KEY,
+        settings   TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +304,27 @@ impl Store {
             },
             old_version as u64,
         ))
+    }
+
+    /// Every hub's settings JSON.
+    pub fn hub_settings(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT hub, settings FROM hub_settings ORDER BY hub")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn put_hub_settings(&self, hub: &str, settings: &str, now: UnixMillis) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO hub_settings (hub, settings, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (hub) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
+            params![hub, settings, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_hub_settings(&self, hub: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().execute("DELETE FROM hub_settings WHERE hub = ?1", [hub])? > 0)
     }
 
     /// Key events, oldest first.

@@ -84,6 +84,19 @@ test("a reliable connection closed by REST cannot be recovered: the recovery upg
     const closed = await rec.raw.waitClosed(5_000, "the recovery connection to be closed");
     assert.equal(closed.code, 1008, `recovery of a closed session is closed with 1008: ${JSON.stringify(closed)}`);
 
+    // A live session with a wrong reconnection token: refused the same way, the live connection stays.
+    const live = await ctx.connect({ protocol: "reliable", userId: "live" });
+    const liveToken = (await ctx.service.getClientAccessToken({ userId: "live" })).token;
+    const forged = `${clientUrl(ctx.hub, ctx.hubName, liveToken)}&awps_connection_id=${live.connectionId}&awps_reconnection_token=${encodeURIComponent(`${connected.reconnectionToken}x`)}`;
+    const bad = await upgrade(forged, { protocols: [RELIABLE_SUBPROTOCOL] });
+    assert.equal(bad.status, 101, `recovery with a wrong token: upgrade status ${bad.status} ${bad.body ?? ""}`);
+    ctx.track(bad.raw);
+    const badClose = await bad.raw.waitClosed(5_000, "the forged recovery to be closed");
+    assert.equal(badClose.code, 1008, `forged recovery closed with 1008: ${JSON.stringify(badClose)}`);
+    await ctx.service.sendToConnection(live.connectionId, "still mine", { contentType: "text/plain" });
+    await live.waitMessages((ms) => ms.some((m) => m.data === "still mine"), "the live connection keeps its session");
+    assert.equal(live.disconnected.length, 0);
+
     // The official reliable client in the same situation: disconnected event, no resurrection.
     const c = await ctx.connect({ protocol: "reliable", userId: "rec2", label: "reliable client" });
     await ctx.service.closeConnection(c.connectionId, { reason: "bye reliable" });

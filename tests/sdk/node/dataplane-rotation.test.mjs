@@ -12,10 +12,11 @@ import {
 const T = { timeout: 90_000 };
 const GROUPS = ["rot-a", "rot-b"];
 
+/** Upgrade status of a fresh connection with `url` (the connection is closed again). */
 async function upgradeStatus(url) {
   const r = await upgrade(url, { protocols: [RELIABLE_SUBPROTOCOL] });
   if (r.status === 101) r.raw.close();
-  return `${r.status}${r.body ? ` ${r.body}` : ""}`;
+  return r.status;
 }
 
 test("regenerating primary, secondary and salt disconnects no client; delivery continues exactly once", T,
@@ -43,8 +44,8 @@ test("regenerating primary, secondary and salt disconnects no client; delivery c
       // Right after the primary rotation: old-primary tokens are refused, secondary tokens connect.
       const svcOldPrimary = ctx.serviceFor(keys0.primaryConnectionString);
       const svcSecondary = ctx.serviceFor(keys0.secondaryConnectionString);
-      assert.equal(await upgradeStatus(await sdkTokenUrl(svcOldPrimary, hub, hubName)), "401", "token signed by the old primary");
-      assert.equal(await upgradeStatus(await sdkTokenUrl(svcSecondary, hub, hubName)), "101", "token signed by the secondary");
+      assert.equal(await upgradeStatus(await sdkTokenUrl(svcOldPrimary, hub, hubName)), 401, "token signed by the old primary");
+      assert.equal(await upgradeStatus(await sdkTokenUrl(svcSecondary, hub, hubName)), 101, "token signed by the secondary");
 
       await pub.switchTo(ctx.serviceFor(keys1.primaryConnectionString), "switching the publisher to the new primary");
       await pub.more(20, "publishing with the new primary");
@@ -74,10 +75,10 @@ test("regenerating primary, secondary and salt disconnects no client; delivery c
 
     // Afterwards: tokens of replaced keys are refused, tokens of the current keys connect.
     const cases = {
-      "original primary": [keys0.primaryConnectionString, "401"],
-      "original secondary": [keys0.secondaryConnectionString, "401"],
-      "current primary": [keys2.primaryConnectionString, "101"],
-      "current secondary": [keys2.secondaryConnectionString, "101"],
+      "original primary": [keys0.primaryConnectionString, 401],
+      "original secondary": [keys0.secondaryConnectionString, 401],
+      "current primary": [keys2.primaryConnectionString, 101],
+      "current secondary": [keys2.secondaryConnectionString, 101],
     };
     for (const [name, [cs, want]] of Object.entries(cases)) {
       assert.equal(await upgradeStatus(await sdkTokenUrl(ctx.serviceFor(cs), hub, hubName)), want, `token signed by the ${name} key`);

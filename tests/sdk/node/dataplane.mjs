@@ -104,6 +104,8 @@ export class RawWs {
     this.frames = []; // { isBinary, data: Buffer, text?: string, json?: any }
     this.closed = null; // { code, reason, hadCloseFrame }
     this.errors = [];
+    this.pings = []; // arrival times of WebSocket ping frames
+    ws.on("ping", () => this.pings.push(Date.now()));
     ws.on("message", (data, isBinary) => {
       const buf = Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]);
       const f = { isBinary, data: buf };
@@ -175,9 +177,11 @@ export class RawWs {
  *   { status, body, headers }               when the server answered with anything else.
  * Rejects only on network errors or timeout.
  */
-export function upgrade(url, { protocols, headers, timeoutMs = 5_000 } = {}) {
+export function upgrade(url, { protocols, headers, timeoutMs = 5_000, wsOptions = {} } = {}) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, protocols ?? [], { headers, perMessageDeflate: false, handshakeTimeout: timeoutMs });
+    const ws = new WebSocket(url, protocols ?? [], {
+      headers, perMessageDeflate: false, handshakeTimeout: timeoutMs, ...wsOptions,
+    });
     let done = false;
     let response;
     const timer = setTimeout(() => {
@@ -325,6 +329,7 @@ export class DataplaneContext {
       autoRejoinGroups: opts.autoRejoinGroups ?? true,
       messageRetryOptions: { maxRetries: opts.messageRetries ?? 0 },
       reconnectRetryOptions: { maxRetries: opts.reconnectRetries ?? 30, retryDelayInMs: 500, mode: "Fixed" },
+      ...(opts.clientOptions ?? {}),
     });
     const conn = new SdkConn(client, opts.label ?? `${protocol} client${opts.userId ? ` (${opts.userId})` : ""}`, protocol);
     conn.url = url;
@@ -345,7 +350,7 @@ export class DataplaneContext {
     const svc = opts.service ?? this.service;
     const { token } = await svc.getClientAccessToken(tokenOpts);
     const url = clientUrl(this.hub, opts.hubName ?? this.hubName, token, opts.query ?? "");
-    const r = await openRaw(url, { protocols: opts.protocols });
+    const r = await openRaw(url, { protocols: opts.protocols, wsOptions: opts.wsOptions });
     this.raws.push(r);
     r.userId = opts.userId;
     const protocols = [].concat(opts.protocols ?? []);
@@ -412,7 +417,7 @@ export async function withTimeout(promise, ms, what) {
  * Wrap a test body: start a server, build a DataplaneContext, run `fn(ctx, t)`, and
  * close every client before the server stops.
  */
-export function withDataplane(fn, { hubPrefix = "dp" } = {}) {
+export function withDataplane(fn, { hubPrefix = "dp", extraArgs = [] } = {}) {
   return withHubbub(async (hub, t) => {
     const keys = await hub.keyShow();
     const ctx = new DataplaneContext(hub, keys, uniqueHub(hubPrefix));
@@ -421,7 +426,7 @@ export function withDataplane(fn, { hubPrefix = "dp" } = {}) {
     } finally {
       await ctx.cleanup();
     }
-  });
+  }, { extraArgs });
 }
 
 /** Resolve with the error of `promise`, failing if it resolves. */

@@ -51,9 +51,10 @@ function tail(text, lines = 60) {
  * A running (or stopped) Hubbub server. Create with `startHubbub()`.
  */
 export class Hubbub {
-  constructor(dataDir, ownsDataDir) {
+  constructor(dataDir, ownsDataDir, extraArgs = []) {
     this.dataDir = dataDir;
     this.ownsDataDir = ownsDataDir;
+    this.extraArgs = extraArgs; // additional `hubbub serve` flags
     this.proc = null;
     this.stdout = "";
     this.stderr = "";
@@ -96,6 +97,7 @@ export class Hubbub {
       "--data-dir", this.dataDir,
       "--listen", "127.0.0.1:0",
       "--admin-listen", "127.0.0.1:0",
+      ...this.extraArgs,
     ];
     const proc = spawn(hubbubBin(), args, { env: childEnv(), stdio: ["ignore", "pipe", "pipe"] });
     this.proc = proc;
@@ -248,10 +250,10 @@ function parseCliJson(r, what) {
   }
 }
 
-/** Start a fresh server with a new temporary data dir. */
-export async function startHubbub() {
+/** Start a fresh server with a new temporary data dir (`extraArgs`: more `hubbub serve` flags). */
+export async function startHubbub({ extraArgs = [] } = {}) {
   const dir = await mkdtemp(join(tmpdir(), "hubbub-sdk-"));
-  const hub = new Hubbub(dir, true);
+  const hub = new Hubbub(dir, true, extraArgs);
   try {
     await hub.start();
   } catch (e) {
@@ -265,9 +267,9 @@ export async function startHubbub() {
  * Wrap a test body: start a server, run `fn(hub, t)`, append the server logs to
  * any failure, and always clean up.
  */
-export function withHubbub(fn) {
+export function withHubbub(fn, { extraArgs = [] } = {}) {
   return async (t) => {
-    const hub = await startHubbub();
+    const hub = await startHubbub({ extraArgs });
     try {
       await fn(hub, t);
     } catch (e) {

@@ -34,7 +34,11 @@ JSON_SUBPROTOCOL = "json.webpubsub.azure.v1"
 RELIABLE_SUBPROTOCOL = "json.reliable.webpubsub.azure.v1"
 PROTOCOLS = {"json": WebPubSubProtocolType.JSON, "reliable": WebPubSubProtocolType.JSON_RELIABLE}
 MARKER_PREFIX = "~marker~"
-ACK_TIMEOUT_S = 2.0  # bounds the SDK's ack race against fast servers
+# The client SDK waits for an ack (and for the socket to open) on a condition variable it starts
+# waiting on only after the answer may already have arrived; a lost wake-up then costs the whole
+# timeout (and the call still succeeds). Small timeouts keep such stalls short.
+ACK_TIMEOUT_S = 1.5
+START_TIMEOUT_S = 1.5
 
 
 def uid(prefix: str = "") -> str:
@@ -260,7 +264,7 @@ class PyConn:
         for kind, e in msgs:
             data = e.data
             if e.data_type in ("binary", "protobuf"):
-                data = "b64:" + base64.b64encode(bytes(data)).decode()
+                data = base64.b64encode(bytes(data)).decode()
             elif e.data_type == "json":
                 data = json.dumps(data, separators=(",", ":"), sort_keys=True)
             if e.data_type == "text" and isinstance(data, str) and data.startswith(MARKER_PREFIX):
@@ -314,7 +318,7 @@ class DataplaneCtx:
             url,
             protocol_type=PROTOCOLS[protocol],
             ack_timeout=ACK_TIMEOUT_S,
-            start_timeout=10.0,
+            start_timeout=START_TIMEOUT_S,
             message_retry_total=0,
             reconnect_retry_total=0,
         )

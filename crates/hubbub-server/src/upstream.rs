@@ -1,0 +1,449 @@
+//! Event handlers: CloudEvents (binary mode) over HTTP to app servers, with `ce-signature` made
+//! from the keys current at send time, the abuse-protection handshake, connection state, bounded
+//! time and concurrency per handler host, and bounded retries for the non-blocking events.
+
+use crate::clock::rfc3339;
+use crate::hub_settings::{EventHandler, HubProperties};
+use crate::keys::Keys;
+use bytes::Bytes;
+use hubbub_proto::client_protocol::DataType;
+use hubbub_proto::jwt::hmac_sha256;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// Requests in flight to one handler host at a time.
+pub const MAX_CONCURRENT_PER_HOST: usize = 64;
+/// Largest response body read from a handler.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Largest `ce-connectionState` a handler may set.
+pub const MAX_STATE_BYTES: usize = 8 * 1024;
+/// Attempts for `connected` and `disconnected` events.
+const NON_BLOCKING_ATTEMPTS: u32 = 3;
+/// How long a passed or failed abuse-protection check is remembered.
+const VALIDATION_OK_TTL: Duration = Duration::from_secs(3600);
+const VALIDATION_FAILED_TTL: Duration = Duration::from_secs(10);
+
+/// What an event is about: one connection of one hub.
+#[derive(Debug, Clone)]
+pub struct EventContext {
+    pub hub: Arc<str>,
+    pub connection_id: Arc<str>,
+    pub user_id: Option<Arc<str>>,
+    pub subprotocol: Option<&'static str>,
+    pub state: Option<String>,
+}
+
+/// The body of a `connect` event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectBody {
+    pub claims: Map<String, Value>,
+    pub query: HashMap<String, Vec<String>>,
+    pub headers: HashMap<String, Vec<String>>,
+    pub subprotocols: Vec<String>,
+    #[serde(rename = "clientCertificates")]
+    pub client_certificates: Vec<Value>,
+}
+
+/// What the app server decided about a connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectResponse {
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub subprotocol: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    /// 2xx: accept, with what the response set (and the new connection state, if any).
+    Accept { response: ConnectResponse, state: Option<String> },
+    /// 4xx: the client gets this status.
+    Reject { status: u16, message: String },
+    /// Anything else (5xx, timeout, bad body, abuse protection failed): the client gets 500.
+    Fail(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// 2xx: an optional body to send back to the client, and the new connection state.
+    Ok { reply: Option<(DataType, Bytes)>, state: Option<String> },
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+enum Validation {
+    Passed(Instant),
+    Failed(Instant, String),
+}
+
+/// A handler failure operators can see in the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandlerProblem {
+    pub url: String,
+    pub reason: String,
+    pub at: String,
+}
+
+pub struct Upstream {
+    http: reqwest::Client,
+    keys: Keys,
+    /// `WebHook-Request-Origin`: the public endpoint's host, no scheme, no port.
+    origin: String,
+    timeout: Duration,
+    next_id: AtomicU64,
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    validations: Mutex<HashMap<String, Validation>>,
+    problems: Mutex<HashMap<String, HandlerProblem>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
+
+/// `sha256=<hex>,sha256=<hex>`: HMAC-SHA256 of the connection id with each access key.
+pub fn signature(primary: &str, secondary: &str, connection_id: &str) -> String {
+    let hex = |key: &str| {
+        hmac_sha256(key.as_bytes(), connection_id.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    format!("sha256={},sha256={}", hex(primary), hex(secondary))
+}
+
+fn content_type(data_type: DataType) -> &'static str {
+    match data_type {
+        DataType::Text => "text/plain; charset=utf-8",
+        DataType::Json => "application/json; charset=utf-8",
+        DataType::Binary => "application/octet-stream",
+    }
+}
+
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())].to_ascii_lowercase()
+}
+
+impl Upstream {
+    pub fn new(keys: Keys, origin: String, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            keys,
+            origin,
+            timeout,
+            next_id: AtomicU64::new(1),
+            hosts: Mutex::default(),
+            validations: Mutex::default(),
+            problems: Mutex::default(),
+        }
+    }
+
+    /// Recent failures per handler URL (abuse protection, errors, timeouts).
+    pub fn problems(&self) -> Vec<HandlerProblem> {
+        let mut list: Vec<_> = self.problems.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        list.sort_by(|a, b| a.url.cmp(&b.url));
+        list
+    }
+
+    fn problem(&self, url: &str, reason: &str) {
+        tracing::warn!(url, reason, "event handler problem");
+        let now = self.keys.clock().now_millis();
+        self.problems.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            url.to_string(),
+            HandlerProblem { url: url.to_string(), reason: reason.to_string(), at: rfc3339(now) },
+        );
+    }
+
+    fn clear_problem(&self, url: &str) {
+        self.problems.lock().unwrap_or_else(|p| p.into_inner()).remove(url);
+    }
+
+    fn host_limit(&self, url: &str) -> Arc<Semaphore> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(hosts.entry(host_of(url)).or_insert_with(|| Arc::new(Semaphore::new(MAX_CONCURRENT_PER_HOST))))
+    }
+
+    /// The abuse-protection handshake (OPTIONS), remembered per URL.
+    async fn validate(&self, handler: &EventHandler, hub: &str) -> Result<(), String> {
+        let url = handler.url(hub, "validate");
+        let cached = self.validations.lock().unwrap_or_else(|p| p.into_inner()).get(&url).cloned();
+        match cached {
+            Some(Validation::Passed(at)) if at.elapsed() < VALIDATION_OK_TTL => return Ok(()),
+            Some(Validation::Failed(at, reason)) if at.elapsed() < VALIDATION_FAILED_TTL => return Err(reason),
+            _ => {}
+        }
+        let result = self.handshake(&url).await;
+        let entry = match &result {
+            Ok(()) => Validation::Passed(Instant::now()),
+            Err(reason) => {
+                self.problem(&url, &format!("abuse protection failed: {reason}"));
+                Validation::Failed(Instant::now(), reason.clone())
+            }
+        };
+        self.validations.lock().unwrap_or_else(|p| p.into_inner()).insert(url, entry);
+        result
+    }
+
+    async fn handshake(&self, url: &str) -> Result<(), String> {
+        let limit = self.host_limit(url);
+        let _permit = limit.acquire().await.map_err(|_| "shutting down".to_string())?;
+        let response = self
+            .http
+            .request(reqwest::Method::OPTIONS, url)
+            .header("WebHook-Request-Origin", &self.origin)
+            .header("ce-awpsversion", "1.0")
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        if !response.status().is_success() {
+            return Err(format!("the handler answered the OPTIONS request with {}", response.status().as_u16()));
+        }
+        let allowed = response
+            .headers()
+            .get_all("WebHook-Allowed-Origin")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(&self.origin) || host_of(o).split(':').next() == Some(self.origin.as_str()));
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!("the handler's WebHook-Allowed-Origin does not allow '{}'", self.origin))
+        }
+    }
+
+    /// Sends one CloudEvent; returns status, headers and body (bounded).
+    async fn post(
+        &self,
+        handler: &EventHandler,
+        ctx: &EventContext,
+        ce_type: &str,
+        event_name: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, reqwest::header::HeaderMap, Bytes), String> {
+        self.validate(handler, &ctx.hub).await?;
+        let url = handler.url(&ctx.hub, event_name);
+        let ring = self.keys.current();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut request = self
+            .http
+            .post(&url)
+            .header("ce-specversion", "1.0")
+            .header("ce-awpsversion", "1.0")
+            .header("ce-type", ce_type)
+            .header("ce-source", format!("/hubs/{}/client/{}", ctx.hub, ctx.connection_id))
+            .header("ce-id", id.to_string())
+            .header("ce-time", rfc3339(self.keys.clock().now_millis()))
+            .header(
+                "ce-signature",
+                signature(ring.primary.value.expose(), ring.secondary.value.expose(), &ctx.connection_id),
+            )
+            .header("ce-connectionId", &*ctx.connection_id)
+            .header("ce-hub", &*ctx.hub)
+            .header("ce-eventName", event_name)
+            .header("WebHook-Request-Origin", &self.origin)
+            .header("Content-Type", content_type)
+            .body(body);
+        if let Some(user) = &ctx.user_id {
+            request = request.header("ce-userId", &**user);
+        }
+        if let Some(protocol) = ctx.subprotocol {
+            request = request.header("ce-subprotocol", protocol);
+        }
+        if let Some(state) = &ctx.state {
+            request = request.header("ce-connectionState", state);
+        }
+        let limit = self.host_limit(&url);
+        let _permit = limit.acquire().await.map_err(|_| "shutting down".to_string())?;
+        let mut response = request.send().await.map_err(|e| {
+            let reason = describe(&e);
+            self.problem(&url, &reason);
+            reason
+        })?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                let reason = format!("the handler's response is larger than {MAX_RESPONSE_BYTES} bytes");
+                self.problem(&url, &reason);
+                return Err(reason);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if (200..300).contains(&status) {
+            self.clear_problem(&url);
+        } else if !(400..500).contains(&status) || ce_type != "azure.webpubsub.sys.connect" {
+            self.problem(&url, &format!("the handler answered {status}"));
+        }
+        Ok((status, headers, Bytes::from(body)))
+    }
+
+    /// The new connection state from a response: `None` keeps the current one.
+    fn state_from(headers: &reqwest::header::HeaderMap) -> Result<Option<String>, String> {
+        let mut values = headers.get_all("ce-connectionState").iter();
+        let Some(value) = values.next() else { return Ok(None) };
+        if values.next().is_some() {
+            return Err("the handler set ce-connectionState more than once".into());
+        }
+        if value.len() > MAX_STATE_BYTES {
+            return Err(format!("the handler's ce-connectionState is larger than {MAX_STATE_BYTES} bytes"));
+        }
+        value.to_str().map(|s| Some(s.to_string())).map_err(|_| "ce-connectionState is not text".into())
+    }
+
+    /// The blocking `connect` event; `None` when no handler takes it.
+    pub async fn connect(&self, settings: &HubProperties, ctx: &EventContext, body: &ConnectBody) -> Option<ConnectOutcome> {
+        let handler = settings.system_handler("connect")?;
+        let json = serde_json::to_vec(body).unwrap_or_default();
+        let outcome = match self.post(handler, ctx, "azure.webpubsub.sys.connect", "connect", "application/json", json).await {
+            Err(reason) => ConnectOutcome::Fail(reason),
+            Ok((status, headers, body)) if (200..300).contains(&status) => {
+                let state = match Self::state_from(&headers) {
+                    Ok(state) => state,
+                    Err(reason) => return Some(ConnectOutcome::Fail(reason)),
+                };
+                if body.iter().all(u8::is_ascii_whitespace) {
+                    ConnectOutcome::Accept { response: ConnectResponse::default(), state }
+                } else {
+                    match serde_json::from_slice::<ConnectResponse>(&body) {
+                        Ok(response) => ConnectOutcome::Accept { response, state },
+                        Err(e) => ConnectOutcome::Fail(format!("the handler's connect response is not the expected JSON: {e}")),
+                    }
+                }
+            }
+            Ok((status, _, body)) if (400..500).contains(&status) => ConnectOutcome::Reject {
+                status,
+                message: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+            },
+            Ok((status, _, _)) => ConnectOutcome::Fail(format!("the handler answered connect with {status}")),
+        };
+        if let ConnectOutcome::Fail(reason) = &outcome {
+            self.problem(&handler.url(&ctx.hub, "connect"), reason);
+        }
+        Some(outcome)
+    }
+
+    /// A user event (`event` message, `invoke`, or a simple client's frame); `None` when no
+    /// handler takes it.
+    pub async fn user_event(&self, settings: &HubProperties, ctx: &EventContext, event: &str, data_type: DataType, data: Vec<u8>) -> Option<EventOutcome> {
+        let handler = settings.user_handler(event)?;
+        let ce_type = format!("azure.webpubsub.user.{event}");
+        Some(match self.post(handler, ctx, &ce_type, event, content_type(data_type), data).await {
+            Err(reason) => EventOutcome::Failed(reason),
+            Ok((status, headers, body)) if (200..300).contains(&status) => {
+                let state = match Self::state_from(&headers) {
+                    Ok(state) => state,
+                    Err(reason) => return Some(EventOutcome::Failed(reason)),
+                };
+                if body.is_empty() {
+                    EventOutcome::Ok { reply: None, state }
+                } else {
+                    let media = headers
+                        .get(reqwest::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.split(';').next())
+                        .map(|v| v.trim().to_ascii_lowercase())
+                        .unwrap_or_default();
+                    let reply_type = match media.as_str() {
+                        "text/plain" if std::str::from_utf8(&body).is_ok() => DataType::Text,
+                        "application/json" if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() => DataType::Json,
+                        "application/json" | "text/plain" => {
+                            return Some(EventOutcome::Failed(format!("the handler's {media} response does not parse")))
+                        }
+                        _ => DataType::Binary,
+                    };
+                    EventOutcome::Ok { reply: Some((reply_type, body)), state }
+                }
+            }
+            Ok((status, _, body)) => EventOutcome::Failed(format!(
+                "the event handler answered {status}{}",
+                if body.is_empty() { String::new() } else { format!(": {}", String::from_utf8_lossy(&body[..body.len().min(256)])) }
+            )),
+        })
+    }
+
+    /// `connected` and `disconnected`: sent in the background, retried (bounded) on failure.
+    pub fn notify(self: &Arc<Self>, settings: &HubProperties, ctx: EventContext, event: &'static str, body: Value) {
+        let Some(handler) = settings.system_handler(event).cloned() else { return };
+        let upstream = Arc::clone(self);
+        tokio::spawn(async move {
+            let ce_type = format!("azure.webpubsub.sys.{event}");
+            let json = serde_json::to_vec(&body).unwrap_or_default();
+            for attempt in 0..NON_BLOCKING_ATTEMPTS {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                }
+                match upstream.post(&handler, &ctx, &ce_type, event, "application/json", json.clone()).await {
+                    Ok((status, _, _)) if status < 500 => return,
+                    Ok(_) | Err(_) => continue,
+                }
+            }
+            tracing::warn!(hub = %ctx.hub, connection_id = %ctx.connection_id, event, "event not delivered after retries");
+        });
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "the event handler did not answer in time".into()
+    } else if e.is_connect() {
+        "cannot connect to the event handler".into()
+    } else {
+        "the request to the event handler failed".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_test_vectors() {
+        // From the .NET SDK tests: one key.
+        let one = hmac_sha256(b"7aab239577fd4f24bc919802fb629f5f", b"0f9c97a2f0bf4706afe87a14e0797b11");
+        let hex: String = one.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "7767effcb3946f3e1de039df4b986ef02c110b1469d02c0a06f41b3b727ab561");
+        // Primary then secondary, comma-separated, lower-case hex, no spaces.
+        assert_eq!(
+            signature(
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH",
+                "abcdefghijklmnopqrstuvwxyz0123456789abcdefgh",
+                "0f9c97a2f0bf4706afe87a14e0797b11"
+            ),
+            "sha256=8805d739a12d46f22bcb15382a8c1c2bf38ae8f04566017bd613d5ef47cafe2c,sha256=3a56e6c1afb7a7afba9a054ef8589e97442e7bef351f92ebc010953c3848a562"
+        );
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host_of("http://Example.com:8080/a?b"), "example.com:8080");
+        assert_eq!(host_of("https://h"), "h");
+    }
+}
