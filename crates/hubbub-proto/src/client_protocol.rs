@@ -319,6 +319,29 @@ pub fn ack_error(ack_id: u64, name: &str, message: &str) -> String {
     .to_string()
 }
 
+/// A successful `invokeResponse`, with the app server's reply when there is one.
+pub fn invoke_success(invocation_id: &str, reply: Option<(DataType, &[u8])>) -> String {
+    let mut out = String::from(r#"{"type":"invokeResponse","invocationId":"#);
+    push_json_string(&mut out, invocation_id);
+    out.push_str(r#","success":true"#);
+    if let Some((data_type, data)) = reply {
+        out.push_str(r#","dataType":""#);
+        out.push_str(data_type.as_str());
+        out.push_str(r#"","data":"#);
+        match data_type {
+            DataType::Json => out.push_str(&String::from_utf8_lossy(data)),
+            DataType::Text => push_json_string(&mut out, &String::from_utf8_lossy(data)),
+            DataType::Binary => {
+                out.push('"');
+                base64::engine::general_purpose::STANDARD.encode_string(data, &mut out);
+                out.push('"');
+            }
+        }
+    }
+    out.push('}');
+    out
+}
+
 pub fn invoke_error(invocation_id: &str, name: &str, message: &str) -> String {
     serde_json::json!({
         "type": "invokeResponse", "invocationId": invocation_id, "success": false,
@@ -474,6 +497,23 @@ mod tests {
         out.push('}');
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["data"]["a"], 1);
+    }
+
+    #[test]
+    fn invoke_responses() {
+        let v: Value =
+            serde_json::from_str(&invoke_success("7", Some((DataType::Json, br#"{"a":1}"#))))
+                .unwrap();
+        assert_eq!(
+            (
+                v["invocationId"].as_str(),
+                v["success"].as_bool(),
+                v["data"]["a"].as_i64()
+            ),
+            (Some("7"), Some(true), Some(1))
+        );
+        let v: Value = serde_json::from_str(&invoke_success("8", None)).unwrap();
+        assert!(v.get("data").is_none());
     }
 
     #[test]

@@ -64,6 +64,21 @@ pub struct ClientClaims {
     pub groups: Vec<String>,
     /// The access slot whose key signed the token; `Salt` for service-issued tokens.
     pub slot: KeySlot,
+    /// Every claim, for the `connect` event.
+    pub raw: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ClientClaims {
+    /// An anonymous connection (hubs whose anonymous-connect policy is `allow`).
+    pub fn anonymous() -> Self {
+        Self {
+            user_id: None,
+            roles: Vec::new(),
+            groups: Vec::new(),
+            slot: KeySlot::Salt,
+            raw: serde_json::Map::new(),
+        }
+    }
 }
 
 /// Service-issued tokens (`:generateToken`) carry a `kid` with this prefix and are signed with
@@ -118,5 +133,6 @@ pub fn verify_client_token(
         roles,
         groups: strings(claims.get("webpubsub.group")),
         slot,
+        raw: claims.clone(),
     })
 }

@@ -16,6 +16,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 pub const DEFAULT_TOKEN_LEEWAY_SECS: i64 = 300;
 /// WebSocket ping interval, as the service's default.
 pub const DEFAULT_KEEP_ALIVE_SECS: u64 = 20;
+/// How long an event handler may take to answer.
+pub const DEFAULT_EVENT_HANDLER_TIMEOUT_SECS: u64 = 20;
 /// How long a dropped reliable session is kept (clients give up after 30 s).
 pub const DEFAULT_RECONNECT_GRACE_SECS: u64 = 60;
 
@@ -36,6 +38,10 @@ pub struct Settings {
     pub keep_alive_secs: Option<u64>,
     /// How long a dropped reliable session can be resumed, in seconds (30-3600).
     pub reconnect_grace_secs: Option<u64>,
+    /// How long an event handler may take to answer, in seconds (1-300).
+    pub event_handler_timeout_secs: Option<u64>,
+    /// Hubs declared by the deployment: their settings are applied at every start.
+    pub hubs: Option<std::collections::BTreeMap<String, crate::hub_settings::HubProperties>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +61,10 @@ pub enum ConfigError {
     TlsHalf,
     #[error("token leeway must be between 0 and 3600 seconds, not {0}")]
     BadLeeway(i64),
+    #[error("the event handler timeout must be between 1 and 300 seconds, not {0}")]
+    BadHandlerTimeout(u64),
+    #[error("hub '{0}' in the config: {1}")]
+    BadHub(String, String),
     #[error("keep-alive must be between 1 and 120 seconds, not {0}")]
     BadKeepAlive(u64),
     #[error("the reconnect grace period must be between 30 and 3600 seconds, not {0}")]
@@ -88,6 +98,10 @@ impl Settings {
             token_leeway_secs: self.token_leeway_secs.or(lower.token_leeway_secs),
             keep_alive_secs: self.keep_alive_secs.or(lower.keep_alive_secs),
             reconnect_grace_secs: self.reconnect_grace_secs.or(lower.reconnect_grace_secs),
+            event_handler_timeout_secs: self
+                .event_handler_timeout_secs
+                .or(lower.event_handler_timeout_secs),
+            hubs: self.hubs.or(lower.hubs),
         }
     }
 
@@ -133,7 +147,24 @@ impl Settings {
         if !(30..=3600).contains(&reconnect_grace_secs) {
             return Err(ConfigError::BadGrace(reconnect_grace_secs));
         }
+        let event_handler_timeout_secs = self
+            .event_handler_timeout_secs
+            .unwrap_or(DEFAULT_EVENT_HANDLER_TIMEOUT_SECS);
+        if !(1..=300).contains(&event_handler_timeout_secs) {
+            return Err(ConfigError::BadHandlerTimeout(event_handler_timeout_secs));
+        }
+        let mut hubs = Vec::new();
+        for (name, properties) in self.hubs.unwrap_or_default() {
+            crate::api::validate_hub(&name)
+                .map_err(|e| ConfigError::BadHub(name.clone(), e.message))?;
+            properties
+                .validate()
+                .map_err(|e| ConfigError::BadHub(name.clone(), e.0))?;
+            hubs.push((crate::hub::canonical_hub(&name), properties));
+        }
         Ok(Config {
+            event_handler_timeout: Duration::from_secs(event_handler_timeout_secs),
+            hubs,
             keep_alive: Duration::from_secs(keep_alive_secs),
             reconnect_grace: Duration::from_secs(reconnect_grace_secs),
             data_dir: self
@@ -167,6 +198,9 @@ pub struct Config {
     pub token_leeway_secs: i64,
     pub keep_alive: Duration,
     pub reconnect_grace: Duration,
+    pub event_handler_timeout: Duration,
+    /// Hub settings declared in the config file, applied at start.
+    pub hubs: Vec<(String, crate::hub_settings::HubProperties)>,
     pub clock: SharedClock,
 }
 

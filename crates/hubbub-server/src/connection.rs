@@ -104,11 +104,18 @@ fn frame_len(frame: &Message) -> usize {
 #[derive(Debug, Default)]
 pub struct ConnectionState {
     pub permissions: Permissions,
+    /// `ce-connectionState` as last set by the app server, sent back on every event.
+    pub upstream_state: Option<String>,
     ack_ids: HashSet<u64>,
     ack_order: VecDeque<u64>,
 }
 
 impl ConnectionState {
+    /// Whether an `ackId` already succeeded.
+    pub fn seen(&self, ack_id: u64) -> bool {
+        self.ack_ids.contains(&ack_id)
+    }
+
     /// Records an `ackId`; false when it was seen before (a duplicate).
     pub fn first_time(&mut self, ack_id: u64) -> bool {
         if !self.ack_ids.insert(ack_id) {

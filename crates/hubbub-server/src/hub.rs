@@ -360,13 +360,14 @@ impl Hub {
             .is_some_and(|m| Self::deliver_to(m, message))
     }
 
-    /// Closes connections (all, a user's, or a group's) except `excluded`, telling clients `reason`.
+    /// Closes connections (all, a user's, a group's, or one) except `excluded`, telling clients
+    /// `reason`. Returns the connections this call removed.
     pub fn close_where(
         &self,
         scope: CloseScope<'_>,
         excluded: &HashSet<&str>,
         reason: &str,
-    ) -> usize {
+    ) -> Vec<Arc<Connection>> {
         let victims: Vec<Arc<Connection>> = {
             let inner = self.read();
             let ids: Vec<Arc<str>> = match scope {
@@ -384,15 +385,16 @@ impl Hub {
                 .filter_map(|id| inner.connections.get(id).map(|m| Arc::clone(&m.connection)))
                 .collect()
         };
-        for connection in &victims {
-            self.close(connection, reason);
-        }
-        victims.len()
+        victims
+            .into_iter()
+            .filter(|c| self.close(c, reason))
+            .collect()
     }
 
     /// Ends a connection for good: it leaves the hub now; its socket is closed by its writer.
-    pub fn close(&self, connection: &Arc<Connection>, reason: &str) {
-        self.remove(connection);
+    /// False when it had already left.
+    pub fn close(&self, connection: &Arc<Connection>, reason: &str) -> bool {
+        let removed = self.remove(connection);
         let code = if connection.protocol.is_reliable() {
             CLOSE_POLICY
         } else {
@@ -403,6 +405,7 @@ impl Hub {
             reason: reason.to_string(),
             notify: true,
         });
+        removed
     }
 
     /// A page of a group's connections, ordered by connection id, after `after`.

@@ -14,15 +14,19 @@ pub const SYSTEM_EVENTS: [&str; 3] = ["connect", "connected", "disconnected"];
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HubProperties {
-    #[serde(default)]
+    #[serde(default, alias = "event_handlers")]
     pub event_handlers: Vec<EventHandler>,
-    #[serde(default)]
+    #[serde(default, alias = "anonymous_connect_policy")]
     pub anonymous_connect_policy: AnonymousConnectPolicy,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "keep_alive_secs"
+    )]
     pub web_socket_keep_alive_interval_in_seconds: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AnonymousConnectPolicy {
     Allow,
@@ -30,15 +34,34 @@ pub enum AnonymousConnectPolicy {
     Deny,
 }
 
+impl<'de> Deserialize<'de> for AnonymousConnectPolicy {
+    /// `allow` or `deny`, case-insensitive (ARM accepts either case).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.to_ascii_lowercase().as_str() {
+            "allow" => Ok(Self::Allow),
+            "deny" => Ok(Self::Deny),
+            _ => Err(serde::de::Error::custom(format!(
+                "anonymousConnectPolicy must be allow or deny, not '{text}'"
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventHandler {
     /// `http(s)://host/path?query` with optional `{hub}` and `{event}` (not in the host).
+    #[serde(alias = "url_template")]
     pub url_template: String,
     /// `*`, a comma-separated list of event names, or one name; none means no user events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "user_event_pattern"
+    )]
     pub user_event_pattern: Option<String>,
-    #[serde(default)]
+    #[serde(default, alias = "system_events")]
     pub system_events: Vec<String>,
 }
 
@@ -48,14 +71,25 @@ pub struct SettingsError(pub String);
 
 impl EventHandler {
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let probe = self.url_template.replace("{hub}", "hub").replace("{event}", "event");
+        let probe = self
+            .url_template
+            .replace("{hub}", "hub")
+            .replace("{event}", "event");
         let rest = probe
             .strip_prefix("http://")
             .or_else(|| probe.strip_prefix("https://"))
-            .ok_or_else(|| SettingsError(format!("urlTemplate '{}' must start with http:// or https://", self.url_template)))?;
+            .ok_or_else(|| {
+                SettingsError(format!(
+                    "urlTemplate '{}' must start with http:// or https://",
+                    self.url_template
+                ))
+            })?;
         let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let template_rest = &self.url_template[self.url_template.find("://").map_or(0, |i| i + 3)..];
-        let template_host = &template_rest[..template_rest.find(['/', '?', '#']).unwrap_or(template_rest.len())];
+        let template_rest =
+            &self.url_template[self.url_template.find("://").map_or(0, |i| i + 3)..];
+        let template_host = &template_rest[..template_rest
+            .find(['/', '?', '#'])
+            .unwrap_or(template_rest.len())];
         if host_end == 0 || template_host.contains('{') {
             return Err(SettingsError(format!(
                 "urlTemplate '{}' needs a host, and {{hub}}/{{event}} may not appear in it",
@@ -64,12 +98,17 @@ impl EventHandler {
         }
         for event in &self.system_events {
             if !SYSTEM_EVENTS.contains(&event.to_ascii_lowercase().as_str()) {
-                return Err(SettingsError(format!("system event '{event}' is not one of connect, connected, disconnected")));
+                return Err(SettingsError(format!(
+                    "system event '{event}' is not one of connect, connected, disconnected"
+                )));
             }
         }
         if let Some(pattern) = &self.user_event_pattern {
             let names: Vec<&str> = pattern.split(',').map(str::trim).collect();
-            if names.iter().any(|n| n.is_empty() || (n.contains('*') && *n != "*")) {
+            if names
+                .iter()
+                .any(|n| n.is_empty() || (n.contains('*') && *n != "*"))
+            {
                 return Err(SettingsError(format!(
                     "userEventPattern '{pattern}' must be '*', one event name, or a comma-separated list of names"
                 )));
@@ -87,27 +126,36 @@ impl EventHandler {
 
     /// Whether this handler takes the system event `event` (connect, connected, disconnected).
     pub fn takes_system_event(&self, event: &str) -> bool {
-        self.system_events.iter().any(|e| e.eq_ignore_ascii_case(event))
+        self.system_events
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(event))
     }
 
     /// The URL for one event of one hub.
     pub fn url(&self, hub: &str, event: &str) -> String {
-        let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        self.url_template.replace("{hub}", &encode(hub)).replace("{event}", &encode(event))
+        let encode =
+            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        self.url_template
+            .replace("{hub}", &encode(hub))
+            .replace("{event}", &encode(event))
     }
 }
 
 impl HubProperties {
     pub fn validate(&self) -> Result<(), SettingsError> {
         if self.event_handlers.len() > 64 {
-            return Err(SettingsError("a hub may have at most 64 event handlers".into()));
+            return Err(SettingsError(
+                "a hub may have at most 64 event handlers".into(),
+            ));
         }
         for handler in &self.event_handlers {
             handler.validate()?;
         }
         if let Some(secs) = self.web_socket_keep_alive_interval_in_seconds {
             if !(1..=120).contains(&secs) {
-                return Err(SettingsError(format!("webSocketKeepAliveIntervalInSeconds must be 1-120, not {secs}")));
+                return Err(SettingsError(format!(
+                    "webSocketKeepAliveIntervalInSeconds must be 1-120, not {secs}"
+                )));
             }
         }
         Ok(())
@@ -115,12 +163,16 @@ impl HubProperties {
 
     /// The first handler, in order, that takes a system event.
     pub fn system_handler(&self, event: &str) -> Option<&EventHandler> {
-        self.event_handlers.iter().find(|h| h.takes_system_event(event))
+        self.event_handlers
+            .iter()
+            .find(|h| h.takes_system_event(event))
     }
 
     /// The first handler, in order, that takes a user event.
     pub fn user_handler(&self, event: &str) -> Option<&EventHandler> {
-        self.event_handlers.iter().find(|h| h.takes_user_event(event))
+        self.event_handlers
+            .iter()
+            .find(|h| h.takes_user_event(event))
     }
 }
 
@@ -150,7 +202,11 @@ impl HubSettings {
                 }
             })
             .collect();
-        Ok(Self { current: ArcSwap::from_pointee(map), store, write: Mutex::new(()) })
+        Ok(Self {
+            current: ArcSwap::from_pointee(map),
+            store,
+            write: Mutex::new(()),
+        })
     }
 
     /// The settings of a hub (defaults when none were set).
@@ -202,11 +258,21 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert!(handler("http://h/api/{hub}/{event}", Some("*"), &["connect"]).validate().is_ok());
-        assert!(handler("https://h:8443/x?code=abc", Some("a,b"), &[]).validate().is_ok());
+        assert!(
+            handler("http://h/api/{hub}/{event}", Some("*"), &["connect"])
+                .validate()
+                .is_ok()
+        );
+        assert!(handler("https://h:8443/x?code=abc", Some("a,b"), &[])
+            .validate()
+            .is_ok());
         assert!(handler("ftp://h", None, &[]).validate().is_err());
-        assert!(handler("http://{hub}.example.com/", None, &[]).validate().is_err());
-        assert!(handler("http://h/", None, &["connecting"]).validate().is_err());
+        assert!(handler("http://{hub}.example.com/", None, &[])
+            .validate()
+            .is_err());
+        assert!(handler("http://h/", None, &["connecting"])
+            .validate()
+            .is_err());
         assert!(handler("http://h/", Some("a*"), &[]).validate().is_err());
         assert!(handler("http:///path", None, &[]).validate().is_err());
     }
@@ -216,14 +282,30 @@ mod tests {
         let p = HubProperties {
             event_handlers: vec![
                 handler("http://a/{event}", Some("chat,typing"), &["connected"]),
-                handler("http://b/{event}", Some("*"), &["connect", "connected", "disconnected"]),
+                handler(
+                    "http://b/{event}",
+                    Some("*"),
+                    &["connect", "connected", "disconnected"],
+                ),
             ],
             ..Default::default()
         };
-        assert_eq!(p.user_handler("chat").unwrap().url("h", "chat"), "http://a/chat");
-        assert_eq!(p.user_handler("other").unwrap().url("h", "other"), "http://b/other");
-        assert_eq!(p.system_handler("connected").unwrap().url("h", "connected"), "http://a/connected");
-        assert_eq!(p.system_handler("Connect").unwrap().url("h", "connect"), "http://b/connect");
+        assert_eq!(
+            p.user_handler("chat").unwrap().url("h", "chat"),
+            "http://a/chat"
+        );
+        assert_eq!(
+            p.user_handler("other").unwrap().url("h", "other"),
+            "http://b/other"
+        );
+        assert_eq!(
+            p.system_handler("connected").unwrap().url("h", "connected"),
+            "http://a/connected"
+        );
+        assert_eq!(
+            p.system_handler("Connect").unwrap().url("h", "connect"),
+            "http://b/connect"
+        );
         let none = HubProperties::default();
         assert!(none.user_handler("x").is_none());
     }
@@ -242,7 +324,10 @@ mod tests {
         let store = Arc::new(Store::open(dir.path()).unwrap());
         store.load_or_init(0).unwrap();
         let settings = HubSettings::load(Arc::clone(&store)).unwrap();
-        let p = HubProperties { anonymous_connect_policy: AnonymousConnectPolicy::Allow, ..Default::default() };
+        let p = HubProperties {
+            anonymous_connect_policy: AnonymousConnectPolicy::Allow,
+            ..Default::default()
+        };
         settings.put("chat", p.clone(), 1).unwrap();
         let again = HubSettings::load(Arc::clone(&store)).unwrap();
         assert_eq!(*again.get("chat"), p);

@@ -2,10 +2,12 @@
 //! on them, and shuts down gracefully on request.
 
 use crate::config::Config;
+use crate::hub_settings::HubSettings;
 use crate::keys::Keys;
 use crate::state::{AppState, ClientSettings};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
+use crate::upstream::Upstream;
 use crate::{admin, api, ws};
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -90,6 +92,20 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .map_err(|_| StartError::Interrupted)??
     };
     let keys = Keys::new(Arc::clone(&store), &instance, config.clock.clone());
+    let hub_settings = {
+        let store = Arc::clone(&store);
+        let declared = config.hubs.clone();
+        let now = config.clock.now_millis();
+        tokio::task::spawn_blocking(move || {
+            let settings = HubSettings::load(store)?;
+            for (hub, properties) in declared {
+                settings.put(&hub, properties, now)?;
+            }
+            Ok::<_, StoreError>(settings)
+        })
+        .await
+        .map_err(|_| StartError::Interrupted)??
+    };
 
     let bind = |name: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -110,7 +126,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     } else {
         config.public_endpoints.clone()
     };
+    let origin = endpoints
+        .first()
+        .map(|e| e.host().to_string())
+        .unwrap_or_else(|| "localhost".into());
+    let upstream = Arc::new(Upstream::new(
+        keys.clone(),
+        origin,
+        config.event_handler_timeout,
+    ));
     let state = AppState {
+        hub_settings: Arc::new(hub_settings),
+        upstream,
         keys,
         endpoints: endpoints.clone().into(),
         admin_token: Arc::new(instance.admin_token.clone()),

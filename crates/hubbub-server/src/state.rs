@@ -1,8 +1,10 @@
 //! `AppState`: the cheap-to-clone handles every request handler needs.
 
 use crate::hub::Hubs;
+use crate::hub_settings::HubSettings;
 use crate::keys::Keys;
 use crate::secret::Secret;
+use crate::upstream::Upstream;
 use hubbub_proto::audience::PublicEndpoint;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,8 @@ pub struct AppState {
     pub admin_token: Arc<Secret>,
     pub token_leeway_secs: i64,
     pub hubs: Arc<Hubs>,
+    pub hub_settings: Arc<HubSettings>,
+    pub upstream: Arc<Upstream>,
     pub client: ClientSettings,
     /// Every socket task and session timer, so shutdown can wait for them.
     pub sockets: TaskTracker,

@@ -314,7 +314,12 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn put_hub_settings(&self, hub: &str, settings: &str, now: UnixMillis) -> Result<(), StoreError> {
+    pub fn put_hub_settings(
+        &self,
+        hub: &str,
+        settings: &str,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
         self.lock().execute(
             "INSERT INTO hub_settings (hub, settings, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (hub) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
@@ -324,7 +329,10 @@ impl Store {
     }
 
     pub fn delete_hub_settings(&self, hub: &str) -> Result<bool, StoreError> {
-        Ok(self.lock().execute("DELETE FROM hub_settings WHERE hub = ?1", [hub])? > 0)
+        Ok(self
+            .lock()
+            .execute("DELETE FROM hub_settings WHERE hub = ?1", [hub])?
+            > 0)
     }
 
     /// Key events, oldest first.

@@ -67,7 +67,10 @@ pub struct ConnectResponse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectOutcome {
     /// 2xx: accept, with what the response set (and the new connection state, if any).
-    Accept { response: ConnectResponse, state: Option<String> },
+    Accept {
+        response: ConnectResponse,
+        state: Option<String>,
+    },
     /// 4xx: the client gets this status.
     Reject { status: u16, message: String },
     /// Anything else (5xx, timeout, bad body, abuse protection failed): the client gets 500.
@@ -77,7 +80,10 @@ pub enum ConnectOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventOutcome {
     /// 2xx: an optional body to send back to the client, and the new connection state.
-    Ok { reply: Option<(DataType, Bytes)>, state: Option<String> },
+    Ok {
+        reply: Option<(DataType, Bytes)>,
+        state: Option<String>,
+    },
     Failed(String),
 }
 
@@ -110,7 +116,9 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("origin", &self.origin).finish_non_exhaustive()
+        f.debug_struct("Upstream")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
     }
 }
 
@@ -160,7 +168,13 @@ impl Upstream {
 
     /// Recent failures per handler URL (abuse protection, errors, timeouts).
     pub fn problems(&self) -> Vec<HandlerProblem> {
-        let mut list: Vec<_> = self.problems.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let mut list: Vec<_> = self
+            .problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         list.sort_by(|a, b| a.url.cmp(&b.url));
         list
     }
@@ -168,28 +182,49 @@ impl Upstream {
     fn problem(&self, url: &str, reason: &str) {
         tracing::warn!(url, reason, "event handler problem");
         let now = self.keys.clock().now_millis();
-        self.problems.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            url.to_string(),
-            HandlerProblem { url: url.to_string(), reason: reason.to_string(), at: rfc3339(now) },
-        );
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                url.to_string(),
+                HandlerProblem {
+                    url: url.to_string(),
+                    reason: reason.to_string(),
+                    at: rfc3339(now),
+                },
+            );
     }
 
     fn clear_problem(&self, url: &str) {
-        self.problems.lock().unwrap_or_else(|p| p.into_inner()).remove(url);
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(url);
     }
 
     fn host_limit(&self, url: &str) -> Arc<Semaphore> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(hosts.entry(host_of(url)).or_insert_with(|| Arc::new(Semaphore::new(MAX_CONCURRENT_PER_HOST))))
+        Arc::clone(
+            hosts
+                .entry(host_of(url))
+                .or_insert_with(|| Arc::new(Semaphore::new(MAX_CONCURRENT_PER_HOST))),
+        )
     }
 
     /// The abuse-protection handshake (OPTIONS), remembered per URL.
     async fn validate(&self, handler: &EventHandler, hub: &str) -> Result<(), String> {
         let url = handler.url(hub, "validate");
-        let cached = self.validations.lock().unwrap_or_else(|p| p.into_inner()).get(&url).cloned();
+        let cached = self
+            .validations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&url)
+            .cloned();
         match cached {
             Some(Validation::Passed(at)) if at.elapsed() < VALIDATION_OK_TTL => return Ok(()),
-            Some(Validation::Failed(at, reason)) if at.elapsed() < VALIDATION_FAILED_TTL => return Err(reason),
+            Some(Validation::Failed(at, reason)) if at.elapsed() < VALIDATION_FAILED_TTL => {
+                return Err(reason)
+            }
             _ => {}
         }
         let result = self.handshake(&url).await;
@@ -200,13 +235,19 @@ impl Upstream {
                 Validation::Failed(Instant::now(), reason.clone())
             }
         };
-        self.validations.lock().unwrap_or_else(|p| p.into_inner()).insert(url, entry);
+        self.validations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(url, entry);
         result
     }
 
     async fn handshake(&self, url: &str) -> Result<(), String> {
         let limit = self.host_limit(url);
-        let _permit = limit.acquire().await.map_err(|_| "shutting down".to_string())?;
+        let _permit = limit
+            .acquire()
+            .await
+            .map_err(|_| "shutting down".to_string())?;
         let response = self
             .http
             .request(reqwest::Method::OPTIONS, url)
@@ -216,7 +257,10 @@ impl Upstream {
             .await
             .map_err(|e| describe(&e))?;
         if !response.status().is_success() {
-            return Err(format!("the handler answered the OPTIONS request with {}", response.status().as_u16()));
+            return Err(format!(
+                "the handler answered the OPTIONS request with {}",
+                response.status().as_u16()
+            ));
         }
         let allowed = response
             .headers()
@@ -225,11 +269,18 @@ impl Upstream {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .any(|o| o == "*" || o.eq_ignore_ascii_case(&self.origin) || host_of(o).split(':').next() == Some(self.origin.as_str()));
+            .any(|o| {
+                o == "*"
+                    || o.eq_ignore_ascii_case(&self.origin)
+                    || host_of(o).split(':').next() == Some(self.origin.as_str())
+            });
         if allowed {
             Ok(())
         } else {
-            Err(format!("the handler's WebHook-Allowed-Origin does not allow '{}'", self.origin))
+            Err(format!(
+                "the handler's WebHook-Allowed-Origin does not allow '{}'",
+                self.origin
+            ))
         }
     }
 
@@ -253,12 +304,19 @@ impl Upstream {
             .header("ce-specversion", "1.0")
             .header("ce-awpsversion", "1.0")
             .header("ce-type", ce_type)
-            .header("ce-source", format!("/hubs/{}/client/{}", ctx.hub, ctx.connection_id))
+            .header(
+                "ce-source",
+                format!("/hubs/{}/client/{}", ctx.hub, ctx.connection_id),
+            )
             .header("ce-id", id.to_string())
             .header("ce-time", rfc3339(self.keys.clock().now_millis()))
             .header(
                 "ce-signature",
-                signature(ring.primary.value.expose(), ring.secondary.value.expose(), &ctx.connection_id),
+                signature(
+                    ring.primary.value.expose(),
+                    ring.secondary.value.expose(),
+                    &ctx.connection_id,
+                ),
             )
             .header("ce-connectionId", &*ctx.connection_id)
             .header("ce-hub", &*ctx.hub)
@@ -276,7 +334,10 @@ impl Upstream {
             request = request.header("ce-connectionState", state);
         }
         let limit = self.host_limit(&url);
-        let _permit = limit.acquire().await.map_err(|_| "shutting down".to_string())?;
+        let _permit = limit
+            .acquire()
+            .await
+            .map_err(|_| "shutting down".to_string())?;
         let mut response = request.send().await.map_err(|e| {
             let reason = describe(&e);
             self.problem(&url, &reason);
@@ -287,7 +348,8 @@ impl Upstream {
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                let reason = format!("the handler's response is larger than {MAX_RESPONSE_BYTES} bytes");
+                let reason =
+                    format!("the handler's response is larger than {MAX_RESPONSE_BYTES} bytes");
                 self.problem(&url, &reason);
                 return Err(reason);
             }
@@ -304,21 +366,43 @@ impl Upstream {
     /// The new connection state from a response: `None` keeps the current one.
     fn state_from(headers: &reqwest::header::HeaderMap) -> Result<Option<String>, String> {
         let mut values = headers.get_all("ce-connectionState").iter();
-        let Some(value) = values.next() else { return Ok(None) };
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
         if values.next().is_some() {
             return Err("the handler set ce-connectionState more than once".into());
         }
         if value.len() > MAX_STATE_BYTES {
-            return Err(format!("the handler's ce-connectionState is larger than {MAX_STATE_BYTES} bytes"));
+            return Err(format!(
+                "the handler's ce-connectionState is larger than {MAX_STATE_BYTES} bytes"
+            ));
         }
-        value.to_str().map(|s| Some(s.to_string())).map_err(|_| "ce-connectionState is not text".into())
+        value
+            .to_str()
+            .map(|s| Some(s.to_string()))
+            .map_err(|_| "ce-connectionState is not text".into())
     }
 
     /// The blocking `connect` event; `None` when no handler takes it.
-    pub async fn connect(&self, settings: &HubProperties, ctx: &EventContext, body: &ConnectBody) -> Option<ConnectOutcome> {
+    pub async fn connect(
+        &self,
+        settings: &HubProperties,
+        ctx: &EventContext,
+        body: &ConnectBody,
+    ) -> Option<ConnectOutcome> {
         let handler = settings.system_handler("connect")?;
         let json = serde_json::to_vec(body).unwrap_or_default();
-        let outcome = match self.post(handler, ctx, "azure.webpubsub.sys.connect", "connect", "application/json", json).await {
+        let outcome = match self
+            .post(
+                handler,
+                ctx,
+                "azure.webpubsub.sys.connect",
+                "connect",
+                "application/json",
+                json,
+            )
+            .await
+        {
             Err(reason) => ConnectOutcome::Fail(reason),
             Ok((status, headers, body)) if (200..300).contains(&status) => {
                 let state = match Self::state_from(&headers) {
@@ -326,11 +410,16 @@ impl Upstream {
                     Err(reason) => return Some(ConnectOutcome::Fail(reason)),
                 };
                 if body.iter().all(u8::is_ascii_whitespace) {
-                    ConnectOutcome::Accept { response: ConnectResponse::default(), state }
+                    ConnectOutcome::Accept {
+                        response: ConnectResponse::default(),
+                        state,
+                    }
                 } else {
                     match serde_json::from_slice::<ConnectResponse>(&body) {
                         Ok(response) => ConnectOutcome::Accept { response, state },
-                        Err(e) => ConnectOutcome::Fail(format!("the handler's connect response is not the expected JSON: {e}")),
+                        Err(e) => ConnectOutcome::Fail(format!(
+                            "the handler's connect response is not the expected JSON: {e}"
+                        )),
                     }
                 }
             }
@@ -338,7 +427,9 @@ impl Upstream {
                 status,
                 message: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
             },
-            Ok((status, _, _)) => ConnectOutcome::Fail(format!("the handler answered connect with {status}")),
+            Ok((status, _, _)) => {
+                ConnectOutcome::Fail(format!("the handler answered connect with {status}"))
+            }
         };
         if let ConnectOutcome::Fail(reason) = &outcome {
             self.problem(&handler.url(&ctx.hub, "connect"), reason);
@@ -348,46 +439,83 @@ impl Upstream {
 
     /// A user event (`event` message, `invoke`, or a simple client's frame); `None` when no
     /// handler takes it.
-    pub async fn user_event(&self, settings: &HubProperties, ctx: &EventContext, event: &str, data_type: DataType, data: Vec<u8>) -> Option<EventOutcome> {
+    pub async fn user_event(
+        &self,
+        settings: &HubProperties,
+        ctx: &EventContext,
+        event: &str,
+        data_type: DataType,
+        data: Vec<u8>,
+    ) -> Option<EventOutcome> {
         let handler = settings.user_handler(event)?;
         let ce_type = format!("azure.webpubsub.user.{event}");
-        Some(match self.post(handler, ctx, &ce_type, event, content_type(data_type), data).await {
-            Err(reason) => EventOutcome::Failed(reason),
-            Ok((status, headers, body)) if (200..300).contains(&status) => {
-                let state = match Self::state_from(&headers) {
-                    Ok(state) => state,
-                    Err(reason) => return Some(EventOutcome::Failed(reason)),
-                };
-                if body.is_empty() {
-                    EventOutcome::Ok { reply: None, state }
-                } else {
-                    let media = headers
-                        .get(reqwest::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.split(';').next())
-                        .map(|v| v.trim().to_ascii_lowercase())
-                        .unwrap_or_default();
-                    let reply_type = match media.as_str() {
-                        "text/plain" if std::str::from_utf8(&body).is_ok() => DataType::Text,
-                        "application/json" if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() => DataType::Json,
-                        "application/json" | "text/plain" => {
-                            return Some(EventOutcome::Failed(format!("the handler's {media} response does not parse")))
-                        }
-                        _ => DataType::Binary,
+        Some(
+            match self
+                .post(handler, ctx, &ce_type, event, content_type(data_type), data)
+                .await
+            {
+                Err(reason) => EventOutcome::Failed(reason),
+                Ok((status, headers, body)) if (200..300).contains(&status) => {
+                    let state = match Self::state_from(&headers) {
+                        Ok(state) => state,
+                        Err(reason) => return Some(EventOutcome::Failed(reason)),
                     };
-                    EventOutcome::Ok { reply: Some((reply_type, body)), state }
+                    if body.is_empty() {
+                        EventOutcome::Ok { reply: None, state }
+                    } else {
+                        let media = headers
+                            .get(reqwest::header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.split(';').next())
+                            .map(|v| v.trim().to_ascii_lowercase())
+                            .unwrap_or_default();
+                        let reply_type = match media.as_str() {
+                            "text/plain" if std::str::from_utf8(&body).is_ok() => DataType::Text,
+                            "application/json"
+                                if serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+                                    .is_ok() =>
+                            {
+                                DataType::Json
+                            }
+                            "application/json" | "text/plain" => {
+                                return Some(EventOutcome::Failed(format!(
+                                    "the handler's {media} response does not parse"
+                                )))
+                            }
+                            _ => DataType::Binary,
+                        };
+                        EventOutcome::Ok {
+                            reply: Some((reply_type, body)),
+                            state,
+                        }
+                    }
                 }
-            }
-            Ok((status, _, body)) => EventOutcome::Failed(format!(
-                "the event handler answered {status}{}",
-                if body.is_empty() { String::new() } else { format!(": {}", String::from_utf8_lossy(&body[..body.len().min(256)])) }
-            )),
-        })
+                Ok((status, _, body)) => EventOutcome::Failed(format!(
+                    "the event handler answered {status}{}",
+                    if body.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ": {}",
+                            String::from_utf8_lossy(&body[..body.len().min(256)])
+                        )
+                    }
+                )),
+            },
+        )
     }
 
     /// `connected` and `disconnected`: sent in the background, retried (bounded) on failure.
-    pub fn notify(self: &Arc<Self>, settings: &HubProperties, ctx: EventContext, event: &'static str, body: Value) {
-        let Some(handler) = settings.system_handler(event).cloned() else { return };
+    pub fn notify(
+        self: &Arc<Self>,
+        settings: &HubProperties,
+        ctx: EventContext,
+        event: &'static str,
+        body: Value,
+    ) {
+        let Some(handler) = settings.system_handler(event).cloned() else {
+            return;
+        };
         let upstream = Arc::clone(self);
         tokio::spawn(async move {
             let ce_type = format!("azure.webpubsub.sys.{event}");
@@ -396,7 +524,17 @@ impl Upstream {
                 if attempt > 0 {
                     tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
                 }
-                match upstream.post(&handler, &ctx, &ce_type, event, "application/json", json.clone()).await {
+                match upstream
+                    .post(
+                        &handler,
+                        &ctx,
+                        &ce_type,
+                        event,
+                        "application/json",
+                        json.clone(),
+                    )
+                    .await
+                {
                     Ok((status, _, _)) if status < 500 => return,
                     Ok(_) | Err(_) => continue,
                 }
@@ -427,9 +565,15 @@ mod tests {
     #[test]
     fn signature_test_vectors() {
         // From the .NET SDK tests: one key.
-        let one = hmac_sha256(b"7aab239577fd4f24bc919802fb629f5f", b"0f9c97a2f0bf4706afe87a14e0797b11");
+        let one = hmac_sha256(
+            b"7aab239577fd4f24bc919802fb629f5f",
+            b"0f9c97a2f0bf4706afe87a14e0797b11",
+        );
         let hex: String = one.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "7767effcb3946f3e1de039df4b986ef02c110b1469d02c0a06f41b3b727ab561");
+        assert_eq!(
+            hex,
+            "7767effcb3946f3e1de039df4b986ef02c110b1469d02c0a06f41b3b727ab561"
+        );
         // Primary then secondary, comma-separated, lower-case hex, no spaces.
         assert_eq!(
             signature(

@@ -2,19 +2,21 @@
 //! (401, never a 101, for a bad token), negotiates the subprotocol, resumes reliable sessions,
 //! and runs one task per socket that reads client frames and drains the connection's outbox.
 
-use crate::auth::{bearer_token, verify_client_token};
+use crate::auth::{bearer_token, verify_client_token, ClientClaims};
 use crate::connection::{
     CloseRequest, Connection, Protocol, SimpleMode, CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY,
     CLOSE_TOO_BIG,
 };
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::hub_settings::AnonymousConnectPolicy;
 use crate::message::Outgoing;
 use crate::state::AppState;
+use crate::upstream::{ConnectBody, ConnectOutcome, EventContext, EventOutcome};
 use crate::{api, reliable};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -30,6 +32,9 @@ use tokio::time::Instant;
 
 /// Largest frame or message a client may send.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Frames between the two limits are read whole and then refused with 1009, so the close frame
+/// reaches the client; beyond this one the socket is dropped mid-frame.
+const HARD_MESSAGE_LIMIT_BYTES: usize = 4 * MAX_CLIENT_MESSAGE_BYTES;
 /// Socket read buffer: small, since most connections are idle most of the time.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Bytes the writer collects before it writes to the socket.
@@ -78,15 +83,19 @@ async fn upgrade_query(
 
 /// The subprotocol to answer with: the first JSON one the client offers; refuses clients that
 /// offer only protobuf; anything else is a simple client.
-fn choose_protocol(headers: &HeaderMap, params: &Params) -> Result<Protocol, ApiError> {
-    let offered: Vec<String> = headers
+fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
+    headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|p| p.trim().to_string())
         .filter(|p| !p.is_empty())
-        .collect();
+        .collect()
+}
+
+fn choose_protocol(headers: &HeaderMap, params: &Params) -> Result<Protocol, ApiError> {
+    let offered = offered_protocols(headers);
     for name in &offered {
         if name == cp::JSON_RELIABLE_PROTOCOL {
             return Ok(Protocol::JsonReliable);
@@ -133,8 +142,8 @@ fn configure(upgrade: WebSocketUpgrade, protocol: &Protocol) -> WebSocketUpgrade
     let mut upgrade = upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
-        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES);
+        .max_message_size(HARD_MESSAGE_LIMIT_BYTES)
+        .max_frame_size(HARD_MESSAGE_LIMIT_BYTES);
     if let Some(name) = protocol.name() {
         upgrade.set_selected_protocol(HeaderValue::from_static(name));
     }
@@ -198,45 +207,118 @@ async fn handle(
         }
     }
 
+    let settings = state.hub_settings.get(&hub_name);
     let token = match params.get("access_token") {
-        Some(token) => token.as_str(),
-        None => bearer_token(
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok()),
-        )?,
+        Some(token) => Some(token.as_str()),
+        None => match headers.get(header::AUTHORIZATION) {
+            Some(value) => Some(bearer_token(value.to_str().ok())?),
+            None => None,
+        },
     };
-    let ring = state.keys.current();
-    let claims = verify_client_token(
-        token,
-        &ring,
-        &state.endpoints,
-        &hub_name,
-        now,
-        state.token_leeway_secs,
-    )
-    .map_err(|e| {
-        tracing::debug!(hub = %hub_name, reason = %e, "client connection refused");
-        ApiError::from(e)
-    })?;
-    if claims.slot != KeySlot::Salt {
-        state.keys.record_use(claims.slot);
-    }
+    let claims = match token {
+        Some(token) => {
+            let ring = state.keys.current();
+            let claims = verify_client_token(
+                token,
+                &ring,
+                &state.endpoints,
+                &hub_name,
+                now,
+                state.token_leeway_secs,
+            )
+            .map_err(|e| {
+                tracing::debug!(hub = %hub_name, reason = %e, "client connection refused");
+                ApiError::from(e)
+            })?;
+            if claims.slot != KeySlot::Salt {
+                state.keys.record_use(claims.slot);
+            }
+            claims
+        }
+        None if settings.anonymous_connect_policy == AnonymousConnectPolicy::Allow => {
+            ClientClaims::anonymous()
+        }
+        None => return Err(crate::auth::AuthError::MissingToken.into()),
+    };
     let upgrade = upgrade.map_err(|_| not_an_upgrade())?;
-    let groups: Vec<String> = claims
-        .groups
+    let connection_id: Arc<str> = new_connection_id().into();
+    let mut user_id = claims.user_id.clone();
+    let mut roles = claims.roles.clone();
+    let mut groups = claims.groups.clone();
+    let mut protocol = protocol;
+    let mut custom_protocol = None;
+    let mut upstream_state = None;
+
+    // The blocking `connect` event, before the 101.
+    let ctx = EventContext {
+        hub: hub_name.as_str().into(),
+        connection_id: Arc::clone(&connection_id),
+        user_id: user_id.as_deref().map(Into::into),
+        subprotocol: None,
+        state: None,
+    };
+    let body = connect_body(&claims, &params, &headers);
+    if let Some(outcome) = state.upstream.connect(&settings, &ctx, &body).await {
+        match outcome {
+            ConnectOutcome::Accept {
+                response,
+                state: new_state,
+            } => {
+                if let Some(user) = response.user_id.filter(|u| !u.is_empty()) {
+                    user_id = Some(user);
+                }
+                roles.extend(response.roles);
+                groups.extend(response.groups);
+                if let Some(chosen) = response.subprotocol.filter(|p| !p.is_empty()) {
+                    if !body.subprotocols.contains(&chosen) {
+                        return Err(handler_failed(format!(
+                            "the event handler chose subprotocol '{chosen}', which the client did not offer"
+                        )));
+                    }
+                    protocol = match chosen.as_str() {
+                        cp::JSON_RELIABLE_PROTOCOL => Protocol::JsonReliable,
+                        cp::JSON_PROTOCOL => Protocol::Json,
+                        _ => {
+                            custom_protocol = HeaderValue::from_str(&chosen).ok();
+                            match protocol {
+                                Protocol::Simple(mode) => Protocol::Simple(mode),
+                                _ => Protocol::Simple(SimpleMode::SendEvent),
+                            }
+                        }
+                    };
+                }
+                upstream_state = new_state;
+            }
+            ConnectOutcome::Reject { status, message } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                let message = if message.is_empty() {
+                    "the app server refused the connection".to_string()
+                } else {
+                    message
+                };
+                return Err(ApiError::new(status, "ConnectionRefused", message));
+            }
+            ConnectOutcome::Fail(reason) => return Err(handler_failed(reason)),
+        }
+    }
+
+    let groups: Vec<String> = groups
         .into_iter()
         .filter(|g| api::validate_group(g).is_ok())
         .collect();
-    let permissions = Permissions::from_roles(claims.roles.iter().map(String::as_str));
+    let permissions = Permissions::from_roles(roles.iter().map(String::as_str));
     let connection = Arc::new(Connection::new(
-        new_connection_id().into(),
+        connection_id,
         hub_name.as_str().into(),
-        claims.user_id.map(Into::into),
+        user_id.map(Into::into),
         protocol.clone(),
         permissions,
     ));
-    let upgrade = configure(upgrade, &protocol);
+    connection.state().upstream_state = upstream_state;
+    let mut upgrade = configure(upgrade, &protocol);
+    if let Some(custom) = custom_protocol {
+        upgrade.set_selected_protocol(custom);
+    }
     let guard = state.sockets.token();
     Ok(upgrade.on_upgrade(move |socket| async move {
         let hub = state.hubs.get_or_create(&hub_name);
@@ -257,9 +339,93 @@ async fn handle(
             ));
         }
         tracing::debug!(hub = %hub.name, connection_id = %connection.id, "client connected");
+        let settings = state.hub_settings.get(&hub.name);
+        state.upstream.notify(
+            &settings,
+            event_context(&connection),
+            "connected",
+            serde_json::json!({}),
+        );
         run_socket(state, hub, connection, socket, 1).await;
         drop(guard);
     }))
+}
+
+fn handler_failed(reason: String) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "EventHandlerFailed",
+        format!("the connect event handler failed: {reason}"),
+    )
+}
+
+/// The `connect` event body: claims as string arrays, the query (without credentials), the
+/// request headers (without credentials), and the offered subprotocols.
+fn connect_body(claims: &ClientClaims, params: &Params, headers: &HeaderMap) -> ConnectBody {
+    let mut claim_map = serde_json::Map::new();
+    for (name, value) in &claims.raw {
+        let values: Vec<serde_json::Value> = match value {
+            serde_json::Value::Array(items) => items.iter().map(claim_text).collect(),
+            other => vec![claim_text(other)],
+        };
+        claim_map.insert(name.clone(), serde_json::Value::Array(values));
+    }
+    let query = params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "access_token" && !k.starts_with("awps_"))
+        .map(|(k, v)| (k.clone(), vec![v.clone()]))
+        .collect();
+    let mut header_map: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, value) in headers {
+        if matches!(
+            name.as_str(),
+            "authorization" | "cookie" | "sec-websocket-key"
+        ) {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            header_map
+                .entry(name.as_str().to_string())
+                .or_default()
+                .push(value.to_string());
+        }
+    }
+    ConnectBody {
+        claims: claim_map,
+        query,
+        headers: header_map,
+        subprotocols: offered_protocols(headers),
+        client_certificates: Vec::new(),
+    }
+}
+
+fn claim_text(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::String(s) => serde_json::Value::String(s.clone()),
+        other => serde_json::Value::String(other.to_string()),
+    }
+}
+
+/// The event context of a connection, with its current upstream state.
+pub fn event_context(connection: &Connection) -> EventContext {
+    EventContext {
+        hub: Arc::clone(&connection.hub),
+        connection_id: Arc::clone(&connection.id),
+        user_id: connection.user_id.clone(),
+        subprotocol: connection.protocol.name(),
+        state: connection.state().upstream_state.clone(),
+    }
+}
+
+/// Tells the app server a connection is gone (once per connection: call after a removal).
+pub fn departed(state: &AppState, connection: &Connection, reason: &str) {
+    let settings = state.hub_settings.get(&connection.hub);
+    state.upstream.notify(
+        &settings,
+        event_context(connection),
+        "disconnected",
+        serde_json::json!({ "reason": reason }),
+    );
 }
 
 fn not_an_upgrade() -> ApiError {
@@ -286,8 +452,8 @@ fn new_connection_id() -> String {
 
 /// How a socket's life ended.
 enum End {
-    /// The client sent a close frame: the connection is over.
-    ClientClosed,
+    /// The client sent a close frame (with this reason): the connection is over.
+    ClientClosed(String),
     /// The socket broke without a close: a reliable session may be resumed.
     Dropped,
     /// The service closed it (REST close, slow client, bad input, shutdown).
@@ -308,6 +474,7 @@ async fn run_socket(
     let mut ping = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let mut events = EventQueue::new(&state, &hub, &connection);
     let end = loop {
         tokio::select! {
             biased;
@@ -341,17 +508,18 @@ async fn run_socket(
             frame = stream.next() => {
                 last_heard = Instant::now();
                 match frame {
-                    Some(Ok(Message::Close(_))) => break End::ClientClosed,
-                    Some(Ok(Message::Text(text))) => on_frame(&hub, &connection, Bytes::from(text), false),
-                    Some(Ok(Message::Binary(data))) => on_frame(&hub, &connection, data, true),
+                    Some(Ok(Message::Close(frame))) => {
+                        let reason = frame.map(|f| f.reason.to_string()).filter(|r| !r.is_empty());
+                        break End::ClientClosed(reason.unwrap_or_else(|| "ClientClosed".into()));
+                    }
+                    Some(Ok(Message::Text(text))) if text.len() > MAX_CLIENT_MESSAGE_BYTES => too_big(&connection),
+                    Some(Ok(Message::Binary(data))) if data.len() > MAX_CLIENT_MESSAGE_BYTES => too_big(&connection),
+                    Some(Ok(Message::Text(text))) => on_frame(&hub, &connection, &mut events, Bytes::from(text), false),
+                    Some(Ok(Message::Binary(data))) => on_frame(&hub, &connection, &mut events, data, true),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Err(e)) => {
                         if is_too_big(&e) {
-                            connection.request_close(CloseRequest {
-                                code: CLOSE_TOO_BIG,
-                                reason: format!("a message is larger than {MAX_CLIENT_MESSAGE_BYTES} bytes"),
-                                notify: true,
-                            });
+                            too_big(&connection);
                             continue;
                         }
                         break End::Dropped;
@@ -435,6 +603,14 @@ async fn close_requested(connection: &Connection, woken: &AtomicBool) {
     }
 }
 
+fn too_big(connection: &Connection) {
+    connection.request_close(CloseRequest {
+        code: CLOSE_TOO_BIG,
+        reason: format!("a message is larger than {MAX_CLIENT_MESSAGE_BYTES} bytes"),
+        notify: true,
+    });
+}
+
 fn is_too_big(error: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
@@ -447,8 +623,8 @@ fn is_too_big(error: &axum::Error) -> bool {
 }
 
 fn finish(state: &AppState, hub: &Arc<Hub>, connection: &Arc<Connection>, epoch: u64, end: End) {
-    match end {
-        End::Superseded => {}
+    let reason = match end {
+        End::Superseded => return,
         End::Dropped
             if connection.protocol.is_reliable() && connection.close_requested().is_none() =>
         {
@@ -456,43 +632,61 @@ fn finish(state: &AppState, hub: &Arc<Hub>, connection: &Arc<Connection>, epoch:
                 return;
             }
             tracing::debug!(connection_id = %connection.id, "reliable connection dropped; session kept for recovery");
-            let (hub, connection, grace) = (
-                Arc::clone(hub),
-                Arc::clone(connection),
-                state.client.reconnect_grace,
-            );
-            let shutdown = state.shutdown.clone();
-            state.sockets.spawn(async move {
+            let (state, hub, connection) = (state.clone(), Arc::clone(hub), Arc::clone(connection));
+            let tracker = state.sockets.clone();
+            tracker.spawn(async move {
                 tokio::select! {
-                    () = tokio::time::sleep(grace) => {}
-                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(state.client.reconnect_grace) => {}
+                    () = state.shutdown.cancelled() => {}
                 }
-                if connection.still_detached(epoch) {
-                    hub.remove(&connection);
+                if connection.still_detached(epoch) && hub.remove(&connection) {
                     tracing::debug!(connection_id = %connection.id, "reliable session expired");
+                    departed(&state, &connection, "SessionExpired");
                 }
             });
+            return;
         }
-        _ => {
-            hub.remove(connection);
-            tracing::debug!(connection_id = %connection.id, "client disconnected");
-        }
+        End::Dropped => "ConnectionLost".to_string(),
+        End::ClientClosed(reason) => reason,
+        End::ServerClosed => connection
+            .close_requested()
+            .map(|c| c.reason)
+            .unwrap_or_default(),
+    };
+    if hub.remove(connection) {
+        tracing::debug!(connection_id = %connection.id, %reason, "client disconnected");
+        departed(state, connection, &reason);
     }
 }
 
 /// Handles one data frame from the client.
-fn on_frame(hub: &Hub, connection: &Arc<Connection>, data: Bytes, binary: bool) {
+fn on_frame(
+    hub: &Hub,
+    connection: &Arc<Connection>,
+    events: &mut EventQueue,
+    data: Bytes,
+    binary: bool,
+) {
     match &connection.protocol {
         Protocol::Simple(SimpleMode::SendEvent) => {
-            // Until event handlers exist, no app server listens for `message` events.
-            connection.request_close(CloseRequest {
-                code: CLOSE_NORMAL,
-                reason: format!(
-                    "no event handler is configured for 'message' events in hub '{}'",
-                    hub.name
-                ),
-                notify: false,
-            });
+            let data_type = if binary {
+                DataType::Binary
+            } else {
+                DataType::Text
+            };
+            if !events.has_handler("message") {
+                connection.request_close(CloseRequest {
+                    code: CLOSE_NORMAL,
+                    reason: no_handler(hub, "message"),
+                    notify: false,
+                });
+            } else if events.push(Job::Frame { data_type, data }).is_err() {
+                connection.request_close(CloseRequest {
+                    code: CLOSE_POLICY,
+                    reason: "TooManyEvents".into(),
+                    notify: false,
+                });
+            }
         }
         Protocol::Simple(SimpleMode::SendToGroup(group)) => {
             if !connection
@@ -521,7 +715,7 @@ fn on_frame(hub: &Hub, connection: &Arc<Connection>, data: Bytes, binary: bool) 
             .with_sender(Arc::clone(&connection.id), false);
             hub.send_to_group(group, &message, &Default::default());
         }
-        Protocol::Json | Protocol::JsonReliable => on_json(hub, connection, &data),
+        Protocol::Json | Protocol::JsonReliable => on_json(hub, connection, events, &data),
     }
 }
 
@@ -565,7 +759,7 @@ fn duplicate(ack_id: Option<u64>) -> (&'static str, String) {
     )
 }
 
-fn on_json(hub: &Hub, connection: &Arc<Connection>, frame: &[u8]) {
+fn on_json(hub: &Hub, connection: &Arc<Connection>, events: &mut EventQueue, frame: &[u8]) {
     let message = match cp::parse_client_message(frame) {
         Ok(message) => message,
         Err(e) if e.ack_id.is_some() => {
@@ -630,27 +824,205 @@ fn on_json(hub: &Hub, connection: &Arc<Connection>, frame: &[u8]) {
                 });
             ack(connection, ack_id, result);
         }
-        ClientMessage::Event { event, ack_id, .. } => {
-            ack(
-                connection,
-                ack_id,
-                Err(("InvocationFailed", no_handler(hub, &event))),
-            );
+        ClientMessage::Event {
+            event,
+            ack_id,
+            data,
+        } => {
+            if !events.has_handler(&event) {
+                return ack(
+                    connection,
+                    ack_id,
+                    Err(("InvocationFailed", no_handler(hub, &event))),
+                );
+            }
+            if ack_id.is_some_and(|id| connection.state().seen(id)) {
+                return ack(connection, ack_id, Err(duplicate(ack_id)));
+            }
+            if events
+                .push(Job::Event {
+                    event,
+                    ack_id,
+                    data,
+                })
+                .is_err()
+            {
+                ack(
+                    connection,
+                    ack_id,
+                    Err((
+                        "InvocationFailed",
+                        "too many events are waiting for the event handler".into(),
+                    )),
+                );
+            }
         }
         ClientMessage::Invoke {
             invocation_id,
             event,
-            ..
+            data,
         } => {
-            connection.send_text(cp::invoke_error(
-                &invocation_id,
-                "InvocationFailed",
-                &no_handler(hub, &event),
-            ));
+            if !events.has_handler(&event) {
+                let message = no_handler(hub, &event);
+                return connection.send_text(cp::invoke_error(
+                    &invocation_id,
+                    "InvocationFailed",
+                    &message,
+                ));
+            }
+            if let Err(Job::Invoke { invocation_id, .. }) = events.push(Job::Invoke {
+                invocation_id,
+                event,
+                data,
+            }) {
+                let message = "too many events are waiting for the event handler";
+                connection.send_text(cp::invoke_error(
+                    &invocation_id,
+                    "InvocationFailed",
+                    message,
+                ));
+            }
         }
         ClientMessage::CancelInvocation { .. } => {}
         ClientMessage::SequenceAck { sequence_id } => connection.acknowledge(sequence_id),
         ClientMessage::Ping => connection.send_text(cp::PONG.to_string()),
+    }
+}
+
+/// User events of one connection waiting for the app server, sent one at a time in order.
+enum Job {
+    Event {
+        event: String,
+        ack_id: Option<u64>,
+        data: cp::Data,
+    },
+    Invoke {
+        invocation_id: String,
+        event: String,
+        data: cp::Data,
+    },
+    /// A simple client's frame in `sendEvent` mode: the `message` event.
+    Frame { data_type: DataType, data: Bytes },
+}
+
+/// Events waiting per connection before new ones are refused.
+const EVENT_QUEUE: usize = 64;
+
+struct EventQueue {
+    sender: Option<tokio::sync::mpsc::Sender<Job>>,
+    state: AppState,
+    hub: Arc<Hub>,
+    connection: Arc<Connection>,
+}
+
+impl EventQueue {
+    fn new(state: &AppState, hub: &Arc<Hub>, connection: &Arc<Connection>) -> Self {
+        Self {
+            sender: None,
+            state: state.clone(),
+            hub: Arc::clone(hub),
+            connection: Arc::clone(connection),
+        }
+    }
+
+    fn has_handler(&self, event: &str) -> bool {
+        self.state
+            .hub_settings
+            .get(&self.hub.name)
+            .user_handler(event)
+            .is_some()
+    }
+
+    /// Queues a job, starting the connection's event worker on first use; gives the job back
+    /// when the queue is full.
+    fn push(&mut self, job: Job) -> Result<(), Job> {
+        let sender = self.sender.get_or_insert_with(|| {
+            let (sender, receiver) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+            let (state, connection) = (self.state.clone(), Arc::clone(&self.connection));
+            self.state
+                .sockets
+                .spawn(run_events(receiver, state, connection));
+            sender
+        });
+        sender.try_send(job).map_err(|e| e.into_inner())
+    }
+}
+
+async fn run_events(
+    mut jobs: tokio::sync::mpsc::Receiver<Job>,
+    state: AppState,
+    connection: Arc<Connection>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let settings = state.hub_settings.get(&connection.hub);
+        let ctx = event_context(&connection);
+        let (event, data_type, data) = match &job {
+            Job::Event { event, data, .. } | Job::Invoke { event, data, .. } => {
+                (event.as_str(), data.data_type, data.bytes.clone())
+            }
+            Job::Frame { data_type, data } => ("message", *data_type, data.to_vec()),
+        };
+        let outcome = state
+            .upstream
+            .user_event(&settings, &ctx, event, data_type, data)
+            .await
+            .unwrap_or_else(|| {
+                EventOutcome::Failed(format!(
+                    "no event handler is configured for event '{event}'"
+                ))
+            });
+        let reply = match outcome {
+            EventOutcome::Ok {
+                reply,
+                state: new_state,
+            } => {
+                if new_state.is_some() {
+                    connection.state().upstream_state = new_state;
+                }
+                Ok(reply)
+            }
+            EventOutcome::Failed(reason) => Err(reason),
+        };
+        match (job, reply) {
+            (Job::Event { ack_id, .. }, Ok(reply)) => {
+                if let Some((kind, body)) = reply {
+                    connection.deliver(&Outgoing::server(kind, body));
+                }
+                if let Some(id) = ack_id {
+                    connection.state().first_time(id);
+                }
+                ack(&connection, ack_id, Ok(()));
+            }
+            (Job::Event { ack_id, .. }, Err(reason)) => {
+                ack(&connection, ack_id, Err(("InvocationFailed", reason)))
+            }
+            (Job::Invoke { invocation_id, .. }, Ok(reply)) => {
+                connection.send_text(cp::invoke_success(
+                    &invocation_id,
+                    reply.as_ref().map(|(k, b)| (*k, b.as_ref())),
+                ));
+            }
+            (Job::Invoke { invocation_id, .. }, Err(reason)) => {
+                connection.send_text(cp::invoke_error(
+                    &invocation_id,
+                    "InvocationFailed",
+                    &reason,
+                ));
+            }
+            (Job::Frame { .. }, Ok(reply)) => {
+                if let Some((kind, body)) = reply {
+                    connection.deliver(&Outgoing::server(kind, body));
+                }
+            }
+            (Job::Frame { .. }, Err(reason)) => {
+                tracing::debug!(connection_id = %connection.id, %reason, "message event failed; closing the simple client");
+                connection.request_close(CloseRequest {
+                    code: CLOSE_NORMAL,
+                    reason,
+                    notify: false,
+                });
+            }
+        }
     }
 }
 

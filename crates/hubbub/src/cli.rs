@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// How long a dropped reliable client session can be resumed, in seconds [default: 60].
     #[arg(long, env = "HUBBUB_RECONNECT_GRACE_SECS")]
     pub reconnect_grace_secs: Option<u64>,
+    /// How long an event handler may take to answer, in seconds [default: 20].
+    #[arg(long, env = "HUBBUB_EVENT_HANDLER_TIMEOUT_SECS")]
+    pub event_handler_timeout_secs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -74,6 +77,8 @@ impl ServeArgs {
             token_leeway_secs: self.token_leeway_secs,
             keep_alive_secs: self.keep_alive_secs,
             reconnect_grace_secs: self.reconnect_grace_secs,
+            event_handler_timeout_secs: self.event_handler_timeout_secs,
+            hubs: None,
         }
     }
 }

@@ -193,7 +193,10 @@ async fn close(
     let hub = existing_hub(&state, &hub)?;
     let query = QueryParams::from_uri(&uri);
     if let Some(hub) = hub {
-        hub.close_where(scope, &query.excluded(), &reason(&query));
+        let reason = reason(&query);
+        for connection in hub.close_where(scope, &query.excluded(), &reason) {
+            crate::ws::departed(&state, &connection, &reason);
+        }
     }
     Ok(StatusCode::NO_CONTENT)
 }
