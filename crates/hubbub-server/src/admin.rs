@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/admin/keys", get(show_keys))
         .route("/admin/keys/regenerate", post(regenerate))
+        .merge(crate::admin_hubs::routes())
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .with_state(state)
@@ -62,6 +63,9 @@ async fn fallback(
     peer: ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    if let Some(hub) = crate::admin_hubs::arm_hub_path(request.uri().path()) {
+        return crate::admin_hubs::arm(state.0, request, hub).await;
+    }
     if is_arm_path(request.uri().path()) {
         if request.method() != axum::http::Method::POST {
             return ApiError::new(

@@ -19,11 +19,13 @@
 //! | [`hub_settings`] | per-hub event handlers, anonymous policy, keep-alive; stored durably |
 //! | [`upstream`] | CloudEvents to event handlers: signatures, abuse protection, state |
 //! | [`admin`] | the admin listener: management API and ARM-shaped key endpoints |
+//! | [`admin_hubs`] | hub settings on the admin listener, admin- and ARM-shaped |
 //! | [`error`] | one error type rendered as Azure `ErrorDetail` JSON |
 //! | [`tls`] | rustls configuration for HTTPS |
 //! | [`clock`] | time as a dependency, so tests control it |
 
 pub mod admin;
+pub mod admin_hubs;
 pub mod api;
 pub mod auth;
 pub mod clock;
