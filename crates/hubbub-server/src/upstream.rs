@@ -227,11 +227,14 @@ impl Upstream {
             }
             _ => {}
         }
-        let result = self.handshake(&url).await;
+        let result = self
+            .handshake(&url)
+            .await
+            .map_err(|reason| format!("abuse protection failed: {reason}"));
         let entry = match &result {
             Ok(()) => Validation::Passed(Instant::now()),
             Err(reason) => {
-                self.problem(&url, &format!("abuse protection failed: {reason}"));
+                self.problem(&url, reason);
                 Validation::Failed(Instant::now(), reason.clone())
             }
         };

@@ -23,6 +23,52 @@ pub enum Command {
     /// Show or regenerate the access keys of a running server.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage hub settings (event handlers, anonymous connections), like `az webpubsub hub`.
+    #[command(subcommand)]
+    Hub(HubCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HubCommand {
+    /// Create a hub's settings (fails if the hub already has settings).
+    Create(HubArgs),
+    /// Change a hub's settings: given event handlers replace the old ones.
+    Update(HubArgs),
+    /// Print a hub's settings as JSON.
+    Show {
+        #[arg(long)]
+        hub_name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Print every hub's settings as JSON.
+    List(AdminArgs),
+    /// Delete a hub's settings.
+    Delete {
+        #[arg(long)]
+        hub_name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct HubArgs {
+    #[arg(long)]
+    pub hub_name: String,
+    /// An event handler: `url-template=URL [user-event-pattern=P] [system-event=connect ...]`.
+    /// Repeat the option for several handlers, in the order they are tried (each
+    /// `url-template=` starts a new handler).
+    #[arg(long, num_args = 1.., action = clap::ArgAction::Append, value_name = "KEY=VALUE")]
+    pub event_handler: Vec<String>,
+    /// Accept connections without an access token.
+    #[arg(long)]
+    pub allow_anonymous: Option<bool>,
+    /// WebSocket keep-alive interval for the hub, in seconds (1-120).
+    #[arg(long)]
+    pub keep_alive_secs: Option<u64>,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,6 @@
 //! CLI commands that talk to a running server through its admin API.
 
-use crate::cli::{AdminArgs, KeyCommand};
+use crate::cli::{AdminArgs, HubArgs, HubCommand, KeyCommand};
 use anyhow::{anyhow, bail, Context};
 use hubbub_proto::error::ErrorDetail;
 use hubbub_proto::keys::{KeySlot, WebPubSubKeys};
@@ -19,6 +19,102 @@ pub async fn key(command: KeyCommand) -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string_pretty(&keys)?);
     Ok(())
+}
+
+pub async fn hub(command: HubCommand) -> anyhow::Result<()> {
+    let shown: serde_json::Value = match command {
+        HubCommand::Show { hub_name, admin } => {
+            Admin::new(&admin)?.get(&hub_path(&hub_name)).await?
+        }
+        HubCommand::List(admin) => Admin::new(&admin)?.get("/admin/hubs").await?,
+        HubCommand::Delete { hub_name, admin } => {
+            Admin::new(&admin)?.delete(&hub_path(&hub_name)).await?;
+            serde_json::json!({ "deleted": hub_name })
+        }
+        HubCommand::Create(args) => {
+            let admin = Admin::new(&args.admin)?;
+            if admin.exists(&hub_path(&args.hub_name)).await? {
+                bail!(
+                    "hub '{}' already has settings; use `hubbub hub update`",
+                    args.hub_name
+                );
+            }
+            let properties = apply(serde_json::json!({}), &args)?;
+            admin.put(&hub_path(&args.hub_name), &properties).await?
+        }
+        HubCommand::Update(args) => {
+            let admin = Admin::new(&args.admin)?;
+            let current: serde_json::Value = admin.get(&hub_path(&args.hub_name)).await?;
+            let properties = apply(current["properties"].clone(), &args)?;
+            admin.put(&hub_path(&args.hub_name), &properties).await?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&shown)?);
+    Ok(())
+}
+
+fn hub_path(hub: &str) -> String {
+    format!(
+        "/admin/hubs/{}",
+        hub.replace('%', "%25").replace('/', "%2F")
+    )
+}
+
+/// Lays the command's options over existing hub properties.
+fn apply(mut properties: serde_json::Value, args: &HubArgs) -> anyhow::Result<serde_json::Value> {
+    if !properties.is_object() {
+        properties = serde_json::json!({});
+    }
+    if !args.event_handler.is_empty() {
+        let mut groups: Vec<Vec<String>> = Vec::new();
+        for pair in &args.event_handler {
+            if pair.starts_with("url-template=") || groups.is_empty() {
+                groups.push(Vec::new());
+            }
+            if let Some(group) = groups.last_mut() {
+                group.push(pair.clone());
+            }
+        }
+        let handlers = groups
+            .iter()
+            .map(|pairs| event_handler(pairs))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        properties["eventHandlers"] = serde_json::Value::Array(handlers);
+    }
+    if let Some(allow) = args.allow_anonymous {
+        properties["anonymousConnectPolicy"] =
+            serde_json::json!(if allow { "allow" } else { "deny" });
+    }
+    if let Some(secs) = args.keep_alive_secs {
+        properties["webSocketKeepAliveIntervalInSeconds"] = serde_json::json!(secs);
+    }
+    Ok(properties)
+}
+
+/// `url-template=URL user-event-pattern=P system-event=connect ...` as an event handler object.
+fn event_handler(pairs: &[String]) -> anyhow::Result<serde_json::Value> {
+    let mut url_template = None;
+    let mut user_event_pattern = None;
+    let mut system_events = Vec::new();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--event-handler takes KEY=VALUE pairs, not '{pair}'"))?;
+        match key {
+            "url-template" => url_template = Some(value.to_string()),
+            "user-event-pattern" => user_event_pattern = Some(value.to_string()),
+            "system-event" => system_events.push(value.to_string()),
+            other => bail!("unknown --event-handler key '{other}': use url-template, user-event-pattern or system-event"),
+        }
+    }
+    let url_template =
+        url_template.ok_or_else(|| anyhow!("--event-handler needs url-template=URL"))?;
+    let mut handler =
+        serde_json::json!({ "urlTemplate": url_template, "systemEvents": system_events });
+    if let Some(pattern) = user_event_pattern {
+        handler["userEventPattern"] = serde_json::json!(pattern);
+    }
+    Ok(handler)
 }
 
 struct Admin {
@@ -67,6 +163,29 @@ impl Admin {
     ) -> anyhow::Result<T> {
         self.send(self.http.post(format!("{}{path}", self.url)).json(body))
             .await
+    }
+
+    async fn put<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.put(format!("{}{path}", self.url)).json(body))
+            .await
+    }
+
+    async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.send::<serde::de::IgnoredAny>(self.http.delete(format!("{}{path}", self.url)))
+            .await
+            .map(|_| ())
+    }
+
+    async fn exists(&self, path: &str) -> anyhow::Result<bool> {
+        match self.get::<serde::de::IgnoredAny>(path).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.to_string().contains("404") => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     async fn send<T: serde::de::DeserializeOwned>(

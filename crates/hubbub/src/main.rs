@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         match cli.command {
             cli::Command::Serve(args) => serve::run(args).await,
             cli::Command::Key(key) => client::key(key).await,
+            cli::Command::Hub(hub) => client::hub(hub).await,
         }
     });
     match result {

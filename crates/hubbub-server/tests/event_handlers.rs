@@ -1,0 +1,534 @@
+//! Event handlers against a real server and a real HTTP app server that records what it gets:
+//! CloudEvents headers and signatures, abuse protection, the blocking connect event, user
+//! events with replies and state, disconnected reasons, rotation, and bad upstream answers.
+
+mod common;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use common::{next_json, send_json, TestServer};
+use hubbub_proto::keys::KeySlot;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const JSON: &str = "json.webpubsub.azure.v1";
+
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Recorded {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+type Behaviour = Arc<dyn Fn(&Recorded) -> Response + Send + Sync>;
+
+/// An app server on 127.0.0.1 that records every request and answers with `behaviour`.
+struct AppServer {
+    url: String,
+    seen: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl AppServer {
+    async fn start(behaviour: Behaviour) -> Self {
+        let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+                let record = Arc::clone(&record);
+                let behaviour = Arc::clone(&behaviour);
+                async move {
+                    let request = Recorded {
+                        method,
+                        path: uri.path().to_string(),
+                        headers,
+                        body,
+                    };
+                    let response = behaviour(&request);
+                    record.lock().unwrap().push(request);
+                    response
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, seen }
+    }
+
+    fn posts(&self) -> Vec<Recorded> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.method == Method::POST)
+            .cloned()
+            .collect()
+    }
+
+    fn events(&self, event: &str) -> Vec<Recorded> {
+        self.posts()
+            .into_iter()
+            .filter(|r| r.header("ce-eventName") == Some(event))
+            .collect()
+    }
+
+    async fn wait_for(&self, event: &str, count: usize) -> Vec<Recorded> {
+        assert!(
+            common::eventually(Duration::from_secs(10), || async {
+                self.events(event).len() >= count
+            })
+            .await,
+            "{count} '{event}' events expected, got {}",
+            self.events(event).len()
+        );
+        self.events(event)
+    }
+}
+
+/// The abuse-protection answer the official middlewares give.
+fn allow_origin() -> Response {
+    (StatusCode::OK, [("WebHook-Allowed-Origin", "*")]).into_response()
+}
+
+/// A typical app: connect sets the user, a group, a role and state; user events echo with a
+/// counter kept in the connection state.
+fn typical_app() -> Behaviour {
+    Arc::new(|r: &Recorded| {
+        if r.method == Method::OPTIONS {
+            return allow_origin();
+        }
+        match r.header("ce-eventName") {
+            Some("connect") => (
+                StatusCode::OK,
+                [("content-type", "application/json"), ("ce-connectionState", "count=0")],
+                json!({"userId": "from-app", "groups": ["app-group"], "roles": ["webpubsub.sendToGroup"], "futureField": 1}).to_string(),
+            )
+                .into_response(),
+            Some("echo") => {
+                let count: u32 = r.header("ce-connectionState").and_then(|s| s.strip_prefix("count=")).and_then(|n| n.parse().ok()).unwrap_or(99);
+                let content_type = r.header("content-type").unwrap_or("").to_string();
+                (StatusCode::OK, [("content-type", content_type), ("ce-connectionState", format!("count={}", count + 1))], r.body.clone()).into_response()
+            }
+            Some("fail") => (StatusCode::INTERNAL_SERVER_ERROR, "nope").into_response(),
+            _ => StatusCode::OK.into_response(),
+        }
+    })
+}
+
+async fn configure(t: &TestServer, hub: &str, properties: Value) {
+    let response = t
+        .http
+        .put(t.admin_url(&format!("/admin/hubs/{hub}")))
+        .bearer_auth(t.admin_token())
+        .json(&properties)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+}
+
+fn handler(app: &AppServer, system: &[&str]) -> Value {
+    json!({"eventHandlers": [{"urlTemplate": format!("{}/api/{{hub}}/{{event}}", app.url), "userEventPattern": "*", "systemEvents": system}]})
+}
+
+fn hex_hmac(key: &str, message: &str) -> String {
+    hubbub_proto::jwt::hmac_sha256(key.as_bytes(), message.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn connect_sets_identity_groups_roles_and_state_and_events_round_trip() {
+    let app = AppServer::start(typical_app()).await;
+    let t = TestServer::start().await;
+    configure(
+        &t,
+        "chat",
+        handler(&app, &["connect", "connected", "disconnected"]),
+    )
+    .await;
+    let token = t.client_token(&t.key(KeySlot::Primary), "Chat", None, &[], &[]);
+    let (mut ws, connected) = t
+        .json_client("Chat", &format!("{token}&custom=1"), JSON)
+        .await;
+    assert_eq!(connected["userId"], "from-app");
+    let id = connected["connectionId"].as_str().unwrap().to_string();
+
+    let connect = &app.wait_for("connect", 1).await[0];
+    assert_eq!(connect.path, "/api/chat/connect");
+    for (name, value) in [
+        ("ce-specversion", "1.0"),
+        ("ce-awpsversion", "1.0"),
+        ("ce-type", "azure.webpubsub.sys.connect"),
+        ("ce-hub", "chat"),
+        ("webhook-request-origin", "localhost"),
+        ("content-type", "application/json"),
+    ] {
+        assert_eq!(connect.header(name), Some(value), "{name}");
+    }
+    assert_eq!(
+        connect.header("ce-source"),
+        Some(format!("/hubs/chat/client/{id}").as_str())
+    );
+    assert!(
+        connect.header("ce-userid").is_none(),
+        "no user yet at connect"
+    );
+    assert!(connect.header("ce-subprotocol").is_none());
+    let body: Value = serde_json::from_slice(&connect.body).unwrap();
+    assert_eq!(body["query"]["custom"], json!(["1"]));
+    assert!(
+        body["query"].get("access_token").is_none(),
+        "the token is not forwarded"
+    );
+    assert_eq!(body["subprotocols"], json!([JSON]));
+    assert!(body["claims"]["exp"].is_array());
+    let expected = format!(
+        "sha256={},sha256={}",
+        hex_hmac(&t.key(KeySlot::Primary), &id),
+        hex_hmac(&t.key(KeySlot::Secondary), &id)
+    );
+    assert_eq!(connect.header("ce-signature"), Some(expected.as_str()));
+
+    let connected_event = &app.wait_for("connected", 1).await[0];
+    assert_eq!(connected_event.header("ce-userid"), Some("from-app"));
+    assert_eq!(
+        connected_event.header("ce-connectionstate"),
+        Some("count=0")
+    );
+    assert_eq!(connected_event.header("ce-subprotocol"), Some(JSON));
+
+    // The group and role from the connect response.
+    let status = t
+        .http
+        .head(t.public_url("/api/hubs/chat/groups/app-group?api-version=2024-12-01"))
+        .bearer_auth(t.rest_token(
+            &t.key(KeySlot::Primary),
+            "/api/hubs/chat/groups/app-group?api-version=2024-12-01",
+        ))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+
+    // User events echo back as server messages, in each data type, and the state counts up.
+    for (i, (data_type, data)) in [
+        ("text", json!("hi")),
+        ("json", json!({"a": [1]})),
+        ("binary", json!("AQID")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        send_json(&mut ws, json!({"type": "event", "event": "echo", "ackId": i + 1, "dataType": data_type, "data": data})).await;
+        let reply = next_json(&mut ws).await;
+        assert_eq!(
+            (reply["from"].as_str(), reply["dataType"].as_str()),
+            (Some("server"), Some(data_type)),
+            "{reply}"
+        );
+        assert_eq!(reply["data"], data);
+        assert_eq!(next_json(&mut ws).await["success"], true);
+    }
+    let echoes = app.events("echo");
+    let states: Vec<_> = echoes
+        .iter()
+        .map(|r| r.header("ce-connectionstate").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(states, ["count=0", "count=1", "count=2"]);
+    assert_eq!(
+        echoes[0].header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(
+        echoes[1].header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    assert_eq!(
+        echoes[2].header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(echoes[2].body.as_ref(), [1, 2, 3]);
+    assert_eq!(
+        echoes[0].header("ce-type"),
+        Some("azure.webpubsub.user.echo")
+    );
+
+    // An error answer fails the ack; the connection stays usable.
+    send_json(
+        &mut ws,
+        json!({"type": "event", "event": "fail", "ackId": 10, "dataType": "text", "data": "x"}),
+    )
+    .await;
+    let failed = next_json(&mut ws).await;
+    assert_eq!(failed["error"]["name"], "InvocationFailed");
+    send_json(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(next_json(&mut ws).await["type"], "pong");
+
+    // A REST close: the app hears why.
+    let path = format!("/api/hubs/chat/connections/{id}?reason=done%20here&api-version=2024-12-01");
+    let response = t
+        .http
+        .delete(t.public_url(&path))
+        .bearer_auth(t.rest_token(&t.key(KeySlot::Primary), &path))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let gone = &app.wait_for("disconnected", 1).await[0];
+    assert_eq!(
+        serde_json::from_slice::<Value>(&gone.body).unwrap(),
+        json!({"reason": "done here"})
+    );
+    assert_eq!(gone.header("ce-connectionstate"), Some("count=3"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        app.events("disconnected").len(),
+        1,
+        "exactly one disconnected event"
+    );
+}
+
+#[tokio::test]
+async fn a_handler_that_refuses_the_origin_gets_no_events_and_the_failure_is_visible() {
+    let app = AppServer::start(Arc::new(|r: &Recorded| {
+        if r.method == Method::OPTIONS {
+            return (
+                StatusCode::OK,
+                [("WebHook-Allowed-Origin", "someone-else.example.com")],
+            )
+                .into_response();
+        }
+        StatusCode::OK.into_response()
+    }))
+    .await;
+    let t = TestServer::start().await;
+    configure(&t, "hub", handler(&app, &["connect", "connected"])).await;
+    let token = t.client_token(&t.key(KeySlot::Primary), "hub", None, &[], &[]);
+    let refused = t
+        .ws_connect(
+            &format!("/client/hubs/hub?access_token={token}"),
+            Some(JSON),
+        )
+        .await;
+    assert_eq!(refused.err(), Some(500));
+    let options = app
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == Method::OPTIONS)
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(options[0].path, "/api/hub/validate");
+    assert_eq!(
+        options[0].header("webhook-request-origin"),
+        Some("localhost")
+    );
+    assert_eq!(options[0].header("ce-awpsversion"), Some("1.0"));
+    assert!(app.posts().is_empty(), "no events after a failed handshake");
+    let problems: Value = t
+        .admin_get("/admin/event-handlers")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let reason = problems[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("abuse protection") && reason.contains("localhost"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn connect_answers_decide_the_upgrade() {
+    let cases: Vec<(&str, Behaviour, u16)> = vec![
+        (
+            "401 passes through",
+            Arc::new(|_: &Recorded| (StatusCode::UNAUTHORIZED, "who are you").into_response()),
+            401,
+        ),
+        (
+            "not JSON",
+            Arc::new(|_: &Recorded| (StatusCode::OK, "hello").into_response()),
+            500,
+        ),
+        (
+            "unoffered subprotocol",
+            Arc::new(|_: &Recorded| (StatusCode::OK, r#"{"subprotocol":"mqtt"}"#).into_response()),
+            500,
+        ),
+        (
+            "5xx",
+            Arc::new(|_: &Recorded| StatusCode::BAD_GATEWAY.into_response()),
+            500,
+        ),
+        (
+            "redirect",
+            Arc::new(|_: &Recorded| {
+                (StatusCode::FOUND, [("location", "http://127.0.0.1:9/")]).into_response()
+            }),
+            500,
+        ),
+        (
+            "huge body",
+            Arc::new(|_: &Recorded| (StatusCode::OK, vec![b' '; 2 * 1024 * 1024]).into_response()),
+            500,
+        ),
+        (
+            "204 accepts",
+            Arc::new(|_: &Recorded| StatusCode::NO_CONTENT.into_response()),
+            101,
+        ),
+    ];
+    for (name, connect, expected) in cases {
+        let app = AppServer::start(Arc::new(move |r: &Recorded| {
+            if r.method == Method::OPTIONS {
+                allow_origin()
+            } else {
+                connect(r)
+            }
+        }))
+        .await;
+        let t = TestServer::start().await;
+        configure(&t, "hub", handler(&app, &["connect"])).await;
+        let token = t.client_token(&t.key(KeySlot::Primary), "hub", Some("u"), &[], &[]);
+        let result = t
+            .ws_connect(
+                &format!("/client/hubs/hub?access_token={token}"),
+                Some(JSON),
+            )
+            .await;
+        match result {
+            Ok(_) => assert_eq!(expected, 101, "{name}"),
+            Err(status) => assert_eq!(status, expected, "{name}"),
+        }
+        let path = "/api/hubs/hub/users/u?api-version=2024-12-01";
+        let exists = t
+            .http
+            .head(t.public_url(path))
+            .bearer_auth(t.rest_token(&t.key(KeySlot::Primary), path))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(
+            exists == 200,
+            expected == 101,
+            "{name}: no half-open connection"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_handler_that_never_answers_times_out() {
+    let app = AppServer::start(Arc::new(|r: &Recorded| {
+        if r.method == Method::OPTIONS {
+            allow_origin()
+        } else {
+            StatusCode::OK.into_response()
+        }
+    }))
+    .await;
+    // A listener that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    drop(app);
+    let t = TestServer::start_with(hubbub_server::Settings {
+        event_handler_timeout_secs: Some(1),
+        ..Default::default()
+    })
+    .await;
+    configure(&t, "hub", json!({"eventHandlers": [{"urlTemplate": format!("{silent_url}/{{event}}"), "systemEvents": ["connect"]}]})).await;
+    let token = t.client_token(&t.key(KeySlot::Primary), "hub", None, &[], &[]);
+    let started = std::time::Instant::now();
+    let result = t
+        .ws_connect(
+            &format!("/client/hubs/hub?access_token={token}"),
+            Some(JSON),
+        )
+        .await;
+    assert_eq!(result.err(), Some(500));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn signatures_follow_rotation_so_a_secondary_only_validator_keeps_validating() {
+    let app = AppServer::start(typical_app()).await;
+    let t = TestServer::start().await;
+    configure(&t, "hub", handler(&app, &["connected"])).await;
+    let secondary = t.key(KeySlot::Secondary);
+    let validates = |key: &str, r: &Recorded| {
+        let id = r.header("ce-connectionid").unwrap();
+        let expected = format!("sha256={}", hex_hmac(key, id));
+        r.header("ce-signature")
+            .unwrap()
+            .split(',')
+            .any(|s| s.eq_ignore_ascii_case(&expected))
+    };
+    let token = t.client_token(&t.key(KeySlot::Primary), "hub", Some("u"), &[], &[]);
+    let (mut ws, _) = t.json_client("hub", &token, JSON).await;
+    for round in 1..=3 {
+        let old_primary = t.key(KeySlot::Primary);
+        t.regenerate("Primary").await;
+        let new_primary = t.key(KeySlot::Primary);
+        send_json(&mut ws, json!({"type": "event", "event": "echo", "ackId": round, "dataType": "text", "data": "x"})).await;
+        next_json(&mut ws).await;
+        next_json(&mut ws).await;
+        let event = app.events("echo").pop().unwrap();
+        assert!(
+            validates(&secondary, &event),
+            "secondary-only validator, round {round}"
+        );
+        assert!(
+            validates(&new_primary, &event),
+            "new primary validates at once"
+        );
+        assert!(
+            !validates(&old_primary, &event),
+            "old primary no longer validates"
+        );
+    }
+    assert!(app
+        .events("connected")
+        .iter()
+        .all(|r| validates(&secondary, r)));
+}
+
+#[tokio::test]
+async fn anonymous_connections_follow_the_hub_policy() {
+    let t = TestServer::start().await;
+    assert_eq!(
+        t.ws_connect("/client/hubs/open", Some(JSON)).await.err(),
+        Some(401)
+    );
+    configure(&t, "open", json!({"anonymousConnectPolicy": "allow"})).await;
+    let (mut ws, _) = t
+        .ws_connect("/client/hubs/open", Some(JSON))
+        .await
+        .expect("anonymous allowed");
+    let connected = next_json(&mut ws).await;
+    assert_eq!(connected["userId"], Value::Null);
+    // Settings persist across a restart.
+    let t = t.restart().await;
+    assert!(t.ws_connect("/client/hubs/open", Some(JSON)).await.is_ok());
+    let shown: Value = t.admin_get("/admin/hubs/open").await.json().await.unwrap();
+    assert_eq!(shown["properties"]["anonymousConnectPolicy"], "allow");
+}
