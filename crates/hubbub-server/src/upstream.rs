@@ -202,6 +202,11 @@ impl Upstream {
             .remove(url);
     }
 
+    /// A new `ce-id`; retries of one event keep theirs.
+    fn new_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     fn host_limit(&self, url: &str) -> Arc<Semaphore> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(
@@ -296,11 +301,11 @@ impl Upstream {
         event_name: &str,
         content_type: &str,
         body: Vec<u8>,
+        id: u64,
     ) -> Result<(u16, reqwest::header::HeaderMap, Bytes), String> {
         self.validate(handler, &ctx.hub).await?;
         let url = handler.url(&ctx.hub, event_name);
         let ring = self.keys.current();
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut request = self
             .http
             .post(&url)
@@ -403,6 +408,7 @@ impl Upstream {
                 "connect",
                 "application/json",
                 json,
+                self.new_id(),
             )
             .await
         {
@@ -454,7 +460,15 @@ impl Upstream {
         let ce_type = format!("azure.webpubsub.user.{event}");
         Some(
             match self
-                .post(handler, ctx, &ce_type, event, content_type(data_type), data)
+                .post(
+                    handler,
+                    ctx,
+                    &ce_type,
+                    event,
+                    content_type(data_type),
+                    data,
+                    self.new_id(),
+                )
                 .await
             {
                 Err(reason) => EventOutcome::Failed(reason),
@@ -523,6 +537,7 @@ impl Upstream {
         tokio::spawn(async move {
             let ce_type = format!("azure.webpubsub.sys.{event}");
             let json = serde_json::to_vec(&body).unwrap_or_default();
+            let id = upstream.new_id();
             for attempt in 0..NON_BLOCKING_ATTEMPTS {
                 if attempt > 0 {
                     tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
@@ -535,6 +550,7 @@ impl Upstream {
                         event,
                         "application/json",
                         json.clone(),
+                        id,
                     )
                     .await
                 {

@@ -28,6 +28,7 @@ use hubbub_proto::roles::{Permission, Permissions};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Largest frame or message a client may send.
@@ -470,7 +471,11 @@ async fn run_socket(
     epoch: u64,
 ) {
     let (mut sink, mut stream) = socket.split();
-    let keep_alive = state.client.keep_alive;
+    let keep_alive = state
+        .hub_settings
+        .get(&hub.name)
+        .web_socket_keep_alive_interval_in_seconds
+        .map_or(state.client.keep_alive, Duration::from_secs);
     let mut ping = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();

@@ -532,3 +532,86 @@ async fn anonymous_connections_follow_the_hub_policy() {
     let shown: Value = t.admin_get("/admin/hubs/open").await.json().await.unwrap();
     assert_eq!(shown["properties"]["anonymousConnectPolicy"], "allow");
 }
+
+#[tokio::test]
+async fn simple_clients_send_message_events_and_get_raw_replies() {
+    let app = AppServer::start(Arc::new(|r: &Recorded| {
+        if r.method == Method::OPTIONS {
+            return allow_origin();
+        }
+        match r.header("ce-eventName") {
+            Some("message") => (
+                StatusCode::OK,
+                [("content-type", "text/plain")],
+                format!("got {}", String::from_utf8_lossy(&r.body)),
+            )
+                .into_response(),
+            _ => StatusCode::OK.into_response(),
+        }
+    }))
+    .await;
+    let t = TestServer::start().await;
+    configure(&t, "hub", handler(&app, &[])).await;
+    let token = t.client_token(&t.key(KeySlot::Primary), "hub", Some("s"), &[], &[]);
+    let (mut ws, _) = t
+        .ws_connect(&format!("/client/hubs/hub?access_token={token}"), None)
+        .await
+        .unwrap();
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        "hello".into(),
+    ))
+    .await
+    .unwrap();
+    match common::next_frame(&mut ws).await {
+        Some(tokio_tungstenite::tungstenite::Message::Text(text)) => {
+            assert_eq!(text.as_str(), "got hello")
+        }
+        other => panic!("expected the app's reply, got {other:?}"),
+    }
+    let message = &app.wait_for("message", 1).await[0];
+    assert_eq!(
+        message.header("ce-type"),
+        Some("azure.webpubsub.user.message")
+    );
+    assert_eq!(
+        message.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(message.header("ce-userid"), Some("s"));
+    assert!(message.header("ce-subprotocol").is_none());
+}
+
+#[tokio::test]
+async fn connected_events_are_retried_when_the_app_fails() {
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&failures);
+    let app = AppServer::start(Arc::new(move |r: &Recorded| {
+        if r.method == Method::OPTIONS {
+            return allow_origin();
+        }
+        if r.header("ce-eventName") == Some("connected")
+            && counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0
+        {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+        StatusCode::OK.into_response()
+    }))
+    .await;
+    let t = TestServer::start().await;
+    configure(&t, "hub", handler(&app, &["connected"])).await;
+    let token = t.client_token(&t.key(KeySlot::Primary), "hub", None, &[], &[]);
+    let (_ws, _) = t.json_client("hub", &token, JSON).await;
+    let attempts = app.wait_for("connected", 2).await;
+    assert_eq!(
+        attempts[0].header("ce-id"),
+        attempts[1].header("ce-id"),
+        "a retry keeps its event id"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        app.events("connected").len(),
+        2,
+        "no more attempts after a success"
+    );
+}

@@ -219,7 +219,9 @@ impl Admin {
             }
             bail!("the admin API at {} answered {status}: {message}", self.url);
         }
-        serde_json::from_slice(&bytes).with_context(|| {
+        // A 204 has no body; read it as JSON null.
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(bytes).with_context(|| {
             format!(
                 "the admin API at {} answered with unexpected JSON",
                 self.url

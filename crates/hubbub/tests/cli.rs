@@ -208,3 +208,105 @@ fn settings_come_from_file_then_environment_then_flags() {
         .unwrap();
     assert!(err.contains("not an absolute http or https URL"), "{err}");
 }
+
+#[test]
+fn hub_settings_from_the_cli_and_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hubbub.toml");
+    std::fs::write(
+        &config,
+        r#"
+[hubs.Declared]
+anonymous_connect_policy = "allow"
+[[hubs.Declared.event_handlers]]
+url_template = "http://127.0.0.1:9/api/{hub}/{event}"
+user_event_pattern = "*"
+system_events = ["connect", "disconnected"]
+"#,
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Hubbub::start_with(&data, &["--config", config.to_str().unwrap()], &[]).unwrap();
+    let declared = stdout_json(&server.cli(&["hub", "show", "--hub-name", "declared"]));
+    assert_eq!(declared["properties"]["anonymousConnectPolicy"], "allow");
+    assert_eq!(
+        declared["properties"]["eventHandlers"][0]["systemEvents"],
+        serde_json::json!(["connect", "disconnected"])
+    );
+
+    let created = stdout_json(&server.cli(&[
+        "hub",
+        "create",
+        "--hub-name",
+        "Chat",
+        "--event-handler",
+        "url-template=http://127.0.0.1:9/a/{event}",
+        "user-event-pattern=chat,typing",
+        "system-event=connected",
+        "--event-handler",
+        "url-template=http://127.0.0.1:9/b/{event}",
+        "system-event=connect",
+        "--allow-anonymous",
+        "false",
+    ]));
+    assert_eq!(created["name"], "chat");
+    let handlers = created["properties"]["eventHandlers"].as_array().unwrap();
+    assert_eq!(handlers.len(), 2);
+    assert_eq!(handlers[0]["userEventPattern"], "chat,typing");
+    assert_eq!(handlers[1]["systemEvents"], serde_json::json!(["connect"]));
+
+    let again = server.cli(&[
+        "hub",
+        "create",
+        "--hub-name",
+        "chat",
+        "--allow-anonymous",
+        "true",
+    ]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already has settings"));
+    let updated = stdout_json(&server.cli(&[
+        "hub",
+        "update",
+        "--hub-name",
+        "chat",
+        "--allow-anonymous",
+        "true",
+    ]));
+    assert_eq!(updated["properties"]["anonymousConnectPolicy"], "allow");
+    assert_eq!(
+        updated["properties"]["eventHandlers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "update keeps what it was not told to change"
+    );
+
+    let bad = server.cli(&[
+        "hub",
+        "update",
+        "--hub-name",
+        "chat",
+        "--event-handler",
+        "url-template=ftp://x",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("http://"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    let list = stdout_json(&server.cli(&["hub", "list"]));
+    let names: Vec<_> = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["chat", "declared"]);
+    stdout_json(&server.cli(&["hub", "delete", "--hub-name", "chat"]));
+    let missing = server.cli(&["hub", "show", "--hub-name", "chat"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+}
