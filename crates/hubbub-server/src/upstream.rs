@@ -29,6 +29,15 @@ const NON_BLOCKING_ATTEMPTS: u32 = 3;
 const VALIDATION_OK_TTL: Duration = Duration::from_secs(3600);
 const VALIDATION_FAILED_TTL: Duration = Duration::from_secs(10);
 
+/// One CloudEvent to send: its type, name, body and id (kept across retries).
+struct OutgoingEvent<'a> {
+    ce_type: &'a str,
+    name: &'a str,
+    content_type: &'a str,
+    body: Vec<u8>,
+    id: u64,
+}
+
 /// What an event is about: one connection of one hub.
 #[derive(Debug, Clone)]
 pub struct EventContext {
@@ -297,12 +306,15 @@ impl Upstream {
         &self,
         handler: &EventHandler,
         ctx: &EventContext,
-        ce_type: &str,
-        event_name: &str,
-        content_type: &str,
-        body: Vec<u8>,
-        id: u64,
+        event: OutgoingEvent<'_>,
     ) -> Result<(u16, reqwest::header::HeaderMap, Bytes), String> {
+        let OutgoingEvent {
+            ce_type,
+            name: event_name,
+            content_type,
+            body,
+            id,
+        } = event;
         self.validate(handler, &ctx.hub).await?;
         let url = handler.url(&ctx.hub, event_name);
         let ring = self.keys.current();
@@ -404,11 +416,13 @@ impl Upstream {
             .post(
                 handler,
                 ctx,
-                "azure.webpubsub.sys.connect",
-                "connect",
-                "application/json",
-                json,
-                self.new_id(),
+                OutgoingEvent {
+                    ce_type: "azure.webpubsub.sys.connect",
+                    name: "connect",
+                    content_type: "application/json",
+                    body: json,
+                    id: self.new_id(),
+                },
             )
             .await
         {
@@ -463,11 +477,13 @@ impl Upstream {
                 .post(
                     handler,
                     ctx,
-                    &ce_type,
-                    event,
-                    content_type(data_type),
-                    data,
-                    self.new_id(),
+                    OutgoingEvent {
+                        ce_type: &ce_type,
+                        name: event,
+                        content_type: content_type(data_type),
+                        body: data,
+                        id: self.new_id(),
+                    },
                 )
                 .await
             {
@@ -546,11 +562,13 @@ impl Upstream {
                     .post(
                         &handler,
                         &ctx,
-                        &ce_type,
-                        event,
-                        "application/json",
-                        json.clone(),
-                        id,
+                        OutgoingEvent {
+                            ce_type: &ce_type,
+                            name: event,
+                            content_type: "application/json",
+                            body: json.clone(),
+                            id,
+                        },
                     )
                     .await
                 {
