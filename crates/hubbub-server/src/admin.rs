@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/keys", get(show_keys))
         .route("/admin/keys/regenerate", post(regenerate))
         .merge(crate::admin_hubs::routes())
+        .merge(crate::admin_lifecycle::routes())
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .with_state(state)
@@ -82,15 +83,42 @@ async fn fallback(
 }
 
 /// One slot's metadata, as `GET /admin/keys` shows it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SlotView {
     pub version: u64,
     pub created_at: String,
+    pub age_days: u64,
+    /// `ok`, `dueSoon` (policy age reached within 30 days), `due`, `rotationRequired`, `disabled`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub due_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rotation: Option<RotationView>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub retiring: Vec<RetiringView>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub authenticated_requests: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_used_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub usage: Option<crate::usage::UsageSnapshot>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationView {
+    pub deadline: String,
+    pub reason: String,
+    pub required_at: String,
+    pub actor: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiringView {
+    pub version: u64,
+    pub until: String,
 }
 
 /// `GET /admin/keys`: the `WebPubSubKeys` fields plus per-slot metadata.
@@ -104,15 +132,53 @@ pub struct KeysView {
     pub salt: SlotView,
 }
 
-fn keys_view(state: &AppState, ring: &KeyRing) -> KeysView {
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+pub(crate) fn keys_view(state: &AppState, ring: &KeyRing) -> KeysView {
+    let now = state.keys.clock().now_millis();
     let slot = |s: KeySlot| {
         let key = ring.slot(s);
         let usage = state.keys.usage(s);
+        let due_at = match (s, state.key_max_age_days) {
+            (KeySlot::Salt, _) | (_, None) => None,
+            (_, Some(days)) => Some(key.created_at + i64::from(days) * DAY_MS),
+        };
+        let requirement = ring.requirement(s);
+        let status = if ring.disabled(s, now).is_some() {
+            "disabled"
+        } else if requirement.is_some() {
+            "rotationRequired"
+        } else if due_at.is_some_and(|d| now >= d) {
+            "due"
+        } else if due_at.is_some_and(|d| now >= d - 30 * DAY_MS) {
+            "dueSoon"
+        } else {
+            "ok"
+        };
         SlotView {
             version: key.version,
             created_at: rfc3339(key.created_at),
-            authenticated_requests: usage.map(|u| u.authenticated_requests),
+            age_days: ((now - key.created_at).max(0) / DAY_MS) as u64,
+            status: status.to_string(),
+            due_at: due_at.map(rfc3339),
+            rotation: requirement.map(|r| RotationView {
+                deadline: rfc3339(r.deadline),
+                reason: r.reason.clone(),
+                required_at: rfc3339(r.required_at),
+                actor: r.actor.clone(),
+            }),
+            retiring: ring
+                .retiring
+                .iter()
+                .filter(|k| k.slot == s && k.until > now)
+                .map(|k| RetiringView {
+                    version: k.version,
+                    until: rfc3339(k.until),
+                })
+                .collect(),
+            authenticated_requests: usage.map(|u| u.authenticated_requests()),
             last_used_at: usage.and_then(|u| u.last_used_at).map(rfc3339),
+            usage,
         }
     };
     KeysView {
@@ -131,10 +197,37 @@ async fn show_keys(State(state): State<AppState>) -> Json<KeysView> {
 #[serde(rename_all = "camelCase")]
 struct RegenerateRequest {
     key_type: serde_json::Value,
+    #[serde(default)]
+    grace: Option<String>,
 }
 
 /// Parses `{"keyType": "Primary" | "Secondary" | "Salt"}` (case-insensitive).
 fn parse_regenerate(body: &[u8]) -> Result<KeySlot, ApiError> {
+    parse_regenerate_with_grace(body).map(|(slot, _)| slot)
+}
+
+/// Parses `{"keyType": …, "grace": "15m"}`; the grace period is a Hubbub extension.
+fn parse_regenerate_with_grace(
+    body: &[u8],
+) -> Result<(KeySlot, Option<std::time::Duration>), ApiError> {
+    let grace = serde_json::from_slice::<RegenerateRequest>(body)
+        .ok()
+        .and_then(|r| r.grace)
+        .map(|g| {
+            crate::clock::parse_duration(&g)
+                .filter(|d| *d <= std::time::Duration::from_secs(7 * 24 * 3600))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "InvalidGrace",
+                        "grace must be a duration like 30s, 15m, 2h or 1d, at most 7d",
+                    )
+                })
+        })
+        .transpose()?;
+    Ok((parse_slot(body)?, grace))
+}
+
+fn parse_slot(body: &[u8]) -> Result<KeySlot, ApiError> {
     let request: RegenerateRequest = serde_json::from_slice(body).map_err(|_| {
         ApiError::bad_request(
             "InvalidRequestBody",
@@ -156,10 +249,11 @@ async fn regenerate_slot(
     state: &AppState,
     slot: KeySlot,
     source: SocketAddr,
+    grace: Option<std::time::Duration>,
 ) -> Result<Arc<KeyRing>, ApiError> {
     let keys = state.keys.clone();
     let source = source.ip().to_string();
-    tokio::task::spawn_blocking(move || keys.regenerate(slot, ADMIN_ACTOR, Some(&source)))
+    tokio::task::spawn_blocking(move || keys.regenerate(slot, ADMIN_ACTOR, Some(&source), grace))
         .await
         .map_err(|_| ApiError::internal("the key change was interrupted"))?
         .map_err(|e| {
@@ -175,8 +269,8 @@ async fn regenerate(
     body: axum::body::Body,
 ) -> Result<Json<KeysView>, ApiError> {
     let body = read_body(body, &headers, MAX_ADMIN_BODY_BYTES).await?;
-    let slot = parse_regenerate(&body)?;
-    let ring = regenerate_slot(&state, slot, peer).await?;
+    let (slot, grace) = parse_regenerate_with_grace(&body)?;
+    let ring = regenerate_slot(&state, slot, peer, grace).await?;
     Ok(Json(keys_view(&state, &ring)))
 }
 
@@ -237,7 +331,7 @@ async fn arm(
                 .await
                 .map_err(ApiError::into_arm)?;
             let slot = parse_regenerate(&body).map_err(ApiError::into_arm)?;
-            let ring = regenerate_slot(&state, slot, peer)
+            let ring = regenerate_slot(&state, slot, peer, None)
                 .await
                 .map_err(ApiError::into_arm)?;
             Ok(Json(ring.web_pub_sub_keys(&endpoint)))

@@ -3,7 +3,7 @@
 //! endpoint and the request path. Records which slot verified each request; never logs a token.
 
 use crate::error::ApiError;
-use crate::keys::{KeyRing, ACCESS_SLOTS};
+use crate::keys::KeyRing;
 use hubbub_proto::audience::{self, AudienceError, PublicEndpoint};
 use hubbub_proto::jwt::{self, JwtError};
 use hubbub_proto::keys::KeySlot;
@@ -18,6 +18,8 @@ pub enum AuthError {
     Token(#[from] JwtError),
     #[error(transparent)]
     Audience(#[from] AudienceError),
+    #[error("the {slot} key must be rotated and no longer authenticates ({reason}); use the other key, or regenerate this one")]
+    RotationRequired { slot: KeySlot, reason: String },
 }
 
 impl From<AuthError> for ApiError {
@@ -46,14 +48,37 @@ pub fn verify_rest_token(
     ring: &KeyRing,
     endpoints: &[PublicEndpoint],
     request_path: &str,
-    now_secs: i64,
+    now_millis: i64,
     leeway_secs: i64,
 ) -> Result<KeySlot, AuthError> {
     let decoded = jwt::decode(token)?;
-    let index = decoded.verify_signature(&ring.access_key_bytes())?;
-    decoded.claims.validate_time(now_secs, leeway_secs)?;
+    let slot = verify_access_key(&decoded, ring, now_millis)?;
+    decoded
+        .claims
+        .validate_time(now_millis.div_euclid(1000), leeway_secs)?;
     audience::check(&decoded.claims.audiences(), endpoints, request_path)?;
-    Ok(ACCESS_SLOTS[index])
+    Ok(slot)
+}
+
+/// Verifies against the access keys (and old values in a grace period); refuses a key whose
+/// rotation deadline has passed.
+fn verify_access_key(
+    decoded: &jwt::UnverifiedToken<'_>,
+    ring: &KeyRing,
+    now: i64,
+) -> Result<KeySlot, AuthError> {
+    let candidates = ring.candidates(now);
+    let keys: Vec<&[u8]> = candidates.iter().map(|c| c.key).collect();
+    let matched = candidates[decoded.verify_signature(&keys)?];
+    if !matched.retiring {
+        if let Some(requirement) = ring.disabled(matched.slot, now) {
+            return Err(AuthError::RotationRequired {
+                slot: matched.slot,
+                reason: requirement.reason.clone(),
+            });
+        }
+    }
+    Ok(matched.slot)
 }
 
 /// What a verified client access token grants.
@@ -104,7 +129,7 @@ pub fn verify_client_token(
     ring: &KeyRing,
     endpoints: &[PublicEndpoint],
     hub: &str,
-    now_secs: i64,
+    now_millis: i64,
     leeway_secs: i64,
 ) -> Result<ClientClaims, AuthError> {
     let decoded = jwt::decode(token)?;
@@ -116,9 +141,11 @@ pub fn verify_client_token(
         decoded.verify_signature(&[ring.salt.value.expose().as_bytes()])?;
         KeySlot::Salt
     } else {
-        ACCESS_SLOTS[decoded.verify_signature(&ring.access_key_bytes())?]
+        verify_access_key(&decoded, ring, now_millis)?
     };
-    decoded.claims.validate_time(now_secs, leeway_secs)?;
+    decoded
+        .claims
+        .validate_time(now_millis.div_euclid(1000), leeway_secs)?;
     let path = format!("/client/hubs/{hub}");
     audience::check(&decoded.claims.audiences(), endpoints, &path)?;
     let claims = &decoded.claims.0;

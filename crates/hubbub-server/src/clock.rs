@@ -71,6 +71,33 @@ pub fn rfc3339(millis: UnixMillis) -> String {
         .unwrap_or_else(|| millis.to_string())
 }
 
+/// Parses `30s`, `15m`, `2h`, `7d` (a whole number and one unit).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let secs = match unit {
+        "s" => number,
+        "m" => number.checked_mul(60)?,
+        "h" => number.checked_mul(3600)?,
+        "d" => number.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
+}
+
+/// A deadline: an RFC 3339 time, or a duration from `now` (`7d`).
+pub fn parse_deadline(text: &str, now: UnixMillis) -> Option<UnixMillis> {
+    if let Some(duration) = parse_duration(text) {
+        return Some(now + i64::try_from(duration.as_millis()).ok()?);
+    }
+    let time =
+        time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+            .ok()?;
+    i64::try_from(time.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +108,27 @@ mod tests {
         assert_eq!(clock.now_secs(), 1);
         clock.advance_secs(5);
         assert_eq!(clock.now_millis(), 6_000);
+    }
+
+    #[test]
+    fn durations_and_deadlines() {
+        assert_eq!(
+            parse_duration("15m"),
+            Some(std::time::Duration::from_secs(900))
+        );
+        assert_eq!(
+            parse_duration("7d"),
+            Some(std::time::Duration::from_secs(604_800))
+        );
+        assert_eq!(parse_duration("1.5h"), None);
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration("10y"), None);
+        assert_eq!(parse_deadline("2h", 1_000), Some(1_000 + 7_200_000));
+        assert_eq!(
+            parse_deadline("2023-11-14T22:13:20Z", 0),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(parse_deadline("tomorrow", 0), None);
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct Settings {
     pub reconnect_grace_secs: Option<u64>,
     /// How long an event handler may take to answer, in seconds (1-300).
     pub event_handler_timeout_secs: Option<u64>,
+    /// Key age policy: keys older than this many days are due for rotation (off by default).
+    pub key_max_age_days: Option<u32>,
+    /// How often key housekeeping runs, in milliseconds (tests shorten it).
+    pub maintenance_interval_ms: Option<u64>,
     /// Hubs declared by the deployment: their settings are applied at every start.
     pub hubs: Option<std::collections::BTreeMap<String, crate::hub_settings::HubProperties>>,
 }
@@ -63,6 +67,8 @@ pub enum ConfigError {
     BadLeeway(i64),
     #[error("the event handler timeout must be between 1 and 300 seconds, not {0}")]
     BadHandlerTimeout(u64),
+    #[error("key_max_age_days must be at least 1")]
+    BadMaxAge,
     #[error("hub '{0}' in the config: {1}")]
     BadHub(String, String),
     #[error("keep-alive must be between 1 and 120 seconds, not {0}")]
@@ -102,6 +108,10 @@ impl Settings {
                 .event_handler_timeout_secs
                 .or(lower.event_handler_timeout_secs),
             hubs: self.hubs.or(lower.hubs),
+            key_max_age_days: self.key_max_age_days.or(lower.key_max_age_days),
+            maintenance_interval_ms: self
+                .maintenance_interval_ms
+                .or(lower.maintenance_interval_ms),
         }
     }
 
@@ -162,7 +172,17 @@ impl Settings {
                 .map_err(|e| ConfigError::BadHub(name.clone(), e.0))?;
             hubs.push((crate::hub::canonical_hub(&name), properties));
         }
+        if self.key_max_age_days == Some(0) {
+            return Err(ConfigError::BadMaxAge);
+        }
+        let maintenance_interval = self
+            .maintenance_interval_ms
+            .map_or(crate::lifecycle::TICK, |ms| {
+                Duration::from_millis(ms.clamp(10, 60_000))
+            });
         Ok(Config {
+            maintenance_interval,
+            key_max_age_days: self.key_max_age_days,
             event_handler_timeout: Duration::from_secs(event_handler_timeout_secs),
             hubs,
             keep_alive: Duration::from_secs(keep_alive_secs),
@@ -199,6 +219,8 @@ pub struct Config {
     pub keep_alive: Duration,
     pub reconnect_grace: Duration,
     pub event_handler_timeout: Duration,
+    pub key_max_age_days: Option<u32>,
+    pub maintenance_interval: Duration,
     /// Hub settings declared in the config file, applied at start.
     pub hubs: Vec<(String, crate::hub_settings::HubProperties)>,
     pub clock: SharedClock,

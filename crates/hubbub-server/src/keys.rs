@@ -1,13 +1,16 @@
-//! The key ring: primary, secondary and salt, read lock-free on the hot path and regenerated one
-//! slot at a time (written to the store first, then swapped in memory).
+//! The key ring: primary, secondary and salt, read lock-free on the hot path and changed one slot
+//! at a time (written to the store first, then swapped in memory). Also carries what decides
+//! whether a key may still authenticate: rotation deadlines and old values in a grace period.
 
 use crate::clock::{SharedClock, UnixMillis};
 use crate::secret::Secret;
-use crate::store::{Instance, Store, StoreError, StoredSlot};
+use crate::store::{
+    Instance, KeyChange, RetiringKey, RotationRequirement, Store, StoreError, StoredSlot,
+};
+use crate::usage::{Usage, UsageSnapshot, UseKind};
 use arc_swap::ArcSwap;
 use hubbub_proto::connection_string::ConnectionString;
 use hubbub_proto::keys::{KeySlot, WebPubSubKeys};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One slot's current value.
@@ -28,16 +31,29 @@ impl From<StoredSlot> for SlotKey {
     }
 }
 
-/// An immutable snapshot of the three slots.
+/// An immutable snapshot of the three slots and their lifecycle state.
 #[derive(Debug, Clone)]
 pub struct KeyRing {
     pub primary: SlotKey,
     pub secondary: SlotKey,
     pub salt: SlotKey,
+    /// Rotation requirements on the current access keys.
+    pub requirements: Vec<RotationRequirement>,
+    /// Old access-key values still accepted for verification.
+    pub retiring: Vec<RetiringKey>,
 }
 
 /// The access-key slots, in the order tokens are tried.
 pub const ACCESS_SLOTS: [KeySlot; 2] = [KeySlot::Primary, KeySlot::Secondary];
+
+/// A key a token may be verified with.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub slot: KeySlot,
+    pub key: &'a [u8],
+    /// An old value in its grace period.
+    pub retiring: bool,
+}
 
 impl KeyRing {
     pub fn slot(&self, slot: KeySlot) -> &SlotKey {
@@ -55,7 +71,48 @@ impl KeyRing {
             KeySlot::Secondary => ring.secondary = key,
             KeySlot::Salt => ring.salt = key,
         }
+        ring.requirements.retain(|r| r.slot != slot);
         ring
+    }
+
+    /// Keys that may verify an access token now: primary, secondary, then old values whose grace
+    /// has not ended.
+    pub fn candidates(&self, now: UnixMillis) -> Vec<Candidate<'_>> {
+        let mut keys = vec![
+            Candidate {
+                slot: KeySlot::Primary,
+                key: self.primary.value.expose().as_bytes(),
+                retiring: false,
+            },
+            Candidate {
+                slot: KeySlot::Secondary,
+                key: self.secondary.value.expose().as_bytes(),
+                retiring: false,
+            },
+        ];
+        keys.extend(
+            self.retiring
+                .iter()
+                .filter(|k| k.until > now)
+                .map(|k| Candidate {
+                    slot: k.slot,
+                    key: k.value.expose().as_bytes(),
+                    retiring: true,
+                }),
+        );
+        keys
+    }
+
+    /// The requirement on a slot's current key, if any.
+    pub fn requirement(&self, slot: KeySlot) -> Option<&RotationRequirement> {
+        self.requirements
+            .iter()
+            .find(|r| r.slot == slot && r.version == self.slot(slot).version)
+    }
+
+    /// The requirement whose deadline has passed, disabling the slot's current key.
+    pub fn disabled(&self, slot: KeySlot, now: UnixMillis) -> Option<&RotationRequirement> {
+        self.requirement(slot).filter(|r| now >= r.deadline)
     }
 
     /// The HMAC keys of the access slots (UTF-8 bytes of the key strings), primary first.
@@ -83,20 +140,6 @@ impl KeyRing {
     }
 }
 
-/// Per access slot: how often and when it last authenticated something.
-#[derive(Debug, Default)]
-struct SlotUsage {
-    authenticated_requests: AtomicU64,
-    last_used_at: AtomicI64,
-}
-
-/// A read of one slot's usage counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UsageSnapshot {
-    pub authenticated_requests: u64,
-    pub last_used_at: Option<UnixMillis>,
-}
-
 /// Cheap-to-clone handle to the key ring.
 #[derive(Clone)]
 pub struct Keys(Arc<Inner>);
@@ -105,10 +148,10 @@ struct Inner {
     ring: ArcSwap<KeyRing>,
     store: Arc<Store>,
     clock: SharedClock,
-    /// Held while a slot is written to the store and swapped in memory, so that two concurrent
-    /// regenerations are applied to memory in the order they were committed.
+    /// Held while a change is written to the store and swapped in memory, so that concurrent
+    /// changes reach memory in the order they were committed.
     write: Mutex<()>,
-    usage: [SlotUsage; 2],
+    usage: Usage,
 }
 
 impl std::fmt::Debug for Keys {
@@ -117,22 +160,42 @@ impl std::fmt::Debug for Keys {
     }
 }
 
+fn slot_index(slot: KeySlot) -> Option<usize> {
+    match slot {
+        KeySlot::Primary => Some(0),
+        KeySlot::Secondary => Some(1),
+        KeySlot::Salt => None,
+    }
+}
+
 impl Keys {
-    /// Builds the ring from what the store holds.
-    pub fn new(store: Arc<Store>, instance: &Instance, clock: SharedClock) -> Self {
+    /// Builds the ring (and usage counters) from what the store holds.
+    pub fn load(
+        store: Arc<Store>,
+        instance: &Instance,
+        clock: SharedClock,
+    ) -> Result<Self, StoreError> {
         let stored = &instance.keys;
         let ring = KeyRing {
             primary: stored.primary.clone().into(),
             secondary: stored.secondary.clone().into(),
             salt: stored.salt.clone().into(),
+            requirements: store.rotation_requirements()?,
+            retiring: store.retiring_keys()?,
         };
-        Self(Arc::new(Inner {
+        let usage = Usage::default();
+        for slot in ACCESS_SLOTS {
+            if let Some(index) = slot_index(slot) {
+                usage.load(index, &store.load_usage(slot)?);
+            }
+        }
+        Ok(Self(Arc::new(Inner {
             ring: ArcSwap::from_pointee(ring),
             store,
             clock,
             write: Mutex::new(()),
-            usage: Default::default(),
-        }))
+            usage,
+        })))
     }
 
     /// The current snapshot. Lock-free.
@@ -144,57 +207,123 @@ impl Keys {
         &self.0.clock
     }
 
+    pub fn store(&self) -> &Arc<Store> {
+        &self.0.store
+    }
+
+    fn lock_write(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.0.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Replaces one slot with a freshly generated value: durable in the store before it takes
-    /// effect in memory and before this returns. Blocking (SQLite + fsync): call it from a
-    /// blocking thread.
+    /// effect in memory and before this returns. With a grace period, the old value keeps
+    /// verifying tokens until it ends. Clears a rotation requirement on the slot. Blocking
+    /// (SQLite + fsync): call it from a blocking thread.
     pub fn regenerate(
         &self,
         slot: KeySlot,
         actor: &str,
         source: Option<&str>,
+        grace: Option<std::time::Duration>,
     ) -> Result<Arc<KeyRing>, StoreError> {
         let value = Secret::generate().map_err(StoreError::Random)?;
-        let _write = self.0.write.lock().unwrap_or_else(|p| p.into_inner());
+        let _write = self.lock_write();
         let now = self.0.clock.now_millis();
-        let (stored, old_version) = self.0.store.replace_key(slot, &value, now, actor, source)?;
-        let ring = Arc::new(self.current().with_slot(slot, stored.into()));
+        let grace_until = grace
+            .filter(|g| !g.is_zero() && slot != KeySlot::Salt)
+            .map(|g| now + i64::try_from(g.as_millis()).unwrap_or(i64::MAX / 2));
+        let change = KeyChange {
+            actor,
+            source,
+            grace_until,
+        };
+        let old = self.current();
+        let (stored, old_version) = self.0.store.replace_key(slot, &value, now, &change)?;
+        let mut ring = old.with_slot(slot, stored.into());
+        if let Some(until) = grace_until {
+            ring.retiring.push(RetiringKey {
+                slot,
+                version: old_version,
+                value: old.slot(slot).value.clone(),
+                until,
+            });
+        }
+        let ring = Arc::new(ring);
         self.0.ring.store(Arc::clone(&ring));
         tracing::info!(
             slot = slot.as_str(),
             old_version,
             new_version = ring.slot(slot).version,
             actor,
+            grace = grace_until.is_some(),
             "key regenerated"
         );
         Ok(ring)
     }
 
-    /// Counts one thing authenticated by an access slot. Two relaxed atomic writes.
-    pub fn record_use(&self, slot: KeySlot) {
-        if let Some(usage) = self.usage_of(slot) {
-            usage.authenticated_requests.fetch_add(1, Ordering::Relaxed);
-            usage
-                .last_used_at
-                .fetch_max(self.0.clock.now_millis(), Ordering::Relaxed);
+    /// Demands that the slot's current key be rotated by `deadline`; after it, the key stops
+    /// authenticating until the slot is regenerated. Blocking.
+    pub fn require_rotation(
+        &self,
+        slot: KeySlot,
+        deadline: UnixMillis,
+        reason: &str,
+        actor: &str,
+        source: Option<&str>,
+    ) -> Result<Arc<KeyRing>, StoreError> {
+        let _write = self.lock_write();
+        let old = self.current();
+        let requirement = RotationRequirement {
+            slot,
+            version: old.slot(slot).version,
+            deadline,
+            reason: reason.to_string(),
+            required_at: self.0.clock.now_millis(),
+            actor: actor.to_string(),
+        };
+        self.0.store.require_rotation(&requirement, source)?;
+        let mut ring = (*old).clone();
+        ring.requirements.retain(|r| r.slot != slot);
+        ring.requirements.push(requirement);
+        let ring = Arc::new(ring);
+        self.0.ring.store(Arc::clone(&ring));
+        tracing::info!(slot = slot.as_str(), actor, "key rotation required");
+        Ok(ring)
+    }
+
+    /// Drops old values whose grace period is over (store first, then memory). Blocking.
+    pub fn end_grace(&self) -> Result<Vec<RetiringKey>, StoreError> {
+        let _write = self.lock_write();
+        let now = self.0.clock.now_millis();
+        if !self.current().retiring.iter().any(|k| k.until <= now) {
+            return Ok(Vec::new());
+        }
+        let ended = self.0.store.end_grace(now)?;
+        let mut ring = (*self.current()).clone();
+        ring.retiring.retain(|k| k.until > now);
+        self.0.ring.store(Arc::new(ring));
+        Ok(ended)
+    }
+
+    /// Counts one thing authenticated by an access slot. A few relaxed atomic operations.
+    pub fn record_use(&self, slot: KeySlot, kind: UseKind) {
+        if let Some(index) = slot_index(slot) {
+            self.0.usage.record(index, kind, self.0.clock.now_millis());
         }
     }
 
     pub fn usage(&self, slot: KeySlot) -> Option<UsageSnapshot> {
-        self.usage_of(slot).map(|u| {
-            let last = u.last_used_at.load(Ordering::Relaxed);
-            UsageSnapshot {
-                authenticated_requests: u.authenticated_requests.load(Ordering::Relaxed),
-                last_used_at: (last != 0).then_some(last),
-            }
-        })
+        slot_index(slot).map(|index| self.0.usage.snapshot(index, self.0.clock.now_millis()))
     }
 
-    fn usage_of(&self, slot: KeySlot) -> Option<&SlotUsage> {
-        match slot {
-            KeySlot::Primary => Some(&self.0.usage[0]),
-            KeySlot::Secondary => Some(&self.0.usage[1]),
-            KeySlot::Salt => None,
-        }
+    /// Writes the usage counters to the store. Blocking.
+    pub fn save_usage(&self) -> Result<(), StoreError> {
+        let now = self.0.clock.now_millis();
+        let records: Vec<_> = ACCESS_SLOTS
+            .iter()
+            .filter_map(|&slot| slot_index(slot).map(|i| (slot, self.0.usage.to_record(i, now))))
+            .collect();
+        self.0.store.save_usage(&records, Usage::oldest_minute(now))
     }
 }
 
@@ -203,19 +332,22 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
-    fn keys() -> (tempfile::TempDir, Keys, Arc<Store>) {
+    fn keys() -> (tempfile::TempDir, Keys, Arc<Store>, Arc<ManualClock>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let instance = store.load_or_init(1_000).unwrap();
-        let keys = Keys::new(Arc::clone(&store), &instance, ManualClock::new(2_000));
-        (dir, keys, store)
+        let clock = ManualClock::new(2_000);
+        let keys = Keys::load(Arc::clone(&store), &instance, clock.clone()).unwrap();
+        (dir, keys, store, clock)
     }
 
     #[test]
     fn regenerate_replaces_exactly_one_slot_in_memory_and_on_disk() {
-        let (_dir, keys, store) = keys();
+        let (_dir, keys, store, _) = keys();
         let before = keys.current();
-        let after = keys.regenerate(KeySlot::Primary, "test", None).unwrap();
+        let after = keys
+            .regenerate(KeySlot::Primary, "test", None, None)
+            .unwrap();
         assert_ne!(after.primary.value, before.primary.value);
         assert_eq!(after.primary.version, 2);
         assert_eq!(after.primary.created_at, 2_000);
@@ -227,53 +359,84 @@ mod tests {
 
     #[test]
     fn concurrent_regenerations_of_both_slots_are_all_kept() {
-        let (_dir, keys, store) = keys();
+        let (_dir, keys, store, _) = keys();
         let threads: Vec<_> = [KeySlot::Primary, KeySlot::Secondary]
             .into_iter()
             .flat_map(|slot| std::iter::repeat_n(slot, 10))
             .map(|slot| {
                 let keys = keys.clone();
-                std::thread::spawn(move || keys.regenerate(slot, "test", None).unwrap())
+                std::thread::spawn(move || keys.regenerate(slot, "test", None, None).unwrap())
             })
             .collect();
         for t in threads {
             t.join().unwrap();
         }
         let ring = keys.current();
-        assert_eq!(ring.primary.version, 11);
-        assert_eq!(ring.secondary.version, 11);
+        assert_eq!((ring.primary.version, ring.secondary.version), (11, 11));
         let on_disk = store.load_or_init(0).unwrap().keys;
         assert_eq!(on_disk.primary.value, ring.primary.value);
         assert_eq!(on_disk.secondary.value, ring.secondary.value);
     }
 
     #[test]
-    fn usage_counts_per_access_slot() {
-        let (_dir, keys, _store) = keys();
-        keys.record_use(KeySlot::Secondary);
-        keys.record_use(KeySlot::Secondary);
+    fn usage_counts_per_access_slot_and_survives_a_reload() {
+        let (_dir, keys, store, _) = keys();
+        keys.record_use(KeySlot::Secondary, UseKind::Rest);
+        keys.record_use(KeySlot::Secondary, UseKind::Connection);
         let usage = keys.usage(KeySlot::Secondary).unwrap();
-        assert_eq!(usage.authenticated_requests, 2);
+        assert_eq!((usage.rest_requests, usage.client_connections), (1, 1));
         assert_eq!(usage.last_used_at, Some(2_000));
-        assert_eq!(
-            keys.usage(KeySlot::Primary).unwrap().authenticated_requests,
-            0
-        );
         assert!(keys.usage(KeySlot::Salt).is_none());
+        keys.save_usage().unwrap();
+        let instance = store.load_or_init(0).unwrap();
+        let reloaded = Keys::load(Arc::clone(&store), &instance, ManualClock::new(2_000)).unwrap();
+        assert_eq!(reloaded.usage(KeySlot::Secondary), Some(usage));
     }
 
     #[test]
-    fn connection_strings_carry_the_endpoint_and_each_key() {
-        let (_dir, keys, _store) = keys();
-        let ring = keys.current();
-        let shown = ring.web_pub_sub_keys("http://localhost:8080");
-        assert_eq!(
-            shown.primary_connection_string,
-            format!(
-                "Endpoint=http://localhost:8080;AccessKey={};Version=1.0;",
-                ring.primary.value.expose()
+    fn a_requirement_disables_the_key_at_its_deadline_and_regenerating_clears_it() {
+        let (_dir, keys, store, clock) = keys();
+        let ring = keys
+            .require_rotation(KeySlot::Primary, 10_000, "leaked", "admin", None)
+            .unwrap();
+        assert!(ring.requirement(KeySlot::Primary).is_some());
+        assert!(ring.disabled(KeySlot::Primary, 9_999).is_none());
+        assert!(ring.disabled(KeySlot::Primary, 10_000).is_some());
+        assert!(ring.disabled(KeySlot::Secondary, 10_000).is_none());
+        clock.set_millis(20_000);
+        let ring = keys
+            .regenerate(KeySlot::Primary, "admin", None, None)
+            .unwrap();
+        assert!(ring.requirement(KeySlot::Primary).is_none());
+        assert!(store.rotation_requirements().unwrap().is_empty());
+    }
+
+    #[test]
+    fn grace_keeps_the_old_value_verifying_until_it_ends() {
+        let (_dir, keys, store, clock) = keys();
+        let old = keys.current().primary.value.clone();
+        let ring = keys
+            .regenerate(
+                KeySlot::Primary,
+                "admin",
+                None,
+                Some(std::time::Duration::from_secs(60)),
             )
-        );
-        assert_eq!(shown.secondary_key, ring.secondary.value.expose());
+            .unwrap();
+        let has_old = |ring: &KeyRing, now| {
+            ring.candidates(now)
+                .iter()
+                .any(|c| c.retiring && c.key == old.expose().as_bytes())
+        };
+        assert!(has_old(&ring, 2_000));
+        assert!(!has_old(&ring, 62_000));
+        assert_eq!(store.retiring_keys().unwrap().len(), 1);
+        clock.set_millis(62_000);
+        let ended = keys.end_grace().unwrap();
+        assert_eq!(ended.len(), 1);
+        assert!(keys.current().retiring.is_empty());
+        assert!(store.retiring_keys().unwrap().is_empty());
+        let events = store.audit(None, None, 100).unwrap();
+        assert_eq!(events.last().unwrap().event, "grace_ended");
     }
 }

@@ -20,12 +20,16 @@
 //! | [`upstream`] | CloudEvents to event handlers: signatures, abuse protection, state |
 //! | [`admin`] | the admin listener: management API and ARM-shaped key endpoints |
 //! | [`admin_hubs`] | hub settings on the admin listener, admin- and ARM-shaped |
+//! | [`admin_lifecycle`] | required rotations, key usage and the audit log on the admin listener |
 //! | [`error`] | one error type rendered as Azure `ErrorDetail` JSON |
 //! | [`tls`] | rustls configuration for HTTPS |
+//! | [`lifecycle`] | housekeeping: saves usage, ends grace periods, records disabled keys |
+//! | [`usage`] | per-key usage counters: lock-free on the hot path, saved periodically |
 //! | [`clock`] | time as a dependency, so tests control it |
 
 pub mod admin;
 pub mod admin_hubs;
+pub mod admin_lifecycle;
 pub mod api;
 pub mod auth;
 pub mod clock;
@@ -36,6 +40,7 @@ pub mod filter;
 pub mod hub;
 pub mod hub_settings;
 pub mod keys;
+pub mod lifecycle;
 pub mod message;
 pub mod reliable;
 pub mod secret;
@@ -44,6 +49,7 @@ pub mod state;
 pub mod store;
 pub mod tls;
 pub mod upstream;
+pub mod usage;
 pub mod ws;
 
 pub use config::{Config, Settings};

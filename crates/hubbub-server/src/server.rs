@@ -91,7 +91,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .await
             .map_err(|_| StartError::Interrupted)??
     };
-    let keys = Keys::new(Arc::clone(&store), &instance, config.clock.clone());
+    let keys = {
+        let (store, clock) = (Arc::clone(&store), config.clock.clone());
+        let instance = Arc::new(instance);
+        let for_load = Arc::clone(&instance);
+        let keys = tokio::task::spawn_blocking(move || Keys::load(store, &for_load, clock))
+            .await
+            .map_err(|_| StartError::Interrupted)??;
+        (keys, instance)
+    };
+    let (keys, instance) = keys;
     let hub_settings = {
         let store = Arc::clone(&store);
         let declared = config.hubs.clone();
@@ -149,6 +158,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         },
         sockets: TaskTracker::new(),
         shutdown: CancellationToken::new(),
+        key_max_age_days: config.key_max_age_days,
     };
     let shutdown = state.shutdown.clone();
 
@@ -164,6 +174,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         admin::router(state.clone()),
         None,
         shutdown.clone(),
+    ));
+    tasks.spawn(crate::lifecycle::run(
+        state.clone(),
+        config.maintenance_interval,
     ));
     tasks.close();
 

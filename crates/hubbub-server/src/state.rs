@@ -33,6 +33,8 @@ pub struct AppState {
     pub client: ClientSettings,
     /// Every socket task and session timer, so shutdown can wait for them.
     pub sockets: TaskTracker,
+    /// Key age policy: keys older than this many days are due for rotation.
+    pub key_max_age_days: Option<u32>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
 }

@@ -419,7 +419,7 @@ impl Upstream {
                 OutgoingEvent {
                     ce_type: "azure.webpubsub.sys.connect",
                     name: "connect",
-                    content_type: "application/json",
+                    content_type: "application/json; charset=utf-8",
                     body: json,
                     id: self.new_id(),
                 },

@@ -4,8 +4,8 @@
 
 use crate::auth::{bearer_token, verify_client_token, ClientClaims};
 use crate::connection::{
-    CloseRequest, Connection, Protocol, SimpleMode, CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY,
-    CLOSE_TOO_BIG,
+    CloseRequest, Connection, Protocol, SimpleMode, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NORMAL,
+    CLOSE_POLICY, CLOSE_TOO_BIG,
 };
 use crate::error::ApiError;
 use crate::hub::Hub;
@@ -15,7 +15,7 @@ use crate::state::AppState;
 use crate::upstream::{ConnectBody, ConnectOutcome, EventContext, EventOutcome};
 use crate::{api, reliable};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -59,10 +59,11 @@ async fn upgrade_path(
     State(state): State<AppState>,
     Path(hub): Path<String>,
     Query(params): Query<Params>,
+    RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    handle(state, hub, params, headers, upgrade)
+    handle(state, hub, params, raw_query, headers, upgrade)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -70,6 +71,7 @@ async fn upgrade_path(
 async fn upgrade_query(
     State(state): State<AppState>,
     Query(params): Query<Params>,
+    RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -77,7 +79,7 @@ async fn upgrade_query(
         return ApiError::bad_request("InvalidHubName", "the 'hub' query parameter is required")
             .into_response();
     };
-    handle(state, hub, params, headers, upgrade)
+    handle(state, hub, params, raw_query, headers, upgrade)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -155,6 +157,7 @@ async fn handle(
     state: AppState,
     hub_name: String,
     params: Params,
+    raw_query: Option<String>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -224,7 +227,7 @@ async fn handle(
                 &ring,
                 &state.endpoints,
                 &hub_name,
-                now,
+                state.keys.clock().now_millis(),
                 state.token_leeway_secs,
             )
             .map_err(|e| {
@@ -232,7 +235,9 @@ async fn handle(
                 ApiError::from(e)
             })?;
             if claims.slot != KeySlot::Salt {
-                state.keys.record_use(claims.slot);
+                state
+                    .keys
+                    .record_use(claims.slot, crate::usage::UseKind::Connection);
             }
             claims
         }
@@ -258,7 +263,7 @@ async fn handle(
         subprotocol: None,
         state: None,
     };
-    let body = connect_body(&claims, &params, &headers);
+    let body = connect_body(&claims, raw_query.as_deref(), &headers);
     if let Some(outcome) = state.upstream.connect(&settings, &ctx, &body).await {
         match outcome {
             ConnectOutcome::Accept {
@@ -360,9 +365,13 @@ fn handler_failed(reason: String) -> ApiError {
     )
 }
 
-/// The `connect` event body: claims as string arrays, the query (without credentials), the
-/// request headers (without credentials), and the offered subprotocols.
-fn connect_body(claims: &ClientClaims, params: &Params, headers: &HeaderMap) -> ConnectBody {
+/// The `connect` event body, as the service sends it: claims, every query parameter and every
+/// request header as string arrays (repeated names collected), and the offered subprotocols.
+fn connect_body(
+    claims: &ClientClaims,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+) -> ConnectBody {
     let mut claim_map = serde_json::Map::new();
     for (name, value) in &claims.raw {
         let values: Vec<serde_json::Value> = match value {
@@ -371,19 +380,15 @@ fn connect_body(claims: &ClientClaims, params: &Params, headers: &HeaderMap) -> 
         };
         claim_map.insert(name.clone(), serde_json::Value::Array(values));
     }
-    let query = params
-        .iter()
-        .filter(|(k, _)| k.as_str() != "access_token" && !k.starts_with("awps_"))
-        .map(|(k, v)| (k.clone(), vec![v.clone()]))
-        .collect();
+    let mut query: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(raw_query.unwrap_or("").as_bytes()) {
+        query
+            .entry(name.into_owned())
+            .or_default()
+            .push(value.into_owned());
+    }
     let mut header_map: HashMap<String, Vec<String>> = HashMap::new();
     for (name, value) in headers {
-        if matches!(
-            name.as_str(),
-            "authorization" | "cookie" | "sec-websocket-key"
-        ) {
-            continue;
-        }
         if let Ok(value) = value.to_str() {
             header_map
                 .entry(name.as_str().to_string())
@@ -1022,8 +1027,8 @@ async fn run_events(
             (Job::Frame { .. }, Err(reason)) => {
                 tracing::debug!(connection_id = %connection.id, %reason, "message event failed; closing the simple client");
                 connection.request_close(CloseRequest {
-                    code: CLOSE_NORMAL,
-                    reason,
+                    code: CLOSE_INTERNAL,
+                    reason: "EventHandlerFailed".into(),
                     notify: false,
                 });
             }

@@ -180,17 +180,50 @@ async fn restart_keeps_keys_salt_versions_and_admin_token() {
 }
 
 #[tokio::test]
-async fn key_events_record_who_and_from_where_without_key_material() {
+async fn the_audit_log_records_who_and_from_where_without_key_material() {
     let t = TestServer::start().await;
+    let before = t.key(KeySlot::Primary);
     t.regenerate("Primary").await;
-    let store = hubbub_server::store::Store::open(&t.data_dir()).unwrap();
-    let events = store.key_events().unwrap();
+    let page: Value = t.admin_get("/admin/audit").await.json().await.unwrap();
+    let events = page["value"].as_array().unwrap();
+    assert_eq!(
+        events.len(),
+        4,
+        "three generated keys and one regeneration: {page}"
+    );
     let last = events.last().unwrap();
-    assert_eq!(last.slot, "primary");
-    assert_eq!(last.event, "regenerated");
-    assert_eq!((last.old_version, last.new_version), (Some(1), Some(2)));
-    assert_eq!(last.actor, "admin-token");
-    assert_eq!(last.source.as_deref(), Some("127.0.0.1"));
+    assert_eq!(last["slot"], "primary");
+    assert_eq!(last["event"], "regenerated");
+    assert_eq!(
+        (last["oldVersion"].as_u64(), last["newVersion"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(last["actor"], "admin-token");
+    assert_eq!(last["source"], "127.0.0.1");
+    assert!(last["at"].as_str().unwrap().ends_with('Z'));
+    let text = page.to_string();
+    for secret in [
+        before,
+        t.key(KeySlot::Primary),
+        t.key(KeySlot::Secondary),
+        t.key(KeySlot::Salt),
+        t.admin_token(),
+    ] {
+        assert!(!text.contains(&secret), "no key material in the audit log");
+    }
+    // Paging.
+    let first: Value = t
+        .admin_get("/admin/audit?limit=3")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["value"].as_array().unwrap().len(), 3);
+    let next = first["nextLink"].as_str().unwrap().to_string();
+    let second: Value = t.admin_get(&next).await.json().await.unwrap();
+    assert_eq!(second["value"].as_array().unwrap().len(), 1);
+    assert!(second.get("nextLink").is_none());
+    assert_eq!(t.admin_get("/admin/audit?limit=0").await.status(), 400);
 }
 
 #[tokio::test]

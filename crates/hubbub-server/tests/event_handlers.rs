@@ -159,7 +159,7 @@ async fn connect_sets_identity_groups_roles_and_state_and_events_round_trip() {
     .await;
     let token = t.client_token(&t.key(KeySlot::Primary), "Chat", None, &[], &[]);
     let (mut ws, connected) = t
-        .json_client("Chat", &format!("{token}&custom=1"), JSON)
+        .json_client("Chat", &format!("{token}&custom=1&tag=a&tag=b"), JSON)
         .await;
     assert_eq!(connected["userId"], "from-app");
     let id = connected["connectionId"].as_str().unwrap().to_string();
@@ -172,7 +172,7 @@ async fn connect_sets_identity_groups_roles_and_state_and_events_round_trip() {
         ("ce-type", "azure.webpubsub.sys.connect"),
         ("ce-hub", "chat"),
         ("webhook-request-origin", "localhost"),
-        ("content-type", "application/json"),
+        ("content-type", "application/json; charset=utf-8"),
     ] {
         assert_eq!(connect.header(name), Some(value), "{name}");
     }
@@ -187,9 +187,15 @@ async fn connect_sets_identity_groups_roles_and_state_and_events_round_trip() {
     assert!(connect.header("ce-subprotocol").is_none());
     let body: Value = serde_json::from_slice(&connect.body).unwrap();
     assert_eq!(body["query"]["custom"], json!(["1"]));
+    assert_eq!(
+        body["query"]["tag"],
+        json!(["a", "b"]),
+        "repeated parameters are collected"
+    );
+    assert!(body["headers"]["sec-websocket-key"].is_array());
     assert!(
-        body["query"].get("access_token").is_none(),
-        "the token is not forwarded"
+        body["query"]["access_token"][0].is_string(),
+        "every query parameter, as the service sends it"
     );
     assert_eq!(body["subprotocols"], json!([JSON]));
     assert!(body["claims"]["exp"].is_array());

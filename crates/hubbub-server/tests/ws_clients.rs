@@ -131,7 +131,7 @@ async fn connected_messages_per_protocol_and_token_groups_are_joined() {
     );
     assert!(message.get("fromUserId").is_none());
     assert_eq!(
-        t.keys().await["secondary"]["authenticatedRequests"],
+        t.keys().await["secondary"]["usage"]["clientConnections"],
         2,
         "both connections counted"
     );

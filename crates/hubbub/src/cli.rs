@@ -107,6 +107,9 @@ pub struct ServeArgs {
     /// How long an event handler may take to answer, in seconds [default: 20].
     #[arg(long, env = "HUBBUB_EVENT_HANDLER_TIMEOUT_SECS")]
     pub event_handler_timeout_secs: Option<u64>,
+    /// Key age policy: access keys older than this many days are due for rotation [default: off].
+    #[arg(long, env = "HUBBUB_KEY_MAX_AGE_DAYS")]
+    pub key_max_age_days: Option<u32>,
 }
 
 impl ServeArgs {
@@ -125,6 +128,8 @@ impl ServeArgs {
             reconnect_grace_secs: self.reconnect_grace_secs,
             event_handler_timeout_secs: self.event_handler_timeout_secs,
             hubs: None,
+            key_max_age_days: self.key_max_age_days,
+            maintenance_interval_ms: None,
         }
     }
 }

@@ -257,6 +257,7 @@ test("abuse protection passes with the middleware's defaults and its allowedEndp
           `${v.name}: the middleware's WebHook-Allowed-Origin`);
         t.diagnostic(`${v.name}: WebHook-Allowed-Origin ${JSON.stringify(opts[0].responseHeaders["webhook-allowed-origin"])} accepted`);
         c.stop();
+        await waitEvent(up, "disconnected", c.connectionId);
       } finally {
         await up.close();
       }

@@ -116,12 +116,12 @@ impl FromRequestParts<AppState> for RestCaller {
             &ring,
             &state.endpoints,
             parts.uri.path(),
-            state.keys.clock().now_secs(),
+            state.keys.clock().now_millis(),
             state.token_leeway_secs,
         );
         match result {
             Ok(slot) => {
-                state.keys.record_use(slot);
+                state.keys.record_use(slot, crate::usage::UseKind::Rest);
                 Ok(RestCaller { slot })
             }
             Err(e) => {

@@ -4,6 +4,12 @@
 //! A key change is committed (and so fsynced) before the caller hears of it. A crash at any moment
 //! leaves each slot with its old value or its new one: the change is one SQLite transaction.
 
+mod audit;
+mod lifecycle;
+
+pub use audit::{AuditEntry, AuditRecord};
+pub use lifecycle::{RetiringKey, RotationRequirement, UsageRecord};
+
 use crate::clock::UnixMillis;
 use crate::secret::Secret;
 use hubbub_proto::keys::KeySlot;
@@ -44,6 +50,54 @@ const MIGRATIONS: &[&str] = &[
         hub        TEXT PRIMARY KEY,
         settings   TEXT NOT NULL,
         updated_at INTEGER NOT NULL
+    ) STRICT;",
+    // 3: the audit log (append-only, replacing key_events), key usage, rotation requirements,
+    // and old key values kept for a grace period.
+    "CREATE TABLE audit_log (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          INTEGER NOT NULL,
+        event       TEXT NOT NULL,
+        slot        TEXT,
+        old_version INTEGER,
+        new_version INTEGER,
+        actor       TEXT NOT NULL,
+        source      TEXT,
+        detail      TEXT
+    ) STRICT;
+    INSERT INTO audit_log (at, event, slot, old_version, new_version, actor, source)
+        SELECT at, event, slot, old_version, new_version, actor, source FROM key_events ORDER BY id;
+    DROP TABLE key_events;
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TABLE usage_totals (
+        slot               TEXT PRIMARY KEY,
+        rest_requests      INTEGER NOT NULL,
+        client_connections INTEGER NOT NULL,
+        last_used_at       INTEGER
+    ) STRICT;
+    CREATE TABLE usage_minutes (
+        slot               TEXT NOT NULL,
+        minute             INTEGER NOT NULL,
+        rest_requests      INTEGER NOT NULL,
+        client_connections INTEGER NOT NULL,
+        PRIMARY KEY (slot, minute)
+    ) STRICT;
+    CREATE TABLE rotation_requirements (
+        slot        TEXT PRIMARY KEY,
+        version     INTEGER NOT NULL,
+        deadline    INTEGER NOT NULL,
+        reason      TEXT NOT NULL,
+        required_at INTEGER NOT NULL,
+        actor       TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE retiring_keys (
+        slot    TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        value   TEXT NOT NULL,
+        until   INTEGER NOT NULL,
+        PRIMARY KEY (slot, version)
     ) STRICT;",
 ];
 
@@ -103,16 +157,13 @@ pub struct Instance {
     pub created: bool,
 }
 
-/// A recorded key event (the start of the audit log).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyEvent {
-    pub at: UnixMillis,
-    pub slot: String,
-    pub event: String,
-    pub old_version: Option<u64>,
-    pub new_version: Option<u64>,
-    pub actor: String,
-    pub source: Option<String>,
+/// Who changes a key, from where, and whether its old value stays valid for a while.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyChange<'a> {
+    pub actor: &'a str,
+    pub source: Option<&'a str>,
+    /// Keep accepting the old value until then.
+    pub grace_until: Option<UnixMillis>,
 }
 
 /// The database handle. One connection behind a mutex: writes are rare (key changes) and must be
@@ -213,7 +264,7 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let key_rows: i64 = tx.query_row("SELECT count(*) FROM keys", [], |r| r.get(0))?;
-        let event_rows: i64 = tx.query_row("SELECT count(*) FROM key_events", [], |r| r.get(0))?;
+        let event_rows: i64 = tx.query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))?;
         let token: Option<String> = tx
             .query_row("SELECT admin_token FROM instance WHERE id = 1", [], |r| {
                 r.get(0)
@@ -227,7 +278,17 @@ impl Store {
                     "INSERT INTO keys (slot, value, version, created_at) VALUES (?1, ?2, 1, ?3)",
                     params![slot.as_str(), value.expose(), now],
                 )?;
-                insert_event(&tx, now, slot, "generated", None, Some(1), "hubbub", None)?;
+                audit::append(
+                    &tx,
+                    &AuditEntry {
+                        at: now,
+                        event: "generated",
+                        slot: Some(slot),
+                        new_version: Some(1),
+                        actor: "hubbub",
+                        ..AuditEntry::default()
+                    },
+                )?;
             }
             let admin_token = Secret::generate().map_err(StoreError::Random)?;
             tx.execute(
@@ -265,35 +326,52 @@ impl Store {
 
     /// Replaces one slot's value, bumping its version and recording the event, in one durable
     /// transaction. Returns the slot as now stored and its previous version.
+    /// Replaces one slot's value, bumping its version, clearing a rotation requirement,
+    /// keeping the old value for `grace` (if any) and recording the event, in one durable
+    /// transaction. Returns the slot as now stored and its previous version.
     pub fn replace_key(
         &self,
         slot: KeySlot,
         value: &Secret,
         now: UnixMillis,
-        actor: &str,
-        source: Option<&str>,
+        change: &KeyChange<'_>,
     ) -> Result<(StoredSlot, u64), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let old_version: i64 = tx.query_row(
-            "SELECT version FROM keys WHERE slot = ?1",
+        let (old_value, old_version): (String, i64) = tx.query_row(
+            "SELECT value, version FROM keys WHERE slot = ?1",
             [slot.as_str()],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let new_version = old_version + 1;
         tx.execute(
             "UPDATE keys SET value = ?1, version = ?2, created_at = ?3 WHERE slot = ?4",
             params![value.expose(), new_version, now, slot.as_str()],
         )?;
-        insert_event(
+        tx.execute(
+            "DELETE FROM rotation_requirements WHERE slot = ?1",
+            [slot.as_str()],
+        )?;
+        let detail = change.grace_until.map(|until| {
+            tx.execute(
+                "INSERT OR REPLACE INTO retiring_keys (slot, version, value, until) VALUES (?1, ?2, ?3, ?4)",
+                params![slot.as_str(), old_version, old_value, until],
+            )
+            .map(|_| format!("the old key is accepted until {}", crate::clock::rfc3339(until)))
+        });
+        let detail = detail.transpose()?;
+        audit::append(
             &tx,
-            now,
-            slot,
-            "regenerated",
-            Some(old_version),
-            Some(new_version),
-            actor,
-            source,
+            &AuditEntry {
+                at: now,
+                event: "regenerated",
+                slot: Some(slot),
+                old_version: Some(old_version as u64),
+                new_version: Some(new_version as u64),
+                actor: change.actor,
+                source: change.source,
+                detail: detail.as_deref(),
+            },
         )?;
         tx.commit()?;
         Ok((
@@ -335,27 +413,6 @@ impl Store {
             > 0)
     }
 
-    /// Key events, oldest first.
-    pub fn key_events(&self) -> Result<Vec<KeyEvent>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT at, slot, event, old_version, new_version, actor, source
-             FROM key_events ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(KeyEvent {
-                at: r.get(0)?,
-                slot: r.get(1)?,
-                event: r.get(2)?,
-                old_version: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
-                new_version: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
-                actor: r.get(5)?,
-                source: r.get(6)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// Writes the admin token file (mode 0600) if it is missing or differs from the stored token.
     /// Written to a temporary file, synced and renamed, so it is never seen half-written.
     pub fn ensure_admin_token_file(&self, token: &Secret) -> Result<PathBuf, StoreError> {
@@ -392,32 +449,6 @@ impl Store {
         sync_dir(&self.data_dir).map_err(file_error)?;
         Ok(path)
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn insert_event(
-    tx: &rusqlite::Transaction<'_>,
-    at: UnixMillis,
-    slot: KeySlot,
-    event: &str,
-    old_version: Option<i64>,
-    new_version: Option<i64>,
-    actor: &str,
-    source: Option<&str>,
-) -> rusqlite::Result<usize> {
-    tx.execute(
-        "INSERT INTO key_events (at, slot, event, old_version, new_version, actor, source)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            at,
-            slot.as_str(),
-            event,
-            old_version,
-            new_version,
-            actor,
-            source
-        ],
-    )
 }
 
 fn read_keys(conn: &Connection) -> Result<Option<StoredKeys>, StoreError> {
@@ -520,24 +551,29 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let before = store.load_or_init(1_000).unwrap();
         let new = Secret::generate().unwrap();
+        let change = KeyChange {
+            actor: "admin",
+            source: Some("127.0.0.1"),
+            grace_until: None,
+        };
         let (slot, old) = store
-            .replace_key(KeySlot::Secondary, &new, 5_000, "admin", Some("127.0.0.1"))
+            .replace_key(KeySlot::Secondary, &new, 5_000, &change)
             .unwrap();
         assert_eq!((old, slot.version), (1, 2));
         let after = store.load_or_init(6_000).unwrap();
         assert_eq!(after.keys.secondary.value, new);
         assert_eq!(after.keys.secondary.created_at, 5_000);
         assert_eq!(after.keys.primary.value, before.keys.primary.value);
-        let events = store.key_events().unwrap();
+        let events = store.audit(None, None, 100).unwrap();
         let last = events.last().unwrap();
         assert_eq!(
             (
-                last.slot.as_str(),
+                last.slot.as_deref(),
                 last.event.as_str(),
                 last.old_version,
                 last.new_version
             ),
-            ("secondary", "regenerated", Some(1), Some(2))
+            (Some("secondary"), "regenerated", Some(1), Some(2))
         );
         assert_eq!(last.source.as_deref(), Some("127.0.0.1"));
     }
@@ -557,6 +593,23 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("2 of 3 key slots"), "{err}");
+    }
+
+    #[test]
+    fn the_audit_log_is_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.load_or_init(1).unwrap();
+        let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        let update = conn.execute("UPDATE audit_log SET actor = 'someone else'", []);
+        assert!(update.unwrap_err().to_string().contains("append-only"));
+        let delete = conn.execute("DELETE FROM audit_log", []);
+        assert!(delete.unwrap_err().to_string().contains("append-only"));
+        assert_eq!(
+            store.audit(None, None, 100).unwrap().len(),
+            3,
+            "the generated events are still there"
+        );
     }
 
     #[test]

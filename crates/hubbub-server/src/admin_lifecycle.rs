@@ -1,0 +1,199 @@
+//! Key lifecycle on the admin listener: enforced rotation (`require-rotation`), key usage, and
+//! the audit log with paging.
+
+use crate::admin::{keys_view, KeysView, ADMIN_ACTOR, MAX_ADMIN_BODY_BYTES};
+use crate::clock::{parse_deadline, rfc3339};
+use crate::error::{read_body, ApiError};
+use crate::state::AppState;
+use crate::store::AuditRecord;
+use crate::usage::UsageSnapshot;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hubbub_proto::keys::KeySlot;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Largest page of the audit log.
+const MAX_AUDIT_PAGE: usize = 500;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/keys/require-rotation", post(require_rotation))
+        .route("/admin/keys/usage", get(usage))
+        .route("/admin/audit", get(audit))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequireRotation {
+    key_type: String,
+    by: String,
+    reason: String,
+}
+
+async fn require_rotation(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<KeysView>, ApiError> {
+    let body = read_body(body, &headers, MAX_ADMIN_BODY_BYTES).await?;
+    let request: RequireRotation = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::bad_request(
+            "InvalidRequestBody",
+            r#"the body must be JSON like {"keyType": "Primary", "by": "7d", "reason": "..."}"#,
+        )
+    })?;
+    let slot: KeySlot =
+        request
+            .key_type
+            .parse()
+            .map_err(|e: hubbub_proto::keys::UnknownKeySlot| {
+                ApiError::bad_request("InvalidKeyType", e.to_string())
+            })?;
+    if slot == KeySlot::Salt {
+        return Err(ApiError::bad_request(
+            "InvalidKeyType",
+            "rotation can be required for Primary or Secondary, not Salt",
+        ));
+    }
+    let now = state.keys.clock().now_millis();
+    let deadline = parse_deadline(&request.by, now).ok_or_else(|| {
+        ApiError::bad_request(
+            "InvalidDeadline",
+            "'by' must be an RFC 3339 time (2026-12-01T00:00:00Z) or a duration (30m, 12h, 7d)",
+        )
+    })?;
+    let reason = request.reason.trim();
+    if reason.is_empty() || reason.len() > 1000 {
+        return Err(ApiError::bad_request(
+            "InvalidReason",
+            "'reason' must say why, in at most 1000 characters",
+        ));
+    }
+    let (keys, reason, source) = (
+        state.keys.clone(),
+        reason.to_string(),
+        peer.ip().to_string(),
+    );
+    let ring = tokio::task::spawn_blocking(move || {
+        keys.require_rotation(slot, deadline, &reason, ADMIN_ACTOR, Some(&source))
+    })
+    .await
+    .map_err(|_| ApiError::internal("the change was interrupted"))?
+    .map_err(|e| {
+        tracing::error!(error = %e, "rotation requirement could not be stored");
+        ApiError::internal("the requirement could not be stored; nothing was changed")
+    })?;
+    Ok(Json(keys_view(&state, &ring)))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SlotUsage {
+    #[serde(flatten)]
+    usage: UsageSnapshot,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_used_at: Option<String>,
+}
+
+async fn usage(State(state): State<AppState>) -> Json<HashMap<&'static str, SlotUsage>> {
+    let mut out = HashMap::new();
+    for slot in [KeySlot::Primary, KeySlot::Secondary] {
+        if let Some(usage) = state.keys.usage(slot) {
+            out.insert(
+                slot.as_str(),
+                SlotUsage {
+                    last_used_at: usage.last_used_at.map(rfc3339),
+                    usage,
+                },
+            );
+        }
+    }
+    Json(out)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditItem {
+    at: String,
+    #[serde(flatten)]
+    record: AuditRecord,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditPage {
+    value: Vec<AuditItem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_link: Option<String>,
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let since = query
+        .get("since")
+        .map(|s| {
+            parse_deadline(s, 0).ok_or_else(|| {
+                ApiError::bad_request("InvalidQueryParameter", "'since' must be an RFC 3339 time")
+            })
+        })
+        .transpose()?;
+    let after = query
+        .get("after")
+        .map(|a| {
+            a.parse::<i64>().map_err(|_| {
+                ApiError::bad_request("InvalidQueryParameter", "'after' must be an event id")
+            })
+        })
+        .transpose()?;
+    let limit = match query.get("limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_AUDIT_PAGE).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "InvalidQueryParameter",
+                    format!("'limit' must be 1 to {MAX_AUDIT_PAGE}"),
+                )
+            })?,
+        None => 100,
+    };
+    let store = state.keys.store().clone();
+    let records = tokio::task::spawn_blocking(move || store.audit(since, after, limit + 1))
+        .await
+        .map_err(|_| ApiError::internal("reading the audit log was interrupted"))?
+        .map_err(|_| ApiError::internal("the audit log could not be read"))?;
+    let more = records.len() > limit;
+    let value: Vec<AuditItem> = records
+        .into_iter()
+        .take(limit)
+        .map(|record| AuditItem {
+            at: rfc3339(record.at),
+            record,
+        })
+        .collect();
+    let next_link = match (more, value.last()) {
+        (true, Some(last)) => {
+            let since = query.get("since").map(|s| {
+                format!(
+                    "&since={}",
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                )
+            });
+            Some(format!(
+                "/admin/audit?after={}&limit={limit}{}",
+                last.record.id,
+                since.unwrap_or_default()
+            ))
+        }
+        _ => None,
+    };
+    Ok(Json(AuditPage { value, next_link }))
+}

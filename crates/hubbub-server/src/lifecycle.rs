@@ -1,0 +1,105 @@
+//! The key-lifecycle housekeeper: saves usage counters, ends grace periods, and records keys
+//! disabled by a passed rotation deadline. Runs every few seconds and once more at shutdown.
+
+use crate::state::AppState;
+use crate::store::AuditEntry;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// How often the housekeeper runs.
+pub const TICK: Duration = Duration::from_secs(5);
+/// Usage is saved every this many ticks.
+const SAVE_USAGE_EVERY: u32 = 6;
+
+/// Runs until shutdown, then saves usage one last time.
+pub async fn run(state: AppState, tick: Duration) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut disabled_recorded: HashSet<(String, u64)> = HashSet::new();
+    let mut ticks = 0u32;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = state.shutdown.cancelled() => break,
+        }
+        ticks = ticks.wrapping_add(1);
+        let (state2, save) = (state.clone(), ticks.is_multiple_of(SAVE_USAGE_EVERY));
+        let mut recorded = std::mem::take(&mut disabled_recorded);
+        let result = tokio::task::spawn_blocking(move || {
+            housekeeping(&state2, save, &mut recorded);
+            recorded
+        })
+        .await;
+        if let Ok(recorded) = result {
+            disabled_recorded = recorded;
+        }
+    }
+    let keys = state.keys.clone();
+    match tokio::task::spawn_blocking(move || keys.save_usage()).await {
+        Ok(Ok(())) => tracing::debug!("key usage saved"),
+        _ => tracing::warn!("key usage could not be saved at shutdown"),
+    }
+}
+
+/// One pass. Blocking (SQLite).
+pub fn housekeeping(
+    state: &AppState,
+    save_usage: bool,
+    disabled_recorded: &mut HashSet<(String, u64)>,
+) {
+    if save_usage {
+        if let Err(e) = state.keys.save_usage() {
+            tracing::warn!(error = %e, "key usage could not be saved");
+        }
+    }
+    match state.keys.end_grace() {
+        Ok(ended) => {
+            for key in ended {
+                tracing::info!(
+                    slot = key.slot.as_str(),
+                    version = key.version,
+                    "grace period ended; the old key no longer verifies"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "grace periods could not be ended"),
+    }
+    let now = state.keys.clock().now_millis();
+    let ring = state.keys.current();
+    for requirement in ring
+        .requirements
+        .iter()
+        .filter(|r| ring.disabled(r.slot, now).is_some())
+    {
+        let key = (requirement.slot.as_str().to_string(), requirement.version);
+        if disabled_recorded.contains(&key) {
+            continue;
+        }
+        let already = state
+            .keys
+            .store()
+            .audit_contains("key_disabled", requirement.slot, requirement.version)
+            .unwrap_or(false);
+        if !already {
+            let detail = format!("rotation deadline passed: {}", requirement.reason);
+            let entry = AuditEntry {
+                at: now,
+                event: "key_disabled",
+                slot: Some(requirement.slot),
+                old_version: Some(requirement.version),
+                actor: "policy",
+                detail: Some(&detail),
+                ..AuditEntry::default()
+            };
+            if let Err(e) = state.keys.store().append_audit(&entry) {
+                tracing::warn!(error = %e, "could not record a disabled key");
+                continue;
+            }
+            tracing::warn!(
+                slot = requirement.slot.as_str(),
+                "a key passed its rotation deadline and no longer authenticates"
+            );
+        }
+        disabled_recorded.insert(key);
+    }
+}

@@ -1,0 +1,116 @@
+//! The audit log: every key event with time, actor and source; append-only (triggers refuse
+//! updates and deletes).
+
+use super::{Store, StoreError};
+use crate::clock::UnixMillis;
+use hubbub_proto::keys::KeySlot;
+use rusqlite::{params, Connection};
+
+/// An event to record. Never carries key material.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuditEntry<'a> {
+    pub at: UnixMillis,
+    pub event: &'a str,
+    pub slot: Option<KeySlot>,
+    pub old_version: Option<u64>,
+    pub new_version: Option<u64>,
+    pub actor: &'a str,
+    pub source: Option<&'a str>,
+    pub detail: Option<&'a str>,
+}
+
+/// A recorded event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    pub id: i64,
+    #[serde(skip)]
+    pub at: UnixMillis,
+    pub event: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_version: Option<u64>,
+    pub actor: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+pub(super) fn append(conn: &Connection, entry: &AuditEntry<'_>) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT INTO audit_log (at, event, slot, old_version, new_version, actor, source, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            entry.at,
+            entry.event,
+            entry.slot.map(KeySlot::as_str),
+            entry.old_version.map(|v| v as i64),
+            entry.new_version.map(|v| v as i64),
+            entry.actor,
+            entry.source,
+            entry.detail,
+        ],
+    )
+}
+
+impl Store {
+    /// Records one event (synchronously committed).
+    pub fn append_audit(&self, entry: &AuditEntry<'_>) -> Result<(), StoreError> {
+        append(&self.lock(), entry)?;
+        Ok(())
+    }
+
+    /// Whether an event for this slot and key version was recorded.
+    pub fn audit_contains(
+        &self,
+        event: &str,
+        slot: KeySlot,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        let found: i64 = self.lock().query_row(
+            "SELECT count(*) FROM audit_log WHERE event = ?1 AND slot = ?2 AND old_version = ?3",
+            params![event, slot.as_str(), version as i64],
+            |r| r.get(0),
+        )?;
+        Ok(found > 0)
+    }
+
+    /// Events oldest first: at or after `since`, with an id above `after_id`, at most `limit`.
+    pub fn audit(
+        &self,
+        since: Option<UnixMillis>,
+        after_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, at, event, slot, old_version, new_version, actor, source, detail FROM audit_log
+             WHERE at >= ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                since.unwrap_or(i64::MIN),
+                after_id.unwrap_or(0),
+                limit as i64
+            ],
+            |r| {
+                Ok(AuditRecord {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    event: r.get(2)?,
+                    slot: r.get(3)?,
+                    old_version: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+                    new_version: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                    actor: r.get(6)?,
+                    source: r.get(7)?,
+                    detail: r.get(8)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

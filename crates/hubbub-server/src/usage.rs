@@ -1,0 +1,243 @@
+//! Key usage: per access slot, how many REST requests and client connections it authenticated,
+//! overall and per minute over the last hour, and when it was last used. Recorded with relaxed
+//! atomics on the hot path (no locks); saved to the store periodically and at shutdown.
+
+use crate::clock::UnixMillis;
+use crate::store::UsageRecord;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Minutes kept per slot.
+const WINDOW_MINUTES: usize = 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseKind {
+    Rest,
+    Connection,
+}
+
+#[derive(Debug, Default)]
+struct Minute {
+    minute: AtomicI64,
+    rest: AtomicU64,
+    connections: AtomicU64,
+}
+
+#[derive(Debug)]
+struct SlotCounters {
+    rest: AtomicU64,
+    connections: AtomicU64,
+    last_used_at: AtomicI64,
+    minutes: [Minute; WINDOW_MINUTES],
+}
+
+impl Default for SlotCounters {
+    fn default() -> Self {
+        Self {
+            rest: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            last_used_at: AtomicI64::new(0),
+            minutes: std::array::from_fn(|_| Minute::default()),
+        }
+    }
+}
+
+/// A read of one slot's usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageSnapshot {
+    pub rest_requests: u64,
+    pub client_connections: u64,
+    #[serde(skip, default)]
+    pub last_used_at: Option<UnixMillis>,
+    pub rest_requests_last_hour: u64,
+    pub client_connections_last_hour: u64,
+    /// REST requests plus connections in the last 15 minutes.
+    pub uses_last_15_minutes: u64,
+}
+
+impl UsageSnapshot {
+    /// The older name used by `GET /admin/keys`.
+    pub fn authenticated_requests(&self) -> u64 {
+        self.rest_requests
+    }
+}
+
+/// Counters of the two access slots (index 0 primary, 1 secondary).
+#[derive(Debug, Default)]
+pub struct Usage {
+    slots: [SlotCounters; 2],
+}
+
+fn minute_of(now: UnixMillis) -> i64 {
+    now.div_euclid(60_000)
+}
+
+impl Usage {
+    pub fn record(&self, slot: usize, kind: UseKind, now: UnixMillis) {
+        let Some(counters) = self.slots.get(slot) else {
+            return;
+        };
+        let total = match kind {
+            UseKind::Rest => &counters.rest,
+            UseKind::Connection => &counters.connections,
+        };
+        total.fetch_add(1, Ordering::Relaxed);
+        counters.last_used_at.fetch_max(now, Ordering::Relaxed);
+        let minute = minute_of(now);
+        let bucket = &counters.minutes[minute.rem_euclid(WINDOW_MINUTES as i64) as usize];
+        let seen = bucket.minute.load(Ordering::Relaxed);
+        if seen != minute
+            && bucket
+                .minute
+                .compare_exchange(seen, minute, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            // First use in this minute: the bucket held an older minute; start it afresh.
+            bucket.rest.store(0, Ordering::Relaxed);
+            bucket.connections.store(0, Ordering::Relaxed);
+        }
+        let count = match kind {
+            UseKind::Rest => &bucket.rest,
+            UseKind::Connection => &bucket.connections,
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self, slot: usize, now: UnixMillis) -> UsageSnapshot {
+        let Some(counters) = self.slots.get(slot) else {
+            return UsageSnapshot::default();
+        };
+        let current = minute_of(now);
+        let (mut rest_hour, mut connections_hour, mut last_15) = (0, 0, 0);
+        for bucket in &counters.minutes {
+            let minute = bucket.minute.load(Ordering::Relaxed);
+            let age = current - minute;
+            if !(0..WINDOW_MINUTES as i64).contains(&age) {
+                continue;
+            }
+            let (rest, connections) = (
+                bucket.rest.load(Ordering::Relaxed),
+                bucket.connections.load(Ordering::Relaxed),
+            );
+            rest_hour += rest;
+            connections_hour += connections;
+            if age < 15 {
+                last_15 += rest + connections;
+            }
+        }
+        let last = counters.last_used_at.load(Ordering::Relaxed);
+        UsageSnapshot {
+            rest_requests: counters.rest.load(Ordering::Relaxed),
+            client_connections: counters.connections.load(Ordering::Relaxed),
+            last_used_at: (last != 0).then_some(last),
+            rest_requests_last_hour: rest_hour,
+            client_connections_last_hour: connections_hour,
+            uses_last_15_minutes: last_15,
+        }
+    }
+
+    /// What to store for one slot.
+    pub fn to_record(&self, slot: usize, now: UnixMillis) -> UsageRecord {
+        let counters = &self.slots[slot.min(1)];
+        let current = minute_of(now);
+        let mut minutes: Vec<(i64, u64, u64)> = counters
+            .minutes
+            .iter()
+            .map(|b| {
+                (
+                    b.minute.load(Ordering::Relaxed),
+                    b.rest.load(Ordering::Relaxed),
+                    b.connections.load(Ordering::Relaxed),
+                )
+            })
+            .filter(|(m, r, c)| (0..WINDOW_MINUTES as i64).contains(&(current - m)) && (r + c) > 0)
+            .collect();
+        minutes.sort_unstable();
+        let last = counters.last_used_at.load(Ordering::Relaxed);
+        UsageRecord {
+            rest_requests: counters.rest.load(Ordering::Relaxed),
+            client_connections: counters.connections.load(Ordering::Relaxed),
+            last_used_at: (last != 0).then_some(last),
+            minutes,
+        }
+    }
+
+    /// Restores one slot from the store.
+    pub fn load(&self, slot: usize, record: &UsageRecord) {
+        let counters = &self.slots[slot.min(1)];
+        counters.rest.store(record.rest_requests, Ordering::Relaxed);
+        counters
+            .connections
+            .store(record.client_connections, Ordering::Relaxed);
+        counters
+            .last_used_at
+            .store(record.last_used_at.unwrap_or(0), Ordering::Relaxed);
+        for (minute, rest, connections) in &record.minutes {
+            let bucket = &counters.minutes[minute.rem_euclid(WINDOW_MINUTES as i64) as usize];
+            bucket.minute.store(*minute, Ordering::Relaxed);
+            bucket.rest.store(*rest, Ordering::Relaxed);
+            bucket.connections.store(*connections, Ordering::Relaxed);
+        }
+    }
+
+    /// The oldest minute worth keeping.
+    pub fn oldest_minute(now: UnixMillis) -> i64 {
+        minute_of(now) - WINDOW_MINUTES as i64 + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn totals_windows_and_last_use() {
+        let usage = Usage::default();
+        let t0 = 1_000 * MIN;
+        usage.record(0, UseKind::Rest, t0);
+        usage.record(0, UseKind::Connection, t0 + 5 * MIN);
+        usage.record(0, UseKind::Rest, t0 + 30 * MIN);
+        let now = t0 + 40 * MIN;
+        let s = usage.snapshot(0, now);
+        assert_eq!((s.rest_requests, s.client_connections), (2, 1));
+        assert_eq!(
+            (s.rest_requests_last_hour, s.client_connections_last_hour),
+            (2, 1)
+        );
+        assert_eq!(s.uses_last_15_minutes, 1);
+        assert_eq!(s.last_used_at, Some(t0 + 30 * MIN));
+        let later = usage.snapshot(0, t0 + 65 * MIN);
+        assert_eq!(
+            later.rest_requests_last_hour, 1,
+            "the first minute left the window"
+        );
+        assert_eq!(later.rest_requests, 2, "totals stay");
+        assert_eq!(usage.snapshot(1, now), UsageSnapshot::default());
+    }
+
+    #[test]
+    fn a_bucket_is_reused_for_a_new_minute() {
+        let usage = Usage::default();
+        usage.record(1, UseKind::Rest, 0);
+        usage.record(1, UseKind::Rest, 60 * MIN);
+        let s = usage.snapshot(1, 60 * MIN);
+        assert_eq!(s.rest_requests_last_hour, 1);
+        assert_eq!(s.rest_requests, 2);
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let usage = Usage::default();
+        let now = 500 * MIN;
+        for i in 0..5 {
+            usage.record(0, UseKind::Rest, now - i * MIN);
+        }
+        usage.record(0, UseKind::Connection, now);
+        let record = usage.to_record(0, now);
+        let restored = Usage::default();
+        restored.load(0, &record);
+        assert_eq!(restored.snapshot(0, now), usage.snapshot(0, now));
+    }
+}

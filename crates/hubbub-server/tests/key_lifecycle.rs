@@ -1,0 +1,247 @@
+//! Key lifecycle beyond Azure: usage per key, enforced rotation with a deadline (controlled
+//! clock), grace periods, and the key age policy.
+
+mod common;
+
+use common::{assert_error, TestServer};
+use hubbub_proto::keys::KeySlot;
+use hubbub_server::Settings;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn fast() -> Settings {
+    Settings {
+        maintenance_interval_ms: Some(20),
+        ..Settings::default()
+    }
+}
+
+#[tokio::test]
+async fn usage_moves_with_rest_calls_and_connections_per_slot_and_survives_a_restart() {
+    let t = TestServer::start_with(fast()).await;
+    let (primary, secondary) = (t.key(KeySlot::Primary), t.key(KeySlot::Secondary));
+    for _ in 0..3 {
+        assert_eq!(t.send_with_key(&secondary).await, 202);
+    }
+    assert_eq!(t.send_with_key(&primary).await, 202);
+    let token = t.client_token(&primary, "hub", None, &[], &[]);
+    let (_ws, _) = t
+        .json_client("hub", &token, "json.webpubsub.azure.v1")
+        .await;
+    let usage: Value = t.admin_get("/admin/keys/usage").await.json().await.unwrap();
+    assert_eq!(usage["secondary"]["restRequests"], 3);
+    assert_eq!(usage["secondary"]["restRequestsLastHour"], 3);
+    assert_eq!(usage["secondary"]["clientConnections"], 0);
+    assert_eq!(usage["primary"]["restRequests"], 1);
+    assert_eq!(usage["primary"]["clientConnections"], 1);
+    assert_eq!(usage["primary"]["usesLast15Minutes"], 2);
+    assert!(usage["primary"]["lastUsedAt"].is_string());
+    let t = t.restart().await;
+    let after: Value = t.admin_get("/admin/keys/usage").await.json().await.unwrap();
+    assert_eq!(after, usage, "saved at shutdown, loaded at start");
+    // An hour later the window is empty, the totals remain.
+    t.clock.advance_secs(3601);
+    let later: Value = t.admin_get("/admin/keys/usage").await.json().await.unwrap();
+    assert_eq!(
+        (
+            later["secondary"]["restRequests"].as_u64(),
+            later["secondary"]["restRequestsLastHour"].as_u64()
+        ),
+        (Some(3), Some(0))
+    );
+}
+
+async fn require(t: &TestServer, body: Value) -> reqwest::Response {
+    t.admin_post("/admin/keys/require-rotation", body).await
+}
+
+#[tokio::test]
+async fn a_required_rotation_disables_the_key_at_the_deadline_until_it_is_regenerated() {
+    let t = TestServer::start_with(fast()).await;
+    let (primary, secondary) = (t.key(KeySlot::Primary), t.key(KeySlot::Secondary));
+    let response = require(
+        &t,
+        json!({"keyType": "Primary", "by": "2h", "reason": "found in a public repository"}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let keys: Value = response.json().await.unwrap();
+    assert_eq!(keys["primary"]["status"], "rotationRequired");
+    assert_eq!(
+        keys["primary"]["rotation"]["reason"],
+        "found in a public repository"
+    );
+    assert_eq!(keys["secondary"]["status"], "ok");
+
+    // Before the deadline the key works, REST and clients.
+    assert_eq!(t.send_with_key(&primary).await, 202);
+    t.clock.advance_secs(2 * 3600);
+    // After it: refused with a message that says why; the other key is untouched.
+    let token = t.rest_token(&primary, "/api/hubs/chat/:send?api-version=2024-12-01");
+    let body = assert_error(t.send_to_all("chat", &token).await, 401, "Unauthorized").await;
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("must be rotated") && message.contains("public repository"),
+        "{message}"
+    );
+    assert_eq!(t.send_with_key(&secondary).await, 202);
+    let client = t.client_token(&primary, "hub", None, &[], &[]);
+    assert_eq!(
+        t.ws_connect(&format!("/client/hubs/hub?access_token={client}"), None)
+            .await
+            .err(),
+        Some(401)
+    );
+    assert_eq!(t.keys().await["primary"]["status"], "disabled");
+    // The housekeeper records it once.
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            let audit: Value = t.admin_get("/admin/audit").await.json().await.unwrap();
+            audit["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["event"] == "key_disabled")
+        })
+        .await
+    );
+
+    // Regenerating restores service with the new key and clears the requirement.
+    let keys = t.regenerate("Primary").await;
+    assert_eq!(keys["primary"]["status"], "ok");
+    assert!(keys["primary"].get("rotation").is_none());
+    assert_eq!(
+        t.send_with_key(keys["primaryKey"].as_str().unwrap()).await,
+        202
+    );
+
+    let audit: Value = t.admin_get("/admin/audit").await.json().await.unwrap();
+    let events: Vec<&str> = audit["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.iter().filter(|e| **e == "key_disabled").count(), 1);
+    assert!(
+        events.ends_with(&["rotation_required", "key_disabled", "regenerated"]),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_rotation_requirements_are_refused_and_change_nothing() {
+    let t = TestServer::start().await;
+    for (body, code) in [
+        (
+            json!({"keyType": "Salt", "by": "1d", "reason": "x"}),
+            "InvalidKeyType",
+        ),
+        (
+            json!({"keyType": "Tertiary", "by": "1d", "reason": "x"}),
+            "InvalidKeyType",
+        ),
+        (
+            json!({"keyType": "Primary", "by": "soon", "reason": "x"}),
+            "InvalidDeadline",
+        ),
+        (
+            json!({"keyType": "Primary", "by": "1d", "reason": "  "}),
+            "InvalidReason",
+        ),
+        (json!({"keyType": "Primary"}), "InvalidRequestBody"),
+    ] {
+        assert_error(require(&t, body).await, 400, code).await;
+    }
+    let keys = t.keys().await;
+    assert_eq!(keys["primary"]["status"], "ok");
+    let audit: Value = t.admin_get("/admin/audit").await.json().await.unwrap();
+    assert_eq!(
+        audit["value"].as_array().unwrap().len(),
+        3,
+        "only the generated keys"
+    );
+}
+
+#[tokio::test]
+async fn a_grace_period_keeps_the_old_key_verifying_until_it_ends() {
+    let t = TestServer::start_with(fast()).await;
+    let old = t.key(KeySlot::Primary);
+    let keys: Value = t
+        .admin_post(
+            "/admin/keys/regenerate",
+            json!({"keyType": "Primary", "grace": "15m"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let new = keys["primaryKey"].as_str().unwrap().to_string();
+    assert_eq!(keys["primary"]["retiring"][0]["version"], 1);
+    assert_eq!(
+        t.send_with_key(&old).await,
+        202,
+        "the old key still verifies during the grace period"
+    );
+    assert_eq!(t.send_with_key(&new).await, 202);
+    // The connection string shows only the new key.
+    assert!(keys["primaryConnectionString"]
+        .as_str()
+        .unwrap()
+        .contains(&new));
+    t.clock.advance_secs(15 * 60 + 1);
+    assert_eq!(t.send_with_key(&old).await, 401);
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            let audit: Value = t.admin_get("/admin/audit").await.json().await.unwrap();
+            audit["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["event"] == "grace_ended")
+        })
+        .await
+    );
+    assert!(t.keys().await["primary"].get("retiring").is_none());
+    assert_error(
+        t.admin_post(
+            "/admin/keys/regenerate",
+            json!({"keyType": "Primary", "grace": "forever"}),
+        )
+        .await,
+        400,
+        "InvalidGrace",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_age_policy_marks_keys_due() {
+    let t = TestServer::start_with(Settings {
+        key_max_age_days: Some(90),
+        ..Settings::default()
+    })
+    .await;
+    let keys = t.keys().await;
+    assert_eq!(keys["primary"]["status"], "ok");
+    assert!(keys["primary"]["dueAt"].is_string());
+    assert!(keys["salt"].get("dueAt").is_none());
+    t.clock.advance_secs(61 * 86_400);
+    assert_eq!(t.keys().await["primary"]["status"], "dueSoon");
+    t.clock.advance_secs(30 * 86_400);
+    let keys = t.keys().await;
+    assert_eq!(
+        (
+            keys["primary"]["status"].as_str(),
+            keys["primary"]["ageDays"].as_u64()
+        ),
+        (Some("due"), Some(91))
+    );
+    assert_eq!(
+        t.send_with_key(&t.key(KeySlot::Primary)).await,
+        202,
+        "due is a warning, not a refusal"
+    );
+    let keys = t.regenerate("Primary").await;
+    assert_eq!(keys["primary"]["status"], "ok");
+}
