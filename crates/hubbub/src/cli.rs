@@ -26,6 +26,17 @@ pub enum Command {
     /// Manage hub settings (event handlers, anonymous connections), like `az webpubsub hub`.
     #[command(subcommand)]
     Hub(HubCommand),
+    /// Print the audit log: every key event, who made it and from where.
+    Audit {
+        /// Only events at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Print JSON (one object per event) instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,9 +154,37 @@ pub enum KeyCommand {
         /// Which key to replace.
         #[arg(long, value_enum)]
         key_type: KeyType,
+        /// Keep accepting the old value for verification this long (e.g. 15m, 2h); default none,
+        /// as Azure does.
+        #[arg(long)]
+        grace: Option<String>,
+        /// Do not ask for confirmation when the key was used recently.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Show how much each access key was used: totals, the last hour, the last use.
+    Usage(AdminArgs),
+    /// Demand that a key be rotated by a deadline; after it the key stops authenticating.
+    RequireRotation {
+        #[arg(long, value_enum)]
+        key_type: AccessKeyType,
+        /// An RFC 3339 time (2026-12-01T00:00:00Z) or a duration from now (12h, 7d).
+        #[arg(long)]
+        by: String,
+        /// Why, for the audit log and the notices.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AccessKeyType {
+    Primary,
+    Secondary,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -1,23 +1,147 @@
 //! CLI commands that talk to a running server through its admin API.
 
-use crate::cli::{AdminArgs, HubArgs, HubCommand, KeyCommand};
+use crate::cli::{AccessKeyType, AdminArgs, HubArgs, HubCommand, KeyCommand};
 use anyhow::{anyhow, bail, Context};
 use hubbub_proto::error::ErrorDetail;
 use hubbub_proto::keys::{KeySlot, WebPubSubKeys};
 use std::time::Duration;
 
 pub async fn key(command: KeyCommand) -> anyhow::Result<()> {
-    let keys: WebPubSubKeys = match command {
+    let view: serde_json::Value = match command {
         KeyCommand::Show(admin) => Admin::new(&admin)?.get("/admin/keys").await?,
-        KeyCommand::Regenerate { key_type, admin } => {
+        KeyCommand::Regenerate {
+            key_type,
+            grace,
+            yes,
+            admin,
+        } => {
             let slot = KeySlot::from(key_type);
-            let body = serde_json::json!({ "keyType": slot });
+            let admin = Admin::new(&admin)?;
+            confirm_unused(&admin, slot, yes).await?;
+            let mut body = serde_json::json!({ "keyType": slot });
+            if let Some(grace) = grace {
+                body["grace"] = serde_json::json!(grace);
+            }
+            admin.post("/admin/keys/regenerate", &body).await?
+        }
+        KeyCommand::Usage(admin) => {
+            let usage: serde_json::Value = Admin::new(&admin)?.get("/admin/keys/usage").await?;
+            println!("{}", serde_json::to_string_pretty(&usage)?);
+            return Ok(());
+        }
+        KeyCommand::RequireRotation {
+            key_type,
+            by,
+            reason,
+            admin,
+        } => {
+            let slot = match key_type {
+                AccessKeyType::Primary => KeySlot::Primary,
+                AccessKeyType::Secondary => KeySlot::Secondary,
+            };
+            let body = serde_json::json!({ "keyType": slot, "by": by, "reason": reason });
             Admin::new(&admin)?
-                .post("/admin/keys/regenerate", &body)
+                .post("/admin/keys/require-rotation", &body)
                 .await?
         }
     };
+    warn_about_rotation(&view);
+    let keys: WebPubSubKeys =
+        serde_json::from_value(view).context("the admin API answered with unexpected JSON")?;
     println!("{}", serde_json::to_string_pretty(&keys)?);
+    Ok(())
+}
+
+/// Rotation deadlines go to stderr, so stdout stays exactly the `az webpubsub key show` shape.
+fn warn_about_rotation(view: &serde_json::Value) {
+    for slot in ["primary", "secondary"] {
+        let info = &view[slot];
+        if let Some(rotation) = info.get("rotation") {
+            let state = if info["status"] == "disabled" {
+                "no longer authenticates: it had to be rotated"
+            } else {
+                "must be rotated"
+            };
+            eprintln!(
+                "warning: the {slot} key {state} by {} ({})",
+                rotation["deadline"].as_str().unwrap_or("?"),
+                rotation["reason"].as_str().unwrap_or("")
+            );
+        } else if info["status"] == "due" || info["status"] == "dueSoon" {
+            eprintln!(
+                "warning: the {slot} key is due for rotation by {} (key age policy)",
+                info["dueAt"].as_str().unwrap_or("?")
+            );
+        }
+    }
+}
+
+/// Warns when the key authenticated something in the last 15 minutes; in a terminal, asks
+/// before going on unless `--yes` was given.
+async fn confirm_unused(admin: &Admin, slot: KeySlot, yes: bool) -> anyhow::Result<()> {
+    if slot == KeySlot::Salt {
+        return Ok(());
+    }
+    let usage: serde_json::Value = admin.get("/admin/keys/usage").await?;
+    let recent = usage[slot.as_str()]["usesLast15Minutes"]
+        .as_u64()
+        .unwrap_or(0);
+    if recent == 0 {
+        return Ok(());
+    }
+    eprintln!(
+        "warning: the {slot} key authenticated {recent} requests and connections in the last 15 minutes; they will fail once it is regenerated"
+    );
+    use std::io::IsTerminal;
+    if yes || !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    eprint!("Regenerate the {slot} key anyway? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("reading the answer")?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        bail!("not regenerated")
+    }
+}
+
+pub async fn audit(since: Option<String>, json: bool, admin: AdminArgs) -> anyhow::Result<()> {
+    let admin = Admin::new(&admin)?;
+    let mut next = Some(match &since {
+        Some(since) => format!("/admin/audit?limit=500&since={}", since.replace('+', "%2B")),
+        None => "/admin/audit?limit=500".to_string(),
+    });
+    while let Some(path) = next {
+        let page: serde_json::Value = admin.get(&path).await?;
+        for event in page["value"].as_array().into_iter().flatten() {
+            if json {
+                println!("{event}");
+            } else {
+                let field = |name: &str| {
+                    event[name]
+                        .as_str()
+                        .map(str::to_owned)
+                        .or_else(|| event[name].as_u64().map(|v| v.to_string()))
+                        .unwrap_or_default()
+                };
+                println!(
+                    "{:<24}  {:<18} {:<9} {:>3} -> {:<3}  {:<12} {:<15} {}",
+                    field("at"),
+                    field("event"),
+                    field("slot"),
+                    field("oldVersion"),
+                    field("newVersion"),
+                    field("actor"),
+                    field("source"),
+                    field("detail")
+                );
+            }
+        }
+        next = page["nextLink"].as_str().map(str::to_owned);
+    }
     Ok(())
 }
 

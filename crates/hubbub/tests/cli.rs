@@ -310,3 +310,149 @@ system_events = ["connect", "disconnected"]
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
 }
+
+/// Sends one REST request signed with `key`, as an SDK would.
+fn rest_send(server: &Hubbub, key: &str) -> u16 {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let port = server.public_addr.rsplit(':').next().unwrap().to_string();
+    let path = "/api/hubs/chat/:send?api-version=2024-12-01";
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let header = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = b64(
+        serde_json::json!({"aud": format!("http://localhost:{port}{path}"), "exp": exp})
+            .to_string()
+            .as_bytes(),
+    );
+    let input = format!("{header}.{claims}");
+    let signature = b64(&hubbub_proto::jwt::hmac_sha256(
+        key.as_bytes(),
+        input.as_bytes(),
+    ));
+    let token = format!("{input}.{signature}");
+    let url = format!("http://{}{path}", server.public_addr);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let response = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(token)
+            .header("content-type", "text/plain")
+            .body("x")
+            .send()
+            .await
+            .expect("request sent");
+        response.status().as_u16()
+    })
+}
+
+#[test]
+fn key_usage_rotation_requirements_regenerate_warnings_and_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Hubbub::start(dir.path());
+    let keys = stdout_json(&server.cli(&["key", "show"]));
+    let primary = keys["primaryKey"].as_str().unwrap().to_string();
+    assert_eq!(rest_send(&server, &primary), 202);
+    assert_eq!(rest_send(&server, &primary), 202);
+    let usage = stdout_json(&server.cli(&["key", "usage"]));
+    assert_eq!(usage["primary"]["restRequests"], 2);
+    assert_eq!(usage["secondary"]["restRequests"], 0);
+
+    // Regenerating a key in use warns (stdin is not a terminal here, so it goes on).
+    let regenerated = server.cli(&["key", "regenerate", "--key-type", "primary"]);
+    let stderr = String::from_utf8_lossy(&regenerated.stderr);
+    assert!(
+        stderr.contains("authenticated 2 requests and connections in the last 15 minutes"),
+        "{stderr}"
+    );
+    let new_keys = stdout_json(&regenerated);
+    assert_ne!(new_keys["primaryKey"], keys["primaryKey"]);
+    let quiet = server.cli(&["key", "regenerate", "--key-type", "secondary"]);
+    assert!(
+        quiet.stderr.is_empty(),
+        "an unused key regenerates without a warning"
+    );
+
+    // A rotation requirement: key show stays exactly the four fields and warns on stderr.
+    let required = server.cli(&[
+        "key",
+        "require-rotation",
+        "--key-type",
+        "secondary",
+        "--by",
+        "7d",
+        "--reason",
+        "quarterly rotation",
+    ]);
+    assert!(
+        required.status.success(),
+        "{}",
+        String::from_utf8_lossy(&required.stderr)
+    );
+    let shown = server.cli(&["key", "show"]);
+    assert_eq!(stdout_json(&shown).as_object().unwrap().len(), 4);
+    let stderr = String::from_utf8_lossy(&shown.stderr);
+    assert!(
+        stderr.contains("the secondary key must be rotated by")
+            && stderr.contains("quarterly rotation"),
+        "{stderr}"
+    );
+    let bad = server.cli(&[
+        "key",
+        "require-rotation",
+        "--key-type",
+        "primary",
+        "--by",
+        "whenever",
+        "--reason",
+        "x",
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
+
+    // Grace: the old value keeps working for a while.
+    let before = stdout_json(&server.cli(&["key", "show"]))["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    stdout_json(&server.cli(&[
+        "key",
+        "regenerate",
+        "--key-type",
+        "primary",
+        "--grace",
+        "15m",
+        "--yes",
+    ]));
+    assert_eq!(rest_send(&server, &before), 202);
+
+    // The audit log, as a table and as JSON.
+    let table = server.cli(&["audit"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("rotation_required") && text.contains("quarterly rotation"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains("regenerated")).count(),
+        3
+    );
+    let json = server.cli(&["audit", "--json"]);
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        events.len(),
+        7,
+        "3 generated, 3 regenerated, 1 rotation required"
+    );
+    assert!(events.iter().all(|e| !e.to_string().contains(&primary)));
+    let since_future = server.cli(&["audit", "--since", "2999-01-01T00:00:00Z"]);
+    assert!(since_future.stdout.is_empty());
+}
