@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/keys/regenerate", post(regenerate))
         .merge(crate::admin_hubs::routes())
         .merge(crate::admin_lifecycle::routes())
+        .route("/metrics", get(crate::metrics::handler))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .with_state(state)

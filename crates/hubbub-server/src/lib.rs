@@ -24,6 +24,7 @@
 //! | [`error`] | one error type rendered as Azure `ErrorDetail` JSON |
 //! | [`tls`] | rustls configuration for HTTPS |
 //! | [`lifecycle`] | housekeeping: saves usage, ends grace periods, records disabled keys |
+//! | [`metrics`] | `/metrics` (Prometheus text) on the admin listener |
 //! | [`usage`] | per-key usage counters: lock-free on the hot path, saved periodically |
 //! | [`clock`] | time as a dependency, so tests control it |
 
@@ -42,6 +43,7 @@ pub mod hub_settings;
 pub mod keys;
 pub mod lifecycle;
 pub mod message;
+pub mod metrics;
 pub mod reliable;
 pub mod secret;
 pub mod server;

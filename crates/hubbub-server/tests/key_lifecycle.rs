@@ -245,3 +245,46 @@ async fn the_age_policy_marks_keys_due() {
     let keys = t.regenerate("Primary").await;
     assert_eq!(keys["primary"]["status"], "ok");
 }
+
+#[tokio::test]
+async fn metrics_show_key_state_and_usage_without_secrets() {
+    let t = TestServer::start().await;
+    assert_eq!(t.send_with_key(&t.key(KeySlot::Secondary)).await, 202);
+    require(
+        &t,
+        json!({"keyType": "Primary", "by": "1d", "reason": "drill"}),
+    )
+    .await;
+    let token = t.client_token(&t.key(KeySlot::Primary), "hub", None, &[], &[]);
+    let (_ws, _) = t
+        .json_client("hub", &token, "json.webpubsub.azure.v1")
+        .await;
+    let unauthenticated = t.http.get(t.admin_url("/metrics")).send().await.unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    let text = t.admin_get("/metrics").await.text().await.unwrap();
+    for line in [
+        "hubbub_key_rotation_required{slot=\"primary\"} 1",
+        "hubbub_key_rotation_required{slot=\"secondary\"} 0",
+        "hubbub_key_disabled{slot=\"primary\"} 0",
+        "hubbub_key_authentications_total{slot=\"secondary\",kind=\"rest\"} 1",
+        "hubbub_key_authentications_total{slot=\"primary\",kind=\"connection\"} 1",
+        "hubbub_connections{hub=\"hub\"} 1",
+        "hubbub_key_version{slot=\"salt\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    for secret in [
+        t.key(KeySlot::Primary),
+        t.key(KeySlot::Secondary),
+        t.key(KeySlot::Salt),
+        t.admin_token(),
+    ] {
+        assert!(!text.contains(&secret));
+    }
+    let on_public = t.http.get(t.public_url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        on_public.status(),
+        404,
+        "metrics only on the admin listener"
+    );
+}

@@ -1,0 +1,158 @@
+//! `/metrics` in the Prometheus text format, on the admin listener only. Every metric name is
+//! here; labels carry slot and hub names, never key material.
+
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use hubbub_proto::keys::KeySlot;
+use std::fmt::Write;
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Renders every metric from the current state.
+pub fn render(state: &AppState) -> String {
+    let mut out = String::new();
+    let now = state.keys.clock().now_millis();
+    let ring = state.keys.current();
+
+    metric(
+        &mut out,
+        "hubbub_key_version",
+        "gauge",
+        "Version of each key slot (bumped by every regeneration).",
+    );
+    for slot in KeySlot::ALL {
+        let _ = writeln!(
+            out,
+            "hubbub_key_version{{slot=\"{slot}\"}} {}",
+            ring.slot(slot).version
+        );
+    }
+    metric(
+        &mut out,
+        "hubbub_key_age_seconds",
+        "gauge",
+        "Age of each key.",
+    );
+    for slot in KeySlot::ALL {
+        let age = (now - ring.slot(slot).created_at).max(0) / 1000;
+        let _ = writeln!(out, "hubbub_key_age_seconds{{slot=\"{slot}\"}} {age}");
+    }
+    metric(
+        &mut out,
+        "hubbub_key_rotation_required",
+        "gauge",
+        "1 when rotation of the key is required.",
+    );
+    metric(
+        &mut out,
+        "hubbub_key_rotation_deadline_seconds",
+        "gauge",
+        "Unix time by which the key must be rotated.",
+    );
+    metric(
+        &mut out,
+        "hubbub_key_disabled",
+        "gauge",
+        "1 when the key passed its rotation deadline and no longer authenticates.",
+    );
+    for slot in [KeySlot::Primary, KeySlot::Secondary] {
+        let requirement = ring.requirement(slot);
+        let _ = writeln!(
+            out,
+            "hubbub_key_rotation_required{{slot=\"{slot}\"}} {}",
+            u8::from(requirement.is_some())
+        );
+        if let Some(r) = requirement {
+            let _ = writeln!(
+                out,
+                "hubbub_key_rotation_deadline_seconds{{slot=\"{slot}\"}} {}",
+                r.deadline / 1000
+            );
+        }
+        let _ = writeln!(
+            out,
+            "hubbub_key_disabled{{slot=\"{slot}\"}} {}",
+            u8::from(ring.disabled(slot, now).is_some())
+        );
+    }
+    metric(
+        &mut out,
+        "hubbub_key_authentications_total",
+        "counter",
+        "Things each access key authenticated.",
+    );
+    metric(
+        &mut out,
+        "hubbub_key_last_used_seconds",
+        "gauge",
+        "Unix time each access key last authenticated something.",
+    );
+    for slot in [KeySlot::Primary, KeySlot::Secondary] {
+        if let Some(usage) = state.keys.usage(slot) {
+            let _ = writeln!(
+                out,
+                "hubbub_key_authentications_total{{slot=\"{slot}\",kind=\"rest\"}} {}",
+                usage.rest_requests
+            );
+            let _ = writeln!(
+                out,
+                "hubbub_key_authentications_total{{slot=\"{slot}\",kind=\"connection\"}} {}",
+                usage.client_connections
+            );
+            if let Some(last) = usage.last_used_at {
+                let _ = writeln!(
+                    out,
+                    "hubbub_key_last_used_seconds{{slot=\"{slot}\"}} {}",
+                    last / 1000
+                );
+            }
+        }
+    }
+    metric(
+        &mut out,
+        "hubbub_connections",
+        "gauge",
+        "Client connections per hub (including reliable sessions waiting to resume).",
+    );
+    for hub in state.hubs.all() {
+        let _ = writeln!(
+            out,
+            "hubbub_connections{{hub=\"{}\"}} {}",
+            escape(&hub.name),
+            hub.connection_count()
+        );
+    }
+    metric(
+        &mut out,
+        "hubbub_event_handler_problems",
+        "gauge",
+        "Event handler URLs with a current problem.",
+    );
+    let _ = writeln!(
+        out,
+        "hubbub_event_handler_problems {}",
+        state.upstream.problems().len()
+    );
+    out
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&state),
+    )
+}
