@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/keys/require-rotation", post(require_rotation))
         .route("/admin/keys/usage", get(usage))
         .route("/admin/audit", get(audit))
+        .route("/admin/notices", get(notices))
 }
 
 #[derive(Deserialize)]
@@ -114,6 +115,34 @@ async fn usage(State(state): State<AppState>) -> Json<HashMap<&'static str, Slot
         }
     }
     Json(out)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NoticeItem {
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sent_at: Option<String>,
+    #[serde(flatten)]
+    notice: crate::store::Notice,
+}
+
+/// The latest notices and how their delivery went.
+async fn notices(State(state): State<AppState>) -> Result<Json<Vec<NoticeItem>>, ApiError> {
+    let store = state.keys.store().clone();
+    let list = tokio::task::spawn_blocking(move || store.notices())
+        .await
+        .map_err(|_| ApiError::internal("reading notices was interrupted"))?
+        .map_err(|_| ApiError::internal("notices could not be read"))?;
+    Ok(Json(
+        list.into_iter()
+            .map(|notice| NoticeItem {
+                created_at: rfc3339(notice.created_at),
+                sent_at: notice.sent_at.map(rfc3339),
+                notice,
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Serialize)]

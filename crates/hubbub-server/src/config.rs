@@ -44,6 +44,8 @@ pub struct Settings {
     pub key_max_age_days: Option<u32>,
     /// How often key housekeeping runs, in milliseconds (tests shorten it).
     pub maintenance_interval_ms: Option<u64>,
+    /// Where notices about keys go (email, webhook).
+    pub notifications: Option<crate::notices::NotificationSettings>,
     /// Hubs declared by the deployment: their settings are applied at every start.
     pub hubs: Option<std::collections::BTreeMap<String, crate::hub_settings::HubProperties>>,
 }
@@ -67,6 +69,8 @@ pub enum ConfigError {
     BadLeeway(i64),
     #[error("the event handler timeout must be between 1 and 300 seconds, not {0}")]
     BadHandlerTimeout(u64),
+    #[error("[notifications]: {0}")]
+    BadNotifications(String),
     #[error("key_max_age_days must be at least 1")]
     BadMaxAge,
     #[error("hub '{0}' in the config: {1}")]
@@ -112,6 +116,7 @@ impl Settings {
             maintenance_interval_ms: self
                 .maintenance_interval_ms
                 .or(lower.maintenance_interval_ms),
+            notifications: self.notifications.or(lower.notifications),
         }
     }
 
@@ -180,7 +185,12 @@ impl Settings {
             .map_or(crate::lifecycle::TICK, |ms| {
                 Duration::from_millis(ms.clamp(10, 60_000))
             });
+        let notifications = self.notifications.unwrap_or_default();
+        notifications
+            .validate()
+            .map_err(ConfigError::BadNotifications)?;
         Ok(Config {
+            notifications,
             maintenance_interval,
             key_max_age_days: self.key_max_age_days,
             event_handler_timeout: Duration::from_secs(event_handler_timeout_secs),
@@ -221,6 +231,7 @@ pub struct Config {
     pub event_handler_timeout: Duration,
     pub key_max_age_days: Option<u32>,
     pub maintenance_interval: Duration,
+    pub notifications: crate::notices::NotificationSettings,
     /// Hub settings declared in the config file, applied at start.
     pub hubs: Vec<(String, crate::hub_settings::HubProperties)>,
     pub clock: SharedClock,

@@ -25,6 +25,7 @@
 //! | [`tls`] | rustls configuration for HTTPS |
 //! | [`lifecycle`] | housekeeping: saves usage, ends grace periods, records disabled keys |
 //! | [`metrics`] | `/metrics` (Prometheus text) on the admin listener |
+//! | [`notices`] | notices about keys by email and webhook, queued once, retried until delivered |
 //! | [`usage`] | per-key usage counters: lock-free on the hot path, saved periodically |
 //! | [`clock`] | time as a dependency, so tests control it |
 
@@ -44,6 +45,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod message;
 pub mod metrics;
+pub mod notices;
 pub mod reliable;
 pub mod secret;
 pub mod server;

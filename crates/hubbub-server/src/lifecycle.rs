@@ -1,5 +1,6 @@
-//! The key-lifecycle housekeeper: saves usage counters, ends grace periods, and records keys
-//! disabled by a passed rotation deadline. Runs every few seconds and once more at shutdown.
+//! The key-lifecycle housekeeper: saves usage counters, ends grace periods, records keys disabled
+//! by a passed rotation deadline, and queues and sends notices. Runs every few seconds, and saves
+//! usage once more at shutdown.
 
 use crate::state::AppState;
 use crate::store::AuditEntry;
@@ -17,6 +18,11 @@ pub async fn run(state: AppState, tick: Duration) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut disabled_recorded: HashSet<(String, u64)> = HashSet::new();
     let mut ticks = 0u32;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -32,6 +38,10 @@ pub async fn run(state: AppState, tick: Duration) {
         .await;
         if let Ok(recorded) = result {
             disabled_recorded = recorded;
+        }
+        if !state.notifications.channels().is_empty() {
+            let now = state.keys.clock().now_millis();
+            crate::notices::deliver(state.keys.store(), &state.notifications, &http, now).await;
         }
     }
     let keys = state.keys.clone();
@@ -66,6 +76,19 @@ pub fn housekeeping(
     }
     let now = state.keys.clock().now_millis();
     let ring = state.keys.current();
+    let channels = state.notifications.channels();
+    if !channels.is_empty() {
+        for notice in crate::notices::due(
+            &ring,
+            state.key_max_age_days,
+            now,
+            &state.primary_endpoint(),
+        ) {
+            if let Err(e) = state.keys.store().queue_notice(&notice, &channels, now) {
+                tracing::warn!(error = %e, "a notice could not be queued");
+            }
+        }
+    }
     for requirement in ring
         .requirements
         .iter()

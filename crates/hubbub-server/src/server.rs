@@ -159,6 +159,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         sockets: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         key_max_age_days: config.key_max_age_days,
+        notifications: Arc::new(config.notifications.clone()),
     };
     let shutdown = state.shutdown.clone();
 

@@ -35,6 +35,7 @@ pub struct AppState {
     pub sockets: TaskTracker,
     /// Key age policy: keys older than this many days are due for rotation.
     pub key_max_age_days: Option<u32>,
+    pub notifications: Arc<crate::notices::NotificationSettings>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
 }

@@ -288,3 +288,133 @@ async fn metrics_show_key_state_and_usage_without_secrets() {
         "metrics only on the admin listener"
     );
 }
+
+#[tokio::test]
+async fn rotation_notices_go_to_a_signed_webhook_once_and_are_retried_when_it_is_down() {
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<(HeaderMap, String)>>> = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (record, count) = (Arc::clone(&received), Arc::clone(&calls));
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: String| {
+        let (record, count) = (Arc::clone(&record), Arc::clone(&count));
+        async move {
+            if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                return StatusCode::SERVICE_UNAVAILABLE;
+            }
+            record.lock().unwrap().push((headers, body));
+            StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/hubbub", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let secret = "a-webhook-secret-of-some-length";
+    let t = TestServer::start_with(Settings {
+        maintenance_interval_ms: Some(20),
+        notifications: Some(hubbub_server::notices::NotificationSettings {
+            webhook_url: Some(url),
+            webhook_secret: Some(secret.into()),
+            retry_base_secs: Some(10),
+            ..Default::default()
+        }),
+        ..Settings::default()
+    })
+    .await;
+    require(
+        &t,
+        json!({"keyType": "Secondary", "by": "3d", "reason": "offboarding"}),
+    )
+    .await;
+    // The first attempt fails; nothing more happens until the retry is due.
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            calls.load(Ordering::SeqCst) >= 1
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let notices: Value = t.admin_get("/admin/notices").await.json().await.unwrap();
+    assert_eq!(
+        (
+            notices[0]["status"].as_str(),
+            notices[0]["attempts"].as_u64()
+        ),
+        (Some("pending"), Some(1))
+    );
+    assert_eq!(notices[0]["lastError"], "the webhook answered 503");
+    t.clock.advance_secs(11);
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            !received.lock().unwrap().is_empty()
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let delivered = received.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 1, "sent once");
+    let (headers, body) = &delivered[0];
+    let payload: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        (
+            payload["type"].as_str(),
+            payload["slot"].as_str(),
+            payload["reason"].as_str()
+        ),
+        (
+            Some("rotation_required"),
+            Some("secondary"),
+            Some("offboarding")
+        )
+    );
+    let timestamp: i64 = headers["x-hubbub-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        headers["x-hubbub-signature"].to_str().unwrap(),
+        hubbub_server::notices::webhook_signature(secret, timestamp, body)
+    );
+    for key in [
+        t.key(KeySlot::Primary),
+        t.key(KeySlot::Secondary),
+        t.key(KeySlot::Salt),
+    ] {
+        assert!(!body.contains(&key), "no key material in notices");
+    }
+    let audit: Value = t.admin_get("/admin/audit").await.json().await.unwrap();
+    let events: Vec<&str> = audit["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        events.ends_with(&["rotation_required", "notice_failed", "notice_sent"]),
+        "{events:?}"
+    );
+    // Near the deadline another notice goes out, once.
+    t.clock.advance_secs(2 * 86_400 + 3600);
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            received.lock().unwrap().len() >= 2
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let kinds: Vec<String> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| {
+            serde_json::from_str::<Value>(b).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["rotation_required", "rotation_deadline_near"]);
+}

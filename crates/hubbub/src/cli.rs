@@ -141,6 +141,7 @@ impl ServeArgs {
             hubs: None,
             key_max_age_days: self.key_max_age_days,
             maintenance_interval_ms: None,
+            notifications: None,
         }
     }
 }

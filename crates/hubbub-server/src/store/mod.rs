@@ -6,9 +6,11 @@
 
 mod audit;
 mod lifecycle;
+mod notices;
 
 pub use audit::{AuditEntry, AuditRecord};
 pub use lifecycle::{RetiringKey, RotationRequirement, UsageRecord};
+pub use notices::{NewNotice, Notice};
 
 use crate::clock::UnixMillis;
 use crate::secret::Secret;
@@ -98,6 +100,23 @@ const MIGRATIONS: &[&str] = &[
         value   TEXT NOT NULL,
         until   INTEGER NOT NULL,
         PRIMARY KEY (slot, version)
+    ) STRICT;",
+    // 4: notices to operators (email, webhook), each sent once, with its delivery outcome.
+    "CREATE TABLE notices (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        dedup           TEXT NOT NULL,
+        channel         TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        subject         TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        status          TEXT NOT NULL,
+        attempts        INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        last_error      TEXT,
+        sent_at         INTEGER,
+        UNIQUE (dedup, channel)
     ) STRICT;",
 ];
 
