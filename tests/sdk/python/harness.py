@@ -72,9 +72,10 @@ def run_cli(args: list[str], timeout: float = CLI_TIMEOUT_S) -> CliResult:
 class Hubbub:
     """A `hubbub serve` process on a data dir; can be stopped and started again."""
 
-    def __init__(self, data_dir: Path, log_dir: Path):
+    def __init__(self, data_dir: Path, log_dir: Path, extra_args: Optional[list[str]] = None):
         self.data_dir = data_dir
         self.log_dir = log_dir
+        self.extra_args = list(extra_args or [])
         self.proc: Optional[subprocess.Popen] = None
         self.runs = 0
         self.public_addr = self.admin_addr = self.endpoint = None
@@ -109,7 +110,7 @@ class Hubbub:
         try:
             self.proc = subprocess.Popen(
                 [hubbub_bin(), "serve", "--data-dir", str(self.data_dir),
-                 "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+                 "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *self.extra_args],
                 env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
             )
         finally:
