@@ -25,6 +25,13 @@ unset HUBBUB_ADMIN_TOKEN
 
 echo "== SDK suite against $HUBBUB_BIN"
 
+# The portal tests drive Debian's Chromium with Playwright (playwright-core downloads no browser).
+if [[ -z "${CHROMIUM_PATH:-}" && ! -x /usr/bin/chromium ]]; then
+  echo "== installing chromium (apt-get)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+
 echo "== installing JavaScript SDKs (npm ci)"
 (cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error)
 

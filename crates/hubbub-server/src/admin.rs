@@ -31,27 +31,127 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::admin_hubs::routes())
         .merge(crate::admin_lifecycle::routes())
         .route("/metrics", get(crate::metrics::handler))
+        .route("/admin/overview", get(overview))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        .merge(crate::portal::routes())
         .with_state(state)
 }
+
+/// Who made an admin request: the admin token, or a portal session.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor(pub &'static str);
+
+/// The actor recorded for changes made in the portal.
+pub const PORTAL_ACTOR: &str = "portal";
 
 /// Refuses (401) any request without the admin token. Constant-time comparison.
 async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let header = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let arm = is_arm_path(request.uri().path());
     let refuse = |message: &str| {
         let error = ApiError::unauthorized(message);
         if arm { error.into_arm() } else { error }.into_response()
     };
-    match bearer_token(header) {
-        Ok(token) if state.admin_token.matches(token) => next.run(request).await,
+    let mut request = request;
+    match bearer_token(header.as_deref()) {
+        Ok(token) if state.admin_token.matches(token) => {
+            request.extensions_mut().insert(Actor(ADMIN_ACTOR));
+            next.run(request).await
+        }
         Ok(_) => refuse("the admin token is not valid"),
-        Err(e) => refuse(&e.to_string()),
+        Err(e) => {
+            // A portal session: its cookie, plus its CSRF token on anything that changes state.
+            let session =
+                crate::portal::session_id(request.headers()).and_then(|id| state.portal.csrf(&id));
+            let Some(csrf) = session else {
+                return refuse(&e.to_string());
+            };
+            let safe = matches!(
+                *request.method(),
+                axum::http::Method::GET | axum::http::Method::HEAD
+            );
+            let offered = request
+                .headers()
+                .get(crate::portal::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok());
+            if !safe && !offered.is_some_and(|t| csrf.matches(t)) {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "the request lacks the portal's CSRF token",
+                )
+                .into_response();
+            }
+            request.extensions_mut().insert(Actor(PORTAL_ACTOR));
+            next.run(request).await
+        }
     }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HubOverview {
+    name: String,
+    connections: usize,
+    event_handlers: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Overview {
+    connections: usize,
+    messages_per_second: f64,
+    hubs: Vec<HubOverview>,
+}
+
+/// Live connections, hubs, and the delivery rate since the previous call (at least 1 s apart).
+async fn overview(State(state): State<AppState>) -> Json<Overview> {
+    let live = state.hubs.all();
+    let settings = state.hub_settings.all();
+    let mut names: std::collections::BTreeSet<String> = settings.keys().cloned().collect();
+    names.extend(live.iter().map(|h| h.name.to_string()));
+    let hubs: Vec<HubOverview> = names
+        .into_iter()
+        .map(|name| HubOverview {
+            connections: live
+                .iter()
+                .find(|h| *h.name == *name)
+                .map_or(0, |h| h.connection_count()),
+            event_handlers: settings.get(&name).map_or(0, |p| p.event_handlers.len()),
+            name,
+        })
+        .collect();
+    let delivered: u64 = live.iter().map(|h| h.delivered()).sum();
+    let now = std::time::Instant::now();
+    let rate = {
+        let mut sample = state.rate_sample.lock().unwrap_or_else(|p| p.into_inner());
+        match *sample {
+            Some((at, count)) if now.duration_since(at).as_secs_f64() >= 1.0 => {
+                let rate =
+                    (delivered.saturating_sub(count)) as f64 / now.duration_since(at).as_secs_f64();
+                *sample = Some((now, delivered));
+                rate
+            }
+            Some((at, count)) => {
+                (delivered.saturating_sub(count)) as f64
+                    / now.duration_since(at).as_secs_f64().max(0.001)
+            }
+            None => {
+                *sample = Some((now, delivered));
+                0.0
+            }
+        }
+    };
+    Json(Overview {
+        connections: hubs.iter().map(|h| h.connections).sum(),
+        messages_per_second: rate,
+        hubs,
+    })
 }
 
 /// ARM paths are case-insensitive, so they are matched here rather than by the router.
@@ -251,10 +351,11 @@ async fn regenerate_slot(
     slot: KeySlot,
     source: SocketAddr,
     grace: Option<std::time::Duration>,
+    actor: &'static str,
 ) -> Result<Arc<KeyRing>, ApiError> {
     let keys = state.keys.clone();
     let source = source.ip().to_string();
-    tokio::task::spawn_blocking(move || keys.regenerate(slot, ADMIN_ACTOR, Some(&source), grace))
+    tokio::task::spawn_blocking(move || keys.regenerate(slot, actor, Some(&source), grace))
         .await
         .map_err(|_| ApiError::internal("the key change was interrupted"))?
         .map_err(|e| {
@@ -266,12 +367,13 @@ async fn regenerate_slot(
 async fn regenerate(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<KeysView>, ApiError> {
     let body = read_body(body, &headers, MAX_ADMIN_BODY_BYTES).await?;
     let (slot, grace) = parse_regenerate_with_grace(&body)?;
-    let ring = regenerate_slot(&state, slot, peer, grace).await?;
+    let ring = regenerate_slot(&state, slot, peer, grace, actor).await?;
     Ok(Json(keys_view(&state, &ring)))
 }
 
@@ -332,7 +434,7 @@ async fn arm(
                 .await
                 .map_err(ApiError::into_arm)?;
             let slot = parse_regenerate(&body).map_err(ApiError::into_arm)?;
-            let ring = regenerate_slot(&state, slot, peer, None)
+            let ring = regenerate_slot(&state, slot, peer, None, ADMIN_ACTOR)
                 .await
                 .map_err(ApiError::into_arm)?;
             Ok(Json(ring.web_pub_sub_keys(&endpoint)))

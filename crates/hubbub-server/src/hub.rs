@@ -155,6 +155,8 @@ pub struct ListedConnection {
 pub struct Hub {
     pub name: Arc<str>,
     inner: RwLock<HubInner>,
+    /// Messages handed to connections, for the portal's rate (one add per send, not per frame).
+    delivered: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -170,7 +172,19 @@ impl Hub {
         Self {
             name,
             inner: RwLock::default(),
+            delivered: Default::default(),
         }
+    }
+
+    fn count(&self, delivered: usize) -> usize {
+        self.delivered
+            .fetch_add(delivered as u64, std::sync::atomic::Ordering::Relaxed);
+        delivered
+    }
+
+    /// Messages handed to connections so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, HubInner> {
@@ -318,11 +332,12 @@ impl Hub {
     /// Fan-out to every connection of the hub. Returns how many got it.
     pub fn send_to_all(&self, message: &Outgoing, selection: &Selection<'_>) -> usize {
         let inner = self.read();
-        inner
+        let delivered = inner
             .connections
             .values()
             .filter(|m| selection.accepts(m) && Self::deliver_to(m, message))
-            .count()
+            .count();
+        self.count(delivered)
     }
 
     pub fn send_to_group(
@@ -335,10 +350,12 @@ impl Hub {
         let Some(ids) = inner.groups.get(group) else {
             return 0;
         };
-        ids.iter()
+        let delivered = ids
+            .iter()
             .filter_map(|id| inner.connections.get(id))
             .filter(|m| selection.accepts(m) && Self::deliver_to(m, message))
-            .count()
+            .count();
+        self.count(delivered)
     }
 
     pub fn send_to_user(&self, user: &str, message: &Outgoing, selection: &Selection<'_>) -> usize {
@@ -346,18 +363,22 @@ impl Hub {
         let Some(ids) = inner.users.get(user) else {
             return 0;
         };
-        ids.iter()
+        let delivered = ids
+            .iter()
             .filter_map(|id| inner.connections.get(id))
             .filter(|m| selection.accepts(m) && Self::deliver_to(m, message))
-            .count()
+            .count();
+        self.count(delivered)
     }
 
     pub fn send_to_connection(&self, connection_id: &str, message: &Outgoing) -> bool {
         let inner = self.read();
-        inner
+        let delivered = inner
             .connections
             .get(connection_id)
-            .is_some_and(|m| Self::deliver_to(m, message))
+            .is_some_and(|m| Self::deliver_to(m, message));
+        self.count(usize::from(delivered));
+        delivered
     }
 
     /// Closes connections (all, a user's, a group's, or one) except `excluded`, telling clients

@@ -26,6 +26,7 @@
 //! | [`lifecycle`] | housekeeping: saves usage, ends grace periods, records disabled keys |
 //! | [`metrics`] | `/metrics` (Prometheus text) on the admin listener |
 //! | [`notices`] | notices about keys by email and webhook, queued once, retried until delivered |
+//! | [`portal`] | the web portal: embedded pages, sign-in sessions, CSRF protection |
 //! | [`usage`] | per-key usage counters: lock-free on the hot path, saved periodically |
 //! | [`clock`] | time as a dependency, so tests control it |
 
@@ -46,6 +47,7 @@ pub mod lifecycle;
 pub mod message;
 pub mod metrics;
 pub mod notices;
+pub mod portal;
 pub mod reliable;
 pub mod secret;
 pub mod server;

@@ -160,6 +160,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         shutdown: CancellationToken::new(),
         key_max_age_days: config.key_max_age_days,
         notifications: Arc::new(config.notifications.clone()),
+        portal: Arc::default(),
+        rate_sample: Arc::default(),
     };
     let shutdown = state.shutdown.clone();
 

@@ -36,6 +36,10 @@ pub struct AppState {
     /// Key age policy: keys older than this many days are due for rotation.
     pub key_max_age_days: Option<u32>,
     pub notifications: Arc<crate::notices::NotificationSettings>,
+    /// Portal sign-in sessions.
+    pub portal: Arc<crate::portal::Sessions>,
+    /// The last (time, delivered messages) sample, for the portal's message rate.
+    pub rate_sample: Arc<std::sync::Mutex<Option<(std::time::Instant, u64)>>>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
 }
