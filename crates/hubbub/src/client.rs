@@ -67,7 +67,18 @@ fn warn_about_rotation(view: &serde_json::Value) {
                 rotation["deadline"].as_str().unwrap_or("?"),
                 rotation["reason"].as_str().unwrap_or("")
             );
-        } else if info["status"] == "due" || info["status"] == "dueSoon" {
+        }
+        for retiring in info["retiring"].as_array().into_iter().flatten() {
+            eprintln!(
+                "note: the previous {slot} key (version {}) is retiring: still accepted until {}",
+                retiring["version"],
+                retiring["until"].as_str().unwrap_or("?")
+            );
+        }
+        if info.get("rotation").is_some() {
+            continue;
+        }
+        if info["status"] == "due" || info["status"] == "dueSoon" {
             eprintln!(
                 "warning: the {slot} key is due for rotation by {} (key age policy)",
                 info["dueAt"].as_str().unwrap_or("?")
