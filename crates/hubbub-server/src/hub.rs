@@ -329,17 +329,26 @@ impl Hub {
         true
     }
 
-    /// Fan-out to every connection of the hub. Returns how many got it.
-    pub fn send_to_all(&self, message: &Outgoing, selection: &Selection<'_>) -> usize {
-        let inner = self.read();
-        let delivered = inner
-            .connections
-            .values()
+    /// Delivers to each member that the selection accepts; counts the deliveries.
+    fn fan_out<'a>(
+        &self,
+        members: impl Iterator<Item = &'a Member>,
+        message: &Outgoing,
+        selection: &Selection<'_>,
+    ) -> usize {
+        let delivered = members
             .filter(|m| selection.accepts(m) && Self::deliver_to(m, message))
             .count();
         self.count(delivered)
     }
 
+    /// Fan-out to every connection of the hub. Returns how many got it.
+    pub fn send_to_all(&self, message: &Outgoing, selection: &Selection<'_>) -> usize {
+        let inner = self.read();
+        self.fan_out(inner.connections.values(), message, selection)
+    }
+
+    /// Fan-out to a group's members, without copying the membership.
     pub fn send_to_group(
         &self,
         group: &str,
@@ -350,25 +359,24 @@ impl Hub {
         let Some(ids) = inner.groups.get(group) else {
             return 0;
         };
-        let delivered = ids
-            .iter()
-            .filter_map(|id| inner.connections.get(id))
-            .filter(|m| selection.accepts(m) && Self::deliver_to(m, message))
-            .count();
-        self.count(delivered)
+        self.fan_out(
+            ids.iter().filter_map(|id| inner.connections.get(id)),
+            message,
+            selection,
+        )
     }
 
+    /// Fan-out to a user's connections.
     pub fn send_to_user(&self, user: &str, message: &Outgoing, selection: &Selection<'_>) -> usize {
         let inner = self.read();
         let Some(ids) = inner.users.get(user) else {
             return 0;
         };
-        let delivered = ids
-            .iter()
-            .filter_map(|id| inner.connections.get(id))
-            .filter(|m| selection.accepts(m) && Self::deliver_to(m, message))
-            .count();
-        self.count(delivered)
+        self.fan_out(
+            ids.iter().filter_map(|id| inner.connections.get(id)),
+            message,
+            selection,
+        )
     }
 
     pub fn send_to_connection(&self, connection_id: &str, message: &Outgoing) -> bool {
