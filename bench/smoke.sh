@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# A small run of every hubbub-bench scenario against a fresh Hubbub, so the load generator keeps
+# working. Asserts correctness only (connections made, nothing lost), never timings.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+HUBBUB_BIN="${HUBBUB_BIN:-target/debug/hubbub}"
+BENCH_BIN="${BENCH_BIN:-target/debug/hubbub-bench}"
+
+work="$(mktemp -d)"
+trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+"$HUBBUB_BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$work/out" 2>"$work/err" &
+server=$!
+for _ in $(seq 1 200); do grep -q "Hubbub is ready." "$work/out" 2>/dev/null && break; sleep 0.05; done
+grep -q "Hubbub is ready." "$work/out" || { echo "hubbub did not start"; cat "$work/err"; exit 1; }
+admin=$(awk '/^admin listener:/ {print $3}' "$work/out")
+cs=$("$HUBBUB_BIN" key show --admin-url "http://$admin" --data-dir "$work/data" | python3 -c 'import json,sys; print(json.load(sys.stdin)["primaryConnectionString"])')
+
+passed=0
+failed=0
+check() { # name, json, python condition on d
+  if python3 -c "import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if ($3) else 1)" "$2"; then
+    passed=$((passed + 1)); echo "ok - $1"
+  else
+    failed=$((failed + 1)); echo "not ok - $1: $2"
+  fi
+}
+bench() { "$BENCH_BIN" --json --connection-string "$cs" --server-pid "$server" "$@"; }
+
+check "idle: 200 connections, memory read" "$(bench idle --connections 200)" 'd["connections"] == 200 and d["server_bytes_per_connection"] > 0'
+check "connect storm: 200 connections" "$(bench connect-storm --connections 200 --concurrency 50)" 'd["connections"] == 200 and d["connections_per_second"] > 0'
+check "broadcast: 100 subscribers, nothing lost" "$(bench broadcast --subscribers 100 --seconds 2 --publishers 4)" 'd["published"] > 0 and d["lost"] == 0 and d["delivered"] == d["published"] * 100 and d["publish_failures"] == 0'
+check "broadcast at a fixed rate: nothing lost" "$(bench broadcast --subscribers 50 --seconds 1 --rate 50)" 'd["published"] > 0 and d["lost"] == 0'
+
+echo "bench smoke: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]

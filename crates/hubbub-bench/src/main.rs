@@ -1,0 +1,110 @@
+//! `hubbub-bench`: opens many WebSocket clients against a Web PubSub endpoint with real client
+//! tokens, publishes through the REST API with signed tokens (as the SDKs do), and reports
+//! connect rate, fan-out throughput, end-to-end latency, loss, and the server's memory and CPU
+//! (read from /proc) as JSON and as a table.
+
+mod proc_stats;
+mod scenarios;
+mod target;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hubbub-bench",
+    about = "Load generator for Hubbub and other Web PubSub endpoints"
+)]
+struct Cli {
+    /// A connection string (`Endpoint=…;AccessKey=…;Version=1.0;`).
+    #[arg(long, env = "HUBBUB_BENCH_CONNECTION_STRING")]
+    connection_string: String,
+    /// The server's process id, to read its memory and CPU time from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Hub to use.
+    #[arg(long, default_value = "bench")]
+    hub: String,
+    /// Print JSON only (no table).
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Open N connections, let them sit, and measure server memory per connection.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+    },
+    /// Open N connections as fast as possible (token verification included).
+    ConnectStorm {
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Connection attempts in flight at once.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+    },
+    /// N subscribers in one group; publish through REST and measure deliveries and latency.
+    Broadcast {
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Payload bytes per message (at least 24: the timestamp).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seconds to publish.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Messages per second; 0 publishes as fast as the server accepts.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// REST requests in flight at once (for the maximum rate).
+        #[arg(long, default_value_t = 16)]
+        publishers: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let target = target::Target::parse(&cli.connection_string, &cli.hub)?;
+    let report = runtime.block_on(async {
+        match cli.scenario {
+            Scenario::Idle { connections } => {
+                scenarios::idle(&target, cli.server_pid, connections).await
+            }
+            Scenario::ConnectStorm {
+                connections,
+                concurrency,
+            } => scenarios::connect_storm(&target, cli.server_pid, connections, concurrency).await,
+            Scenario::Broadcast {
+                subscribers,
+                size,
+                seconds,
+                rate,
+                publishers,
+            } => {
+                scenarios::broadcast(
+                    &target,
+                    cli.server_pid,
+                    scenarios::BroadcastOptions {
+                        subscribers,
+                        size,
+                        seconds,
+                        rate,
+                        publishers,
+                    },
+                )
+                .await
+            }
+        }
+    })?;
+    if !cli.json {
+        eprintln!("{}", report.table());
+    }
+    println!("{}", serde_json::to_string(&report.json)?);
+    Ok(())
+}
