@@ -37,7 +37,7 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 1024 * 1024;
 /// reaches the client; beyond this one the socket is dropped mid-frame.
 const HARD_MESSAGE_LIMIT_BYTES: usize = 4 * MAX_CLIENT_MESSAGE_BYTES;
 /// Socket read buffer: small, since most connections are idle most of the time.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 /// Bytes the writer collects before it writes to the socket.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// How long the service waits for the client's close frame after sending its own.
