@@ -15,9 +15,22 @@ use clap::{Parser, Subcommand};
     about = "Load generator for Hubbub and other Web PubSub endpoints"
 )]
 struct Cli {
-    /// A connection string (`Endpoint=…;AccessKey=…;Version=1.0;`).
+    /// Hubbub's connection string (`Endpoint=…;AccessKey=…;Version=1.0;`).
     #[arg(long, env = "HUBBUB_BENCH_CONNECTION_STRING")]
-    connection_string: String,
+    connection_string: Option<String>,
+    /// Benchmark a peer instead of Hubbub: `ws` (needs --ws-url, --publish-url) or `nats`
+    /// (needs --ws-url, --nats-addr).
+    #[arg(long)]
+    peer: Option<String>,
+    /// The peer's WebSocket URL.
+    #[arg(long)]
+    ws_url: Option<String>,
+    /// The `ws` peer's HTTP publish URL.
+    #[arg(long)]
+    publish_url: Option<String>,
+    /// NATS's TCP address (host:port) for publishers.
+    #[arg(long)]
+    nats_addr: Option<String>,
     /// The server's process id, to read its memory and CPU time from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -70,7 +83,26 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let target = target::Target::parse(&cli.connection_string, &cli.hub)?;
+    let need = |value: Option<String>, name: &str| {
+        value.ok_or_else(|| anyhow::anyhow!("--peer needs {name}"))
+    };
+    let target = match cli.peer.as_deref() {
+        None | Some("hubbub") => {
+            let cs = cli
+                .connection_string
+                .ok_or_else(|| anyhow::anyhow!("--connection-string is required"))?;
+            target::Target::hubbub(&cs, &cli.hub)?
+        }
+        Some("ws") => target::Target::Ws {
+            ws_url: need(cli.ws_url, "--ws-url")?,
+            publish_url: need(cli.publish_url, "--publish-url")?,
+        },
+        Some("nats") => target::Target::Nats {
+            ws_url: need(cli.ws_url, "--ws-url")?,
+            tcp_addr: need(cli.nats_addr, "--nats-addr")?,
+        },
+        Some(other) => anyhow::bail!("unknown peer '{other}': hubbub, ws or nats"),
+    };
     let report = runtime.block_on(async {
         match cli.scenario {
             Scenario::Idle { connections } => {
@@ -88,7 +120,7 @@ fn main() -> anyhow::Result<()> {
                 publishers,
             } => {
                 scenarios::broadcast(
-                    &target,
+                    std::sync::Arc::new(target),
                     cli.server_pid,
                     scenarios::BroadcastOptions {
                         subscribers,

@@ -1,21 +1,25 @@
-//! The scenarios: idle connections, connect storm, broadcast. Clients are simple WebSocket
-//! clients (no subprotocol), so a message arrives as its raw payload and the generator spends
-//! almost nothing per message: it reads the 20-digit publish timestamp at the front.
+//! The scenarios: idle connections, connect storm, broadcast. Hubbub's clients are simple
+//! WebSocket clients (no subprotocol), so a message arrives as its raw payload and the generator
+//! spends almost nothing per message: it reads the 20-digit publish timestamp at the front.
 
 use crate::proc_stats::{cpu_seconds, rss_bytes};
-use crate::target::Target;
+use crate::target::{payloads, Target};
 use anyhow::{bail, Context};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Timestamps are the low 20 decimal digits of the Unix time in nanoseconds.
+const STAMP_MODULO: u128 = 100_000_000_000_000_000_000;
 
 /// A scenario's result: JSON, and rows for a table.
 pub struct Report {
@@ -24,11 +28,13 @@ pub struct Report {
 }
 
 impl Report {
-    fn new(scenario: &str) -> Self {
-        Self {
+    fn new(scenario: &str, target: &Target) -> Self {
+        let mut report = Self {
             json: json!({ "scenario": scenario }),
             rows: vec![("scenario".into(), scenario.into())],
-        }
+        };
+        report.add("target", json!(target.name()), target.name().into());
+        report
     }
 
     fn add(&mut self, name: &str, value: Value, shown: String) {
@@ -75,11 +81,18 @@ async fn open_many(
     let urls: Vec<String> = (0..count)
         .map(|i| target.client_url(&format!("user{i}"), groups))
         .collect();
+    let hello = target.hello(groups);
     let results: Vec<anyhow::Result<(Client, u64)>> = futures_util::stream::iter(urls)
-        .map(|url| async move {
-            let started = Instant::now();
-            let client = connect(&url).await?;
-            Ok((client, started.elapsed().as_micros() as u64))
+        .map(|url| {
+            let hello = hello.clone();
+            async move {
+                let started = Instant::now();
+                let mut client = connect(&url).await?;
+                if let Some(hello) = hello {
+                    client.send(Message::Text(hello.into())).await?;
+                }
+                Ok((client, started.elapsed().as_micros() as u64))
+            }
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
@@ -106,7 +119,7 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / 1_048_576.0)
 }
 
-/// Keeps clients alive (reading answers pings) until the returned handle is dropped.
+/// Keeps clients alive (reading answers pings) until the returned tasks are aborted.
 fn keep_reading(clients: Vec<Client>) -> Vec<tokio::task::JoinHandle<()>> {
     clients
         .into_iter()
@@ -118,11 +131,11 @@ fn keep_reading(clients: Vec<Client>) -> Vec<tokio::task::JoinHandle<()>> {
 
 pub async fn idle(target: &Target, pid: Option<u32>, connections: usize) -> anyhow::Result<Report> {
     let before = pid.and_then(rss_bytes);
-    let (clients, _) = open_many(target, connections, 256, &[]).await?;
+    let (clients, _) = open_many(target, connections, 256, &["g"]).await?;
     let readers = keep_reading(clients);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = pid.and_then(rss_bytes);
-    let mut report = Report::new("idle");
+    let mut report = Report::new("idle", target);
     report.add("connections", json!(connections), connections.to_string());
     if let (Some(before), Some(after)) = (before, after) {
         let per = after.saturating_sub(before) as f64 / connections as f64;
@@ -148,10 +161,10 @@ pub async fn connect_storm(
 ) -> anyhow::Result<Report> {
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
-    let (clients, mut latencies) = open_many(target, connections, concurrency, &[]).await?;
+    let (clients, mut latencies) = open_many(target, connections, concurrency, &["g"]).await?;
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let mut report = Report::new("connect-storm");
+    let mut report = Report::new("connect-storm", target);
     report.add("connections", json!(connections), connections.to_string());
     report.add("concurrency", json!(concurrency), concurrency.to_string());
     let rate = connections as f64 / elapsed;
@@ -190,23 +203,130 @@ pub struct BroadcastOptions {
 }
 
 fn payload(size: usize) -> String {
-    let stamp = format!("{:020}", now_nanos() % 100_000_000_000_000_000_000);
-    let mut text = stamp;
+    let mut text = format!("{:020}", now_nanos() % STAMP_MODULO);
     while text.len() < size {
         text.push('x');
     }
     text
 }
 
+/// Messages a NATS publisher sends before it waits for a PONG.
+const NATS_WINDOW: u64 = 64;
+
+/// Sends messages to group `g` of the target.
+enum Publisher {
+    Http {
+        http: reqwest::Client,
+        url: String,
+        token: Option<String>,
+    },
+    /// NATS over TCP; every `NATS_WINDOW` messages a PING waits for its PONG, so the publisher
+    /// cannot run arbitrarily far ahead of the server.
+    Nats {
+        writer: tokio::io::BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+        reader: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+        sent: u64,
+    },
+}
+
+impl Publisher {
+    async fn open(target: &Target, http: reqwest::Client) -> anyhow::Result<Self> {
+        Ok(match target {
+            Target::Hubbub { .. } => {
+                let (url, token) = target
+                    .rest("/groups/g/:send?api-version=2024-12-01")
+                    .context("a REST URL")?;
+                Publisher::Http {
+                    http,
+                    url,
+                    token: Some(token),
+                }
+            }
+            Target::Ws { publish_url, .. } => Publisher::Http {
+                http,
+                url: publish_url.clone(),
+                token: None,
+            },
+            Target::Nats { tcp_addr, .. } => {
+                let stream = TcpStream::connect(tcp_addr)
+                    .await
+                    .context("connecting to NATS")?;
+                stream.set_nodelay(true)?;
+                let (read, write) = stream.into_split();
+                let mut writer = tokio::io::BufWriter::new(write);
+                writer
+                    .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+                    .await?;
+                Publisher::Nats {
+                    writer,
+                    reader: tokio::io::BufReader::new(read),
+                    sent: 0,
+                }
+            }
+        })
+    }
+
+    /// Publishes one message.
+    async fn publish(&mut self, payload: &str) -> anyhow::Result<()> {
+        match self {
+            Publisher::Http { http, url, token } => {
+                let mut request = http
+                    .post(url.as_str())
+                    .header("content-type", "text/plain")
+                    .body(payload.to_string());
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                let status = request.send().await?.status();
+                if !status.is_success() {
+                    bail!("publish answered {status}");
+                }
+                Ok(())
+            }
+            Publisher::Nats {
+                writer,
+                reader,
+                sent,
+            } => {
+                use tokio::io::AsyncBufReadExt;
+                writer
+                    .write_all(format!("PUB g {}\r\n{payload}\r\n", payload.len()).as_bytes())
+                    .await?;
+                *sent += 1;
+                if sent.is_multiple_of(NATS_WINDOW) {
+                    writer.write_all(b"PING\r\n").await?;
+                    writer.flush().await?;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).await? == 0 {
+                            bail!("NATS closed the connection");
+                        }
+                        if line.starts_with("PONG") {
+                            break;
+                        }
+                        if line.starts_with("PING") {
+                            writer.write_all(b"PONG\r\n").await?;
+                        }
+                    }
+                } else {
+                    writer.flush().await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 pub async fn broadcast(
-    target: &Target,
+    target: Arc<Target>,
     pid: Option<u32>,
     options: BroadcastOptions,
 ) -> anyhow::Result<Report> {
     if options.size < 20 {
         bail!("--size must be at least 20 (the timestamp)");
     }
-    let (clients, _) = open_many(target, options.subscribers, 256, &["g"]).await?;
+    let (clients, _) = open_many(&target, options.subscribers, 256, &["g"]).await?;
     let received = Arc::new(AtomicU64::new(0));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // Every subscriber reads; a sample of deliveries (1 in `sample`) records latency.
@@ -216,8 +336,10 @@ pub async fn broadcast(
         .map(|mut client| {
             let received = Arc::clone(&received);
             let mut stopped = stopped.clone();
+            let target = Arc::clone(&target);
             tokio::spawn(async move {
                 let mut latencies: Vec<u64> = Vec::new();
+                let mut found: Vec<(usize, usize)> = Vec::new();
                 let mut n = 0u64;
                 loop {
                     let frame = tokio::select! {
@@ -225,12 +347,21 @@ pub async fn broadcast(
                         _ = stopped.changed() => break,
                     };
                     let Some(Ok(frame)) = frame else { break };
-                    if let Message::Text(text) = frame {
+                    let bytes: &[u8] = match &frame {
+                        Message::Text(text) => text.as_bytes(),
+                        Message::Binary(data) => data,
+                        _ => continue,
+                    };
+                    found.clear();
+                    payloads(&target, bytes, &mut found);
+                    for &(start, end) in &found {
+                        let payload = &bytes[start..end];
                         received.fetch_add(1, Ordering::Relaxed);
                         n += 1;
                         if n.is_multiple_of(sample) {
-                            if let Ok(sent) = text.as_str()[..20.min(text.len())].parse::<u128>() {
-                                let now = now_nanos() % 100_000_000_000_000_000_000;
+                            let stamp = std::str::from_utf8(&payload[..20.min(payload.len())]).ok();
+                            if let Some(sent) = stamp.and_then(|s| s.parse::<u128>().ok()) {
+                                let now = now_nanos() % STAMP_MODULO;
                                 latencies.push((now.saturating_sub(sent) / 1000) as u64);
                             }
                         }
@@ -251,7 +382,6 @@ pub async fn broadcast(
     let own_cpu_before = cpu_seconds(None);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(options.seconds);
-    let (url, token) = target.rest("/groups/g/:send?api-version=2024-12-01");
     let publishers = if options.rate > 0.0 {
         1
     } else {
@@ -260,32 +390,29 @@ pub async fn broadcast(
     let interval = (options.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / options.rate));
     let tasks: Vec<_> = (0..publishers)
         .map(|_| {
-            let (http, url, token, published, failed, size) = (
+            let (http, target, published, failed, size) = (
                 http.clone(),
-                url.clone(),
-                token.clone(),
+                Arc::clone(&target),
                 Arc::clone(&published),
                 Arc::clone(&failed),
                 options.size,
             );
             tokio::spawn(async move {
+                let mut publisher = match Publisher::open(&target, http).await {
+                    Ok(p) => p,
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                };
                 let mut ticker = interval.map(tokio::time::interval);
                 while Instant::now() < deadline {
                     if let Some(ticker) = ticker.as_mut() {
                         ticker.tick().await;
                     }
-                    let response = http
-                        .post(&url)
-                        .bearer_auth(&token)
-                        .header("content-type", "text/plain")
-                        .body(payload(size))
-                        .send()
-                        .await;
-                    match response {
-                        Ok(r) if r.status().as_u16() == 202 => {
-                            published.fetch_add(1, Ordering::Relaxed)
-                        }
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    match publisher.publish(&payload(size)).await {
+                        Ok(()) => published.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
                     };
                 }
             })
@@ -310,8 +437,8 @@ pub async fn broadcast(
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
-    let mut latencies = Vec::new();
     let _ = stop.send(true);
+    let mut latencies = Vec::new();
     for reader in readers {
         if let Ok(samples) = reader.await {
             latencies.extend(samples);
@@ -319,7 +446,7 @@ pub async fn broadcast(
     }
     latencies.sort_unstable();
 
-    let mut report = Report::new("broadcast");
+    let mut report = Report::new("broadcast", &target);
     report.add(
         "subscribers",
         json!(options.subscribers),
@@ -330,16 +457,12 @@ pub async fn broadcast(
         json!(options.size),
         options.size.to_string(),
     );
-    report.add(
-        "published",
-        json!(published.load(Ordering::Relaxed)),
-        published.load(Ordering::Relaxed).to_string(),
+    let (published, failed) = (
+        published.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
     );
-    report.add(
-        "publish_failures",
-        json!(failed.load(Ordering::Relaxed)),
-        failed.load(Ordering::Relaxed).to_string(),
-    );
+    report.add("published", json!(published), published.to_string());
+    report.add("publish_failures", json!(failed), failed.to_string());
     report.add("expected_deliveries", json!(expected), expected.to_string());
     report.add("delivered", json!(delivered), delivered.to_string());
     report.add(

@@ -1,14 +1,23 @@
-//! The endpoint under test: URLs and tokens minted exactly as the official SDKs mint them.
+//! The endpoint under test and how to speak to it: Hubbub (Web PubSub: client tokens, simple
+//! WebSocket clients, REST publishing with signed tokens, as the official SDKs do), or a peer for
+//! side-by-side runs: a plain `ws` broadcast server (HTTP publish) or NATS (WebSocket clients,
+//! TCP publishing).
 
 use anyhow::Context;
 use hubbub_proto::connection_string::ConnectionString;
 use serde_json::json;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub struct Target {
-    pub endpoint: String,
-    key: String,
-    pub hub: String,
+pub enum Target {
+    Hubbub {
+        endpoint: String,
+        key: String,
+        hub: String,
+    },
+    /// Subscribers connect to `ws_url`; `POST publish_url` with the payload broadcasts it.
+    Ws { ws_url: String, publish_url: String },
+    /// Subscribers speak NATS over WebSocket at `ws_url`; publishers speak NATS over TCP.
+    Nats { ws_url: String, tcp_addr: String },
 }
 
 fn now_secs() -> i64 {
@@ -18,39 +27,103 @@ fn now_secs() -> i64 {
         .unwrap_or_default()
 }
 
+fn sign(claims: serde_json::Value, key: &str) -> String {
+    hubbub_proto::jwt::sign(claims.as_object().expect("object"), key.as_bytes(), None)
+}
+
 impl Target {
-    pub fn parse(connection_string: &str, hub: &str) -> anyhow::Result<Self> {
+    pub fn hubbub(connection_string: &str, hub: &str) -> anyhow::Result<Self> {
         let parsed = ConnectionString::parse(connection_string).context("the connection string")?;
-        Ok(Self {
+        Ok(Self::Hubbub {
             endpoint: parsed.endpoint,
             key: parsed.access_key,
             hub: hub.to_string(),
         })
     }
 
-    /// `ws://…/client/hubs/{hub}?access_token=…` for a client in `groups`.
-    pub fn client_url(&self, user: &str, groups: &[&str]) -> String {
-        let now = now_secs();
-        let claims = json!({"aud": format!("{}/client/hubs/{}", self.endpoint, self.hub), "iat": now, "exp": now + 3600, "sub": user, "webpubsub.group": groups});
-        let token = hubbub_proto::jwt::sign(
-            claims.as_object().expect("object"),
-            self.key.as_bytes(),
-            None,
-        );
-        let ws = self.endpoint.replacen("http", "ws", 1);
-        format!("{ws}/client/hubs/{}?access_token={token}", self.hub)
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Hubbub { .. } => "hubbub",
+            Target::Ws { .. } => "ws",
+            Target::Nats { .. } => "nats",
+        }
     }
 
-    /// A REST URL and its bearer token (`aud` = the full URL, as the JS SDK signs it).
-    pub fn rest(&self, path_and_query: &str) -> (String, String) {
-        let url = format!("{}/api/hubs/{}{path_and_query}", self.endpoint, self.hub);
-        let now = now_secs();
-        let claims = json!({"aud": url, "iat": now, "exp": now + 3600});
-        let token = hubbub_proto::jwt::sign(
-            claims.as_object().expect("object"),
-            self.key.as_bytes(),
-            None,
-        );
-        (url, token)
+    /// The URL a subscriber in `groups` connects to.
+    pub fn client_url(&self, user: &str, groups: &[&str]) -> String {
+        match self {
+            Target::Hubbub { endpoint, key, hub } => {
+                let now = now_secs();
+                let claims = json!({"aud": format!("{endpoint}/client/hubs/{hub}"), "iat": now, "exp": now + 3600, "sub": user, "webpubsub.group": groups});
+                let ws = endpoint.replacen("http", "ws", 1);
+                format!("{ws}/client/hubs/{hub}?access_token={}", sign(claims, key))
+            }
+            Target::Ws { ws_url, .. } | Target::Nats { ws_url, .. } => ws_url.clone(),
+        }
     }
+
+    /// What a new subscriber sends after the handshake (NATS: CONNECT and SUB).
+    pub fn hello(&self, groups: &[&str]) -> Option<String> {
+        match self {
+            Target::Nats { .. } => {
+                let mut hello = String::from(
+                    "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\n",
+                );
+                for (i, group) in groups.iter().enumerate() {
+                    hello.push_str(&format!("SUB {group} {}\r\n", i + 1));
+                }
+                hello.push_str("PING\r\n");
+                Some(hello)
+            }
+            _ => None,
+        }
+    }
+
+    /// A Hubbub REST URL and its bearer token (`aud` = the full URL, as the JS SDK signs it).
+    pub fn rest(&self, path_and_query: &str) -> Option<(String, String)> {
+        match self {
+            Target::Hubbub { endpoint, key, hub } => {
+                let url = format!("{endpoint}/api/hubs/{hub}{path_and_query}");
+                let now = now_secs();
+                let token = sign(json!({"aud": url, "iat": now, "exp": now + 3600}), key);
+                Some((url, token))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Where the payloads are in one received frame: the frame itself, or for NATS each `MSG` in
+/// it. Ranges, so the caller can reuse one vector for every frame.
+pub fn payloads(target: &Target, frame: &[u8], out: &mut Vec<(usize, usize)>) {
+    match target {
+        Target::Nats { .. } => {
+            let mut offset = 0;
+            while let Some(start) = find(&frame[offset..], b"MSG ") {
+                let at = offset + start;
+                let Some(line_end) = find(&frame[at..], b"\r\n") else {
+                    break;
+                };
+                let header = std::str::from_utf8(&frame[at..at + line_end]).unwrap_or("");
+                let Some(size) = header
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|s| s.parse::<usize>().ok())
+                else {
+                    break;
+                };
+                let body = at + line_end + 2;
+                if frame.len() < body + size {
+                    break;
+                }
+                out.push((body, body + size));
+                offset = body + size;
+            }
+        }
+        _ => out.push((0, frame.len())),
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
