@@ -189,7 +189,9 @@ impl Upstream {
     }
 
     fn problem(&self, url: &str, reason: &str) {
-        tracing::warn!(url, reason, "event handler problem");
+        // Handler URLs may carry a secret in the query (`?code=…`): log without it.
+        let shown = url.split(['?', '#']).next().unwrap_or(url);
+        tracing::warn!(url = shown, reason, "event handler problem");
         let now = self.keys.clock().now_millis();
         self.problems
             .lock()
