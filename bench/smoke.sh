@@ -31,5 +31,8 @@ check "connect storm: 200 connections" "$(bench connect-storm --connections 200 
 check "broadcast: 100 subscribers, nothing lost" "$(bench broadcast --subscribers 100 --seconds 2 --publishers 4)" 'd["published"] > 0 and d["lost"] == 0 and d["delivered"] == d["published"] * 100 and d["publish_failures"] == 0'
 check "broadcast at a fixed rate: nothing lost" "$(bench broadcast --subscribers 50 --seconds 1 --rate 50)" 'd["published"] > 0 and d["lost"] == 0'
 
+token=$(cat "$work/data/admin-token")
+check "rotation under load: nothing dropped or lost" "$(HUBBUB_ADMIN_TOKEN="$token" bench rotation --connections 100 --seconds 3 --rate 20 --admin-url "http://$admin")" 'd["dropped_connections"] == 0 and d["lost"] == 0 and d["publish_errors"] == 0 and d["published"] > 0 and d["regenerations"]["primary"] >= 1'
+
 echo "bench smoke: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -4,6 +4,7 @@
 //! (read from /proc) as JSON and as a table.
 
 mod proc_stats;
+mod rotation;
 mod scenarios;
 mod target;
 
@@ -58,6 +59,23 @@ enum Scenario {
         /// Connection attempts in flight at once.
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
+    },
+    /// Reliable clients receive a steady stream while primary, secondary and salt are regenerated
+    /// again and again (Hubbub only): counts drops, losses and publish errors.
+    Rotation {
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Messages per second to the group.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// The admin listener's URL.
+        #[arg(long)]
+        admin_url: String,
+        /// The admin token.
+        #[arg(long, env = "HUBBUB_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
     },
     /// N subscribers in one group; publish through REST and measure deliveries and latency.
     Broadcast {
@@ -128,6 +146,25 @@ fn main() -> anyhow::Result<()> {
                         seconds,
                         rate,
                         publishers,
+                    },
+                )
+                .await
+            }
+            Scenario::Rotation {
+                connections,
+                seconds,
+                rate,
+                admin_url,
+                admin_token,
+            } => {
+                rotation::rotation(
+                    std::sync::Arc::new(target),
+                    rotation::RotationOptions {
+                        connections,
+                        seconds,
+                        rate,
+                        admin_url,
+                        admin_token,
                     },
                 )
                 .await

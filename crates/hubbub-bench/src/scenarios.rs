@@ -37,6 +37,16 @@ impl Report {
         report
     }
 
+    pub fn for_target(scenario: &str, target: &Target) -> Self {
+        Self::new(scenario, target)
+    }
+
+    /// Adds a value shown as its JSON text.
+    pub fn put(&mut self, name: &str, value: Value) {
+        let shown = value.to_string();
+        self.add(name, value, shown);
+    }
+
     fn add(&mut self, name: &str, value: Value, shown: String) {
         self.json[name] = value;
         self.rows.push((name.to_string(), shown));
