@@ -1,0 +1,140 @@
+//! User events on their way to the app server: one worker per connection, one event at a time.
+
+use super::*;
+
+/// User events of one connection waiting for the app server, sent one at a time in order.
+pub(super) enum Job {
+    Event {
+        event: String,
+        ack_id: Option<u64>,
+        data: cp::Data,
+    },
+    Invoke {
+        invocation_id: String,
+        event: String,
+        data: cp::Data,
+    },
+    /// A simple client's frame in `sendEvent` mode: the `message` event.
+    Frame { data_type: DataType, data: Bytes },
+}
+
+/// Events waiting per connection before new ones are refused.
+pub(super) const EVENT_QUEUE: usize = 64;
+
+pub(super) struct EventQueue {
+    sender: Option<tokio::sync::mpsc::Sender<Job>>,
+    state: AppState,
+    hub: Arc<Hub>,
+    connection: Arc<Connection>,
+}
+
+impl EventQueue {
+    pub(super) fn new(state: &AppState, hub: &Arc<Hub>, connection: &Arc<Connection>) -> Self {
+        Self {
+            sender: None,
+            state: state.clone(),
+            hub: Arc::clone(hub),
+            connection: Arc::clone(connection),
+        }
+    }
+
+    pub(super) fn has_handler(&self, event: &str) -> bool {
+        self.state
+            .hub_settings
+            .get(&self.hub.name)
+            .user_handler(event)
+            .is_some()
+    }
+
+    /// Queues a job, starting the connection's event worker on first use; gives the job back
+    /// when the queue is full.
+    pub(super) fn push(&mut self, job: Job) -> Result<(), Job> {
+        let sender = self.sender.get_or_insert_with(|| {
+            let (sender, receiver) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+            let (state, connection) = (self.state.clone(), Arc::clone(&self.connection));
+            self.state
+                .sockets
+                .spawn(run_events(receiver, state, connection));
+            sender
+        });
+        sender.try_send(job).map_err(|e| e.into_inner())
+    }
+}
+
+pub(super) async fn run_events(
+    mut jobs: tokio::sync::mpsc::Receiver<Job>,
+    state: AppState,
+    connection: Arc<Connection>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let settings = state.hub_settings.get(&connection.hub);
+        let ctx = event_context(&connection);
+        let (event, data_type, data) = match &job {
+            Job::Event { event, data, .. } | Job::Invoke { event, data, .. } => {
+                (event.as_str(), data.data_type, data.bytes.clone())
+            }
+            Job::Frame { data_type, data } => ("message", *data_type, data.to_vec()),
+        };
+        let outcome = state
+            .upstream
+            .user_event(&settings, &ctx, event, data_type, data)
+            .await
+            .unwrap_or_else(|| {
+                EventOutcome::Failed(format!(
+                    "no event handler is configured for event '{event}'"
+                ))
+            });
+        let reply = match outcome {
+            EventOutcome::Ok {
+                reply,
+                state: new_state,
+            } => {
+                if new_state.is_some() {
+                    connection.state().upstream_state = new_state;
+                }
+                Ok(reply)
+            }
+            EventOutcome::Failed(reason) => Err(reason),
+        };
+        match (job, reply) {
+            (Job::Event { ack_id, .. }, Ok(reply)) => {
+                if let Some((kind, body)) = reply {
+                    connection.deliver(&Outgoing::server(kind, body));
+                }
+                if let Some(id) = ack_id {
+                    connection.state().first_time(id);
+                }
+                ack(&connection, ack_id, Ok(()));
+            }
+            (Job::Event { ack_id, .. }, Err(reason)) => {
+                ack(&connection, ack_id, Err(("InvocationFailed", reason)))
+            }
+            (Job::Invoke { invocation_id, .. }, Ok(reply)) => {
+                connection.send_text(cp::invoke_success(
+                    &invocation_id,
+                    reply.as_ref().map(|(k, b)| (*k, b.as_ref())),
+                ));
+            }
+            (Job::Invoke { invocation_id, .. }, Err(reason)) => {
+                connection.send_text(cp::invoke_error(
+                    &invocation_id,
+                    "InvocationFailed",
+                    &reason,
+                ));
+            }
+            (Job::Frame { .. }, Ok(reply)) => {
+                if let Some((kind, body)) = reply {
+                    connection.deliver(&Outgoing::server(kind, body));
+                }
+            }
+            (Job::Frame { .. }, Err(reason)) => {
+                tracing::debug!(connection_id = %connection.id, %reason, "message event failed; closing the simple client");
+                connection.request_close(CloseRequest {
+                    code: CLOSE_INTERNAL,
+                    reason: "EventHandlerFailed".into(),
+                    notify: false,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! The client endpoint: `/client/hubs/{hub}` and `/client?hub=`. Authenticates the upgrade
+//! (401, never a 101, for a bad token), negotiates the subprotocol, resumes reliable sessions,
+//! and runs one task per socket that reads client frames and drains the connection's outbox.
+
+use crate::auth::{bearer_token, verify_client_token, ClientClaims};
+use crate::connection::{
+    CloseRequest, Connection, Protocol, SimpleMode, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NORMAL,
+    CLOSE_POLICY, CLOSE_TOO_BIG,
+};
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::hub_settings::AnonymousConnectPolicy;
+use crate::message::Outgoing;
+use crate::state::AppState;
+use crate::upstream::{ConnectBody, ConnectOutcome, EventContext, EventOutcome};
+use crate::{api, reliable};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hubbub_proto::client_protocol::{self as cp, ClientMessage, DataType};
+use hubbub_proto::keys::KeySlot;
+use hubbub_proto::roles::{Permission, Permissions};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+mod events;
+mod messages;
+mod socket;
+
+use events::*;
+use messages::*;
+use socket::*;
+
+/// Largest frame or message a client may send.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Frames between the two limits are read whole and then refused with 1009, so the close frame
+/// reaches the client; beyond this one the socket is dropped mid-frame.
+const HARD_MESSAGE_LIMIT_BYTES: usize = 4 * MAX_CLIENT_MESSAGE_BYTES;
+/// Socket read buffer: small, since most connections are idle most of the time.
+const READ_BUFFER_BYTES: usize = 1024;
+/// Bytes the writer collects before it writes to the socket.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// How long the service waits for the client's close frame after sending its own.
+const CLOSE_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// A client whose socket accepts nothing for this long is dropped.
+const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/client/hubs/{hub}", get(upgrade_path))
+        .route("/client", get(upgrade_query))
+        .route("/client/", get(upgrade_query))
+        .with_state(state)
+}
+
+type Params = HashMap<String, String>;
+
+async fn upgrade_path(
+    State(state): State<AppState>,
+    Path(hub): Path<String>,
+    Query(params): Query<Params>,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    handle(state, hub, params, raw_query, headers, upgrade)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn upgrade_query(
+    State(state): State<AppState>,
+    Query(params): Query<Params>,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Some(hub) = params.get("hub").cloned() else {
+        return ApiError::bad_request("InvalidHubName", "the 'hub' query parameter is required")
+            .into_response();
+    };
+    handle(state, hub, params, raw_query, headers, upgrade)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The subprotocol to answer with: the first JSON one the client offers; refuses clients that
+/// offer only protobuf; anything else is a simple client.
+fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+fn choose_protocol(headers: &HeaderMap, params: &Params) -> Result<Protocol, ApiError> {
+    let offered = offered_protocols(headers);
+    for name in &offered {
+        if name == cp::JSON_RELIABLE_PROTOCOL {
+            return Ok(Protocol::JsonReliable);
+        }
+        if name == cp::JSON_PROTOCOL {
+            return Ok(Protocol::Json);
+        }
+    }
+    if offered
+        .iter()
+        .any(|p| p == cp::PROTOBUF_PROTOCOL || p == cp::PROTOBUF_RELIABLE_PROTOCOL)
+    {
+        return Err(ApiError::bad_request(
+            "UnsupportedSubprotocol",
+            "the protobuf subprotocols are not supported; use json.webpubsub.azure.v1 or json.reliable.webpubsub.azure.v1",
+        ));
+    }
+    let mode = match params.get("webpubsub_mode").map(String::as_str) {
+        None | Some("sendEvent") => SimpleMode::SendEvent,
+        Some("sendToGroup") => {
+            let group = params.get("group").ok_or_else(|| {
+                ApiError::bad_request(
+                    "InvalidGroupName",
+                    "webpubsub_mode=sendToGroup needs a 'group' parameter",
+                )
+            })?;
+            api::validate_group(group)?;
+            SimpleMode::SendToGroup(group.as_str().into())
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "InvalidMode",
+                format!(
+                    "webpubsub_mode must be sendEvent or sendToGroup, not '{}'",
+                    other.chars().take(32).collect::<String>()
+                ),
+            ))
+        }
+    };
+    Ok(Protocol::Simple(mode))
+}
+
+fn configure(upgrade: WebSocketUpgrade, protocol: &Protocol) -> WebSocketUpgrade {
+    let mut upgrade = upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(HARD_MESSAGE_LIMIT_BYTES)
+        .max_frame_size(HARD_MESSAGE_LIMIT_BYTES);
+    if let Some(name) = protocol.name() {
+        upgrade.set_selected_protocol(HeaderValue::from_static(name));
+    }
+    upgrade
+}
+
+async fn handle(
+    state: AppState,
+    hub_name: String,
+    params: Params,
+    raw_query: Option<String>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    api::validate_hub(&hub_name)?;
+    let hub_name = crate::hub::canonical_hub(&hub_name);
+    let protocol = choose_protocol(&headers, &params)?;
+    let now = state.keys.clock().now_secs();
+
+    // Recovery parameters take precedence over an access token (which may have expired).
+    if protocol.is_reliable() {
+        if let (Some(id), Some(token)) = (
+            params.get("awps_connection_id"),
+            params.get("awps_reconnection_token"),
+        ) {
+            let upgrade = upgrade.map_err(|_| not_an_upgrade())?;
+            let ring = state.keys.current();
+            let resumed = reliable::verify(token, ring.salt.value.expose(), &hub_name, id, now)
+                .and_then(|()| {
+                    state
+                        .hubs
+                        .get(&hub_name)
+                        .and_then(|hub| hub.connection(id).map(|c| (hub, c)))
+                        .filter(|(_, c)| c.protocol.is_reliable())
+                        .ok_or(reliable::RecoveryError::SessionGone)
+                });
+            let upgrade = configure(upgrade, &protocol);
+            return Ok(match resumed {
+                Ok((hub, connection)) => {
+                    tracing::debug!(connection_id = %connection.id, "reliable session resumed");
+                    let connected =
+                        cp::connected(connection.user_id.as_deref(), &connection.id, Some(token));
+                    let state2 = state.clone();
+                    let guard = state.sockets.token();
+                    upgrade.on_upgrade(move |socket| async move {
+                        let epoch = connection.resume(connected);
+                        run_socket(state2, hub, connection, socket, epoch).await;
+                        drop(guard);
+                    })
+                }
+                Err(e) => {
+                    tracing::debug!(reason = %e, "reliable session not resumed");
+                    upgrade.on_upgrade(move |mut socket| async move {
+                        let close = CloseFrame {
+                            code: CLOSE_POLICY,
+                            reason: e.to_string().into(),
+                        };
+                        let _ = socket.send(Message::Close(Some(close))).await;
+                    })
+                }
+            });
+        }
+    }
+
+    let settings = state.hub_settings.get(&hub_name);
+    let token = match params.get("access_token") {
+        Some(token) => Some(token.as_str()),
+        None => match headers.get(header::AUTHORIZATION) {
+            Some(value) => Some(bearer_token(value.to_str().ok())?),
+            None => None,
+        },
+    };
+    let claims = match token {
+        Some(token) => {
+            let ring = state.keys.current();
+            let claims = verify_client_token(
+                token,
+                &ring,
+                &state.endpoints,
+                &hub_name,
+                state.keys.clock().now_millis(),
+                state.token_leeway_secs,
+            )
+            .map_err(|e| {
+                tracing::debug!(hub = %hub_name, reason = %e, "client connection refused");
+                ApiError::from(e)
+            })?;
+            if claims.slot != KeySlot::Salt {
+                state
+                    .keys
+                    .record_use(claims.slot, crate::usage::UseKind::Connection);
+            }
+            claims
+        }
+        None if settings.anonymous_connect_policy == AnonymousConnectPolicy::Allow => {
+            ClientClaims::anonymous()
+        }
+        None => return Err(crate::auth::AuthError::MissingToken.into()),
+    };
+    let upgrade = upgrade.map_err(|_| not_an_upgrade())?;
+    let connection_id: Arc<str> = new_connection_id().into();
+    let mut user_id = claims.user_id.clone();
+    let mut roles = claims.roles.clone();
+    let mut groups = claims.groups.clone();
+    let mut protocol = protocol;
+    let mut custom_protocol = None;
+    let mut upstream_state = None;
+
+    // The blocking `connect` event, before the 101.
+    let ctx = EventContext {
+        hub: hub_name.as_str().into(),
+        connection_id: Arc::clone(&connection_id),
+        user_id: user_id.as_deref().map(Into::into),
+        subprotocol: None,
+        state: None,
+    };
+    let body = connect_body(&claims, raw_query.as_deref(), &headers);
+    if let Some(outcome) = state.upstream.connect(&settings, &ctx, &body).await {
+        match outcome {
+            ConnectOutcome::Accept {
+                response,
+                state: new_state,
+            } => {
+                if let Some(user) = response.user_id.filter(|u| !u.is_empty()) {
+                    user_id = Some(user);
+                }
+                roles.extend(response.roles);
+                groups.extend(response.groups);
+                if let Some(chosen) = response.subprotocol.filter(|p| !p.is_empty()) {
+                    if !body.subprotocols.contains(&chosen) {
+                        return Err(handler_failed(format!(
+                            "the event handler chose subprotocol '{chosen}', which the client did not offer"
+                        )));
+                    }
+                    protocol = match chosen.as_str() {
+                        cp::JSON_RELIABLE_PROTOCOL => Protocol::JsonReliable,
+                        cp::JSON_PROTOCOL => Protocol::Json,
+                        _ => {
+                            custom_protocol = HeaderValue::from_str(&chosen).ok();
+                            match protocol {
+                                Protocol::Simple(mode) => Protocol::Simple(mode),
+                                _ => Protocol::Simple(SimpleMode::SendEvent),
+                            }
+                        }
+                    };
+                }
+                upstream_state = new_state;
+            }
+            ConnectOutcome::Reject { status, message } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                let message = if message.is_empty() {
+                    "the app server refused the connection".to_string()
+                } else {
+                    message
+                };
+                return Err(ApiError::new(status, "ConnectionRefused", message));
+            }
+            ConnectOutcome::Fail(reason) => return Err(handler_failed(reason)),
+        }
+    }
+
+    let groups: Vec<String> = groups
+        .into_iter()
+        .filter(|g| api::validate_group(g).is_ok())
+        .collect();
+    let permissions = Permissions::from_roles(roles.iter().map(String::as_str));
+    let connection = Arc::new(Connection::new(
+        connection_id,
+        hub_name.as_str().into(),
+        user_id.map(Into::into),
+        protocol.clone(),
+        permissions,
+    ));
+    connection.state().upstream_state = upstream_state;
+    let mut upgrade = configure(upgrade, &protocol);
+    if let Some(custom) = custom_protocol {
+        upgrade.set_selected_protocol(custom);
+    }
+    let guard = state.sockets.token();
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        let hub = state.hubs.get_or_create(&hub_name);
+        hub.add(Arc::clone(&connection), &groups);
+        if protocol.speaks_json() {
+            let reconnection_token = protocol.is_reliable().then(|| {
+                reliable::issue(
+                    state.keys.current().salt.value.expose(),
+                    &hub.name,
+                    &connection.id,
+                    state.keys.clock().now_secs(),
+                )
+            });
+            connection.send_text(cp::connected(
+                connection.user_id.as_deref(),
+                &connection.id,
+                reconnection_token.as_deref(),
+            ));
+        }
+        tracing::debug!(hub = %hub.name, connection_id = %connection.id, "client connected");
+        let settings = state.hub_settings.get(&hub.name);
+        state.upstream.notify(
+            &settings,
+            event_context(&connection),
+            "connected",
+            serde_json::json!({}),
+        );
+        run_socket(state, hub, connection, socket, 1).await;
+        drop(guard);
+    }))
+}
+
+fn handler_failed(reason: String) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "EventHandlerFailed",
+        format!("the connect event handler failed: {reason}"),
+    )
+}
+
+/// The `connect` event body, as the service sends it: claims, every query parameter and every
+/// request header as string arrays (repeated names collected), and the offered subprotocols.
+fn connect_body(
+    claims: &ClientClaims,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+) -> ConnectBody {
+    let mut claim_map = serde_json::Map::new();
+    for (name, value) in &claims.raw {
+        let values: Vec<serde_json::Value> = match value {
+            serde_json::Value::Array(items) => items.iter().map(claim_text).collect(),
+            other => vec![claim_text(other)],
+        };
+        claim_map.insert(name.clone(), serde_json::Value::Array(values));
+    }
+    let mut query: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(raw_query.unwrap_or("").as_bytes()) {
+        query
+            .entry(name.into_owned())
+            .or_default()
+            .push(value.into_owned());
+    }
+    let mut header_map: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, value) in headers {
+        if let Ok(value) = value.to_str() {
+            header_map
+                .entry(name.as_str().to_string())
+                .or_default()
+                .push(value.to_string());
+        }
+    }
+    ConnectBody {
+        claims: claim_map,
+        query,
+        headers: header_map,
+        subprotocols: offered_protocols(headers),
+        client_certificates: Vec::new(),
+    }
+}
+
+fn claim_text(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::String(s) => serde_json::Value::String(s.clone()),
+        other => serde_json::Value::String(other.to_string()),
+    }
+}
+
+/// The event context of a connection, with its current upstream state.
+pub fn event_context(connection: &Connection) -> EventContext {
+    EventContext {
+        hub: Arc::clone(&connection.hub),
+        connection_id: Arc::clone(&connection.id),
+        user_id: connection.user_id.clone(),
+        subprotocol: connection.protocol.name(),
+        state: connection.state().upstream_state.clone(),
+    }
+}
+
+/// Tells the app server a connection is gone (once per connection: call after a removal).
+pub fn departed(state: &AppState, connection: &Connection, reason: &str) {
+    let settings = state.hub_settings.get(&connection.hub);
+    state.upstream.notify(
+        &settings,
+        event_context(connection),
+        "disconnected",
+        serde_json::json!({ "reason": reason }),
+    );
+}
+
+fn not_an_upgrade() -> ApiError {
+    ApiError::bad_request(
+        "NotAWebSocketUpgrade",
+        "this endpoint accepts WebSocket upgrade requests only",
+    )
+}
+
+/// 16 random bytes, hex: URL-safe, opaque, unique.
+fn new_connection_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // The OS random source failing is not expected; fall back to a time-based id so the
+        // connection can still be served (ids need uniqueness, not secrecy).
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes = nanos.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Closes every client with "going away" (service shutdown).
+pub fn close_all(state: &AppState) {
+    for hub in state.hubs.all() {
+        for connection in hub.connections() {
+            connection.request_close(CloseRequest {
+                code: CLOSE_GOING_AWAY,
+                reason: "ServiceReload".into(),
+                notify: true,
+            });
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! One task per socket: reads client frames, drains the connection's outbox into batched
+//! writes, pings, and on the way out decides whether a reliable session waits to be resumed.
+
+use super::*;
+
+/// How a socket's life ended.
+pub(super) enum End {
+    /// The client sent a close frame (with this reason): the connection is over.
+    ClientClosed(String),
+    /// The socket broke without a close: a reliable session may be resumed.
+    Dropped,
+    /// The service closed it (REST close, slow client, bad input, shutdown).
+    ServerClosed,
+    /// A recovering socket took this connection over.
+    Superseded,
+}
+
+pub(super) async fn run_socket(
+    state: AppState,
+    hub: Arc<Hub>,
+    connection: Arc<Connection>,
+    socket: WebSocket,
+    epoch: u64,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let keep_alive = state
+        .hub_settings
+        .get(&hub.name)
+        .web_socket_keep_alive_interval_in_seconds
+        .map_or(state.client.keep_alive, Duration::from_secs);
+    let mut ping = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let mut events = EventQueue::new(&state, &hub, &connection);
+    let end = loop {
+        tokio::select! {
+            biased;
+            () = connection.wake.notified() => {
+                let Some(batch) = connection.take_batch(epoch) else {
+                    // Pass the wake-up on to the socket that took over.
+                    connection.wake.notify_one();
+                    break End::Superseded;
+                };
+                let woken = AtomicBool::new(false);
+                let outcome = tokio::select! {
+                    outcome = write_batch(&mut sink, batch, &connection) => outcome,
+                    () = close_requested(&connection, &woken) => Written::Abandoned,
+                    () = tokio::time::sleep(WRITE_STALL_TIMEOUT) => Written::Abandoned,
+                };
+                if woken.load(Ordering::Relaxed) {
+                    // The close watcher consumed a wake-up meant for the next batch.
+                    connection.wake.notify_one();
+                }
+                match outcome {
+                    Written::Ok => {}
+                    Written::Closed => break End::ServerClosed,
+                    Written::Failed => break End::Dropped,
+                    Written::Abandoned => {
+                        tracing::debug!(connection_id = %connection.id, "client is not reading; dropping it");
+                        connection.request_close(CloseRequest { code: CLOSE_POLICY, reason: "SlowClient".into(), notify: false });
+                        break End::ServerClosed;
+                    }
+                }
+            }
+            frame = stream.next() => {
+                last_heard = Instant::now();
+                match frame {
+                    Some(Ok(Message::Close(frame))) => {
+                        let reason = frame.map(|f| f.reason.to_string()).filter(|r| !r.is_empty());
+                        break End::ClientClosed(reason.unwrap_or_else(|| "ClientClosed".into()));
+                    }
+                    Some(Ok(Message::Text(text))) if text.len() > MAX_CLIENT_MESSAGE_BYTES => too_big(&connection),
+                    Some(Ok(Message::Binary(data))) if data.len() > MAX_CLIENT_MESSAGE_BYTES => too_big(&connection),
+                    Some(Ok(Message::Text(text))) => on_frame(&hub, &connection, &mut events, Bytes::from(text), false),
+                    Some(Ok(Message::Binary(data))) => on_frame(&hub, &connection, &mut events, data, true),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Err(e)) => {
+                        if is_too_big(&e) {
+                            too_big(&connection);
+                            continue;
+                        }
+                        break End::Dropped;
+                    }
+                    None => break End::Dropped,
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > keep_alive * 3 {
+                    connection.request_close(CloseRequest { code: CLOSE_NORMAL, reason: "PingTimeout".into(), notify: true });
+                } else if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break End::Dropped;
+                }
+            }
+        }
+    };
+    let server_closed = matches!(end, End::ServerClosed);
+    finish(&state, &hub, &connection, epoch, end);
+    if server_closed {
+        // Complete the closing handshake: reading until the client's close frame means the
+        // socket is not torn down with unread data (a reset would lose our last frames).
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+pub(super) enum Written {
+    Ok,
+    /// The batch ended with a close frame.
+    Closed,
+    /// The socket failed.
+    Failed,
+    /// The client stopped reading (write stalled, or it was closed as slow meanwhile).
+    Abandoned,
+}
+
+/// Writes a batch with one flush at the end (or a close frame, after the `disconnected` message).
+pub(super) async fn write_batch(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    batch: crate::connection::Batch,
+    connection: &Connection,
+) -> Written {
+    for frame in batch.frames {
+        if sink.feed(frame).await.is_err() {
+            return Written::Failed;
+        }
+    }
+    if let Some(close) = batch.close {
+        if close.notify && connection.protocol.speaks_json() {
+            let _ = sink
+                .feed(Message::Text(cp::disconnected(&close.reason).into()))
+                .await;
+        }
+        let frame = CloseFrame {
+            code: close.code,
+            reason: close.reason.into(),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        return Written::Closed;
+    }
+    if sink.flush().await.is_err() {
+        return Written::Failed;
+    }
+    Written::Ok
+}
+
+/// Resolves when the service asks to close this connection while a write is stuck.
+pub(super) async fn close_requested(connection: &Connection, woken: &AtomicBool) {
+    loop {
+        connection.wake.notified().await;
+        woken.store(true, Ordering::Relaxed);
+        if connection.close_requested().is_some() {
+            return;
+        }
+    }
+}
+
+pub(super) fn too_big(connection: &Connection) {
+    connection.request_close(CloseRequest {
+        code: CLOSE_TOO_BIG,
+        reason: format!("a message is larger than {MAX_CLIENT_MESSAGE_BYTES} bytes"),
+        notify: true,
+    });
+}
+
+pub(super) fn is_too_big(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+pub(super) fn finish(
+    state: &AppState,
+    hub: &Arc<Hub>,
+    connection: &Arc<Connection>,
+    epoch: u64,
+    end: End,
+) {
+    let reason = match end {
+        End::Superseded => return,
+        End::Dropped
+            if connection.protocol.is_reliable() && connection.close_requested().is_none() =>
+        {
+            if !connection.detach(epoch) {
+                return;
+            }
+            tracing::debug!(connection_id = %connection.id, "reliable connection dropped; session kept for recovery");
+            let (state, hub, connection) = (state.clone(), Arc::clone(hub), Arc::clone(connection));
+            let tracker = state.sockets.clone();
+            tracker.spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(state.client.reconnect_grace) => {}
+                    () = state.shutdown.cancelled() => {}
+                }
+                if connection.still_detached(epoch) && hub.remove(&connection) {
+                    tracing::debug!(connection_id = %connection.id, "reliable session expired");
+                    departed(&state, &connection, "SessionExpired");
+                }
+            });
+            return;
+        }
+        End::Dropped => "ConnectionLost".to_string(),
+        End::ClientClosed(reason) => reason,
+        End::ServerClosed => connection
+            .close_requested()
+            .map(|c| c.reason)
+            .unwrap_or_default(),
+    };
+    if hub.remove(connection) {
+        tracing::debug!(connection_id = %connection.id, %reason, "client disconnected");
+        departed(state, connection, &reason);
+    }
+}
