@@ -913,3 +913,37 @@ async fn a_silent_peer_is_closed_after_three_keep_alive_intervals() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered_and_ends_the_connection_at_once() {
+    let t = TestServer::start().await;
+    let key = t.key(KeySlot::Primary);
+    let (mut ws, connected) = t
+        .json_client(
+            "hub",
+            &t.client_token(&key, "hub", Some("closer"), &[], &[]),
+            RELIABLE,
+        )
+        .await;
+    let id = connected["connectionId"].as_str().unwrap().to_string();
+    ws.close(None).await.unwrap();
+    // tungstenite hands the peer's close reply to the reader as a Close frame.
+    match next_frame(&mut ws).await {
+        Some(Message::Close(_)) => {}
+        other => panic!("expected the server's close reply, got {other:?}"),
+    }
+    // A reliable client that closed on purpose is not kept for resumption.
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            rest(
+                &t,
+                reqwest::Method::HEAD,
+                &format!("/api/hubs/hub/connections/{id}"),
+                None,
+            )
+            .await
+                == 404
+        })
+        .await
+    );
+}

@@ -87,13 +87,20 @@ pub(super) async fn run_socket(
             _ = ping.tick() => {
                 if last_heard.elapsed() > keep_alive * 3 {
                     connection.request_close(CloseRequest { code: CLOSE_NORMAL, reason: "PingTimeout".into(), notify: true });
-                } else if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    break End::Dropped;
+                } else {
+                    let sent = tokio::time::timeout(WRITE_STALL_TIMEOUT, sink.send(Message::Ping(Bytes::new()))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        break End::Dropped;
+                    }
                 }
             }
         }
     };
     let server_closed = matches!(end, End::ServerClosed);
+    if matches!(end, End::ClientClosed(_)) {
+        // The reply to the client's close frame is queued by the WebSocket layer; send it.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, sink.flush()).await;
+    }
     finish(&state, &hub, &connection, epoch, end);
     if server_closed {
         // Complete the closing handshake: reading until the client's close frame means the
