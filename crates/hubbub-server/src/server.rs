@@ -117,9 +117,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     };
 
     let bind = |name: &'static str, addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { name, addr, source })
+        listen(addr).map_err(|source| StartError::Bind { name, addr, source })
     };
     let public = bind("public", config.listen).await?;
     let admin_listener = bind("admin", config.admin_listen).await?;
@@ -196,6 +194,21 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         shutdown,
         tasks,
     })
+}
+
+/// Pending connections the kernel may queue before accepting (capped by `net.core.somaxconn`):
+/// a burst of clients reconnecting at once must not overflow into SYN retries.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 /// Without configured endpoints: `http(s)://localhost:<port>` (used in connection strings) and
