@@ -81,6 +81,20 @@ pub fn render(state: &AppState) -> String {
     }
     metric(
         &mut out,
+        "hubbub_key_retiring",
+        "gauge",
+        "Old values of the key still accepted during a grace period.",
+    );
+    for slot in [KeySlot::Primary, KeySlot::Secondary] {
+        let retiring = ring
+            .retiring
+            .iter()
+            .filter(|k| k.slot == slot && k.until > now)
+            .count();
+        let _ = writeln!(out, "hubbub_key_retiring{{slot=\"{slot}\"}} {retiring}");
+    }
+    metric(
+        &mut out,
         "hubbub_key_authentications_total",
         "counter",
         "Things each access key authenticated.",
@@ -128,6 +142,18 @@ pub fn render(state: &AppState) -> String {
     }
     metric(
         &mut out,
+        "hubbub_notices",
+        "gauge",
+        "Notices about keys by delivery status (the latest 200).",
+    );
+    if let Ok(notices) = state.keys.store().notices() {
+        for status in ["pending", "sent"] {
+            let count = notices.iter().filter(|n| n.status == status).count();
+            let _ = writeln!(out, "hubbub_notices{{status=\"{status}\"}} {count}");
+        }
+    }
+    metric(
+        &mut out,
         "hubbub_event_handler_problems",
         "gauge",
         "Event handler URLs with a current problem.",
@@ -148,11 +174,15 @@ fn escape(label: &str) -> String {
 }
 
 pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
+    // Reading notice counts touches SQLite: render on a blocking thread.
+    let text = tokio::task::spawn_blocking(move || render(&state))
+        .await
+        .unwrap_or_default();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&state),
+        text,
     )
 }

@@ -183,6 +183,11 @@ async fn a_grace_period_keeps_the_old_key_verifying_until_it_ends() {
         202,
         "the old key still verifies during the grace period"
     );
+    let metrics = t.admin_get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("hubbub_key_retiring{slot=\"primary\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(t.send_with_key(&new).await, 202);
     // The connection string shows only the new key.
     assert!(keys["primaryConnectionString"]
@@ -395,6 +400,11 @@ async fn rotation_notices_go_to_a_signed_webhook_once_and_are_retried_when_it_is
     assert!(
         events.ends_with(&["rotation_required", "notice_failed", "notice_sent"]),
         "{events:?}"
+    );
+    let metrics = t.admin_get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("hubbub_notices{status=\"sent\"} 1"),
+        "{metrics}"
     );
     // Near the deadline another notice goes out, once.
     t.clock.advance_secs(2 * 86_400 + 3600);

@@ -167,6 +167,8 @@ pub enum KeyCommand {
     },
     /// Show how much each access key was used: totals, the last hour, the last use.
     Usage(AdminArgs),
+    /// Show the latest notices about keys (email, webhook) and how their delivery went.
+    Notices(AdminArgs),
     /// Demand that a key be rotated by a deadline; after it the key stops authenticating.
     RequireRotation {
         #[arg(long, value_enum)]

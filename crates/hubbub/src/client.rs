@@ -24,6 +24,11 @@ pub async fn key(command: KeyCommand) -> anyhow::Result<()> {
             }
             admin.post("/admin/keys/regenerate", &body).await?
         }
+        KeyCommand::Notices(admin) => {
+            let notices: serde_json::Value = Admin::new(&admin)?.get("/admin/notices").await?;
+            println!("{}", serde_json::to_string_pretty(&notices)?);
+            return Ok(());
+        }
         KeyCommand::Usage(admin) => {
             let usage: serde_json::Value = Admin::new(&admin)?.get("/admin/keys/usage").await?;
             println!("{}", serde_json::to_string_pretty(&usage)?);

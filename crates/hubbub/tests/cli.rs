@@ -361,6 +361,11 @@ fn key_usage_rotation_requirements_regenerate_warnings_and_the_audit_log() {
     assert_eq!(rest_send(&server, &primary), 202);
     assert_eq!(rest_send(&server, &primary), 202);
     let usage = stdout_json(&server.cli(&["key", "usage"]));
+    assert_eq!(
+        stdout_json(&server.cli(&["key", "notices"])),
+        serde_json::json!([]),
+        "no notifications configured"
+    );
     assert_eq!(usage["primary"]["restRequests"], 2);
     assert_eq!(usage["secondary"]["restRequests"], 0);
 

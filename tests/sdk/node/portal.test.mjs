@@ -85,6 +85,7 @@ test("portal: sign in, reveal and copy, regenerate through the dialog, audit, ba
     assert.match(firstRow, /secondary/);
     assert.match(firstRow, /portal/);
     assert.match(await page.textContent("#audit"), /portal_login/);
+    assert.match(await page.textContent("#no-notices"), /No notices/);
 
     // A required rotation shows as a banner with the deadline.
     const required = await hubbub.admin("POST", "/admin/keys/require-rotation", {

@@ -163,7 +163,11 @@ async function showKeys() {
 }
 
 async function showAudit() {
-  const audit = await api("/admin/audit?limit=500");
+  const [audit, notices] = await Promise.all([api("/admin/audit?limit=500"), api("/admin/notices")]);
+  const noticeRows = notices.map((n) => el("tr", {},
+    el("td", {}, when(n.createdAt)), el("td", {}, n.kind), el("td", {}, n.channel), el("td", {}, n.subject),
+    el("td", {}, n.status === "sent" ? `sent ${when(n.sentAt)}` : `${n.status} (${n.attempts} attempts${n.lastError ? `: ${n.lastError}` : ""})`),
+  ));
   const rows = audit.value.slice().reverse().map((e) => el("tr", {},
     el("td", {}, when(e.at)), el("td", {}, e.event), el("td", {}, e.slot || ""),
     el("td", {}, e.oldVersion !== undefined || e.newVersion !== undefined ? `${e.oldVersion ?? ""} → ${e.newVersion ?? ""}` : ""),
@@ -172,6 +176,14 @@ async function showAudit() {
   page.replaceChildren(
     el("h1", {}, "Audit log"),
     el("p", { class: "muted" }, "Every key event, newest first. The log is append-only."),
+    el("section", { class: "card table-wrap" }, el("h2", {}, "Notices"),
+      notices.length === 0
+        ? el("p", { class: "muted", id: "no-notices" }, "No notices. Configure [notifications] to send them by email or webhook.")
+        : el("table", { id: "notices" },
+          el("thead", {}, el("tr", {}, ...["Created", "Kind", "Channel", "Subject", "Delivery"].map((h) => el("th", {}, h)))),
+          el("tbody", {}, noticeRows),
+        ),
+    ),
     el("section", { class: "card table-wrap" }, el("table", { id: "audit" },
       el("thead", {}, el("tr", {}, ...["Time", "Event", "Key", "Version", "Actor", "Source", "Detail"].map((h) => el("th", {}, h)))),
       el("tbody", {}, rows),
