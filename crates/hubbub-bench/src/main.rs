@@ -29,6 +29,10 @@ struct Cli {
     /// The `ws` peer's HTTP publish URL.
     #[arg(long)]
     publish_url: Option<String>,
+    /// soketi's app as `id:key:secret` (with --peer soketi; --ws-url and --publish-url are the
+    /// WebSocket and HTTP bases, e.g. ws://127.0.0.1:6001 and http://127.0.0.1:6001).
+    #[arg(long)]
+    pusher_app: Option<String>,
     /// NATS's TCP address (host:port) for publishers.
     #[arg(long)]
     nats_addr: Option<String>,
@@ -115,11 +119,27 @@ fn main() -> anyhow::Result<()> {
             ws_url: need(cli.ws_url, "--ws-url")?,
             publish_url: need(cli.publish_url, "--publish-url")?,
         },
+        Some("soketi") => {
+            let app = need(cli.pusher_app, "--pusher-app id:key:secret")?;
+            let mut parts = app.splitn(3, ':').map(str::to_owned);
+            let (Some(app_id), Some(key), Some(secret)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                anyhow::bail!("--pusher-app must be id:key:secret");
+            };
+            target::Target::Pusher {
+                ws_url: need(cli.ws_url, "--ws-url")?,
+                http_base: need(cli.publish_url, "--publish-url")?,
+                app_id,
+                key,
+                secret,
+            }
+        }
         Some("nats") => target::Target::Nats {
             ws_url: need(cli.ws_url, "--ws-url")?,
             tcp_addr: need(cli.nats_addr, "--nats-addr")?,
         },
-        Some(other) => anyhow::bail!("unknown peer '{other}': hubbub, ws or nats"),
+        Some(other) => anyhow::bail!("unknown peer '{other}': hubbub, ws, nats or soketi"),
     };
     let report = runtime.block_on(async {
         match cli.scenario {

@@ -225,6 +225,8 @@ const NATS_WINDOW: u64 = 64;
 
 /// Sends messages to group `g` of the target.
 enum Publisher {
+    /// The Pusher HTTP API: each request signed anew.
+    Pusher { http: reqwest::Client },
     Http {
         http: reqwest::Client,
         url: String,
@@ -252,6 +254,7 @@ impl Publisher {
                     token: Some(token),
                 }
             }
+            Target::Pusher { .. } => Publisher::Pusher { http },
             Target::Ws { publish_url, .. } => Publisher::Http {
                 http,
                 url: publish_url.clone(),
@@ -277,8 +280,22 @@ impl Publisher {
     }
 
     /// Publishes one message.
-    async fn publish(&mut self, payload: &str) -> anyhow::Result<()> {
+    async fn publish(&mut self, target: &Target, payload: &str) -> anyhow::Result<()> {
         match self {
+            Publisher::Pusher { http } => {
+                let (url, body) = target.pusher_publish(payload).context("a Pusher request")?;
+                let status = http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?
+                    .status();
+                if !status.is_success() {
+                    bail!("publish answered {status}");
+                }
+                Ok(())
+            }
             Publisher::Http { http, url, token } => {
                 let mut request = http
                     .post(url.as_str())
@@ -420,7 +437,7 @@ pub async fn broadcast(
                     if let Some(ticker) = ticker.as_mut() {
                         ticker.tick().await;
                     }
-                    match publisher.publish(&payload(size)).await {
+                    match publisher.publish(&target, &payload(size)).await {
                         Ok(()) => published.fetch_add(1, Ordering::Relaxed),
                         Err(_) => failed.fetch_add(1, Ordering::Relaxed),
                     };

@@ -18,6 +18,15 @@ pub enum Target {
     Ws { ws_url: String, publish_url: String },
     /// Subscribers speak NATS over WebSocket at `ws_url`; publishers speak NATS over TCP.
     Nats { ws_url: String, tcp_addr: String },
+    /// soketi (the Pusher protocol): subscribers join channel `g`; publishers use the Pusher
+    /// HTTP API at `http_base`, signed with the app secret.
+    Pusher {
+        ws_url: String,
+        http_base: String,
+        app_id: String,
+        key: String,
+        secret: String,
+    },
 }
 
 fn now_secs() -> i64 {
@@ -46,6 +55,7 @@ impl Target {
             Target::Hubbub { .. } => "hubbub",
             Target::Ws { .. } => "ws",
             Target::Nats { .. } => "nats",
+            Target::Pusher { .. } => "soketi",
         }
     }
 
@@ -59,6 +69,9 @@ impl Target {
                 format!("{ws}/client/hubs/{hub}?access_token={}", sign(claims, key))
             }
             Target::Ws { ws_url, .. } | Target::Nats { ws_url, .. } => ws_url.clone(),
+            Target::Pusher { ws_url, key, .. } => {
+                format!("{ws_url}/app/{key}?protocol=7&client=hubbub-bench&version=1.0")
+            }
         }
     }
 
@@ -75,8 +88,47 @@ impl Target {
                 hello.push_str("PING\r\n");
                 Some(hello)
             }
+            Target::Pusher { .. } => Some(
+                groups
+                    .iter()
+                    .map(|g| {
+                        json!({"event": "pusher:subscribe", "data": {"channel": g}}).to_string()
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
             _ => None,
         }
+    }
+
+    /// A Pusher HTTP API request to trigger event `m` on channel `g`: URL and body.
+    pub fn pusher_publish(&self, payload: &str) -> Option<(String, String)> {
+        use hmac::Mac;
+        use md5::Digest;
+        let Target::Pusher {
+            http_base,
+            app_id,
+            key,
+            secret,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let body = json!({"name": "m", "channels": ["g"], "data": payload}).to_string();
+        let body_md5 = hex::encode(md5::Md5::digest(body.as_bytes()));
+        let path = format!("/apps/{app_id}/events");
+        let query = format!(
+            "auth_key={key}&auth_timestamp={}&auth_version=1.0&body_md5={body_md5}",
+            now_secs()
+        );
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).ok()?;
+        mac.update(format!("POST\n{path}\n{query}").as_bytes());
+        let signature = hex::encode(mac.finalize().into_bytes());
+        Some((
+            format!("{http_base}{path}?{query}&auth_signature={signature}"),
+            body,
+        ))
     }
 
     /// A Hubbub REST URL and its bearer token (`aud` = the full URL, as the JS SDK signs it).
@@ -118,6 +170,18 @@ pub fn payloads(target: &Target, frame: &[u8], out: &mut Vec<(usize, usize)>) {
                 }
                 out.push((body, body + size));
                 offset = body + size;
+            }
+        }
+        Target::Pusher { .. } => {
+            // {"event":"m","channel":"g","data":"<payload>"}: our payloads need no escaping.
+            if find(frame, b"\"event\":\"m\"").is_none() {
+                return;
+            }
+            if let Some(at) = find(frame, b"\"data\":\"") {
+                let start = at + 8;
+                if let Some(len) = find(&frame[start..], b"\"") {
+                    out.push((start, start + len));
+                }
             }
         }
         _ => out.push((0, frame.len())),
