@@ -225,7 +225,7 @@ pub async fn rotation(target: Arc<Target>, options: RotationOptions) -> anyhow::
     for reader in readers {
         let _ = reader.await;
     }
-    let mut report = Report::for_target("rotation", &target);
+    let mut report = Report::new("rotation", &target);
     let delivered = delivered.load(Ordering::Relaxed);
     report.put("connections", json!(options.connections));
     report.put("regenerations", json!(regenerations));

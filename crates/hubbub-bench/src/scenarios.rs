@@ -28,17 +28,13 @@ pub struct Report {
 }
 
 impl Report {
-    fn new(scenario: &str, target: &Target) -> Self {
+    pub fn new(scenario: &str, target: &Target) -> Self {
         let mut report = Self {
             json: json!({ "scenario": scenario }),
             rows: vec![("scenario".into(), scenario.into())],
         };
         report.add("target", json!(target.name()), target.name().into());
         report
-    }
-
-    pub fn for_target(scenario: &str, target: &Target) -> Self {
-        Self::new(scenario, target)
     }
 
     /// Adds a value shown as its JSON text.

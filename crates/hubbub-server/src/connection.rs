@@ -284,11 +284,6 @@ impl Connection {
         self.outbox().close.clone()
     }
 
-    /// The socket generation now serving this connection.
-    pub fn epoch(&self) -> u64 {
-        self.outbox().epoch
-    }
-
     /// Everything queued since the last call, for the socket of `epoch`; `None` when another
     /// socket has taken over.
     pub fn take_batch(&self, epoch: u64) -> Option<Batch> {

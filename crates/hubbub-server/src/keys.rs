@@ -115,14 +115,6 @@ impl KeyRing {
         self.requirement(slot).filter(|r| now >= r.deadline)
     }
 
-    /// The HMAC keys of the access slots (UTF-8 bytes of the key strings), primary first.
-    pub fn access_key_bytes(&self) -> [&[u8]; 2] {
-        [
-            self.primary.value.expose().as_bytes(),
-            self.secondary.value.expose().as_bytes(),
-        ]
-    }
-
     /// The `listKeys` / `key show` shape for a public endpoint.
     pub fn web_pub_sub_keys(&self, endpoint: &str) -> WebPubSubKeys {
         WebPubSubKeys {

@@ -80,10 +80,6 @@ impl Outgoing {
         self
     }
 
-    pub fn payload_len(&self) -> usize {
-        self.data.len()
-    }
-
     /// The frame a simple (no subprotocol) client gets: text for text and JSON, binary for binary.
     pub fn simple_frame(&self) -> Message {
         self.simple

@@ -116,7 +116,6 @@ pub struct Upstream {
     keys: Keys,
     /// `WebHook-Request-Origin`: the public endpoint's host, no scheme, no port.
     origin: String,
-    timeout: Duration,
     next_id: AtomicU64,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
     validations: Mutex<HashMap<String, Validation>>,
@@ -167,7 +166,6 @@ impl Upstream {
             http,
             keys,
             origin,
-            timeout,
             next_id: AtomicU64::new(1),
             hosts: Mutex::default(),
             validations: Mutex::default(),
@@ -580,10 +578,6 @@ impl Upstream {
             }
             tracing::warn!(hub = %ctx.hub, connection_id = %ctx.connection_id, event, "event not delivered after retries");
         });
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 }
 

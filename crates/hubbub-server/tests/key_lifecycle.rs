@@ -9,6 +9,17 @@ use hubbub_server::Settings;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// The audit log's event names, oldest first.
+async fn audit_events(t: &TestServer) -> Vec<String> {
+    let audit: Value = t.admin_get("/admin/audit").await.json().await.unwrap();
+    audit["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn fast() -> Settings {
     Settings {
         maintenance_interval_ms: Some(20),
@@ -96,12 +107,7 @@ async fn a_required_rotation_disables_the_key_at_the_deadline_until_it_is_regene
     // The housekeeper records it once.
     assert!(
         common::eventually(Duration::from_secs(5), || async {
-            let audit: Value = t.admin_get("/admin/audit").await.json().await.unwrap();
-            audit["value"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["event"] == "key_disabled")
+            audit_events(&t).await.iter().any(|e| e == "key_disabled")
         })
         .await
     );
@@ -115,16 +121,14 @@ async fn a_required_rotation_disables_the_key_at_the_deadline_until_it_is_regene
         202
     );
 
-    let audit: Value = t.admin_get("/admin/audit").await.json().await.unwrap();
-    let events: Vec<&str> = audit["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event"].as_str().unwrap())
-        .collect();
+    let events = audit_events(&t).await;
     assert_eq!(events.iter().filter(|e| **e == "key_disabled").count(), 1);
     assert!(
-        events.ends_with(&["rotation_required", "key_disabled", "regenerated"]),
+        events.ends_with(&[
+            "rotation_required".to_string(),
+            "key_disabled".into(),
+            "regenerated".into()
+        ]),
         "{events:?}"
     );
 }
@@ -155,12 +159,7 @@ async fn bad_rotation_requirements_are_refused_and_change_nothing() {
     }
     let keys = t.keys().await;
     assert_eq!(keys["primary"]["status"], "ok");
-    let audit: Value = t.admin_get("/admin/audit").await.json().await.unwrap();
-    assert_eq!(
-        audit["value"].as_array().unwrap().len(),
-        3,
-        "only the generated keys"
-    );
+    assert_eq!(audit_events(&t).await.len(), 3, "only the generated keys");
 }
 
 #[tokio::test]
@@ -198,12 +197,7 @@ async fn a_grace_period_keeps_the_old_key_verifying_until_it_ends() {
     assert_eq!(t.send_with_key(&old).await, 401);
     assert!(
         common::eventually(Duration::from_secs(5), || async {
-            let audit: Value = t.admin_get("/admin/audit").await.json().await.unwrap();
-            audit["value"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["event"] == "grace_ended")
+            audit_events(&t).await.iter().any(|e| e == "grace_ended")
         })
         .await
     );
@@ -390,15 +384,13 @@ async fn rotation_notices_go_to_a_signed_webhook_once_and_are_retried_when_it_is
     ] {
         assert!(!body.contains(&key), "no key material in notices");
     }
-    let audit: Value = t.admin_get("/admin/audit").await.json().await.unwrap();
-    let events: Vec<&str> = audit["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event"].as_str().unwrap())
-        .collect();
+    let events = audit_events(&t).await;
     assert!(
-        events.ends_with(&["rotation_required", "notice_failed", "notice_sent"]),
+        events.ends_with(&[
+            "rotation_required".to_string(),
+            "notice_failed".into(),
+            "notice_sent".into()
+        ]),
         "{events:?}"
     );
     let metrics = t.admin_get("/metrics").await.text().await.unwrap();

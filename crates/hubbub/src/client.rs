@@ -320,18 +320,23 @@ impl Admin {
             .map(|_| ())
     }
 
+    /// Whether `GET path` finds something (404 means no; other failures are errors).
     async fn exists(&self, path: &str) -> anyhow::Result<bool> {
-        match self.get::<serde::de::IgnoredAny>(path).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.to_string().contains("404") => Ok(false),
-            Err(e) => Err(e),
+        let (status, bytes) = self
+            .fetch(self.http.get(format!("{}{path}", self.url)))
+            .await?;
+        match status {
+            reqwest::StatusCode::NOT_FOUND => Ok(false),
+            status if status.is_success() => Ok(true),
+            status => Err(self.failure(status, &bytes)),
         }
     }
 
-    async fn send<T: serde::de::DeserializeOwned>(
+    /// Sends with the admin token; the status and body of the answer.
+    async fn fetch(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> anyhow::Result<T> {
+    ) -> anyhow::Result<(reqwest::StatusCode, Vec<u8>)> {
         let response = request.bearer_auth(&self.token).send().await.map_err(|e| {
             let why = if e.is_connect() {
                 "connection refused or unreachable; is `hubbub serve` running?"
@@ -346,18 +351,32 @@ impl Admin {
         let bytes = response
             .bytes()
             .await
-            .context("reading the admin API's answer")?;
+            .context("reading the admin API's answer")?
+            .to_vec();
+        Ok((status, bytes))
+    }
+
+    /// One line saying why the admin API refused.
+    fn failure(&self, status: reqwest::StatusCode, bytes: &[u8]) -> anyhow::Error {
+        let message = serde_json::from_slice::<ErrorDetail>(bytes)
+            .map(|d| d.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(bytes).chars().take(200).collect());
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return anyhow!(
+                "the admin API at {} refused the admin token: {message}",
+                self.url
+            );
+        }
+        anyhow!("the admin API at {} answered {status}: {message}", self.url)
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let (status, bytes) = self.fetch(request).await?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorDetail>(&bytes)
-                .map(|d| d.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            if status == reqwest::StatusCode::UNAUTHORIZED {
-                bail!(
-                    "the admin API at {} refused the admin token: {message}",
-                    self.url
-                );
-            }
-            bail!("the admin API at {} answered {status}: {message}", self.url);
+            return Err(self.failure(status, &bytes));
         }
         // A 204 has no body; read it as JSON null.
         let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };

@@ -9,7 +9,7 @@ mod token;
 use crate::auth::{bearer_token, verify_rest_token};
 use crate::error::ApiError;
 use crate::filter::Filter;
-use crate::hub::{canonical_hub, Hub, Selection};
+use crate::hub::{canonical_hub, Hub};
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -240,11 +240,6 @@ impl QueryParams {
 pub fn parse_filter(text: &str) -> Result<Filter, ApiError> {
     Filter::parse(text)
         .map_err(|e| ApiError::bad_request("InvalidFilter", format!("invalid filter: {e}")))
-}
-
-/// Builds a selection from `excluded` and a parsed filter.
-pub fn selection<'a>(excluded: HashSet<&'a str>, filter: Option<&'a Filter>) -> Selection<'a> {
-    Selection { excluded, filter }
 }
 
 /// Validates the hub name and returns the hub if any client ever connected to it.

@@ -1,10 +1,10 @@
 //! The four send operations: to all, to a group, to a user, to a connection. Each answers 202.
 
 use super::{
-    existing_hub, selection, validate_group, validate_id, QueryParams, RestCaller,
-    MAX_MESSAGE_BYTES,
+    existing_hub, validate_group, validate_id, QueryParams, RestCaller, MAX_MESSAGE_BYTES,
 };
 use crate::error::{read_body, ApiError};
+use crate::hub::Selection;
 use crate::message::Outgoing;
 use crate::state::AppState;
 use axum::extract::{Path, State};
@@ -76,7 +76,13 @@ pub async fn send_to_all(
     let filter = query.filter()?;
     let message = read_message(&headers, &query, body).await?;
     if let Some(hub) = hub {
-        hub.send_to_all(&message, &selection(query.excluded(), filter.as_ref()));
+        hub.send_to_all(
+            &message,
+            &Selection {
+                excluded: query.excluded(),
+                filter: filter.as_ref(),
+            },
+        );
     }
     Ok(StatusCode::ACCEPTED)
 }
@@ -99,7 +105,10 @@ pub async fn send_to_group(
         hub.send_to_group(
             &group,
             &message,
-            &selection(query.excluded(), filter.as_ref()),
+            &Selection {
+                excluded: query.excluded(),
+                filter: filter.as_ref(),
+            },
         );
     }
     Ok(StatusCode::ACCEPTED)
@@ -122,7 +131,10 @@ pub async fn send_to_user(
         hub.send_to_user(
             &user,
             &message,
-            &selection(Default::default(), filter.as_ref()),
+            &Selection {
+                excluded: Default::default(),
+                filter: filter.as_ref(),
+            },
         );
     }
     Ok(StatusCode::ACCEPTED)
