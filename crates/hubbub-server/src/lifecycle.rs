@@ -4,7 +4,6 @@
 
 use crate::state::AppState;
 use crate::store::AuditEntry;
-use std::collections::HashSet;
 use std::time::Duration;
 
 /// How often the housekeeper runs.
@@ -16,7 +15,6 @@ const SAVE_USAGE_EVERY: u32 = 6;
 pub async fn run(state: AppState, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut disabled_recorded: HashSet<(String, u64)> = HashSet::new();
     let mut ticks = 0u32;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
@@ -30,15 +28,7 @@ pub async fn run(state: AppState, tick: Duration) {
         }
         ticks = ticks.wrapping_add(1);
         let (state2, save) = (state.clone(), ticks.is_multiple_of(SAVE_USAGE_EVERY));
-        let mut recorded = std::mem::take(&mut disabled_recorded);
-        let result = tokio::task::spawn_blocking(move || {
-            housekeeping(&state2, save, &mut recorded);
-            recorded
-        })
-        .await;
-        if let Ok(recorded) = result {
-            disabled_recorded = recorded;
-        }
+        let _ = tokio::task::spawn_blocking(move || housekeeping(&state2, save)).await;
         if !state.notifications.channels().is_empty() {
             let now = state.keys.clock().now_millis();
             crate::notices::deliver(state.keys.store(), &state.notifications, &http, now).await;
@@ -52,11 +42,7 @@ pub async fn run(state: AppState, tick: Duration) {
 }
 
 /// One pass. Blocking (SQLite).
-pub fn housekeeping(
-    state: &AppState,
-    save_usage: bool,
-    disabled_recorded: &mut HashSet<(String, u64)>,
-) {
+pub fn housekeeping(state: &AppState, save_usage: bool) {
     if save_usage {
         if let Err(e) = state.keys.save_usage() {
             tracing::warn!(error = %e, "key usage could not be saved");
@@ -94,10 +80,7 @@ pub fn housekeeping(
         .iter()
         .filter(|r| ring.disabled(r.slot, now).is_some())
     {
-        let key = (requirement.slot.as_str().to_string(), requirement.version);
-        if disabled_recorded.contains(&key) {
-            continue;
-        }
+        // The audit log itself says whether this key's disabling was recorded (once, ever).
         let already = state
             .keys
             .store()
@@ -123,6 +106,5 @@ pub fn housekeeping(
                 "a key passed its rotation deadline and no longer authenticates"
             );
         }
-        disabled_recorded.insert(key);
     }
 }
