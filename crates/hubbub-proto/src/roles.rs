@@ -92,9 +92,15 @@ fn matches_from(tokens: &[PatternToken], text: &[char]) -> bool {
 }
 
 /// What one permission allows: every group, named groups, patterns, minus revoked names.
+/// Most connections hold no named groups or patterns, so those live behind one optional box.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Grant {
     all: bool,
+    named: Option<Box<NamedGrants>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct NamedGrants {
     groups: HashSet<String>,
     patterns: Vec<GroupPattern>,
     revoked: HashSet<String>,
@@ -102,10 +108,23 @@ struct Grant {
 
 impl Grant {
     fn allows(&self, group: &str) -> bool {
-        if self.revoked.contains(group) {
-            return false;
+        match &self.named {
+            None => self.all,
+            Some(named) => {
+                !named.revoked.contains(group)
+                    && (self.all
+                        || named.groups.contains(group)
+                        || named.patterns.iter().any(|p| p.matches(group)))
+            }
         }
-        self.all || self.groups.contains(group) || self.patterns.iter().any(|p| p.matches(group))
+    }
+
+    fn named_mut(&mut self) -> &mut NamedGrants {
+        self.named.get_or_insert_with(Box::default)
+    }
+
+    fn nothing_revoked(&self) -> bool {
+        self.named.as_ref().is_none_or(|n| n.revoked.is_empty())
     }
 }
 
@@ -151,11 +170,11 @@ impl Permissions {
         match (target, plural) {
             (None, _) => grant.all = true,
             (Some(group), false) if !group.is_empty() => {
-                grant.groups.insert(group.to_string());
+                grant.named_mut().groups.insert(group.to_string());
             }
             (Some(pattern), true) => {
                 if let Some(pattern) = GroupPattern::parse(pattern) {
-                    grant.patterns.push(pattern);
+                    grant.named_mut().patterns.push(pattern);
                 }
             }
             _ => {}
@@ -186,7 +205,7 @@ impl Permissions {
         let grant = self.grant(permission);
         match target {
             Some(group) => grant.allows(group),
-            None => grant.all && grant.revoked.is_empty(),
+            None => grant.all && grant.nothing_revoked(),
         }
     }
 
@@ -195,12 +214,15 @@ impl Permissions {
         let grant = self.grant_mut(permission);
         match target {
             Some(group) => {
-                grant.revoked.remove(group);
-                grant.groups.insert(group.to_string());
+                let named = grant.named_mut();
+                named.revoked.remove(group);
+                named.groups.insert(group.to_string());
             }
             None => {
                 grant.all = true;
-                grant.revoked.clear();
+                if let Some(named) = &mut grant.named {
+                    named.revoked.clear();
+                }
             }
         }
     }
@@ -211,8 +233,9 @@ impl Permissions {
         let grant = self.grant_mut(permission);
         match target {
             Some(group) => {
-                grant.groups.remove(group);
-                grant.revoked.insert(group.to_string());
+                let named = grant.named_mut();
+                named.groups.remove(group);
+                named.revoked.insert(group.to_string());
             }
             None => *grant = Grant::default(),
         }

@@ -106,25 +106,32 @@ pub struct ConnectionState {
     pub permissions: Permissions,
     /// `ce-connectionState` as last set by the app server, sent back on every event.
     pub upstream_state: Option<String>,
-    ack_ids: HashSet<u64>,
-    ack_order: VecDeque<u64>,
+    /// Successful `ackId`s, kept once the client sends its first one.
+    acks: Option<Box<AckWindow>>,
+}
+
+#[derive(Debug, Default)]
+struct AckWindow {
+    ids: HashSet<u64>,
+    order: VecDeque<u64>,
 }
 
 impl ConnectionState {
     /// Whether an `ackId` already succeeded.
     pub fn seen(&self, ack_id: u64) -> bool {
-        self.ack_ids.contains(&ack_id)
+        self.acks.as_ref().is_some_and(|w| w.ids.contains(&ack_id))
     }
 
     /// Records an `ackId`; false when it was seen before (a duplicate).
     pub fn first_time(&mut self, ack_id: u64) -> bool {
-        if !self.ack_ids.insert(ack_id) {
+        let window = self.acks.get_or_insert_with(Box::default);
+        if !window.ids.insert(ack_id) {
             return false;
         }
-        self.ack_order.push_back(ack_id);
-        if self.ack_order.len() > ACK_ID_WINDOW {
-            if let Some(old) = self.ack_order.pop_front() {
-                self.ack_ids.remove(&old);
+        window.order.push_back(ack_id);
+        if window.order.len() > ACK_ID_WINDOW {
+            if let Some(old) = window.order.pop_front() {
+                window.ids.remove(&old);
             }
         }
         true

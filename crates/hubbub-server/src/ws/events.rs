@@ -21,40 +21,35 @@ pub(super) enum Job {
 /// Events waiting per connection before new ones are refused.
 pub(super) const EVENT_QUEUE: usize = 64;
 
+/// A connection's queue of user events; its worker task starts with the first event.
+#[derive(Default)]
 pub(super) struct EventQueue {
     sender: Option<tokio::sync::mpsc::Sender<Job>>,
-    state: AppState,
-    hub: Arc<Hub>,
-    connection: Arc<Connection>,
+}
+
+/// Whether the hub has an event handler for this user event.
+pub(super) fn has_handler(state: &AppState, hub: &Hub, event: &str) -> bool {
+    state
+        .hub_settings
+        .get(&hub.name)
+        .user_handler(event)
+        .is_some()
 }
 
 impl EventQueue {
-    pub(super) fn new(state: &AppState, hub: &Arc<Hub>, connection: &Arc<Connection>) -> Self {
-        Self {
-            sender: None,
-            state: state.clone(),
-            hub: Arc::clone(hub),
-            connection: Arc::clone(connection),
-        }
-    }
-
-    pub(super) fn has_handler(&self, event: &str) -> bool {
-        self.state
-            .hub_settings
-            .get(&self.hub.name)
-            .user_handler(event)
-            .is_some()
-    }
-
     /// Queues a job, starting the connection's event worker on first use; gives the job back
     /// when the queue is full.
-    pub(super) fn push(&mut self, job: Job) -> Result<(), Job> {
+    pub(super) fn push(
+        &mut self,
+        state: &AppState,
+        connection: &Arc<Connection>,
+        job: Job,
+    ) -> Result<(), Job> {
         let sender = self.sender.get_or_insert_with(|| {
             let (sender, receiver) = tokio::sync::mpsc::channel(EVENT_QUEUE);
-            let (state, connection) = (self.state.clone(), Arc::clone(&self.connection));
-            self.state
+            state
                 .sockets
-                .spawn(run_events(receiver, state, connection));
+                .spawn(run_events(receiver, state.clone(), Arc::clone(connection)));
             sender
         });
         sender.try_send(job).map_err(|e| e.into_inner())

@@ -5,6 +5,7 @@ use super::*;
 
 /// Handles one data frame from the client.
 pub(super) fn on_frame(
+    state: &AppState,
     hub: &Hub,
     connection: &Arc<Connection>,
     events: &mut EventQueue,
@@ -18,13 +19,16 @@ pub(super) fn on_frame(
             } else {
                 DataType::Text
             };
-            if !events.has_handler("message") {
+            if !has_handler(state, hub, "message") {
                 connection.request_close(CloseRequest {
                     code: CLOSE_NORMAL,
                     reason: no_handler(hub, "message"),
                     notify: false,
                 });
-            } else if events.push(Job::Frame { data_type, data }).is_err() {
+            } else if events
+                .push(state, connection, Job::Frame { data_type, data })
+                .is_err()
+            {
                 connection.request_close(CloseRequest {
                     code: CLOSE_POLICY,
                     reason: "TooManyEvents".into(),
@@ -59,7 +63,7 @@ pub(super) fn on_frame(
             .with_sender(Arc::clone(&connection.id), false);
             hub.send_to_group(group, &message, &Default::default());
         }
-        Protocol::Json | Protocol::JsonReliable => on_json(hub, connection, events, &data),
+        Protocol::Json | Protocol::JsonReliable => on_json(state, hub, connection, events, &data),
     }
 }
 
@@ -108,6 +112,7 @@ pub(super) fn duplicate(ack_id: Option<u64>) -> (&'static str, String) {
 }
 
 pub(super) fn on_json(
+    state: &AppState,
     hub: &Hub,
     connection: &Arc<Connection>,
     events: &mut EventQueue,
@@ -182,7 +187,7 @@ pub(super) fn on_json(
             ack_id,
             data,
         } => {
-            if !events.has_handler(&event) {
+            if !has_handler(state, hub, &event) {
                 return ack(
                     connection,
                     ack_id,
@@ -193,11 +198,15 @@ pub(super) fn on_json(
                 return ack(connection, ack_id, Err(duplicate(ack_id)));
             }
             if events
-                .push(Job::Event {
-                    event,
-                    ack_id,
-                    data,
-                })
+                .push(
+                    state,
+                    connection,
+                    Job::Event {
+                        event,
+                        ack_id,
+                        data,
+                    },
+                )
                 .is_err()
             {
                 ack(
@@ -215,7 +224,7 @@ pub(super) fn on_json(
             event,
             data,
         } => {
-            if !events.has_handler(&event) {
+            if !has_handler(state, hub, &event) {
                 let message = no_handler(hub, &event);
                 return connection.send_text(cp::invoke_error(
                     &invocation_id,
@@ -223,11 +232,15 @@ pub(super) fn on_json(
                     &message,
                 ));
             }
-            if let Err(Job::Invoke { invocation_id, .. }) = events.push(Job::Invoke {
-                invocation_id,
-                event,
-                data,
-            }) {
+            if let Err(Job::Invoke { invocation_id, .. }) = events.push(
+                state,
+                connection,
+                Job::Invoke {
+                    invocation_id,
+                    event,
+                    data,
+                },
+            ) {
                 let message = "too many events are waiting for the event handler";
                 connection.send_text(cp::invoke_error(
                     &invocation_id,

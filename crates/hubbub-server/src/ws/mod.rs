@@ -197,11 +197,11 @@ async fn handle(
                     tracing::debug!(connection_id = %connection.id, "reliable session resumed");
                     let connected =
                         cp::connected(connection.user_id.as_deref(), &connection.id, Some(token));
-                    let state2 = state.clone();
+                    let state = state.clone();
                     let guard = state.sockets.token();
                     upgrade.on_upgrade(move |socket| async move {
                         let epoch = connection.resume(connected);
-                        run_socket(state2, hub, connection, socket, epoch).await;
+                        spawn_socket(state, hub, connection, socket, epoch);
                         drop(guard);
                     })
                 }
@@ -360,7 +360,7 @@ async fn handle(
             "connected",
             serde_json::json!({}),
         );
-        run_socket(state, hub, connection, socket, 1).await;
+        spawn_socket(state, hub, connection, socket, 1);
         drop(guard);
     }))
 }

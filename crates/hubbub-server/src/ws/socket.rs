@@ -15,104 +15,122 @@ pub(super) enum End {
     Superseded,
 }
 
-pub(super) async fn run_socket(
+/// Starts the socket's own task. It runs apart from the upgrade task, whose future carries the
+/// handshake's state for as long as it lives: an idle connection costs only what it needs.
+pub(super) fn spawn_socket(
     state: AppState,
     hub: Arc<Hub>,
     connection: Arc<Connection>,
     socket: WebSocket,
     epoch: u64,
 ) {
-    let (mut sink, mut stream) = socket.split();
-    let keep_alive = state
-        .hub_settings
-        .get(&hub.name)
-        .web_socket_keep_alive_interval_in_seconds
-        .map_or(state.client.keep_alive, Duration::from_secs);
-    let mut ping = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-    let mut events = EventQueue::new(&state, &hub, &connection);
-    let end = loop {
-        tokio::select! {
-            biased;
-            () = connection.wake.notified() => {
-                let Some(batch) = connection.take_batch(epoch) else {
-                    // Pass the wake-up on to the socket that took over.
-                    connection.wake.notify_one();
-                    break End::Superseded;
-                };
-                let woken = AtomicBool::new(false);
-                let outcome = tokio::select! {
-                    outcome = write_batch(&mut sink, batch, &connection) => outcome,
-                    () = close_requested(&connection, &woken) => Written::Abandoned,
-                    () = tokio::time::sleep(WRITE_STALL_TIMEOUT) => Written::Abandoned,
-                };
-                if woken.load(Ordering::Relaxed) {
-                    // The close watcher consumed a wake-up meant for the next batch.
-                    connection.wake.notify_one();
-                }
-                match outcome {
-                    Written::Ok => {}
-                    Written::Closed => break End::ServerClosed,
-                    Written::Failed => break End::Dropped,
-                    Written::Abandoned => {
-                        tracing::debug!(connection_id = %connection.id, "client is not reading; dropping it");
-                        connection.request_close(CloseRequest { code: CLOSE_POLICY, reason: "SlowClient".into(), notify: false });
-                        break End::ServerClosed;
+    let tracker = state.sockets.clone();
+    tracker.spawn(run_socket(state, hub, connection, socket, epoch));
+}
+
+/// The socket's loop. An `async move` block rather than an `async fn`: an `async fn` keeps its
+/// arguments twice in its future (as arguments and as moved locals), this holds each once, and
+/// the socket is used in place rather than split.
+#[allow(clippy::manual_async_fn)] // deliberate, see above
+fn run_socket(
+    state: AppState,
+    hub: Arc<Hub>,
+    connection: Arc<Connection>,
+    mut socket: WebSocket,
+    epoch: u64,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let keep_alive = state
+            .hub_settings
+            .get(&hub.name)
+            .web_socket_keep_alive_interval_in_seconds
+            .map_or(state.client.keep_alive, Duration::from_secs);
+        let mut ping = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let mut events = EventQueue::default();
+        let end = loop {
+            tokio::select! {
+                biased;
+                () = connection.wake.notified() => {
+                    let Some(batch) = connection.take_batch(epoch) else {
+                        // Pass the wake-up on to the socket that took over.
+                        connection.wake.notify_one();
+                        break End::Superseded;
+                    };
+                    let woken = AtomicBool::new(false);
+                    let outcome = tokio::select! {
+                        outcome = write_batch(&mut socket, batch, &connection) => outcome,
+                        () = close_requested(&connection, &woken) => Written::Abandoned,
+                        () = tokio::time::sleep(WRITE_STALL_TIMEOUT) => Written::Abandoned,
+                    };
+                    if woken.load(Ordering::Relaxed) {
+                        // The close watcher consumed a wake-up meant for the next batch.
+                        connection.wake.notify_one();
                     }
-                }
-            }
-            frame = stream.next() => {
-                last_heard = Instant::now();
-                match frame {
-                    Some(Ok(Message::Close(frame))) => {
-                        let reason = frame.map(|f| f.reason.to_string()).filter(|r| !r.is_empty());
-                        break End::ClientClosed(reason.unwrap_or_else(|| "ClientClosed".into()));
-                    }
-                    Some(Ok(Message::Text(text))) if text.len() > MAX_CLIENT_MESSAGE_BYTES => too_big(&connection),
-                    Some(Ok(Message::Binary(data))) if data.len() > MAX_CLIENT_MESSAGE_BYTES => too_big(&connection),
-                    Some(Ok(Message::Text(text))) => on_frame(&hub, &connection, &mut events, Bytes::from(text), false),
-                    Some(Ok(Message::Binary(data))) => on_frame(&hub, &connection, &mut events, data, true),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Err(e)) => {
-                        if is_too_big(&e) {
-                            too_big(&connection);
-                            continue;
+                    match outcome {
+                        Written::Ok => {}
+                        Written::Closed => break End::ServerClosed,
+                        Written::Failed => break End::Dropped,
+                        Written::Abandoned => {
+                            tracing::debug!(connection_id = %connection.id, "client is not reading; dropping it");
+                            connection.request_close(CloseRequest { code: CLOSE_POLICY, reason: "SlowClient".into(), notify: false });
+                            break End::ServerClosed;
                         }
-                        break End::Dropped;
-                    }
-                    None => break End::Dropped,
-                }
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > keep_alive * 3 {
-                    connection.request_close(CloseRequest { code: CLOSE_NORMAL, reason: "PingTimeout".into(), notify: true });
-                } else {
-                    let sent = tokio::time::timeout(WRITE_STALL_TIMEOUT, sink.send(Message::Ping(Bytes::new()))).await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        break End::Dropped;
                     }
                 }
+                frame = socket.next() => {
+                    last_heard = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Close(frame))) => {
+                            let reason = frame.map(|f| f.reason.to_string()).filter(|r| !r.is_empty());
+                            break End::ClientClosed(reason.unwrap_or_else(|| "ClientClosed".into()));
+                        }
+                        Some(Ok(Message::Text(text))) if text.len() > MAX_CLIENT_MESSAGE_BYTES => too_big(&connection),
+                        Some(Ok(Message::Binary(data))) if data.len() > MAX_CLIENT_MESSAGE_BYTES => too_big(&connection),
+                        Some(Ok(Message::Text(text))) => on_frame(&state, &hub, &connection, &mut events, Bytes::from(text), false),
+                        Some(Ok(Message::Binary(data))) => on_frame(&state, &hub, &connection, &mut events, data, true),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Err(e)) => {
+                            if is_too_big(&e) {
+                                too_big(&connection);
+                                continue;
+                            }
+                            break End::Dropped;
+                        }
+                        None => break End::Dropped,
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > keep_alive * 3 {
+                        connection.request_close(CloseRequest { code: CLOSE_NORMAL, reason: "PingTimeout".into(), notify: true });
+                    } else {
+                        let sent = tokio::time::timeout(WRITE_STALL_TIMEOUT, socket.send(Message::Ping(Bytes::new()))).await;
+                        if !matches!(sent, Ok(Ok(()))) {
+                            break End::Dropped;
+                        }
+                    }
+                }
             }
+        };
+        let server_closed = matches!(end, End::ServerClosed);
+        if matches!(end, End::ClientClosed(_)) {
+            // The reply to the client's close frame is queued by the WebSocket layer; send it.
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.flush()).await;
         }
-    };
-    let server_closed = matches!(end, End::ServerClosed);
-    if matches!(end, End::ClientClosed(_)) {
-        // The reply to the client's close frame is queued by the WebSocket layer; send it.
-        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, sink.flush()).await;
-    }
-    finish(&state, &hub, &connection, epoch, end);
-    if server_closed {
-        // Complete the closing handshake: reading until the client's close frame means the
-        // socket is not torn down with unread data (a reset would lose our last frames).
-        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
-            while let Some(Ok(frame)) = stream.next().await {
-                if matches!(frame, Message::Close(_)) {
-                    break;
+        finish(&state, &hub, &connection, epoch, end);
+        if server_closed {
+            // Complete the closing handshake: reading until the client's close frame means the
+            // socket is not torn down with unread data (a reset would lose our last frames).
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                while let Some(Ok(frame)) = socket.next().await {
+                    if matches!(frame, Message::Close(_)) {
+                        break;
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
+        }
     }
 }
 
@@ -128,7 +146,7 @@ pub(super) enum Written {
 
 /// Writes a batch with one flush at the end (or a close frame, after the `disconnected` message).
 pub(super) async fn write_batch(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    sink: &mut WebSocket,
     batch: crate::connection::Batch,
     connection: &Connection,
 ) -> Written {
