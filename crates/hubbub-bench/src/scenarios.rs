@@ -65,35 +65,65 @@ fn now_nanos() -> u128 {
         .unwrap_or_default()
 }
 
-async fn connect(url: &str) -> anyhow::Result<Client> {
+/// Where the clients connect: the URL's host resolved once, so a connect storm does not measure
+/// the generator's name lookups.
+async fn resolve(url: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let parsed = url::Url::parse(url).context("a client URL")?;
+    let host = parsed.host_str().context("a client URL without a host")?;
+    let port = parsed
+        .port_or_known_default()
+        .context("a client URL without a port")?;
+    let addr = tokio::net::lookup_host((host, port)).await?.next();
+    addr.with_context(|| format!("{host} does not resolve"))
+}
+
+async fn connect(url: &str, addr: std::net::SocketAddr) -> anyhow::Result<Client> {
     // Small buffers: the generator holds thousands of clients.
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let (client, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
+    let stream = TcpStream::connect(addr)
         .await
-        .with_context(|| "a WebSocket connection failed")?;
+        .with_context(|| "a TCP connection failed")?;
+    stream.set_nodelay(true)?;
+    let (client, _) = tokio_tungstenite::client_async_with_config(
+        url,
+        MaybeTlsStream::Plain(stream),
+        Some(config),
+    )
+    .await
+    .with_context(|| "a WebSocket connection failed")?;
     Ok(client)
 }
 
-/// Opens `count` clients with at most `concurrency` handshakes in flight; returns them with each
-/// connect latency in microseconds.
+/// Client URLs (with their tokens) for `count` subscribers of `groups`, minted ahead of the
+/// clock: token signing is the app server's work, not the service's.
+fn client_urls(target: &Target, count: usize, groups: &[&str]) -> Vec<String> {
+    (0..count)
+        .map(|i| target.client_url(&format!("user{i}"), groups))
+        .collect()
+}
+
+/// Opens a client per URL with at most `concurrency` handshakes in flight; returns them with
+/// each connect latency in microseconds.
 async fn open_many(
     target: &Target,
-    count: usize,
+    urls: Vec<String>,
     concurrency: usize,
     groups: &[&str],
 ) -> anyhow::Result<(Vec<Client>, Vec<u64>)> {
-    let urls: Vec<String> = (0..count)
-        .map(|i| target.client_url(&format!("user{i}"), groups))
-        .collect();
+    let Some(first) = urls.first() else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let addr = resolve(first).await?;
+    let count = urls.len();
     let hello = target.hello(groups);
     let results: Vec<anyhow::Result<(Client, u64)>> = futures_util::stream::iter(urls)
         .map(|url| {
             let hello = hello.clone();
             async move {
                 let started = Instant::now();
-                let mut client = connect(&url).await?;
+                let mut client = connect(&url, addr).await?;
                 if let Some(hello) = hello {
                     client.send(Message::Text(hello.into())).await?;
                 }
@@ -137,7 +167,8 @@ fn keep_reading(clients: Vec<Client>) -> Vec<tokio::task::JoinHandle<()>> {
 
 pub async fn idle(target: &Target, pid: Option<u32>, connections: usize) -> anyhow::Result<Report> {
     let before = pid.and_then(rss_bytes);
-    let (clients, _) = open_many(target, connections, 256, &["g"]).await?;
+    let urls = client_urls(target, connections, &["g"]);
+    let (clients, _) = open_many(target, urls, 256, &["g"]).await?;
     let readers = keep_reading(clients);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = pid.and_then(rss_bytes);
@@ -165,9 +196,11 @@ pub async fn connect_storm(
     connections: usize,
     concurrency: usize,
 ) -> anyhow::Result<Report> {
+    let urls = client_urls(target, connections, &["g"]);
     let cpu_before = cpu_seconds(pid);
+    let own_cpu_before = cpu_seconds(None);
     let started = Instant::now();
-    let (clients, mut latencies) = open_many(target, connections, concurrency, &["g"]).await?;
+    let (clients, mut latencies) = open_many(target, urls, concurrency, &["g"]).await?;
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
     let mut report = Report::new("connect-storm", target);
@@ -192,6 +225,13 @@ pub async fn connect_storm(
     if let (Some(a), Some(b)) = (cpu_before, cpu_seconds(pid)) {
         report.add(
             "server_cpu_seconds",
+            json!(b - a),
+            format!("{:.2} s", b - a),
+        );
+    }
+    if let (Some(a), Some(b)) = (own_cpu_before, cpu_seconds(None)) {
+        report.add(
+            "generator_cpu_seconds",
             json!(b - a),
             format!("{:.2} s", b - a),
         );
@@ -349,7 +389,8 @@ pub async fn broadcast(
     if options.size < 20 {
         bail!("--size must be at least 20 (the timestamp)");
     }
-    let (clients, _) = open_many(&target, options.subscribers, 256, &["g"]).await?;
+    let urls = client_urls(&target, options.subscribers, &["g"]);
+    let (clients, _) = open_many(&target, urls, 256, &["g"]).await?;
     let received = Arc::new(AtomicU64::new(0));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // Every subscriber reads; a sample of deliveries (1 in `sample`) records latency.

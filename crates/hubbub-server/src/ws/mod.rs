@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hubbub_proto::client_protocol::{self as cp, ClientMessage, DataType};
 use hubbub_proto::keys::KeySlot;
 use hubbub_proto::roles::{Permission, Permissions};

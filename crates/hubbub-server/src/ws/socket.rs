@@ -58,16 +58,26 @@ fn run_socket(
                         connection.wake.notify_one();
                         break End::Superseded;
                     };
-                    let woken = AtomicBool::new(false);
-                    let outcome = tokio::select! {
-                        outcome = write_batch(&mut socket, batch, &connection) => outcome,
-                        () = close_requested(&connection, &woken) => Written::Abandoned,
-                        () = tokio::time::sleep(WRITE_STALL_TIMEOUT) => Written::Abandoned,
+                    let write = write_batch(&mut socket, batch, &connection);
+                    tokio::pin!(write);
+                    // Most writes fit in the socket buffer at once: only a write that has to wait
+                    // arms the stall timer and the close watcher.
+                    let outcome = match write.as_mut().now_or_never() {
+                        Some(outcome) => outcome,
+                        None => {
+                            let woken = AtomicBool::new(false);
+                            let outcome = tokio::select! {
+                                outcome = &mut write => outcome,
+                                () = close_requested(&connection, &woken) => Written::Abandoned,
+                                () = tokio::time::sleep(WRITE_STALL_TIMEOUT) => Written::Abandoned,
+                            };
+                            if woken.load(Ordering::Relaxed) {
+                                // The close watcher consumed a wake-up meant for the next batch.
+                                connection.wake.notify_one();
+                            }
+                            outcome
+                        }
                     };
-                    if woken.load(Ordering::Relaxed) {
-                        // The close watcher consumed a wake-up meant for the next batch.
-                        connection.wake.notify_one();
-                    }
                     match outcome {
                         Written::Ok => {}
                         Written::Closed => break End::ServerClosed,
