@@ -42,6 +42,10 @@ struct Cli {
     /// Hub to use.
     #[arg(long, default_value = "bench")]
     hub: String,
+    /// How Hubbub's subscribers speak: raw frames (simple), json (`json.webpubsub.azure.v1`) or
+    /// json-reliable (`json.reliable.webpubsub.azure.v1`, sequence ids acknowledged).
+    #[arg(long, value_enum, default_value_t = target::ClientProtocol::Simple)]
+    protocol: target::ClientProtocol,
     /// Print JSON only (no table).
     #[arg(long)]
     json: bool,
@@ -94,9 +98,34 @@ enum Scenario {
         /// Messages per second; 0 publishes as fast as the server accepts.
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
-        /// REST requests in flight at once (for the maximum rate).
+        /// Publishers at once (for the maximum rate).
         #[arg(long, default_value_t = 16)]
         publishers: usize,
+        /// Publish through the REST API or from clients (Hubbub only).
+        #[arg(long, value_enum, default_value_t = scenarios::PublishFrom::Rest)]
+        publish_from: scenarios::PublishFrom,
+    },
+    /// Many small groups: N connections dealt into G groups, each message to a random group.
+    Groups {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long, default_value_t = 1000)]
+        groups: usize,
+        /// Payload bytes per message (at least 24: the timestamp).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seconds to publish.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Messages per second; 0 publishes as fast as the server accepts.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Publishers at once (for the maximum rate).
+        #[arg(long, default_value_t = 16)]
+        publishers: usize,
+        /// Publish through the REST API or from clients (Hubbub only).
+        #[arg(long, value_enum, default_value_t = scenarios::PublishFrom::Rest)]
+        publish_from: scenarios::PublishFrom,
     },
 }
 
@@ -113,7 +142,7 @@ fn main() -> anyhow::Result<()> {
             let cs = cli
                 .connection_string
                 .ok_or_else(|| anyhow::anyhow!("--connection-string is required"))?;
-            target::Target::hubbub(&cs, &cli.hub)?
+            target::Target::hubbub(&cs, &cli.hub, cli.protocol)?
         }
         Some("ws") => target::Target::Ws {
             ws_url: need(cli.ws_url, "--ws-url")?,
@@ -156,16 +185,43 @@ fn main() -> anyhow::Result<()> {
                 seconds,
                 rate,
                 publishers,
+                publish_from,
             } => {
                 scenarios::broadcast(
                     std::sync::Arc::new(target),
                     cli.server_pid,
                     scenarios::BroadcastOptions {
                         subscribers,
+                        groups: 1,
                         size,
                         seconds,
                         rate,
                         publishers,
+                        from: publish_from,
+                    },
+                )
+                .await
+            }
+            Scenario::Groups {
+                connections,
+                groups,
+                size,
+                seconds,
+                rate,
+                publishers,
+                publish_from,
+            } => {
+                scenarios::broadcast(
+                    std::sync::Arc::new(target),
+                    cli.server_pid,
+                    scenarios::BroadcastOptions {
+                        subscribers: connections,
+                        groups,
+                        size,
+                        seconds,
+                        rate,
+                        publishers,
+                        from: publish_from,
                     },
                 )
                 .await

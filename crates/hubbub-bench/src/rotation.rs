@@ -81,7 +81,7 @@ pub async fn rotation(target: Arc<Target>, options: RotationOptions) -> anyhow::
         .read_buffer_size(4096)
         .write_buffer_size(0);
     let urls: Vec<String> = (0..options.connections)
-        .map(|i| target.client_url(&format!("r{i}"), &["g"]))
+        .map(|i| target.client_url(&format!("r{i}"), &["g"], &[]))
         .collect();
     let clients: Vec<_> = futures_util::stream::iter(urls)
         .map(|url| async move {

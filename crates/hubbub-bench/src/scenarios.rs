@@ -3,7 +3,7 @@
 //! spends almost nothing per message: it reads the 20-digit publish timestamp at the front.
 
 use crate::proc_stats::{cpu_seconds, rss_bytes};
-use crate::target::{payloads, Target};
+use crate::target::{payloads, sequence_id, Target};
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -77,17 +78,27 @@ async fn resolve(url: &str) -> anyhow::Result<std::net::SocketAddr> {
     addr.with_context(|| format!("{host} does not resolve"))
 }
 
-async fn connect(url: &str, addr: std::net::SocketAddr) -> anyhow::Result<Client> {
+async fn connect(
+    url: &str,
+    addr: std::net::SocketAddr,
+    subprotocol: Option<&str>,
+) -> anyhow::Result<Client> {
     // Small buffers: the generator holds thousands of clients.
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
+    let mut request = url.into_client_request()?;
+    if let Some(subprotocol) = subprotocol {
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", subprotocol.parse()?);
+    }
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| "a TCP connection failed")?;
     stream.set_nodelay(true)?;
     let (client, _) = tokio_tungstenite::client_async_with_config(
-        url,
+        request,
         MaybeTlsStream::Plain(stream),
         Some(config),
     )
@@ -96,39 +107,62 @@ async fn connect(url: &str, addr: std::net::SocketAddr) -> anyhow::Result<Client
     Ok(client)
 }
 
-/// Client URLs (with their tokens) for `count` subscribers of `groups`, minted ahead of the
+/// The name of group `k` of `groups`: `g` when there is one.
+fn group_name(k: usize, groups: usize) -> String {
+    if groups <= 1 {
+        "g".to_string()
+    } else {
+        format!("g{k}")
+    }
+}
+
+/// Members of group `k` when `connections` are dealt round-robin into `groups`.
+fn group_size(k: usize, connections: usize, groups: usize) -> u64 {
+    let groups = groups.max(1);
+    (connections / groups + usize::from(k < connections % groups)) as u64
+}
+
+/// One subscriber to open: its URL (with its token) and what it says after the handshake.
+struct Subscriber {
+    url: String,
+    hello: Option<String>,
+}
+
+/// `count` subscribers dealt round-robin into `groups`, with URLs and tokens minted ahead of the
 /// clock: token signing is the app server's work, not the service's.
-fn client_urls(target: &Target, count: usize, groups: &[&str]) -> Vec<String> {
+fn subscribers(target: &Target, count: usize, groups: usize) -> Vec<Subscriber> {
     (0..count)
-        .map(|i| target.client_url(&format!("user{i}"), groups))
+        .map(|i| {
+            let group = group_name(i % groups.max(1), groups);
+            Subscriber {
+                url: target.client_url(&format!("user{i}"), &[&group], &[]),
+                hello: target.hello(&[&group]),
+            }
+        })
         .collect()
 }
 
-/// Opens a client per URL with at most `concurrency` handshakes in flight; returns them with
-/// each connect latency in microseconds.
+/// Opens every subscriber with at most `concurrency` handshakes in flight; returns the clients
+/// with each connect latency in microseconds.
 async fn open_many(
     target: &Target,
-    urls: Vec<String>,
+    subscribers: Vec<Subscriber>,
     concurrency: usize,
-    groups: &[&str],
 ) -> anyhow::Result<(Vec<Client>, Vec<u64>)> {
-    let Some(first) = urls.first() else {
+    let Some(first) = subscribers.first() else {
         return Ok((Vec::new(), Vec::new()));
     };
-    let addr = resolve(first).await?;
-    let count = urls.len();
-    let hello = target.hello(groups);
-    let results: Vec<anyhow::Result<(Client, u64)>> = futures_util::stream::iter(urls)
-        .map(|url| {
-            let hello = hello.clone();
-            async move {
-                let started = Instant::now();
-                let mut client = connect(&url, addr).await?;
-                if let Some(hello) = hello {
-                    client.send(Message::Text(hello.into())).await?;
-                }
-                Ok((client, started.elapsed().as_micros() as u64))
+    let addr = resolve(&first.url).await?;
+    let count = subscribers.len();
+    let subprotocol = target.subprotocol();
+    let results: Vec<anyhow::Result<(Client, u64)>> = futures_util::stream::iter(subscribers)
+        .map(|subscriber| async move {
+            let started = Instant::now();
+            let mut client = connect(&subscriber.url, addr, subprotocol).await?;
+            if let Some(hello) = subscriber.hello {
+                client.send(Message::Text(hello.into())).await?;
             }
+            Ok((client, started.elapsed().as_micros() as u64))
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
@@ -167,8 +201,7 @@ fn keep_reading(clients: Vec<Client>) -> Vec<tokio::task::JoinHandle<()>> {
 
 pub async fn idle(target: &Target, pid: Option<u32>, connections: usize) -> anyhow::Result<Report> {
     let before = pid.and_then(rss_bytes);
-    let urls = client_urls(target, connections, &["g"]);
-    let (clients, _) = open_many(target, urls, 256, &["g"]).await?;
+    let (clients, _) = open_many(target, subscribers(target, connections, 1), 256).await?;
     let readers = keep_reading(clients);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = pid.and_then(rss_bytes);
@@ -196,11 +229,11 @@ pub async fn connect_storm(
     connections: usize,
     concurrency: usize,
 ) -> anyhow::Result<Report> {
-    let urls = client_urls(target, connections, &["g"]);
+    let subscribers = subscribers(target, connections, 1);
     let cpu_before = cpu_seconds(pid);
     let own_cpu_before = cpu_seconds(None);
     let started = Instant::now();
-    let (clients, mut latencies) = open_many(target, urls, concurrency, &["g"]).await?;
+    let (clients, mut latencies) = open_many(target, subscribers, concurrency).await?;
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
     let mut report = Report::new("connect-storm", target);
@@ -240,12 +273,26 @@ pub async fn connect_storm(
     Ok(report)
 }
 
+/// Where published messages come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublishFrom {
+    /// The REST API, with signed tokens (as the server SDKs do).
+    Rest,
+    /// Clients on `json.webpubsub.azure.v1` with the `webpubsub.sendToGroup` role, each message
+    /// with an `ackId` awaited before the next (Hubbub only).
+    Clients,
+}
+
 pub struct BroadcastOptions {
+    /// Connections, dealt round-robin into `groups`.
     pub subscribers: usize,
+    /// 1 is the broadcast scenario (group `g`); more spreads messages over random groups.
+    pub groups: usize,
     pub size: usize,
     pub seconds: f64,
     pub rate: f64,
     pub publishers: usize,
+    pub from: PublishFrom,
 }
 
 fn payload(size: usize) -> String {
@@ -259,14 +306,14 @@ fn payload(size: usize) -> String {
 /// Messages a NATS publisher sends before it waits for a PONG.
 const NATS_WINDOW: u64 = 64;
 
-/// Sends messages to group `g` of the target.
+/// Sends messages to a group of the target.
 enum Publisher {
     /// The Pusher HTTP API: each request signed anew.
     Pusher { http: reqwest::Client },
+    /// Hubbub's REST API (a URL and token per group, signed once) or the `ws` peer's publish URL.
     Http {
         http: reqwest::Client,
-        url: String,
-        token: Option<String>,
+        urls: std::collections::HashMap<String, (String, Option<String>)>,
     },
     /// NATS over TCP; every `NATS_WINDOW` messages a PING waits for its PONG, so the publisher
     /// cannot run arbitrarily far ahead of the server.
@@ -275,26 +322,44 @@ enum Publisher {
         reader: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
         sent: u64,
     },
+    /// A Hubbub client sending `sendToGroup` messages and awaiting each ack.
+    Client { client: Client, ack_id: u64 },
 }
 
 impl Publisher {
-    async fn open(target: &Target, http: reqwest::Client) -> anyhow::Result<Self> {
+    async fn open(
+        target: &Target,
+        http: reqwest::Client,
+        from: PublishFrom,
+        index: usize,
+    ) -> anyhow::Result<Self> {
+        if from == PublishFrom::Clients {
+            let Target::Hubbub { .. } = target else {
+                bail!("--publish-from clients is for Hubbub only");
+            };
+            let url = target.client_url(
+                &format!("publisher{index}"),
+                &[],
+                &["webpubsub.sendToGroup"],
+            );
+            let addr = resolve(&url).await?;
+            let mut client = connect(&url, addr, Some("json.webpubsub.azure.v1")).await?;
+            // The `connected` message comes first.
+            client
+                .next()
+                .await
+                .context("the publisher's connected message")??;
+            return Ok(Publisher::Client { client, ack_id: 0 });
+        }
         Ok(match target {
-            Target::Hubbub { .. } => {
-                let (url, token) = target
-                    .rest("/groups/g/:send?api-version=2024-12-01")
-                    .context("a REST URL")?;
-                Publisher::Http {
-                    http,
-                    url,
-                    token: Some(token),
-                }
-            }
+            Target::Hubbub { .. } => Publisher::Http {
+                http,
+                urls: Default::default(),
+            },
             Target::Pusher { .. } => Publisher::Pusher { http },
             Target::Ws { publish_url, .. } => Publisher::Http {
                 http,
-                url: publish_url.clone(),
-                token: None,
+                urls: [("g".to_string(), (publish_url.clone(), None))].into(),
             },
             Target::Nats { tcp_addr, .. } => {
                 let stream = TcpStream::connect(tcp_addr)
@@ -315,8 +380,8 @@ impl Publisher {
         })
     }
 
-    /// Publishes one message.
-    async fn publish(&mut self, target: &Target, payload: &str) -> anyhow::Result<()> {
+    /// Publishes one message to `group`.
+    async fn publish(&mut self, target: &Target, group: &str, payload: &str) -> anyhow::Result<()> {
         match self {
             Publisher::Pusher { http } => {
                 let (url, body) = target.pusher_publish(payload).context("a Pusher request")?;
@@ -332,7 +397,14 @@ impl Publisher {
                 }
                 Ok(())
             }
-            Publisher::Http { http, url, token } => {
+            Publisher::Http { http, urls } => {
+                if !urls.contains_key(group) {
+                    let (url, token) = target
+                        .rest(&format!("/groups/{group}/:send?api-version=2024-12-01"))
+                        .context("a REST URL")?;
+                    urls.insert(group.to_string(), (url, Some(token)));
+                }
+                let (url, token) = &urls[group];
                 let mut request = http
                     .post(url.as_str())
                     .header("content-type", "text/plain")
@@ -353,7 +425,7 @@ impl Publisher {
             } => {
                 use tokio::io::AsyncBufReadExt;
                 writer
-                    .write_all(format!("PUB g {}\r\n{payload}\r\n", payload.len()).as_bytes())
+                    .write_all(format!("PUB {group} {}\r\n{payload}\r\n", payload.len()).as_bytes())
                     .await?;
                 *sent += 1;
                 if sent.is_multiple_of(NATS_WINDOW) {
@@ -377,10 +449,46 @@ impl Publisher {
                 }
                 Ok(())
             }
+            Publisher::Client { client, ack_id } => {
+                *ack_id += 1;
+                let message = json!({"type": "sendToGroup", "group": group, "dataType": "text", "data": payload, "ackId": *ack_id, "noEcho": true});
+                client
+                    .send(Message::Text(message.to_string().into()))
+                    .await?;
+                loop {
+                    let frame = client.next().await.context("the publisher was closed")??;
+                    let Message::Text(text) = frame else { continue };
+                    let reply: Value = serde_json::from_str(text.as_str())?;
+                    if reply["type"] == "ack" && reply["ackId"] == *ack_id {
+                        if reply["success"] != true {
+                            bail!("a sendToGroup was refused: {}", reply["error"]);
+                        }
+                        return Ok(());
+                    }
+                }
+            }
         }
     }
 }
 
+/// A small xorshift generator: the groups messages go to.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+}
+
+/// Reliable subscribers acknowledge after this many messages.
+const ACK_EVERY: u64 = 64;
+
+/// Subscribers in `groups` groups; messages published (through REST or from clients) to one
+/// random group each, or to `g` when there is one group. Counts deliveries and losses, and
+/// samples end-to-end latency from the timestamp each payload carries.
 pub async fn broadcast(
     target: Arc<Target>,
     pid: Option<u32>,
@@ -389,12 +497,21 @@ pub async fn broadcast(
     if options.size < 20 {
         bail!("--size must be at least 20 (the timestamp)");
     }
-    let urls = client_urls(&target, options.subscribers, &["g"]);
-    let (clients, _) = open_many(&target, urls, 256, &["g"]).await?;
+    let groups = options.groups.max(1);
+    if groups > 1 && matches!(*target, Target::Ws { .. } | Target::Pusher { .. }) {
+        bail!("several groups are for Hubbub and NATS only");
+    }
+    let (clients, _) = open_many(
+        &target,
+        subscribers(&target, options.subscribers, groups),
+        256,
+    )
+    .await?;
     let received = Arc::new(AtomicU64::new(0));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // Every subscriber reads; a sample of deliveries (1 in `sample`) records latency.
     let sample = if options.rate > 0.0 { 1 } else { 16 };
+    let reliable = target.reliable();
     let readers: Vec<_> = clients
         .into_iter()
         .map(|mut client| {
@@ -405,6 +522,7 @@ pub async fn broadcast(
                 let mut latencies: Vec<u64> = Vec::new();
                 let mut found: Vec<(usize, usize)> = Vec::new();
                 let mut n = 0u64;
+                let mut acked = 0u64;
                 loop {
                     let frame = tokio::select! {
                         frame = client.next() => frame,
@@ -430,6 +548,18 @@ pub async fn broadcast(
                             }
                         }
                     }
+                    if reliable {
+                        if let Some(sequence) =
+                            sequence_id(bytes).filter(|s| s.saturating_sub(acked) >= ACK_EVERY)
+                        {
+                            acked = sequence;
+                            let ack =
+                                format!(r#"{{"type":"sequenceAck","sequenceId":{sequence}}}"#);
+                            if client.send(Message::Text(ack.into())).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
                 }
                 latencies
             })
@@ -441,6 +571,7 @@ pub async fn broadcast(
         .pool_max_idle_per_host(options.publishers.max(1))
         .build()?;
     let published = Arc::new(AtomicU64::new(0));
+    let expected = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let server_cpu_before = cpu_seconds(pid);
     let own_cpu_before = cpu_seconds(None);
@@ -453,31 +584,41 @@ pub async fn broadcast(
     };
     let interval = (options.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / options.rate));
     let tasks: Vec<_> = (0..publishers)
-        .map(|_| {
-            let (http, target, published, failed, size) = (
+        .map(|index| {
+            let (http, target, published, expected, failed) = (
                 http.clone(),
                 Arc::clone(&target),
                 Arc::clone(&published),
+                Arc::clone(&expected),
                 Arc::clone(&failed),
-                options.size,
             );
+            let (size, from, connections) = (options.size, options.from, options.subscribers);
             tokio::spawn(async move {
-                let mut publisher = match Publisher::open(&target, http).await {
+                let mut publisher = match Publisher::open(&target, http, from, index).await {
                     Ok(p) => p,
                     Err(_) => {
                         failed.fetch_add(1, Ordering::Relaxed);
                         return;
                     }
                 };
+                let names: Vec<String> = (0..groups).map(|k| group_name(k, groups)).collect();
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1));
                 let mut ticker = interval.map(tokio::time::interval);
                 while Instant::now() < deadline {
                     if let Some(ticker) = ticker.as_mut() {
                         ticker.tick().await;
                     }
-                    match publisher.publish(&target, &payload(size)).await {
-                        Ok(()) => published.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                    };
+                    let k = rng.below(groups);
+                    match publisher.publish(&target, &names[k], &payload(size)).await {
+                        Ok(()) => {
+                            published.fetch_add(1, Ordering::Relaxed);
+                            expected
+                                .fetch_add(group_size(k, connections, groups), Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             })
         })
@@ -486,7 +627,7 @@ pub async fn broadcast(
         let _ = task.await;
     }
     let publish_seconds = started.elapsed().as_secs_f64();
-    let expected = published.load(Ordering::Relaxed) * options.subscribers as u64;
+    let expected = expected.load(Ordering::Relaxed);
     let drain_deadline = Instant::now() + Duration::from_secs(10);
     while received.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -510,12 +651,24 @@ pub async fn broadcast(
     }
     latencies.sort_unstable();
 
-    let mut report = Report::new("broadcast", &target);
+    let scenario = if groups > 1 { "groups" } else { "broadcast" };
+    let mut report = Report::new(scenario, &target);
     report.add(
         "subscribers",
         json!(options.subscribers),
         options.subscribers.to_string(),
     );
+    if groups > 1 {
+        report.add("groups", json!(groups), groups.to_string());
+    }
+    if let Some(subprotocol) = target.subprotocol() {
+        report.add("subprotocol", json!(subprotocol), subprotocol.to_string());
+    }
+    let from = match options.from {
+        PublishFrom::Rest => "rest",
+        PublishFrom::Clients => "clients",
+    };
+    report.add("published_from", json!(from), from.to_string());
     report.add(
         "message_bytes",
         json!(options.size),

@@ -13,6 +13,7 @@ pub enum Target {
         endpoint: String,
         key: String,
         hub: String,
+        protocol: ClientProtocol,
     },
     /// Subscribers connect to `ws_url`; `POST publish_url` with the payload broadcasts it.
     Ws { ws_url: String, publish_url: String },
@@ -29,6 +30,27 @@ pub enum Target {
     },
 }
 
+/// How Hubbub's subscribers speak: raw frames, or one of the JSON subprotocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientProtocol {
+    /// No subprotocol: a message arrives as its raw payload.
+    Simple,
+    /// `json.webpubsub.azure.v1`.
+    Json,
+    /// `json.reliable.webpubsub.azure.v1`: sequence ids, acknowledged by the generator.
+    JsonReliable,
+}
+
+impl ClientProtocol {
+    pub fn subprotocol(self) -> Option<&'static str> {
+        match self {
+            ClientProtocol::Simple => None,
+            ClientProtocol::Json => Some("json.webpubsub.azure.v1"),
+            ClientProtocol::JsonReliable => Some("json.reliable.webpubsub.azure.v1"),
+        }
+    }
+}
+
 fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -41,13 +63,37 @@ fn sign(claims: serde_json::Value, key: &str) -> String {
 }
 
 impl Target {
-    pub fn hubbub(connection_string: &str, hub: &str) -> anyhow::Result<Self> {
+    pub fn hubbub(
+        connection_string: &str,
+        hub: &str,
+        protocol: ClientProtocol,
+    ) -> anyhow::Result<Self> {
         let parsed = ConnectionString::parse(connection_string).context("the connection string")?;
         Ok(Self::Hubbub {
             endpoint: parsed.endpoint,
             key: parsed.access_key,
             hub: hub.to_string(),
+            protocol,
         })
+    }
+
+    /// The WebSocket subprotocol subscribers ask for.
+    pub fn subprotocol(&self) -> Option<&'static str> {
+        match self {
+            Target::Hubbub { protocol, .. } => protocol.subprotocol(),
+            _ => None,
+        }
+    }
+
+    /// Whether subscribers must acknowledge sequence ids.
+    pub fn reliable(&self) -> bool {
+        matches!(
+            self,
+            Target::Hubbub {
+                protocol: ClientProtocol::JsonReliable,
+                ..
+            }
+        )
     }
 
     pub fn name(&self) -> &'static str {
@@ -59,12 +105,17 @@ impl Target {
         }
     }
 
-    /// The URL a subscriber in `groups` connects to.
-    pub fn client_url(&self, user: &str, groups: &[&str]) -> String {
+    /// The URL a subscriber in `groups` (with `roles`, Hubbub only) connects to.
+    pub fn client_url(&self, user: &str, groups: &[&str], roles: &[&str]) -> String {
         match self {
-            Target::Hubbub { endpoint, key, hub } => {
+            Target::Hubbub {
+                endpoint, key, hub, ..
+            } => {
                 let now = now_secs();
-                let claims = json!({"aud": format!("{endpoint}/client/hubs/{hub}"), "iat": now, "exp": now + 3600, "sub": user, "webpubsub.group": groups});
+                let mut claims = json!({"aud": format!("{endpoint}/client/hubs/{hub}"), "iat": now, "exp": now + 3600, "sub": user, "webpubsub.group": groups});
+                if !roles.is_empty() {
+                    claims["role"] = json!(roles);
+                }
                 let ws = endpoint.replacen("http", "ws", 1);
                 format!("{ws}/client/hubs/{hub}?access_token={}", sign(claims, key))
             }
@@ -134,7 +185,9 @@ impl Target {
     /// A Hubbub REST URL and its bearer token (`aud` = the full URL, as the JS SDK signs it).
     pub fn rest(&self, path_and_query: &str) -> Option<(String, String)> {
         match self {
-            Target::Hubbub { endpoint, key, hub } => {
+            Target::Hubbub {
+                endpoint, key, hub, ..
+            } => {
                 let url = format!("{endpoint}/api/hubs/{hub}{path_and_query}");
                 let now = now_secs();
                 let token = sign(json!({"aud": url, "iat": now, "exp": now + 3600}), key);
@@ -184,8 +237,36 @@ pub fn payloads(target: &Target, frame: &[u8], out: &mut Vec<(usize, usize)>) {
                 }
             }
         }
+        Target::Hubbub {
+            protocol: ClientProtocol::Json | ClientProtocol::JsonReliable,
+            ..
+        } => {
+            // {"type":"message","from":"group","group":"g","dataType":"text","data":"<payload>"...}
+            if find(frame, b"\"type\":\"message\"").is_none() {
+                return;
+            }
+            if let Some(at) = find(frame, b"\"data\":\"") {
+                let start = at + 8;
+                if let Some(len) = find(&frame[start..], b"\"") {
+                    out.push((start, start + len));
+                }
+            }
+        }
         _ => out.push((0, frame.len())),
     }
+}
+
+/// The `sequenceId` of a reliable-protocol frame.
+pub fn sequence_id(frame: &[u8]) -> Option<u64> {
+    let at = find(frame, b"\"sequenceId\":")? + 13;
+    let digits = frame[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&frame[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
