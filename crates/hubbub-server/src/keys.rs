@@ -75,6 +75,54 @@ impl KeyRing {
         ring
     }
 
+    /// The ring after `slot` got `value` at `now` (its version + 1): a rotation requirement on the
+    /// slot is cleared, and the old value keeps verifying until `grace_until` when one is given.
+    /// Returns the new ring and the slot's previous version.
+    pub fn regenerated(
+        &self,
+        slot: KeySlot,
+        value: Secret,
+        now: UnixMillis,
+        grace_until: Option<UnixMillis>,
+    ) -> (KeyRing, u64) {
+        let old = self.slot(slot);
+        let mut ring = self.with_slot(
+            slot,
+            SlotKey {
+                value,
+                version: old.version + 1,
+                created_at: now,
+            },
+        );
+        if let Some(until) = grace_until {
+            ring.retiring
+                .retain(|k| !(k.slot == slot && k.version == old.version));
+            ring.retiring.push(RetiringKey {
+                slot,
+                version: old.version,
+                value: old.value.clone(),
+                until,
+            });
+        }
+        (ring, old.version)
+    }
+
+    /// The ring with `requirement` replacing any requirement on its slot.
+    pub fn with_requirement(&self, requirement: RotationRequirement) -> KeyRing {
+        let mut ring = self.clone();
+        ring.requirements.retain(|r| r.slot != requirement.slot);
+        ring.requirements.push(requirement);
+        ring
+    }
+
+    /// The old values whose grace period is over at `now`, and the ring without them.
+    pub fn without_ended_grace(&self, now: UnixMillis) -> (KeyRing, Vec<RetiringKey>) {
+        let mut ring = self.clone();
+        let (ended, kept) = self.retiring.iter().cloned().partition(|k| k.until <= now);
+        ring.retiring = kept;
+        (ring, ended)
+    }
+
     /// Keys that may verify an access token now: primary, secondary, then old values whose grace
     /// has not ended.
     pub fn candidates(&self, now: UnixMillis) -> Vec<Candidate<'_>> {
@@ -205,6 +253,16 @@ impl Keys {
 
     fn lock_write(&self) -> std::sync::MutexGuard<'_, ()> {
         self.0.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `ring` the current one, mirrored to the store first (cluster mode: the ring came
+    /// from the cluster's key bucket). Blocking (SQLite).
+    pub fn install(&self, ring: KeyRing) -> Result<Arc<KeyRing>, StoreError> {
+        let _write = self.lock_write();
+        self.0.store.mirror_ring(&ring)?;
+        let ring = Arc::new(ring);
+        self.0.ring.store(Arc::clone(&ring));
+        Ok(ring)
     }
 
     /// Replaces one slot with a freshly generated value: durable in the store before it takes

@@ -43,6 +43,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("start-up was interrupted")]
     Interrupted,
 }
@@ -142,6 +144,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         origin,
         config.event_handler_timeout,
     ));
+    // Cluster mode: join before serving, so a node that cannot reach NATS never serves.
+    let shutdown = CancellationToken::new();
+    let hubs: Arc<crate::hub::Hubs> = Arc::default();
+    let cluster = match &config.cluster {
+        Some(cluster) => {
+            Some(crate::cluster::Cluster::join(cluster, &keys, &hubs, shutdown.clone()).await?)
+        }
+        None => None,
+    };
     let state = AppState {
         hub_settings: Arc::new(hub_settings),
         upstream,
@@ -149,13 +160,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         endpoints: endpoints.clone().into(),
         admin_token: Arc::new(instance.admin_token.clone()),
         token_leeway_secs: config.token_leeway_secs,
-        hubs: Arc::default(),
+        hubs,
         client: ClientSettings {
             keep_alive: config.keep_alive,
             reconnect_grace: config.reconnect_grace,
         },
         sockets: TaskTracker::new(),
-        shutdown: CancellationToken::new(),
+        shutdown,
+        cluster,
         key_max_age_days: config.key_max_age_days,
         notifications: Arc::new(config.notifications.clone()),
         portal: Arc::default(),

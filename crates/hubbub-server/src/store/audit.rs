@@ -4,7 +4,7 @@
 use super::{Store, StoreError};
 use crate::clock::UnixMillis;
 use hubbub_proto::keys::KeySlot;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// An event to record. Never carries key material.
 #[derive(Debug, Clone, Copy, Default)]
@@ -61,6 +61,45 @@ impl Store {
     /// Records one event (synchronously committed).
     pub fn append_audit(&self, entry: &AuditEntry<'_>) -> Result<(), StoreError> {
         append(&self.lock(), entry)?;
+        Ok(())
+    }
+
+    /// The last sequence of the cluster's audit stream copied here (0: none).
+    pub fn audit_mirror_seq(&self) -> Result<u64, StoreError> {
+        let seq: Option<i64> = self
+            .lock()
+            .query_row(
+                "SELECT seq FROM cluster_mirror WHERE name = 'audit'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(seq.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Copies event `seq` of the cluster's audit stream, once: an event at or below the last
+    /// copied sequence is skipped. The event and the sequence are written in one transaction.
+    pub fn mirror_audit(&self, entry: &AuditEntry<'_>, seq: u64) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let last: i64 = tx
+            .query_row(
+                "SELECT seq FROM cluster_mirror WHERE name = 'audit'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        if seq as i64 <= last {
+            return Ok(());
+        }
+        append(&tx, entry)?;
+        tx.execute(
+            "INSERT INTO cluster_mirror (name, seq) VALUES ('audit', ?1)
+             ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+            [seq as i64],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -38,6 +38,40 @@ impl EventQueue {
         }
     }
 
+    /// Cluster mode: hands a client's group message to the other nodes.
+    pub(super) fn forward_to_group(&self, group: &str, message: &Outgoing) {
+        if let Some(cluster) = &self.state.cluster {
+            cluster.bus.publish(
+                &self.hub.name,
+                crate::cluster::bus::Target::Group(group),
+                message,
+                &Default::default(),
+                None,
+            );
+        }
+    }
+
+    /// Acknowledges a join; in cluster mode only once the node's subscription to the group is in
+    /// place, so a send right after the ack reaches the client whichever node takes it.
+    pub(super) fn ack_join(
+        &self,
+        connection: &Arc<Connection>,
+        ack_id: Option<u64>,
+        result: Result<(), (&'static str, String)>,
+    ) {
+        match (self.state.hubs.interest(), ack_id, &result) {
+            (Some(sink), Some(_), Ok(())) => {
+                let (sink, seq) = (sink.clone(), sink.latest());
+                let connection = Arc::clone(connection);
+                tokio::spawn(async move {
+                    sink.settled(seq, crate::cluster::bus::INTEREST_WAIT).await;
+                    ack(&connection, ack_id, Ok(()));
+                });
+            }
+            _ => ack(connection, ack_id, result),
+        }
+    }
+
     pub(super) fn has_handler(&self, event: &str) -> bool {
         self.state
             .hub_settings

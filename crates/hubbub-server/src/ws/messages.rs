@@ -58,6 +58,7 @@ pub(super) fn on_frame(
             )
             .with_sender(Arc::clone(&connection.id), false);
             hub.send_to_group(group, &message, &Default::default());
+            events.forward_to_group(group, &message);
         }
         Protocol::Json | Protocol::JsonReliable => on_json(hub, connection, events, &data),
     }
@@ -141,7 +142,7 @@ pub(super) fn on_json(
                     hub.join(&connection.id, &group);
                     Ok(())
                 });
-            ack(connection, ack_id, result);
+            events.ack_join(connection, ack_id, result);
         }
         ClientMessage::LeaveGroup { group, ack_id } => {
             let result =
@@ -173,6 +174,7 @@ pub(super) fn on_json(
                     )
                     .with_sender(Arc::clone(&connection.id), no_echo);
                     hub.send_to_group(&group, &message, &Default::default());
+                    events.forward_to_group(&group, &message);
                     Ok(())
                 });
             ack(connection, ack_id, result);
