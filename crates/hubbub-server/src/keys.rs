@@ -429,6 +429,60 @@ mod tests {
     }
 
     #[test]
+    fn ring_changes_as_pure_functions_and_installing_a_ring_mirrors_it() {
+        let (_dir, keys, store, _) = keys();
+        let ring = keys.current();
+        let value = Secret::new("new-value".into());
+        let (next, old_version) =
+            ring.regenerated(KeySlot::Secondary, value.clone(), 5_000, Some(9_000));
+        assert_eq!(old_version, 1);
+        assert_eq!(
+            (next.secondary.version, next.secondary.created_at),
+            (2, 5_000)
+        );
+        assert_eq!(next.secondary.value, value);
+        assert_eq!(
+            next.primary.value, ring.primary.value,
+            "other slots untouched"
+        );
+        assert_eq!(next.retiring.len(), 1);
+        assert_eq!(next.retiring[0].value, ring.secondary.value);
+        let requirement = RotationRequirement {
+            slot: KeySlot::Primary,
+            version: 1,
+            deadline: 10_000,
+            reason: "r".into(),
+            required_at: 5_000,
+            actor: "a".into(),
+        };
+        let next = next.with_requirement(requirement.clone());
+        let next = next.with_requirement(RotationRequirement {
+            deadline: 20_000,
+            ..requirement
+        });
+        assert_eq!(next.requirements.len(), 1, "one requirement per slot");
+        let (after, ended) = next.without_ended_grace(9_000);
+        assert_eq!((ended.len(), after.retiring.len()), (1, 0));
+        let (_, none) = next.without_ended_grace(8_999);
+        assert!(none.is_empty());
+
+        keys.install(after.clone()).unwrap();
+        assert_eq!(keys.current().secondary.value, value);
+        let on_disk = store.load_or_init(0).unwrap().keys;
+        assert_eq!(on_disk.secondary.value, value);
+        assert_eq!(on_disk.secondary.version, 2);
+        assert_eq!(store.rotation_requirements().unwrap()[0].deadline, 20_000);
+        assert!(store.retiring_keys().unwrap().is_empty());
+        let reloaded = Keys::load(
+            Arc::clone(&store),
+            &store.load_or_init(0).unwrap(),
+            ManualClock::new(0),
+        )
+        .unwrap();
+        assert_eq!(reloaded.current().secondary.value, value);
+    }
+
+    #[test]
     fn usage_counts_per_access_slot_and_survives_a_reload() {
         let (_dir, keys, store, _) = keys();
         keys.record_use(KeySlot::Secondary, UseKind::Rest);

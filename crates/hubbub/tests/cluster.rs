@@ -90,6 +90,19 @@ impl Nats {
         }
     }
 
+    /// Stops the server and deletes its store: JetStream forgets every bucket and stream.
+    fn lose_store(&mut self) {
+        self.stop();
+        for entry in std::fs::read_dir(self.store.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(path).unwrap();
+            } else {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+    }
+
     fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
@@ -649,5 +662,73 @@ async fn nodes_serve_on_without_nats_refuse_key_changes_and_resume_with_no_key_l
             Instant::now() < deadline,
             "messages do not cross nodes after NATS came back"
         );
+    }
+}
+
+/// The primary regenerations in a node's audit log.
+async fn primary_regenerations(node: &Node) -> usize {
+    let audit: Value = node
+        .http
+        .get(format!(
+            "{}/admin/audit?limit=500",
+            node.running().admin_url()
+        ))
+        .bearer_auth(node.admin_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    audit["value"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["event"] == "regenerated" && e["slot"] == "primary")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_that_lost_its_store_is_seeded_again_from_the_nodes_with_no_key_lost() {
+    let _serial = SERIAL.lock().await;
+    let mut nats = Nats::start();
+    let [a, b, c] = cluster(&nats);
+    let (status, body) = a.regenerate("Primary").await;
+    assert_eq!(status, 200, "{body}");
+    let (key, version) = converged(&[&a, &b, &c]).await;
+    assert_eq!(version, 2);
+
+    nats.lose_store();
+    nats.restart();
+    // The nodes create the bucket again and seed it with the keys they have.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new = loop {
+        let (status, body) = b.regenerate("Primary").await;
+        if status == 200 {
+            break body["primaryKey"].as_str().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no key change after NATS came back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(new, key);
+    assert_eq!(
+        converged(&[&a, &b, &c]).await,
+        (new.clone(), version + 1),
+        "the change applied on top of the keys of before"
+    );
+    // Audit events still reach every node's log (the new stream is copied from its start).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while primary_regenerations(&c).await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the regeneration after the loss is not in c's audit log"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

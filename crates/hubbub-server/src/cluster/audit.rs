@@ -110,22 +110,42 @@ impl AuditLog {
 /// Copies the stream into the local audit log until shutdown, resuming after the last copied
 /// sequence (kept in the same transaction as each copied event).
 pub(crate) async fn mirror(
-    stream: stream::Stream,
+    js: jetstream::Context,
+    replicas: usize,
     client: async_nats::Client,
     store: Arc<Store>,
+    mut reconnects: tokio::sync::watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) {
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        let last = {
+        // Gets the stream, or creates it again if JetStream lost it.
+        let mut stream = match open_stream(&js, replicas).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot open the audit stream yet");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let created = match stream.info().await {
+            Ok(info) => i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let position = {
             let store = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || store.audit_mirror_seq())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or(0)
+            tokio::task::spawn_blocking(move || store.audit_mirror_position(created)).await
+        };
+        let Ok(Ok(last)) = position else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
         };
         let consumer = stream
             .create_consumer(consumer::push::OrderedConfig {
@@ -157,6 +177,11 @@ pub(crate) async fn mirror(
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => return,
+                // After a reconnect, start over: the stream may be a new one.
+                changed = reconnects.changed() => match changed {
+                    Ok(()) => break,
+                    Err(_) => return,
+                },
                 next = messages.next() => next,
             };
             let message = match next {

@@ -20,7 +20,6 @@ use async_nats::jetstream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// How long a node waits for NATS at start before it gives up.
@@ -188,8 +187,8 @@ pub struct Cluster {
     pub(crate) ring: ring::RingSync,
     pub(crate) audit: audit::AuditLog,
     pub bus: bus::Bus,
-    /// Woken when the NATS connection comes back, so the node resyncs at once.
-    reconnected: Arc<Notify>,
+    /// Counts (re)connections to NATS, so the node resyncs at once when it comes back.
+    reconnects: tokio::sync::watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -211,7 +210,8 @@ impl Cluster {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, ClusterError> {
         let urls = config.redacted_urls();
-        let reconnected = Arc::new(Notify::new());
+        let (reconnected, reconnects) = tokio::sync::watch::channel(0u64);
+        let reconnected = Arc::new(reconnected);
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("hubbub-{}", config.node_id))
             // A node delivers its own messages locally; NATS must not hand them back.
@@ -226,7 +226,7 @@ impl Cluster {
                         match event {
                             async_nats::Event::Connected => {
                                 tracing::info!("NATS connection (re)established");
-                                reconnected.notify_waiters();
+                                reconnected.send_modify(|n| *n += 1);
                             }
                             async_nats::Event::Disconnected => tracing::warn!(
                                 "NATS connection lost; serving local clients with the last known keys; key changes are refused until it is back"
@@ -287,10 +287,10 @@ impl Cluster {
         let kv = ring::open_bucket(&js, config.replicas)
             .await
             .map_err(jetstream_error)?;
-        let audit_stream = audit::open_stream(&js, config.replicas)
+        audit::open_stream(&js, config.replicas)
             .await
             .map_err(jetstream_error)?;
-        let ring = ring::RingSync::new(kv, keys.clone());
+        let ring = ring::RingSync::new(kv, js.clone(), config.replicas, keys.clone());
         ring.adopt().await?;
         let audit = audit::AuditLog::new(js.clone(), config.node_id.clone());
         let node_id: Arc<str> = config.node_id.as_str().into();
@@ -311,13 +311,15 @@ impl Cluster {
             ring,
             audit,
             bus,
-            reconnected,
+            reconnects,
         });
         tokio::spawn(ring::watch(Arc::clone(&cluster), shutdown.clone()));
         tokio::spawn(audit::mirror(
-            audit_stream,
+            js,
+            config.replicas,
             cluster.client.clone(),
             keys.store().clone(),
+            cluster.reconnects(),
             shutdown,
         ));
         tracing::info!(node_id = %cluster.node_id, nats = %urls, "joined the cluster");
@@ -329,9 +331,11 @@ impl Cluster {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    /// Waits until NATS reconnects (or returns after `at_most`).
-    pub(crate) async fn reconnected_or(&self, at_most: Duration) {
-        let _ = tokio::time::timeout(at_most, self.reconnected.notified()).await;
+    /// A receiver that changes whenever NATS (re)connects.
+    pub(crate) fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
+        let mut reconnects = self.reconnects.clone();
+        reconnects.mark_unchanged();
+        reconnects
     }
 
     /// The node a connection id belongs to (`<node>-<hex>`), if it names one.

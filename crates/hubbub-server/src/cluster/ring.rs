@@ -213,15 +213,20 @@ impl RingDoc {
 /// Keeps this node's key ring equal to the cluster's.
 pub(crate) struct RingSync {
     kv: kv::Store,
+    /// To create the bucket again if JetStream lost it.
+    js: jetstream::Context,
+    replicas: usize,
     keys: Keys,
     /// The generation installed last; held while a ring is installed, so installs are ordered.
     installed: tokio::sync::Mutex<u64>,
 }
 
 impl RingSync {
-    pub(crate) fn new(kv: kv::Store, keys: Keys) -> Self {
+    pub(crate) fn new(kv: kv::Store, js: jetstream::Context, replicas: usize, keys: Keys) -> Self {
         Self {
             kv,
+            js,
+            replicas,
             keys,
             installed: tokio::sync::Mutex::new(0),
         }
@@ -325,6 +330,7 @@ fn unavailable(reason: String) -> ClusterError {
 /// seconds, so a missed event is caught up. Runs until shutdown.
 pub(crate) async fn watch(cluster: Arc<Cluster>, shutdown: CancellationToken) {
     let sync = &cluster.ring;
+    let mut reconnects = cluster.reconnects();
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -333,9 +339,13 @@ pub(crate) async fn watch(cluster: Arc<Cluster>, shutdown: CancellationToken) {
             Ok(watch) => watch,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot watch the key ring yet");
+                if cluster.connected() {
+                    // NATS is up but the bucket may be gone: resync creates it again.
+                    resync(&cluster).await;
+                }
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    () = cluster.reconnected_or(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 continue;
             }
@@ -347,7 +357,10 @@ pub(crate) async fn watch(cluster: Arc<Cluster>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = cluster.reconnected_or(RESYNC_INTERVAL * 100) => {
+                changed = reconnects.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
                     resync(&cluster).await;
                 }
                 _ = resync_timer.tick() => {
@@ -379,9 +392,63 @@ pub(crate) async fn watch(cluster: Arc<Cluster>, shutdown: CancellationToken) {
 }
 
 async fn resync(cluster: &Cluster) {
-    match cluster.ring.adopt().await {
-        Ok(_) => {}
-        Err(ClusterError::Unavailable) => {}
+    let sync = &cluster.ring;
+    let mut result = sync.adopt().await;
+    if matches!(result, Err(ClusterError::Unavailable)) && cluster.connected() {
+        // NATS answers but the bucket is gone (a server restarted without its store): create it
+        // again; `adopt` then seeds it from this node's ring, so no key is lost.
+        if open_bucket(&sync.js, sync.replicas).await.is_ok() {
+            tracing::warn!("the cluster's key bucket was missing; created it again");
+            result = sync.adopt().await;
+        }
+    }
+    match result {
+        Ok(_) | Err(ClusterError::Unavailable) => {}
         Err(e) => tracing::warn!(error = %e, "could not resync the key ring"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_document_round_trips_and_never_quotes_keys_in_errors() {
+        let slot = |v: &str, version| SlotKey {
+            value: Secret::new(v.into()),
+            version,
+            created_at: 7,
+        };
+        let ring = KeyRing {
+            primary: slot("p", 3),
+            secondary: slot("s", 1),
+            salt: slot("salt", 2),
+            requirements: vec![RotationRequirement {
+                slot: KeySlot::Primary,
+                version: 3,
+                deadline: 99,
+                reason: "leak".into(),
+                required_at: 8,
+                actor: "admin-token".into(),
+            }],
+            retiring: vec![RetiringKey {
+                slot: KeySlot::Secondary,
+                version: 0,
+                value: Secret::new("old".into()),
+                until: 50,
+            }],
+        };
+        let doc = RingDoc::decode(&RingDoc::new(&ring, 4).encode()).unwrap();
+        assert_eq!(doc.generation, 4);
+        let back = doc.ring().unwrap();
+        assert_eq!(back.primary.value, ring.primary.value);
+        assert_eq!(back.salt.version, 2);
+        assert_eq!(back.requirements, ring.requirements);
+        assert_eq!(back.retiring, ring.retiring);
+        let err = RingDoc::decode(br#"{"generation":1,"primary":{"value":"SECRET-KEY""#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!err.contains("SECRET"), "{err}");
     }
 }

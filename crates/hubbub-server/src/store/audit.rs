@@ -64,16 +64,34 @@ impl Store {
         Ok(())
     }
 
-    /// The last sequence of the cluster's audit stream copied here (0: none).
-    pub fn audit_mirror_seq(&self) -> Result<u64, StoreError> {
-        let seq: Option<i64> = self
-            .lock()
+    /// How far the audit stream created at `stream_created` was copied. A stream other than the
+    /// one copied so far (created anew after JetStream lost it) is copied from its start.
+    pub fn audit_mirror_position(&self, stream_created: i64) -> Result<u64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let known: Option<i64> = tx
+            .query_row(
+                "SELECT seq FROM cluster_mirror WHERE name = 'audit_stream'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if known != Some(stream_created) {
+            tx.execute("DELETE FROM cluster_mirror WHERE name = 'audit'", [])?;
+            tx.execute(
+                "INSERT INTO cluster_mirror (name, seq) VALUES ('audit_stream', ?1)
+                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                [stream_created],
+            )?;
+        }
+        let seq: Option<i64> = tx
             .query_row(
                 "SELECT seq FROM cluster_mirror WHERE name = 'audit'",
                 [],
                 |r| r.get(0),
             )
             .optional()?;
+        tx.commit()?;
         Ok(seq.unwrap_or(0).max(0) as u64)
     }
 

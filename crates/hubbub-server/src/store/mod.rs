@@ -642,6 +642,37 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_audit_stream_is_copied_once_and_from_the_start_of_a_new_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.load_or_init(1).unwrap();
+        let entry = |event| AuditEntry {
+            at: 5,
+            event,
+            actor: "admin-token",
+            ..AuditEntry::default()
+        };
+        let count = |event: &str| {
+            store
+                .audit(None, None, 100)
+                .unwrap()
+                .iter()
+                .filter(|r| r.event == event)
+                .count()
+        };
+        assert_eq!(store.audit_mirror_position(111).unwrap(), 0);
+        store.mirror_audit(&entry("one"), 1).unwrap();
+        store.mirror_audit(&entry("two"), 2).unwrap();
+        store.mirror_audit(&entry("one"), 1).unwrap();
+        assert_eq!((count("one"), count("two")), (1, 1), "copied once");
+        assert_eq!(store.audit_mirror_position(111).unwrap(), 2);
+        // The stream was created anew: its sequence 1 is a new event.
+        assert_eq!(store.audit_mirror_position(222).unwrap(), 0);
+        store.mirror_audit(&entry("one"), 1).unwrap();
+        assert_eq!(count("one"), 2);
+    }
+
+    #[test]
     fn a_database_missing_a_slot_is_refused_not_regenerated() {
         let dir = tempfile::tempdir().unwrap();
         Store::open(dir.path()).unwrap().load_or_init(1).unwrap();
