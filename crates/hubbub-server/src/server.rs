@@ -174,6 +174,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         rate_sample: Arc::default(),
     };
     let shutdown = state.shutdown.clone();
+    if let Some(cluster) = &state.cluster {
+        cluster.bus.serve_questions(state.clone());
+    }
 
     let tasks = TaskTracker::new();
     tasks.spawn(serve(

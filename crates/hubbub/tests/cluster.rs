@@ -227,6 +227,39 @@ impl Node {
         response.status().as_u16()
     }
 
+    /// Any REST call signed with `key`: the status and the body.
+    async fn call(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path_and_query: &str,
+        json_body: Option<Value>,
+    ) -> (u16, String) {
+        let path = path_and_query.split('?').next().unwrap();
+        let aud = format!("http://localhost:{}{path}", self.port());
+        let token = sign(json!({ "aud": aud, "exp": now() + 600 }), key);
+        let mut request = self
+            .http
+            .request(
+                method,
+                format!("http://{}{path_and_query}", self.running().public_addr),
+            )
+            .bearer_auth(token);
+        if let Some(body) = json_body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("REST request");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    /// A REST call on hub `chat`: `path` after `/api/hubs/chat/`, with or without a query.
+    async fn chat(&self, key: &str, method: reqwest::Method, path: &str) -> u16 {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let path = format!("/api/hubs/chat/{path}{sep}api-version=2024-12-01");
+        self.call(key, method, &path, None).await.0
+    }
+
     async fn broadcast(&self, key: &str, body: &str) -> u16 {
         self.rest(key, "/api/hubs/chat/:send?api-version=2024-12-01", body)
             .await
@@ -287,6 +320,18 @@ impl Client {
                 Ok(Message::Text(text)) => return serde_json::from_str(text.as_str()).ok(),
                 Ok(Message::Close(_)) | Err(_) => return None,
                 Ok(_) => continue,
+            }
+        }
+    }
+
+    /// True when the service closes the socket within 5 s (after any system message).
+    async fn closed(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => continue,
             }
         }
     }
@@ -731,4 +776,171 @@ async fn a_nats_that_lost_its_store_is_seeded_again_from_the_nodes_with_no_key_l
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_and_membership_changes_are_answered_across_nodes() {
+    use reqwest::Method;
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let [a, b, c] = cluster(&nats);
+    let (key, _) = converged(&[&a, &b, &c]).await;
+    let (mut u1, id1) = b.client(&key, "u1", &[]).await;
+    let (mut u2, id2) = c.client(&key, "u2", &["g"]).await;
+    let api = "api-version=2024-12-01";
+    let started = Instant::now();
+    // Existence, asked on A, which has no connection at all.
+    assert_eq!(
+        a.chat(&key, Method::HEAD, &format!("connections/{id1}"))
+            .await,
+        200
+    );
+    assert_eq!(
+        a.chat(&key, Method::HEAD, &format!("connections/{id2}"))
+            .await,
+        200
+    );
+    assert_eq!(
+        a.chat(&key, Method::HEAD, "connections/b-0123456789abcdef")
+            .await,
+        404
+    );
+    assert_eq!(
+        a.chat(&key, Method::HEAD, "connections/z-0123456789abcdef")
+            .await,
+        404,
+        "no such node"
+    );
+    assert_eq!(a.chat(&key, Method::HEAD, "users/u1").await, 200);
+    assert_eq!(a.chat(&key, Method::HEAD, "users/nobody").await, 404);
+    assert_eq!(a.chat(&key, Method::HEAD, "groups/g").await, 200);
+    assert_eq!(a.chat(&key, Method::HEAD, "groups/empty").await, 404);
+    assert_eq!(
+        b.chat(&key, Method::HEAD, "groups/g").await,
+        200,
+        "asked on a node without members"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "9 questions took {:?}",
+        started.elapsed()
+    );
+
+    // Membership changed through A for connections and users of B and C.
+    assert_eq!(
+        a.chat(&key, Method::PUT, &format!("groups/g/connections/{id1}"))
+            .await,
+        200
+    );
+    assert_eq!(
+        a.chat(&key, Method::PUT, "groups/g/connections/b-0123456789abcdef")
+            .await,
+        404
+    );
+    assert_eq!(a.chat(&key, Method::PUT, "users/u2/groups/g3").await, 200);
+    assert_eq!(
+        c.rest(
+            &key,
+            &format!("/api/hubs/chat/groups/g/:send?{api}"),
+            "to g"
+        )
+        .await,
+        202
+    );
+    assert_eq!(u1.next_data().await.as_deref(), Some("to g"));
+    assert_eq!(u2.next_data().await.as_deref(), Some("to g"));
+    assert_eq!(
+        b.rest(
+            &key,
+            &format!("/api/hubs/chat/groups/g3/:send?{api}"),
+            "to g3"
+        )
+        .await,
+        202
+    );
+    assert_eq!(u2.next_data().await.as_deref(), Some("to g3"));
+
+    // The group's connections, listed through A, paged across nodes in id order.
+    let mut expected = [id1.clone(), id2.clone()];
+    expected.sort();
+    let (status, body) = a
+        .call(
+            &key,
+            Method::GET,
+            &format!("/api/hubs/chat/groups/g/connections?{api}&maxpagesize=1"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        page["value"][0]["connectionId"],
+        expected[0].as_str(),
+        "{page}"
+    );
+    let user_of = |id: &str| if id == id1 { "u1" } else { "u2" };
+    assert_eq!(page["value"][0]["userId"], user_of(&expected[0]), "{page}");
+    let next = page["nextLink"].as_str().expect("a next page").to_string();
+    let (status, body) = a.call(&key, Method::GET, &next, None).await;
+    assert_eq!(status, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        page["value"][0]["connectionId"],
+        expected[1].as_str(),
+        "{page}"
+    );
+    assert!(page["nextLink"].is_null(), "{page}");
+    // Permissions of a connection on B, through A.
+    let perm = format!("permissions/sendToGroup/connections/{id1}");
+    let (status, _) = a
+        .call(
+            &key,
+            Method::PUT,
+            &format!("/api/hubs/chat/{perm}?{api}&targetName=g"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let check = format!("/api/hubs/chat/{perm}?{api}&targetName=g");
+    assert_eq!(a.call(&key, Method::HEAD, &check, None).await.0, 200);
+    assert_eq!(a.call(&key, Method::DELETE, &check, None).await.0, 204);
+    assert_eq!(a.call(&key, Method::HEAD, &check, None).await.0, 404);
+
+    // Leaving and closing, through A.
+    let (status, _) = a
+        .call(
+            &key,
+            Method::DELETE,
+            &format!("/api/hubs/chat/users/u2/groups/g3?{api}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(a.chat(&key, Method::HEAD, "groups/g3").await, 404);
+    let (status, _) = a
+        .call(
+            &key,
+            Method::POST,
+            &format!("/api/hubs/chat/users/u2/:closeConnections?{api}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert!(u2.closed().await, "u2's connection on C was closed");
+    assert_eq!(a.chat(&key, Method::HEAD, "users/u2").await, 404);
+    let (status, _) = c
+        .call(
+            &key,
+            Method::DELETE,
+            &format!("/api/hubs/chat/connections/{id1}?{api}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert!(u1.closed().await, "u1's connection on B was closed");
+    assert_eq!(
+        c.chat(&key, Method::HEAD, &format!("connections/{id1}"))
+            .await,
+        404
+    );
 }

@@ -3,12 +3,15 @@
 //! theirs. Subjects carry hashes of hub, group and user names (names may hold `.`, `*`, `>` or
 //! spaces, which NATS subjects cannot):
 //!
-//! | subject | who subscribes |
+//! | subjects (`<kind>`: `m` message, `q` question) | who subscribes (`<kind>` as `*`) |
 //! |---|---|
-//! | `hubbub.msg.<hub>.all` | nodes with a connection to the hub, ever |
-//! | `hubbub.msg.<hub>.g.<group>` | nodes with a member of the group, while they have one |
-//! | `hubbub.msg.<hub>.u.<user>` | nodes with a connection of the user, while they have one |
-//! | `hubbub.node.<node id>` | that node: sends to one of its connections |
+//! | `hubbub.h.<hub>.<kind>` | nodes with a connection to the hub, ever |
+//! | `hubbub.g.<hub>.<group>.<kind>` | nodes with a member of the group, while they have one |
+//! | `hubbub.u.<hub>.<user>.<kind>` | nodes with a connection of the user, while they have one |
+//! | `hubbub.n.<node id>.<kind>` | that node: sends to and questions about its connections |
+//!
+//! Questions ([`super::ask`]) travel on the same subscriptions as messages, so a node answers
+//! for exactly the hubs, groups and users it has connections of.
 //!
 //! The hub tells the bus when a group or user gains its first or loses its last local
 //! connection ([`InterestSink`]); one task turns that into subscriptions, in order. The NATS
@@ -57,20 +60,39 @@ fn token(name: &str) -> String {
     URL_SAFE_NO_PAD.encode(&digest[..15])
 }
 
-pub fn all_subject(hub: &str) -> String {
-    format!("hubbub.msg.{}.all", token(hub))
+/// What travels on a subject: a message for clients, or a question for the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Message,
+    Ask,
+    /// `*`: both, for subscriptions.
+    Any,
 }
 
-pub fn group_subject(hub: &str, group: &str) -> String {
-    format!("hubbub.msg.{}.g.{}", token(hub), token(group))
+impl Kind {
+    fn token(self) -> &'static str {
+        match self {
+            Kind::Message => "m",
+            Kind::Ask => "q",
+            Kind::Any => "*",
+        }
+    }
 }
 
-pub fn user_subject(hub: &str, user: &str) -> String {
-    format!("hubbub.msg.{}.u.{}", token(hub), token(user))
+pub fn hub_subject(hub: &str, kind: Kind) -> String {
+    format!("hubbub.h.{}.{}", token(hub), kind.token())
 }
 
-pub fn node_subject(node: &str) -> String {
-    format!("hubbub.node.{node}")
+pub fn group_subject(hub: &str, group: &str, kind: Kind) -> String {
+    format!("hubbub.g.{}.{}.{}", token(hub), token(group), kind.token())
+}
+
+pub fn user_subject(hub: &str, user: &str, kind: Kind) -> String {
+    format!("hubbub.u.{}.{}.{}", token(hub), token(user), kind.token())
+}
+
+pub fn node_subject(node: &str, kind: Kind) -> String {
+    format!("hubbub.n.{node}.{}", kind.token())
 }
 
 /// What this node's connections need, as the hub reports it.
@@ -87,9 +109,9 @@ pub enum Interest {
 impl Interest {
     fn subject(&self) -> (String, bool) {
         match self {
-            Interest::Hub(hub) => (all_subject(hub), true),
-            Interest::Group(hub, group, on) => (group_subject(hub, group), *on),
-            Interest::User(hub, user, on) => (user_subject(hub, user), *on),
+            Interest::Hub(hub) => (hub_subject(hub, Kind::Any), true),
+            Interest::Group(hub, group, on) => (group_subject(hub, group, Kind::Any), *on),
+            Interest::User(hub, user, on) => (user_subject(hub, user, Kind::Any), *on),
         }
     }
 }
@@ -210,8 +232,46 @@ pub struct BusStats {
     pub dropped: AtomicU64,
 }
 
+/// What the subscription readers need: the hubs for messages, the state for questions.
+struct Dispatch {
+    hubs: Arc<Hubs>,
+    stats: Arc<BusStats>,
+    client: async_nats::Client,
+    /// Set once the server's state exists; cleared at shutdown (it holds the cluster itself).
+    state: std::sync::RwLock<Option<crate::state::AppState>>,
+}
+
+impl Dispatch {
+    async fn on_message(&self, message: async_nats::Message) {
+        match message.subject.as_str().rsplit('.').next() {
+            Some("m") => {
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                deliver(&self.hubs, &message.payload);
+            }
+            Some("q") => {
+                let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let (Some(state), Some(reply)) = (state, message.reply) else {
+                    return;
+                };
+                let Ok(question) = serde_json::from_slice::<super::ask::Question>(&message.payload)
+                else {
+                    tracing::warn!("ignored a question from the cluster that is not one");
+                    return;
+                };
+                let answer = super::ask::answer(&state, &question).await;
+                let payload = serde_json::to_vec(&answer).unwrap_or_default();
+                if let Err(e) = self.client.publish(reply, payload.into()).await {
+                    tracing::debug!(error = %e, "an answer could not be sent");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 pub struct Bus {
     node_id: Arc<str>,
+    dispatch: Arc<Dispatch>,
     outbox: mpsc::Sender<(String, Bytes)>,
     sink: InterestSink,
     max_payload: usize,
@@ -228,11 +288,17 @@ impl Bus {
         shutdown: CancellationToken,
     ) -> Result<Self, String> {
         let stats = Arc::new(BusStats::default());
+        let dispatch = Arc::new(Dispatch {
+            hubs: Arc::clone(&hubs),
+            stats: Arc::clone(&stats),
+            client: client.clone(),
+            state: std::sync::RwLock::new(None),
+        });
         let own = client
-            .subscribe(node_subject(&node_id))
+            .subscribe(node_subject(&node_id, Kind::Any))
             .await
             .map_err(|e| e.to_string())?;
-        let reader = tokio::spawn(read(own, Arc::clone(&hubs), Arc::clone(&stats)));
+        let reader = tokio::spawn(read(own, Arc::clone(&dispatch)));
         let (outbox, queued) = mpsc::channel(OUTBOX_CAPACITY);
         tokio::spawn(publish(client.clone(), queued, shutdown.clone()));
         let (tx, changes) = mpsc::unbounded_channel();
@@ -245,17 +311,22 @@ impl Bus {
             client.clone(),
             changes,
             done_tx,
-            Arc::clone(&hubs),
-            Arc::clone(&stats),
+            Arc::clone(&dispatch),
             shutdown.clone(),
         ));
+        let for_shutdown = Arc::clone(&dispatch);
         tokio::spawn(async move {
             shutdown.cancelled().await;
             reader.abort();
+            *for_shutdown
+                .state
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = None;
         });
         hubs.set_interest(sink.clone());
         Ok(Self {
             node_id,
+            dispatch,
             outbox,
             sink,
             max_payload: client.server_info().max_payload,
@@ -265,6 +336,15 @@ impl Bus {
 
     pub fn interest(&self) -> &InterestSink {
         &self.sink
+    }
+
+    /// Lets this node answer questions from the others (from now until shutdown).
+    pub fn serve_questions(&self, state: crate::state::AppState) {
+        *self
+            .dispatch
+            .state
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(state);
     }
 
     /// Forwards a message (already delivered to this node's connections) to the other nodes.
@@ -278,13 +358,20 @@ impl Bus {
         filter: Option<&str>,
     ) {
         let (subject, target) = match target {
-            Target::All => (all_subject(hub), TargetDoc::All),
-            Target::Group(group) => (group_subject(hub, group), TargetDoc::Group(group.into())),
-            Target::User(user) => (user_subject(hub, user), TargetDoc::User(user.into())),
+            Target::All => (hub_subject(hub, Kind::Message), TargetDoc::All),
+            Target::Group(group) => (
+                group_subject(hub, group, Kind::Message),
+                TargetDoc::Group(group.into()),
+            ),
+            Target::User(user) => (
+                user_subject(hub, user, Kind::Message),
+                TargetDoc::User(user.into()),
+            ),
             Target::Connection(id) => match super::Cluster::node_of(id) {
-                Some(node) if node != &*self.node_id => {
-                    (node_subject(node), TargetDoc::Connection(id.into()))
-                }
+                Some(node) if node != &*self.node_id => (
+                    node_subject(node, Kind::Message),
+                    TargetDoc::Connection(id.into()),
+                ),
                 // Ours (delivered already) or not a cluster connection id.
                 _ => return,
             },
@@ -345,11 +432,11 @@ async fn publish(
     }
 }
 
-/// Delivers what arrives on one subscription to this node's connections.
-async fn read(mut subscriber: async_nats::Subscriber, hubs: Arc<Hubs>, stats: Arc<BusStats>) {
+/// Handles what arrives on one subscription, in order: messages go to this node's connections,
+/// questions are answered.
+async fn read(mut subscriber: async_nats::Subscriber, dispatch: Arc<Dispatch>) {
     while let Some(message) = subscriber.next().await {
-        stats.received.fetch_add(1, Ordering::Relaxed);
-        deliver(&hubs, &message.payload);
+        dispatch.on_message(message).await;
     }
 }
 
@@ -410,8 +497,7 @@ async fn manage(
     client: async_nats::Client,
     mut changes: mpsc::UnboundedReceiver<(u64, Interest)>,
     done: watch::Sender<u64>,
-    hubs: Arc<Hubs>,
-    stats: Arc<BusStats>,
+    dispatch: Arc<Dispatch>,
     shutdown: CancellationToken,
 ) {
     let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
@@ -438,8 +524,7 @@ async fn manage(
                 }
                 match client.subscribe(subject.clone()).await {
                     Ok(subscriber) => {
-                        let reader =
-                            tokio::spawn(read(subscriber, Arc::clone(&hubs), Arc::clone(&stats)));
+                        let reader = tokio::spawn(read(subscriber, Arc::clone(&dispatch)));
                         subscriptions.insert(subject, reader);
                     }
                     Err(e) => tracing::warn!(error = %e, "could not subscribe to a NATS subject"),
@@ -464,16 +549,19 @@ mod tests {
     #[test]
     fn subjects_are_safe_whatever_the_names() {
         for name in ["a.b", "*", ">", "with space", "g\u{e9}", &"x".repeat(1024)] {
-            let subject = group_subject("hub.x", name);
+            let subject = group_subject("hub.x", name, Kind::Message);
             let tokens: Vec<&str> = subject.split('.').collect();
             assert_eq!(tokens.len(), 5, "{subject}");
             assert!(tokens.iter().all(|t| !t.is_empty()
                 && t.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')));
         }
-        assert_ne!(group_subject("h", "a"), group_subject("h", "b"));
-        assert_ne!(group_subject("h", "a"), user_subject("h", "a"));
-        assert_eq!(all_subject("chat"), all_subject("chat"));
+        let m = Kind::Message;
+        assert_ne!(group_subject("h", "a", m), group_subject("h", "b", m));
+        assert_ne!(group_subject("h", "a", m), user_subject("h", "a", m));
+        assert_eq!(hub_subject("chat", m), hub_subject("chat", m));
+        assert!(group_subject("h", "a", Kind::Any).ends_with(".*"));
+        assert!(group_subject("h", "a", Kind::Ask).ends_with(".q"));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! | [`ring`] | the key ring in the `hubbub_keys` bucket: CAS changes, the watcher, the local mirror |
 //! | [`audit`] | key events on the `hubbub_audit` stream, mirrored into each node's audit log |
 //! | [`bus`] | messages between nodes: subjects, the envelope, interest-based subscriptions |
+//! | [`ask`] | management operations across nodes: existence, membership, close, list, permissions |
 
+pub mod ask;
 pub mod audit;
 pub mod bus;
 pub mod ring;
