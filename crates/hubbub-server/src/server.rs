@@ -147,14 +147,34 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     // Cluster mode: join before serving, so a node that cannot reach NATS never serves.
     let shutdown = CancellationToken::new();
     let hubs: Arc<crate::hub::Hubs> = Arc::default();
+    let hub_settings = Arc::new(hub_settings);
     let cluster = match &config.cluster {
         Some(cluster) => {
-            Some(crate::cluster::Cluster::join(cluster, &keys, &hubs, shutdown.clone()).await?)
+            let cluster = crate::cluster::Cluster::join(
+                cluster,
+                &keys,
+                &hubs,
+                &hub_settings,
+                shutdown.clone(),
+            )
+            .await?;
+            // Hubs declared in the config file are the deployment's: the cluster gets them too.
+            for (hub, properties) in &config.hubs {
+                cluster
+                    .put_hub_settings(
+                        &hub_settings,
+                        hub,
+                        Some(properties.clone()),
+                        config.clock.now_millis(),
+                    )
+                    .await?;
+            }
+            Some(cluster)
         }
         None => None,
     };
     let state = AppState {
-        hub_settings: Arc::new(hub_settings),
+        hub_settings,
         upstream,
         keys,
         endpoints: endpoints.clone().into(),

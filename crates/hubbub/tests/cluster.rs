@@ -944,3 +944,89 @@ async fn questions_and_membership_changes_are_answered_across_nodes() {
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_settings_changed_on_one_node_apply_on_every_node() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let [a, b, c] = cluster(&nats);
+    let admin = |node: &Node, method: reqwest::Method, body: Option<Value>| {
+        let mut request = node
+            .http
+            .request(
+                method,
+                format!("{}/admin/hubs/chat", node.running().admin_url()),
+            )
+            .bearer_auth(node.admin_token());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    let settings = json!({
+        "anonymousConnectPolicy": "allow",
+        "eventHandlers": [{"urlTemplate": "http://127.0.0.1:9/{event}", "userEventPattern": "*", "systemEvents": []}]
+    });
+    let response = admin(&a, reqwest::Method::PUT, Some(settings))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    for node in [&b, &c] {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let response = admin(node, reqwest::Method::GET, None).await.unwrap();
+            if response.status() == 200 {
+                let view: Value = response.json().await.unwrap();
+                assert_eq!(
+                    view["properties"]["anonymousConnectPolicy"], "allow",
+                    "{view}"
+                );
+                assert_eq!(
+                    view["properties"]["eventHandlers"][0]["urlTemplate"],
+                    "http://127.0.0.1:9/{event}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} lacks the settings",
+                node.id
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let response = admin(&b, reqwest::Method::DELETE, None).await.unwrap();
+    assert_eq!(response.status(), 204);
+    for node in [&a, &c] {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while admin(node, reqwest::Method::GET, None)
+            .await
+            .unwrap()
+            .status()
+            != 404
+        {
+            assert!(
+                Instant::now() < deadline,
+                "node {} kept the settings",
+                node.id
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // A node joining later takes the cluster's settings.
+    let response = admin(
+        &c,
+        reqwest::Method::PUT,
+        Some(json!({"anonymousConnectPolicy": "allow"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let d = Node::start(&nats, "d");
+    let response = admin(&d, reqwest::Method::GET, None).await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the new node has the hub's settings at start"
+    );
+}

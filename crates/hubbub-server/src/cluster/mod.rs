@@ -8,11 +8,13 @@
 //! | [`ring`] | the key ring in the `hubbub_keys` bucket: CAS changes, the watcher, the local mirror |
 //! | [`audit`] | key events on the `hubbub_audit` stream, mirrored into each node's audit log |
 //! | [`bus`] | messages between nodes: subjects, the envelope, interest-based subscriptions |
+//! | [`hubs`] | hub settings in the `hubbub_hubs` bucket, applied on every node |
 //! | [`ask`] | management operations across nodes: existence, membership, close, list, permissions |
 
 pub mod ask;
 pub mod audit;
 pub mod bus;
+pub mod hubs;
 pub mod ring;
 
 use crate::hub::Hubs;
@@ -174,7 +176,7 @@ pub enum ClusterError {
     JetStream { urls: String, reason: String },
     #[error("the cluster's key ring cannot be read: {0}")]
     BadRing(String),
-    #[error("NATS is unreachable, so the cluster cannot agree on a key change; nothing was changed, try again when NATS is back")]
+    #[error("NATS is unreachable, so the cluster cannot take the change; nothing was changed, try again when NATS is back")]
     Unavailable,
     #[error("the cluster did not take the change: {0}")]
     Failed(String),
@@ -187,6 +189,8 @@ pub struct Cluster {
     pub node_id: Arc<str>,
     client: async_nats::Client,
     pub(crate) ring: ring::RingSync,
+    /// The `hubbub_hubs` bucket.
+    pub(crate) hubs: async_nats::jetstream::kv::Store,
     pub(crate) audit: audit::AuditLog,
     pub bus: bus::Bus,
     /// Counts (re)connections to NATS, so the node resyncs at once when it comes back.
@@ -209,6 +213,7 @@ impl Cluster {
         config: &ClusterConfig,
         keys: &Keys,
         hubs: &Arc<Hubs>,
+        hub_settings: &Arc<crate::hub_settings::HubSettings>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, ClusterError> {
         let urls = config.redacted_urls();
@@ -292,8 +297,12 @@ impl Cluster {
         audit::open_stream(&js, config.replicas)
             .await
             .map_err(jetstream_error)?;
+        let hubs_kv = hubs::open_bucket(&js, config.replicas)
+            .await
+            .map_err(jetstream_error)?;
         let ring = ring::RingSync::new(kv, js.clone(), config.replicas, keys.clone());
         ring.adopt().await?;
+        hubs::adopt(&hubs_kv, hub_settings, keys.clock().now_millis()).await?;
         let audit = audit::AuditLog::new(js.clone(), config.node_id.clone());
         let node_id: Arc<str> = config.node_id.as_str().into();
         let bus = bus::Bus::start(
@@ -311,11 +320,17 @@ impl Cluster {
             node_id,
             client,
             ring,
+            hubs: hubs_kv,
             audit,
             bus,
             reconnects,
         });
         tokio::spawn(ring::watch(Arc::clone(&cluster), shutdown.clone()));
+        tokio::spawn(hubs::watch(
+            Arc::clone(&cluster),
+            Arc::clone(hub_settings),
+            shutdown.clone(),
+        ));
         tokio::spawn(audit::mirror(
             js,
             config.replicas,

@@ -232,6 +232,10 @@ impl RingSync {
         }
     }
 
+    pub(crate) fn clock(&self) -> crate::clock::SharedClock {
+        self.keys.clock().clone()
+    }
+
     /// Installs the ring of `doc` unless a ring at least as new is installed already. Returns the
     /// ring now current.
     pub(crate) async fn install(&self, doc: &RingDoc) -> Result<Arc<KeyRing>, ClusterError> {
