@@ -192,6 +192,8 @@ struct Inner {
     /// changes reach memory in the order they were committed.
     write: Mutex<()>,
     usage: Usage,
+    /// Cluster mode: the other nodes' usage of each access slot, summed.
+    remote_usage: ArcSwap<[crate::store::UsageRecord; 2]>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -235,6 +237,7 @@ impl Keys {
             clock,
             write: Mutex::new(()),
             usage,
+            remote_usage: ArcSwap::from_pointee(Default::default()),
         })))
     }
 
@@ -362,8 +365,29 @@ impl Keys {
         }
     }
 
+    /// A slot's usage: this node's, plus the other nodes' in cluster mode.
     pub fn usage(&self, slot: KeySlot) -> Option<UsageSnapshot> {
-        slot_index(slot).map(|index| self.0.usage.snapshot(index, self.0.clock.now_millis()))
+        let now = self.0.clock.now_millis();
+        slot_index(slot).map(|index| {
+            let local = self.0.usage.snapshot(index, now);
+            let remote = &self.0.remote_usage.load()[index];
+            if remote.rest_requests + remote.client_connections == 0 {
+                local
+            } else {
+                local.plus(UsageSnapshot::of_record(remote, now))
+            }
+        })
+    }
+
+    /// This node's own usage of the two access slots, as records (to share with the cluster).
+    pub fn local_usage(&self) -> [crate::store::UsageRecord; 2] {
+        let now = self.0.clock.now_millis();
+        [0, 1].map(|index| self.0.usage.to_record(index, now))
+    }
+
+    /// Cluster mode: the other nodes' usage, summed per access slot.
+    pub fn set_remote_usage(&self, records: [crate::store::UsageRecord; 2]) {
+        self.0.remote_usage.store(Arc::new(records));
     }
 
     /// Writes the usage counters to the store. Blocking.

@@ -128,6 +128,7 @@ async fn cluster_housekeeping(state: &AppState) {
     if !cluster.connected() {
         return;
     }
+    cluster.publish_usage(&state.keys).await;
     match crate::key_changes::end_grace(state).await {
         Ok(ended) => {
             for key in ended {

@@ -124,10 +124,24 @@ struct Node {
 
 impl Node {
     fn start(nats: &Nats, id: &str) -> Self {
+        Self::start_with(nats, id, "")
+    }
+
+    /// Starts a node with a config file holding `toml`.
+    fn start_with(nats: &Nats, id: &str, toml: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("hubbub.toml");
+        std::fs::write(&config, toml).unwrap();
         let hubbub = Hubbub::start_with(
             &dir.path().join("data"),
-            &["--cluster", &nats.url(), "--node-id", id],
+            &[
+                "--cluster",
+                &nats.url(),
+                "--node-id",
+                id,
+                "--config",
+                config.to_str().unwrap(),
+            ],
             &[],
         )
         .unwrap_or_else(|stderr| panic!("node {id} did not start: {stderr}"));
@@ -1029,4 +1043,42 @@ async fn hub_settings_changed_on_one_node_apply_on_every_node() {
         200,
         "the new node has the hub's settings at start"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_usage_is_added_up_across_nodes() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let fast = "maintenance_interval_ms = 100\n";
+    let [a, b, c] = ["a", "b", "c"].map(|id| Node::start_with(&nats, id, fast));
+    let (key, _) = converged(&[&a, &b, &c]).await;
+    for _ in 0..3 {
+        assert_eq!(a.broadcast(&key, "x").await, 202);
+    }
+    for _ in 0..2 {
+        assert_eq!(b.broadcast(&key, "x").await, 202);
+    }
+    let (_client, _) = c.client(&key, "u", &[]).await;
+    for node in [&a, &b, &c] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let usage: Value = node
+                .http
+                .get(format!("{}/admin/keys/usage", node.running().admin_url()))
+                .bearer_auth(node.admin_token())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let primary = &usage["primary"];
+            if primary["restRequests"] == 5 && primary["clientConnections"] == 1 {
+                assert_eq!(primary["restRequestsLastHour"], 5, "{usage}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {} shows {usage}", node.id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

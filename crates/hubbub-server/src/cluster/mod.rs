@@ -9,6 +9,7 @@
 //! | [`audit`] | key events on the `hubbub_audit` stream, mirrored into each node's audit log |
 //! | [`bus`] | messages between nodes: subjects, the envelope, interest-based subscriptions |
 //! | [`hubs`] | hub settings in the `hubbub_hubs` bucket, applied on every node |
+//! | [`usage`] | key usage counters per node in the `hubbub_usage` bucket, added up on every node |
 //! | [`ask`] | management operations across nodes: existence, membership, close, list, permissions |
 
 pub mod ask;
@@ -16,6 +17,7 @@ pub mod audit;
 pub mod bus;
 pub mod hubs;
 pub mod ring;
+pub mod usage;
 
 use crate::hub::Hubs;
 use crate::keys::Keys;
@@ -41,7 +43,8 @@ pub struct ClusterConfig {
     pub creds: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
     pub replicas: usize,
-    pub node_id: String,
+    /// Given in the settings; otherwise the one kept in the data directory (made at first start).
+    pub node_id: Option<String>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -74,6 +77,36 @@ pub fn redact_url(raw: &str) -> String {
 /// ids, where `-` separates the node id from the rest).
 pub fn valid_node_id(id: &str) -> bool {
     (1..=32).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The file in the data directory that keeps a node's generated id across restarts.
+pub const NODE_ID_FILE: &str = "node-id";
+
+/// The configured node id, or the one kept in `data_dir` (generated and written on first use),
+/// so a restarted node keeps its id (and its usage counters are not counted twice).
+pub fn node_id(
+    configured: Option<&str>,
+    data_dir: &std::path::Path,
+) -> Result<String, ClusterError> {
+    if let Some(id) = configured {
+        return Ok(id.to_string());
+    }
+    let path = data_dir.join(NODE_ID_FILE);
+    let file_error = |source| ClusterError::NodeIdFile {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if valid_node_id(text.trim()) => return Ok(text.trim().to_string()),
+        Ok(_) => {
+            tracing::warn!(file = %path.display(), "the node id file is not valid; making a new id")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(file_error(e)),
+    }
+    let id = random_node_id();
+    std::fs::write(&path, format!("{id}\n")).map_err(file_error)?;
+    Ok(id)
 }
 
 /// A random 8-character node id (lower-case letters and digits).
@@ -135,16 +168,12 @@ impl ClusterConfig {
                 "cluster_replicas must be between 1 and {MAX_REPLICAS}, not {replicas}"
             ));
         }
-        let node_id = match node_id {
-            Some(id) if valid_node_id(&id) => id,
-            Some(id) => {
-                return Err(format!(
-                    "node id '{}' must have 1 to 32 letters, digits or _",
-                    id.chars().take(40).collect::<String>()
-                ))
-            }
-            None => random_node_id(),
-        };
+        if let Some(id) = node_id.as_deref().filter(|id| !valid_node_id(id)) {
+            return Err(format!(
+                "node id '{}' must have 1 to 32 letters, digits or _",
+                id.chars().take(40).collect::<String>()
+            ));
+        }
         Ok(Some(Self {
             urls,
             creds,
@@ -174,6 +203,11 @@ pub enum ClusterError {
     },
     #[error("JetStream is not usable on the NATS servers at {urls} (is nats-server running with -js?): {reason}")]
     JetStream { urls: String, reason: String },
+    #[error("cannot keep the node id in {path}: {source}")]
+    NodeIdFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the cluster's key ring cannot be read: {0}")]
     BadRing(String),
     #[error("NATS is unreachable, so the cluster cannot take the change; nothing was changed, try again when NATS is back")]
@@ -191,6 +225,8 @@ pub struct Cluster {
     pub(crate) ring: ring::RingSync,
     /// The `hubbub_hubs` bucket.
     pub(crate) hubs: async_nats::jetstream::kv::Store,
+    /// The `hubbub_usage` bucket.
+    pub(crate) usage: async_nats::jetstream::kv::Store,
     pub(crate) audit: audit::AuditLog,
     pub bus: bus::Bus,
     /// Counts (re)connections to NATS, so the node resyncs at once when it comes back.
@@ -217,10 +253,11 @@ impl Cluster {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, ClusterError> {
         let urls = config.redacted_urls();
+        let node_id = node_id(config.node_id.as_deref(), keys.store().data_dir())?;
         let (reconnected, reconnects) = tokio::sync::watch::channel(0u64);
         let reconnected = Arc::new(reconnected);
         let mut options = async_nats::ConnectOptions::new()
-            .name(format!("hubbub-{}", config.node_id))
+            .name(format!("hubbub-{node_id}"))
             // A node delivers its own messages locally; NATS must not hand them back.
             .no_echo()
             .connection_timeout(CONNECT_TIMEOUT)
@@ -300,11 +337,14 @@ impl Cluster {
         let hubs_kv = hubs::open_bucket(&js, config.replicas)
             .await
             .map_err(jetstream_error)?;
+        let usage_kv = usage::open_bucket(&js, config.replicas)
+            .await
+            .map_err(jetstream_error)?;
         let ring = ring::RingSync::new(kv, js.clone(), config.replicas, keys.clone());
         ring.adopt().await?;
         hubs::adopt(&hubs_kv, hub_settings, keys.clock().now_millis()).await?;
-        let audit = audit::AuditLog::new(js.clone(), config.node_id.clone());
-        let node_id: Arc<str> = config.node_id.as_str().into();
+        let audit = audit::AuditLog::new(js.clone(), node_id.clone());
+        let node_id: Arc<str> = node_id.into();
         let bus = bus::Bus::start(
             client.clone(),
             Arc::clone(&node_id),
@@ -321,11 +361,17 @@ impl Cluster {
             client,
             ring,
             hubs: hubs_kv,
+            usage: usage_kv,
             audit,
             bus,
             reconnects,
         });
         tokio::spawn(ring::watch(Arc::clone(&cluster), shutdown.clone()));
+        tokio::spawn(usage::watch(
+            Arc::clone(&cluster),
+            keys.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(hubs::watch(
             Arc::clone(&cluster),
             Arc::clone(hub_settings),
@@ -386,7 +432,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(config.urls.len(), 3);
-        assert_eq!(config.node_id, "node_1");
+        assert_eq!(config.node_id.as_deref(), Some("node_1"));
         let shown = format!("{config:?}");
         assert!(
             !shown.contains("s3cret") && !shown.contains("alice"),
@@ -422,10 +468,14 @@ mod tests {
     }
 
     #[test]
-    fn random_node_ids_are_valid_and_differ() {
+    fn random_node_ids_are_valid_differ_and_are_kept_in_the_data_dir() {
         let (a, b) = (random_node_id(), random_node_id());
         assert!(valid_node_id(&a) && valid_node_id(&b));
         assert_ne!(a, b);
+        let dir = tempfile::tempdir().unwrap();
+        let first = node_id(None, dir.path()).unwrap();
+        assert_eq!(node_id(None, dir.path()).unwrap(), first, "kept");
+        assert_eq!(node_id(Some("given"), dir.path()).unwrap(), "given");
     }
 
     #[test]
