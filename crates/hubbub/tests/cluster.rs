@@ -513,6 +513,26 @@ async fn messages_reach_clients_on_every_node() {
     assert_eq!(frame["fromUserId"], "u2", "{frame}");
     assert_eq!(frame["group"], group, "{frame}");
 
+    // The nodes count what crossed NATS.
+    let metrics = a
+        .http
+        .get(format!("{}/metrics", a.running().admin_url()))
+        .bearer_auth(a.admin_token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hubbub_cluster_connected{node=\"a\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hubbub_cluster_messages_total{direction=\"published\"} 4"),
+        "A forwarded its 4 sends: {metrics}"
+    );
+
     // Nothing else arrived: the marker is the next message everyone gets (no duplicates, and
     // neither the group message nor the user message leaked to non-members; noEcho held).
     assert_eq!(b.broadcast(&key, "marker").await, 202);
@@ -1080,5 +1100,195 @@ async fn key_usage_is_added_up_across_nodes() {
             assert!(Instant::now() < deadline, "node {} shows {usage}", node.id);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Three `nats-server -js` processes forming one NATS cluster (JetStream replicated).
+struct NatsCluster {
+    servers: Vec<(Child, u16, u16)>,
+    _store: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    fn start() -> Self {
+        let store = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<(u16, u16, u16)> = (0..3)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let routes = ports
+            .iter()
+            .map(|(_, route, _)| format!("nats://127.0.0.1:{route}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let servers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, route, monitor))| {
+                let child = Command::new(nats_binary())
+                    .args(["-js", "-a", "127.0.0.1", "-p", &client.to_string()])
+                    .args(["-m", &monitor.to_string(), "-n", &format!("n{i}")])
+                    .args(["--cluster_name", "hubbub", "--cluster"])
+                    .arg(format!("nats://127.0.0.1:{route}"))
+                    .args(["--routes", &routes, "-sd"])
+                    .arg(store.path().join(format!("n{i}")))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn nats-server");
+                (child, *client, *monitor)
+            })
+            .collect();
+        Self {
+            servers,
+            _store: store,
+        }
+    }
+
+    /// Waits until JetStream has elected its meta leader (streams can then be created).
+    async fn ready(&self) {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut leaders = 0;
+            for (_, _, monitor) in &self.servers {
+                let jsz = http
+                    .get(format!("http://127.0.0.1:{monitor}/jsz"))
+                    .send()
+                    .await;
+                if let Ok(response) = jsz {
+                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    if body["meta_cluster"]["leader"].is_string() {
+                        leaders += 1;
+                    }
+                }
+            }
+            if leaders == self.servers.len() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the NATS cluster did not form");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn urls(&self) -> String {
+        self.servers
+            .iter()
+            .map(|(_, client, _)| format!("nats://127.0.0.1:{client}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn kill(&mut self, index: usize) {
+        let (child, _, _) = &mut self.servers[index];
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_three_replicas_the_cluster_survives_the_loss_of_a_nats_server() {
+    let _serial = SERIAL.lock().await;
+    let mut nats = NatsCluster::start();
+    nats.ready().await;
+    let urls = nats.urls();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .zip(dirs)
+        .map(|(id, dir)| {
+            let hubbub = Hubbub::start_with(
+                &dir.path().join("data"),
+                &[
+                    "--cluster",
+                    &urls,
+                    "--cluster-replicas",
+                    "3",
+                    "--node-id",
+                    id,
+                ],
+                &[],
+            )
+            .unwrap_or_else(|stderr| panic!("node {id} did not start: {stderr}"));
+            Node {
+                hubbub: Some(hubbub),
+                _dir: dir,
+                id: id.to_string(),
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap(),
+            }
+        })
+        .collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let (status, body) = nodes[0].regenerate("Primary").await;
+    assert_eq!(status, 200, "{body}");
+    let (key, version) = converged(&all).await;
+
+    // The key bucket and the audit stream have three replicas.
+    let monitor = nats.servers[1].2;
+    let jsz: Value = reqwest::get(format!(
+        "http://127.0.0.1:{monitor}/jsz?accounts=true&streams=true&config=true"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    for stream in ["KV_hubbub_keys", "hubbub_audit", "KV_hubbub_hubs"] {
+        let replicas = jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+            .find(|d| d["name"] == stream)
+            .map(|d| d["config"]["num_replicas"].clone());
+        assert_eq!(replicas, Some(json!(3)), "{stream}: {jsz}");
+    }
+
+    // One NATS server of three goes away: the replicated bucket keeps every key and takes
+    // changes; nodes connected to it move to another server.
+    nats.kill(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new = loop {
+        let (status, body) = nodes[1].regenerate("Primary").await;
+        if status == 200 {
+            break body["primaryKey"].as_str().unwrap().to_string();
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "no key change with 2 of 3 NATS servers"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(new, key);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut seen = Vec::new();
+        for node in &all {
+            seen.push(node.primary().await);
+        }
+        if seen.iter().all(|k| *k == (new.clone(), version + 1)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes did not converge: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for node in &all {
+        assert_eq!(node.broadcast(&new, "x").await, 202, "node {}", node.id);
+        assert_eq!(node.broadcast(&key, "x").await, 401, "node {}", node.id);
     }
 }
