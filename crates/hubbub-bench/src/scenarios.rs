@@ -343,7 +343,7 @@ impl Publisher {
 
 pub async fn broadcast(
     target: Arc<Target>,
-    pid: Option<u32>,
+    cpu_pids: &[u32],
     options: BroadcastOptions,
 ) -> anyhow::Result<Report> {
     if options.size < 20 {
@@ -401,7 +401,8 @@ pub async fn broadcast(
         .build()?;
     let published = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let server_cpu_before = cpu_seconds(pid);
+    let server_cpu_before =
+        crate::proc_stats::cpu_seconds_of(cpu_pids).filter(|_| !cpu_pids.is_empty());
     let own_cpu_before = cpu_seconds(None);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(options.seconds);
@@ -452,7 +453,10 @@ pub async fn broadcast(
     }
     let total_seconds = started.elapsed().as_secs_f64();
     let delivered = received.load(Ordering::Relaxed);
-    let server_cpu = match (server_cpu_before, cpu_seconds(pid)) {
+    let server_cpu = match (
+        server_cpu_before,
+        crate::proc_stats::cpu_seconds_of(cpu_pids),
+    ) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };

@@ -13,6 +13,9 @@ pub enum Target {
         endpoint: String,
         key: String,
         hub: String,
+        /// Where subscribers connect, in turn (cluster mode: other nodes); empty: `endpoint`.
+        client_endpoints: Vec<String>,
+        next_client: std::sync::atomic::AtomicUsize,
     },
     /// Subscribers connect to `ws_url`; `POST publish_url` with the payload broadcasts it.
     Ws { ws_url: String, publish_url: String },
@@ -47,7 +50,21 @@ impl Target {
             endpoint: parsed.endpoint,
             key: parsed.access_key,
             hub: hub.to_string(),
+            client_endpoints: Vec::new(),
+            next_client: Default::default(),
         })
+    }
+
+    /// Hubbub: subscribers connect to these endpoints in turn (publishing stays on the
+    /// connection string's endpoint).
+    pub fn with_client_endpoints(mut self, endpoints: Vec<String>) -> Self {
+        if let Target::Hubbub {
+            client_endpoints, ..
+        } = &mut self
+        {
+            *client_endpoints = endpoints;
+        }
+        self
     }
 
     pub fn name(&self) -> &'static str {
@@ -62,7 +79,19 @@ impl Target {
     /// The URL a subscriber in `groups` connects to.
     pub fn client_url(&self, user: &str, groups: &[&str]) -> String {
         match self {
-            Target::Hubbub { endpoint, key, hub } => {
+            Target::Hubbub {
+                endpoint,
+                key,
+                hub,
+                client_endpoints,
+                next_client,
+            } => {
+                let endpoint = if client_endpoints.is_empty() {
+                    endpoint
+                } else {
+                    let i = next_client.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    &client_endpoints[i % client_endpoints.len()]
+                };
                 let now = now_secs();
                 let claims = json!({"aud": format!("{endpoint}/client/hubs/{hub}"), "iat": now, "exp": now + 3600, "sub": user, "webpubsub.group": groups});
                 let ws = endpoint.replacen("http", "ws", 1);
@@ -134,7 +163,9 @@ impl Target {
     /// A Hubbub REST URL and its bearer token (`aud` = the full URL, as the JS SDK signs it).
     pub fn rest(&self, path_and_query: &str) -> Option<(String, String)> {
         match self {
-            Target::Hubbub { endpoint, key, hub } => {
+            Target::Hubbub {
+                endpoint, key, hub, ..
+            } => {
                 let url = format!("{endpoint}/api/hubs/{hub}{path_and_query}");
                 let now = now_secs();
                 let token = sign(json!({"aud": url, "iat": now, "exp": now + 3600}), key);

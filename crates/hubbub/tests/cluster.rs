@@ -674,8 +674,61 @@ async fn a_killed_node_leaves_the_others_serving() {
     for client in [&mut on_a, &mut on_b, &mut on_c] {
         assert_eq!(client.next_data().await.as_deref(), Some("before"));
     }
+    // A reliable client of C, to try recovering on another node once C is gone.
+    let (reliable, id, reconnection_token) = {
+        let aud = format!("http://localhost:{}/client/hubs/chat", c.port());
+        let token = sign(json!({"aud": aud, "exp": now() + 600, "sub": "r"}), &key);
+        let url = format!(
+            "ws://{}/client/hubs/chat?access_token={token}",
+            c.running().public_addr
+        );
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "json.reliable.webpubsub.azure.v1".parse().unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut client = Client { ws };
+        let connected = client.next_json().await.unwrap();
+        (
+            client,
+            connected["connectionId"].as_str().unwrap().to_string(),
+            connected["reconnectionToken"].as_str().unwrap().to_string(),
+        )
+    };
     c.hubbub.take().unwrap().kill9();
     assert_eq!(on_c.next_json().await, None, "C's client lost its node");
+    drop(reliable);
+    // Its recovery lands on A, which has no such session: a clean 1008, so the client starts a
+    // new connection (the session is not handed over).
+    let url = format!(
+        "ws://{}/client/hubs/chat?awps_connection_id={id}&awps_reconnection_token={}",
+        a.running().public_addr,
+        reconnection_token
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+    );
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "json.reliable.webpubsub.azure.v1".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 1008);
+    assert_eq!(
+        close.reason.as_str(),
+        "the session no longer exists",
+        "the token was valid (the salt is shared); only the session is missing"
+    );
     for round in 0..3 {
         let body = format!("after {round}");
         assert_eq!(a.broadcast(&key, &body).await, 202);

@@ -8,10 +8,12 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
+import net, { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { WebPubSubClient, WebPubSubJsonProtocol } from "@azure/web-pubsub-client";
+import {
+  WebPubSubClient, WebPubSubJsonProtocol, WebPubSubJsonReliableProtocol,
+} from "@azure/web-pubsub-client";
 import { startHubbub, sdkClient, waitFor } from "./harness.mjs";
 
 const T = { timeout: 120_000 };
@@ -155,6 +157,111 @@ test("a regeneration on node B is enforced by node A and node C for the SDK's RE
     }
   } finally {
     for (const node of nodes) await node.dispose();
+    await nats.dispose();
+  }
+});
+
+/**
+ * A TCP load balancer on 127.0.0.1: each new connection goes to the next backend port in turn,
+ * skipping backends that refuse (a killed node), like a load balancer with health checks.
+ */
+async function startBalancer() {
+  const backends = [];
+  const live = new Set();
+  let next = 0;
+  const server = createServer((client) => {
+    client.on("error", () => {});
+    live.add(client);
+    client.on("close", () => live.delete(client));
+    const attempt = (tries) => {
+      if (tries >= backends.length) { client.destroy(); return; }
+      const port = backends[next++ % backends.length];
+      const upstream = net.connect(port, "127.0.0.1");
+      let connected = false;
+      upstream.once("connect", () => {
+        connected = true;
+        client.pipe(upstream);
+        upstream.pipe(client);
+        client.on("close", () => upstream.destroy());
+        upstream.on("close", () => client.destroy());
+      });
+      upstream.on("error", () => {
+        if (!connected) attempt(tries + 1);
+        else client.destroy();
+      });
+    };
+    attempt(0);
+  });
+  await new Promise((res) => server.listen(0, "127.0.0.1", res));
+  return {
+    port: server.address().port,
+    backends,
+    async close() {
+      for (const c of live) c.destroy();
+      await new Promise((res) => server.close(() => res()));
+    },
+  };
+}
+
+test("behind a load balancer, a killed node's reliable clients reconnect to another node; the others are not affected", T, async () => {
+  const nats = await startNats();
+  const lb = await startBalancer();
+  const nodes = [];
+  const clients = [];
+  try {
+    const endpoint = `http://localhost:${lb.port}`;
+    for (const id of ["a", "b", "c"]) {
+      const node = await startHubbub({
+        extraArgs: ["--cluster", nats.url, "--node-id", id, "--public-endpoint", endpoint],
+      });
+      nodes.push(node);
+      lb.backends.push(node.publicPort);
+    }
+    const [, b] = nodes;
+    const keys = await nodes[0].keyShow();
+    assert.equal(keys.primaryConnectionString.split(";")[0], `Endpoint=${endpoint}`);
+    const service = sdkClient(keys.primaryConnectionString, "lb");
+
+    // Reliable clients until every node has one.
+    const byNode = new Map();
+    for (let i = 0; i < 9 && byNode.size < 3; i++) {
+      const { url } = await service.getClientAccessToken({ userId: `user${i}` });
+      const client = new WebPubSubClient(url, { protocol: WebPubSubJsonReliableProtocol() });
+      const record = { client, received: [], connected: [], disconnected: 0 };
+      client.on("connected", (e) => record.connected.push(e.connectionId));
+      client.on("disconnected", () => { record.disconnected += 1; });
+      client.on("server-message", (e) => record.received.push(e.message.data));
+      await client.start();
+      await waitFor(() => record.connected.length === 1, { what: "connected" });
+      clients.push(record);
+      const node = record.connected[0].split("-")[0];
+      if (!byNode.has(node)) byNode.set(node, record);
+    }
+    assert.equal(byNode.size, 3, "the balancer spread the clients over the three nodes");
+
+    await b.stop("SIGKILL");
+    const moved = byNode.get("b");
+    // Its recovery lands on another node, which closes it with 1008 (no session there); the
+    // client then connects anew through the balancer, to a live node.
+    await waitFor(() => moved.connected.length >= 2, { timeoutMs: 30_000, what: "b's client reconnected" });
+    assert.match(moved.connected.at(-1), /^[ac]-/, "reconnected to a live node");
+
+    await waitFor(async () => {
+      await service.sendToAll("after", { contentType: "text/plain" });
+      return clients.every((c) => c.received.includes("after"));
+    }, { timeoutMs: 10_000, intervalMs: 300, what: "every client, moved or not, receives" });
+    for (const [node, record] of byNode) {
+      if (node !== "b") {
+        assert.equal(record.disconnected, 0, `node ${node}'s client was not disturbed`);
+        assert.equal(record.connected.length, 1);
+      }
+    }
+  } finally {
+    for (const c of clients) {
+      try { c.client.stop(); } catch { /* stopped */ }
+    }
+    for (const node of nodes) await node.dispose();
+    await lb.close();
     await nats.dispose();
   }
 });
