@@ -39,6 +39,14 @@ struct Cli {
     /// The server's process id, to read its memory and CPU time from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Hubbub in cluster mode: endpoints (`http://host:port`, comma-separated) the subscribers
+    /// connect to in turn; publishing stays on the connection string's endpoint.
+    #[arg(long, value_delimiter = ',')]
+    client_endpoint: Vec<String>,
+    /// More processes whose CPU time counts as the server's in `broadcast` (the other nodes,
+    /// nats-server), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    extra_pids: Vec<u32>,
     /// Hub to use.
     #[arg(long, default_value = "bench")]
     hub: String,
@@ -143,6 +151,7 @@ fn main() -> anyhow::Result<()> {
                 .connection_string
                 .ok_or_else(|| anyhow::anyhow!("--connection-string is required"))?;
             target::Target::hubbub(&cs, &cli.hub, cli.protocol)?
+                .with_client_endpoints(cli.client_endpoint)
         }
         Some("ws") => target::Target::Ws {
             ws_url: need(cli.ws_url, "--ws-url")?,
@@ -187,9 +196,10 @@ fn main() -> anyhow::Result<()> {
                 publishers,
                 publish_from,
             } => {
+                let cpu_pids: Vec<u32> = cli.server_pid.into_iter().chain(cli.extra_pids).collect();
                 scenarios::broadcast(
                     std::sync::Arc::new(target),
-                    cli.server_pid,
+                    &cpu_pids,
                     scenarios::BroadcastOptions {
                         subscribers,
                         groups: 1,
@@ -211,9 +221,10 @@ fn main() -> anyhow::Result<()> {
                 publishers,
                 publish_from,
             } => {
+                let cpu_pids: Vec<u32> = cli.server_pid.into_iter().chain(cli.extra_pids).collect();
                 scenarios::broadcast(
                     std::sync::Arc::new(target),
-                    cli.server_pid,
+                    &cpu_pids,
                     scenarios::BroadcastOptions {
                         subscribers: connections,
                         groups,

@@ -8,6 +8,11 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// User plus system CPU seconds of several processes together (`None` if one cannot be read).
+pub fn cpu_seconds_of(pids: &[u32]) -> Option<f64> {
+    pids.iter().map(|&pid| cpu_seconds(Some(pid))).sum()
+}
+
 /// User plus system CPU seconds.
 pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     let stat = match pid {

@@ -66,15 +66,20 @@ fn now_nanos() -> u128 {
         .unwrap_or_default()
 }
 
-/// Where the clients connect: the URL's host resolved once, so a connect storm does not measure
-/// the generator's name lookups.
-async fn resolve(url: &str) -> anyhow::Result<std::net::SocketAddr> {
+/// A client URL's host and port.
+fn authority(url: &str) -> anyhow::Result<(String, u16)> {
     let parsed = url::Url::parse(url).context("a client URL")?;
     let host = parsed.host_str().context("a client URL without a host")?;
     let port = parsed
         .port_or_known_default()
         .context("a client URL without a port")?;
-    let addr = tokio::net::lookup_host((host, port)).await?.next();
+    Ok((host.to_string(), port))
+}
+
+/// Where a client connects: its URL's host resolved.
+async fn resolve(url: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let (host, port) = authority(url)?;
+    let addr = tokio::net::lookup_host((host.as_str(), port)).await?.next();
     addr.with_context(|| format!("{host} does not resolve"))
 }
 
@@ -149,14 +154,27 @@ async fn open_many(
     subscribers: Vec<Subscriber>,
     concurrency: usize,
 ) -> anyhow::Result<(Vec<Client>, Vec<u64>)> {
-    let Some(first) = subscribers.first() else {
-        return Ok((Vec::new(), Vec::new()));
-    };
-    let addr = resolve(&first.url).await?;
-    let count = subscribers.len();
+    // Each endpoint is resolved once, so a connect storm does not measure the generator's name
+    // lookups (subscribers may be spread over several nodes).
+    let mut resolved: std::collections::HashMap<(String, u16), std::net::SocketAddr> =
+        Default::default();
+    let mut opening = Vec::with_capacity(subscribers.len());
+    for subscriber in subscribers {
+        let key = authority(&subscriber.url)?;
+        let addr = match resolved.get(&key) {
+            Some(addr) => *addr,
+            None => {
+                let addr = resolve(&subscriber.url).await?;
+                resolved.insert(key, addr);
+                addr
+            }
+        };
+        opening.push((subscriber, addr));
+    }
+    let count = opening.len();
     let subprotocol = target.subprotocol();
-    let results: Vec<anyhow::Result<(Client, u64)>> = futures_util::stream::iter(subscribers)
-        .map(|subscriber| async move {
+    let results: Vec<anyhow::Result<(Client, u64)>> = futures_util::stream::iter(opening)
+        .map(|(subscriber, addr)| async move {
             let started = Instant::now();
             let mut client = connect(&subscriber.url, addr, subprotocol).await?;
             if let Some(hello) = subscriber.hello {
@@ -491,7 +509,7 @@ const ACK_EVERY: u64 = 64;
 /// samples end-to-end latency from the timestamp each payload carries.
 pub async fn broadcast(
     target: Arc<Target>,
-    pid: Option<u32>,
+    cpu_pids: &[u32],
     options: BroadcastOptions,
 ) -> anyhow::Result<Report> {
     if options.size < 20 {
@@ -573,7 +591,8 @@ pub async fn broadcast(
     let published = Arc::new(AtomicU64::new(0));
     let expected = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let server_cpu_before = cpu_seconds(pid);
+    let server_cpu_before =
+        crate::proc_stats::cpu_seconds_of(cpu_pids).filter(|_| !cpu_pids.is_empty());
     let own_cpu_before = cpu_seconds(None);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(options.seconds);
@@ -634,7 +653,10 @@ pub async fn broadcast(
     }
     let total_seconds = started.elapsed().as_secs_f64();
     let delivered = received.load(Ordering::Relaxed);
-    let server_cpu = match (server_cpu_before, cpu_seconds(pid)) {
+    let server_cpu = match (
+        server_cpu_before,
+        crate::proc_stats::cpu_seconds_of(cpu_pids),
+    ) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };

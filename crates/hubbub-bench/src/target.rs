@@ -14,6 +14,9 @@ pub enum Target {
         key: String,
         hub: String,
         protocol: ClientProtocol,
+        /// Where subscribers connect, in turn (cluster mode: other nodes); empty: `endpoint`.
+        client_endpoints: Vec<String>,
+        next_client: std::sync::atomic::AtomicUsize,
     },
     /// Subscribers connect to `ws_url`; `POST publish_url` with the payload broadcasts it.
     Ws { ws_url: String, publish_url: String },
@@ -74,7 +77,21 @@ impl Target {
             key: parsed.access_key,
             hub: hub.to_string(),
             protocol,
+            client_endpoints: Vec::new(),
+            next_client: Default::default(),
         })
+    }
+
+    /// Hubbub: subscribers connect to these endpoints in turn (publishing stays on the
+    /// connection string's endpoint).
+    pub fn with_client_endpoints(mut self, endpoints: Vec<String>) -> Self {
+        if let Target::Hubbub {
+            client_endpoints, ..
+        } = &mut self
+        {
+            *client_endpoints = endpoints;
+        }
+        self
     }
 
     /// The WebSocket subprotocol subscribers ask for.
@@ -109,8 +126,19 @@ impl Target {
     pub fn client_url(&self, user: &str, groups: &[&str], roles: &[&str]) -> String {
         match self {
             Target::Hubbub {
-                endpoint, key, hub, ..
+                endpoint,
+                key,
+                hub,
+                client_endpoints,
+                next_client,
+                ..
             } => {
+                let endpoint = if client_endpoints.is_empty() {
+                    endpoint
+                } else {
+                    let i = next_client.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    &client_endpoints[i % client_endpoints.len()]
+                };
                 let now = now_secs();
                 let mut claims = json!({"aud": format!("{endpoint}/client/hubs/{hub}"), "iat": now, "exp": now + 3600, "sub": user, "webpubsub.group": groups});
                 if !roles.is_empty() {

@@ -345,7 +345,7 @@ fn parse_slot(body: &[u8]) -> Result<KeySlot, ApiError> {
         .map_err(|e| ApiError::bad_request("InvalidKeyType", e.to_string()))
 }
 
-/// Regenerates on a blocking thread (SQLite commit and fsync) and returns the new ring.
+/// Regenerates (in the store, or through the cluster) and returns the new ring.
 async fn regenerate_slot(
     state: &AppState,
     slot: KeySlot,
@@ -353,15 +353,9 @@ async fn regenerate_slot(
     grace: Option<std::time::Duration>,
     actor: &'static str,
 ) -> Result<Arc<KeyRing>, ApiError> {
-    let keys = state.keys.clone();
-    let source = source.ip().to_string();
-    tokio::task::spawn_blocking(move || keys.regenerate(slot, actor, Some(&source), grace))
+    crate::key_changes::regenerate(state, slot, actor, source.ip().to_string(), grace)
         .await
-        .map_err(|_| ApiError::internal("the key change was interrupted"))?
-        .map_err(|e| {
-            tracing::error!(error = %e, slot = slot.as_str(), "key regeneration failed");
-            ApiError::internal("the key could not be stored; nothing was changed")
-        })
+        .map_err(|e| e.into_api("the key"))
 }
 
 async fn regenerate(

@@ -93,6 +93,16 @@ async fn store(
 ) -> Result<HubView, ApiError> {
     let settings = state.hub_settings.clone();
     let now = state.keys.clock().now_millis();
+    if let Some(cluster) = &state.cluster {
+        cluster
+            .put_hub_settings(&settings, &name, Some(properties.clone()), now)
+            .await
+            .map_err(|e| {
+                crate::key_changes::KeyChangeError::from(e).into_api("the hub settings")
+            })?;
+        tracing::info!(hub = %name, "hub settings changed in the cluster");
+        return Ok(HubView { name, properties });
+    }
     let (stored_name, stored) = (name.clone(), properties.clone());
     tokio::task::spawn_blocking(move || settings.put(&stored_name, stored, now))
         .await
@@ -107,6 +117,13 @@ async fn store(
 
 async fn remove(state: &AppState, name: String) -> Result<(), ApiError> {
     let settings = state.hub_settings.clone();
+    if let Some(cluster) = &state.cluster {
+        let now = state.keys.clock().now_millis();
+        return cluster
+            .put_hub_settings(&settings, &name, None, now)
+            .await
+            .map_err(|e| crate::key_changes::KeyChangeError::from(e).into_api("the hub settings"));
+    }
     tokio::task::spawn_blocking(move || settings.delete(&name))
         .await
         .map_err(|_| ApiError::internal("the change was interrupted"))?

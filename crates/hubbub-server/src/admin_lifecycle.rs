@@ -75,20 +75,16 @@ async fn require_rotation(
             "'reason' must say why, in at most 1000 characters",
         ));
     }
-    let (keys, reason, source) = (
-        state.keys.clone(),
+    let ring = crate::key_changes::require_rotation(
+        &state,
+        slot,
+        deadline,
         reason.to_string(),
+        ADMIN_ACTOR,
         peer.ip().to_string(),
-    );
-    let ring = tokio::task::spawn_blocking(move || {
-        keys.require_rotation(slot, deadline, &reason, ADMIN_ACTOR, Some(&source))
-    })
+    )
     .await
-    .map_err(|_| ApiError::internal("the change was interrupted"))?
-    .map_err(|e| {
-        tracing::error!(error = %e, "rotation requirement could not be stored");
-        ApiError::internal("the requirement could not be stored; nothing was changed")
-    })?;
+    .map_err(|e| e.into_api("the requirement"))?;
     Ok(Json(keys_view(&state, &ring)))
 }
 

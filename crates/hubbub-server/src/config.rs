@@ -48,6 +48,17 @@ pub struct Settings {
     pub notifications: Option<crate::notices::NotificationSettings>,
     /// Hubs declared by the deployment: their settings are applied at every start.
     pub hubs: Option<std::collections::BTreeMap<String, crate::hub_settings::HubProperties>>,
+    /// Cluster mode: the NATS server URLs (`nats://host:4222`, `tls://...`) of the cluster to
+    /// join. Unset: a single node with its embedded store.
+    pub cluster: Option<Vec<String>>,
+    /// A NATS credentials file (`.creds`: user JWT and NKey seed) for the cluster connection.
+    pub cluster_creds: Option<PathBuf>,
+    /// A PEM CA certificate to verify the NATS servers with; TLS is then required.
+    pub cluster_tls_ca: Option<PathBuf>,
+    /// Replicas of the cluster's key-value bucket and audit stream (1-5; default 1).
+    pub cluster_replicas: Option<usize>,
+    /// This node's id in the cluster, carried in its connection ids (default: random).
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +92,8 @@ pub enum ConfigError {
     BadGrace(u64),
     #[error("the public and admin listeners cannot share the address {0}")]
     SameAddress(SocketAddr),
+    #[error("cluster: {0}")]
+    BadCluster(String),
 }
 
 impl Settings {
@@ -117,6 +130,11 @@ impl Settings {
                 .maintenance_interval_ms
                 .or(lower.maintenance_interval_ms),
             notifications: self.notifications.or(lower.notifications),
+            cluster: self.cluster.or(lower.cluster),
+            cluster_creds: self.cluster_creds.or(lower.cluster_creds),
+            cluster_tls_ca: self.cluster_tls_ca.or(lower.cluster_tls_ca),
+            cluster_replicas: self.cluster_replicas.or(lower.cluster_replicas),
+            node_id: self.node_id.or(lower.node_id),
         }
     }
 
@@ -185,11 +203,20 @@ impl Settings {
             .map_or(crate::lifecycle::TICK, |ms| {
                 Duration::from_millis(ms.clamp(10, 60_000))
             });
+        let cluster = crate::cluster::ClusterConfig::from_settings(
+            self.cluster,
+            self.cluster_creds,
+            self.cluster_tls_ca,
+            self.cluster_replicas,
+            self.node_id,
+        )
+        .map_err(ConfigError::BadCluster)?;
         let notifications = self.notifications.unwrap_or_default();
         notifications
             .validate()
             .map_err(ConfigError::BadNotifications)?;
         Ok(Config {
+            cluster,
             notifications,
             maintenance_interval,
             key_max_age_days: self.key_max_age_days,
@@ -234,6 +261,8 @@ pub struct Config {
     pub notifications: crate::notices::NotificationSettings,
     /// Hub settings declared in the config file, applied at start.
     pub hubs: Vec<(String, crate::hub_settings::HubProperties)>,
+    /// Cluster mode (NATS JetStream), when configured.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     pub clock: SharedClock,
 }
 
@@ -248,6 +277,7 @@ impl std::fmt::Debug for Config {
             .field("token_leeway_secs", &self.token_leeway_secs)
             .field("keep_alive", &self.keep_alive)
             .field("reconnect_grace", &self.reconnect_grace)
+            .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }

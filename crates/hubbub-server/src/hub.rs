@@ -2,6 +2,7 @@
 //! connections. Each hub has one lock, never held across an `.await`: fan-out takes it for
 //! reading and only pushes into outboxes, which never blocks.
 
+use crate::cluster::bus::{Interest, InterestSink};
 use crate::connection::{CloseRequest, Connection, CLOSE_NORMAL, CLOSE_POLICY};
 use crate::filter::{Filter, FilterSubject};
 use crate::message::Outgoing;
@@ -12,6 +13,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 #[derive(Debug, Default)]
 pub struct Hubs {
     hubs: RwLock<HashMap<Arc<str>, Arc<Hub>>>,
+    /// Cluster mode: where hubs report the groups and users their connections need.
+    interest: std::sync::OnceLock<InterestSink>,
 }
 
 /// Hub names are case-insensitive; this is the canonical form.
@@ -20,6 +23,16 @@ pub fn canonical_hub(name: &str) -> String {
 }
 
 impl Hubs {
+    /// Cluster mode: hubs created from now on report interest changes to `sink`.
+    pub fn set_interest(&self, sink: InterestSink) {
+        let _ = self.interest.set(sink);
+    }
+
+    /// Where interest changes go, in cluster mode.
+    pub fn interest(&self) -> Option<&InterestSink> {
+        self.interest.get()
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<Hub>> {
         let key = canonical_hub(name);
         self.hubs
@@ -35,10 +48,13 @@ impl Hubs {
         }
         let key: Arc<str> = canonical_hub(name).into();
         let mut hubs = self.hubs.write().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(
-            hubs.entry(Arc::clone(&key))
-                .or_insert_with(|| Arc::new(Hub::new(key))),
-        )
+        Arc::clone(hubs.entry(Arc::clone(&key)).or_insert_with(|| {
+            let sink = self.interest.get().cloned();
+            if let Some(sink) = &sink {
+                sink.notify(Interest::Hub(Arc::clone(&key)));
+            }
+            Arc::new(Hub::new(key, sink))
+        }))
     }
 
     pub fn all(&self) -> Vec<Arc<Hub>> {
@@ -78,9 +94,17 @@ struct HubInner {
     groups: HashMap<Arc<str>, HashSet<Arc<str>>>,
     /// user -> connection ids.
     users: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// Cluster mode: the hub's name and where first-joins and last-leaves are reported.
+    sink: Option<(Arc<str>, InterestSink)>,
 }
 
 impl HubInner {
+    fn notify(&self, change: impl FnOnce(Arc<str>) -> Interest) {
+        if let Some((hub, sink)) = &self.sink {
+            sink.notify(change(Arc::clone(hub)));
+        }
+    }
+
     fn join(&mut self, connection_id: &str, group: &str) -> bool {
         let Some(member) = self.connections.get_mut(connection_id) else {
             return false;
@@ -93,10 +117,12 @@ impl HubInner {
             None => group.into(),
         };
         member.groups.insert(Arc::clone(&group));
-        self.groups
-            .entry(group)
-            .or_default()
-            .insert(Arc::clone(&member.connection.id));
+        let members = self.groups.entry(Arc::clone(&group)).or_default();
+        let first = members.is_empty();
+        members.insert(Arc::clone(&member.connection.id));
+        if first {
+            self.notify(|hub| Interest::Group(hub, group, true));
+        }
         true
     }
 
@@ -107,7 +133,9 @@ impl HubInner {
         if let Some(members) = self.groups.get_mut(group) {
             members.remove(connection_id);
             if members.is_empty() {
-                self.groups.remove(group);
+                if let Some((group, _)) = self.groups.remove_entry(group) {
+                    self.notify(|hub| Interest::Group(hub, group, false));
+                }
             }
         }
     }
@@ -168,10 +196,13 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    fn new(name: Arc<str>) -> Self {
+    fn new(name: Arc<str>, sink: Option<InterestSink>) -> Self {
         Self {
+            inner: RwLock::new(HubInner {
+                sink: sink.map(|s| (Arc::clone(&name), s)),
+                ..HubInner::default()
+            }),
             name,
-            inner: RwLock::default(),
             delivered: Default::default(),
         }
     }
@@ -200,11 +231,12 @@ impl Hub {
         let mut inner = self.write();
         let id = Arc::clone(&connection.id);
         if let Some(user) = &connection.user_id {
-            inner
-                .users
-                .entry(Arc::clone(user))
-                .or_default()
-                .insert(Arc::clone(&id));
+            let ids = inner.users.entry(Arc::clone(user)).or_default();
+            let first = ids.is_empty();
+            ids.insert(Arc::clone(&id));
+            if first {
+                inner.notify(|hub| Interest::User(hub, Arc::clone(user), true));
+            }
         }
         inner.connections.insert(
             Arc::clone(&id),
@@ -235,6 +267,7 @@ impl Hub {
                 ids.remove(&*connection.id);
                 if ids.is_empty() {
                     inner.users.remove(&**user);
+                    inner.notify(|hub| Interest::User(hub, Arc::clone(user), false));
                 }
             }
         }
@@ -508,7 +541,7 @@ mod tests {
 
     #[test]
     fn membership_and_fan_out() {
-        let hub = Hub::new("h".into());
+        let hub = Hub::new("h".into(), None);
         let (a, b, c) = (
             conn("a", Some("u1")),
             conn("b", Some("u1")),
@@ -542,7 +575,7 @@ mod tests {
 
     #[test]
     fn no_echo_skips_the_sender() {
-        let hub = Hub::new("h".into());
+        let hub = Hub::new("h".into(), None);
         let (a, b) = (conn("a", None), conn("b", None));
         hub.add(Arc::clone(&a), &["g".into()]);
         hub.add(Arc::clone(&b), &["g".into()]);
@@ -554,7 +587,7 @@ mod tests {
 
     #[test]
     fn paging_lists_each_connection_once() {
-        let hub = Hub::new("h".into());
+        let hub = Hub::new("h".into(), None);
         for i in 0..5 {
             hub.add(conn(&format!("c{i}"), None), &["g".into()]);
         }
@@ -573,7 +606,7 @@ mod tests {
 
     #[test]
     fn removing_only_the_same_connection_object() {
-        let hub = Hub::new("h".into());
+        let hub = Hub::new("h".into(), None);
         let first = conn("a", None);
         hub.add(Arc::clone(&first), &[]);
         let impostor = conn("a", None);

@@ -75,6 +75,54 @@ impl KeyRing {
         ring
     }
 
+    /// The ring after `slot` got `value` at `now` (its version + 1): a rotation requirement on the
+    /// slot is cleared, and the old value keeps verifying until `grace_until` when one is given.
+    /// Returns the new ring and the slot's previous version.
+    pub fn regenerated(
+        &self,
+        slot: KeySlot,
+        value: Secret,
+        now: UnixMillis,
+        grace_until: Option<UnixMillis>,
+    ) -> (KeyRing, u64) {
+        let old = self.slot(slot);
+        let mut ring = self.with_slot(
+            slot,
+            SlotKey {
+                value,
+                version: old.version + 1,
+                created_at: now,
+            },
+        );
+        if let Some(until) = grace_until {
+            ring.retiring
+                .retain(|k| !(k.slot == slot && k.version == old.version));
+            ring.retiring.push(RetiringKey {
+                slot,
+                version: old.version,
+                value: old.value.clone(),
+                until,
+            });
+        }
+        (ring, old.version)
+    }
+
+    /// The ring with `requirement` replacing any requirement on its slot.
+    pub fn with_requirement(&self, requirement: RotationRequirement) -> KeyRing {
+        let mut ring = self.clone();
+        ring.requirements.retain(|r| r.slot != requirement.slot);
+        ring.requirements.push(requirement);
+        ring
+    }
+
+    /// The old values whose grace period is over at `now`, and the ring without them.
+    pub fn without_ended_grace(&self, now: UnixMillis) -> (KeyRing, Vec<RetiringKey>) {
+        let mut ring = self.clone();
+        let (ended, kept) = self.retiring.iter().cloned().partition(|k| k.until <= now);
+        ring.retiring = kept;
+        (ring, ended)
+    }
+
     /// Keys that may verify an access token now: primary, secondary, then old values whose grace
     /// has not ended.
     pub fn candidates(&self, now: UnixMillis) -> Vec<Candidate<'_>> {
@@ -144,6 +192,8 @@ struct Inner {
     /// changes reach memory in the order they were committed.
     write: Mutex<()>,
     usage: Usage,
+    /// Cluster mode: the other nodes' usage of each access slot, summed.
+    remote_usage: ArcSwap<[crate::store::UsageRecord; 2]>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -187,6 +237,7 @@ impl Keys {
             clock,
             write: Mutex::new(()),
             usage,
+            remote_usage: ArcSwap::from_pointee(Default::default()),
         })))
     }
 
@@ -205,6 +256,16 @@ impl Keys {
 
     fn lock_write(&self) -> std::sync::MutexGuard<'_, ()> {
         self.0.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `ring` the current one, mirrored to the store first (cluster mode: the ring came
+    /// from the cluster's key bucket). Blocking (SQLite).
+    pub fn install(&self, ring: KeyRing) -> Result<Arc<KeyRing>, StoreError> {
+        let _write = self.lock_write();
+        self.0.store.mirror_ring(&ring)?;
+        let ring = Arc::new(ring);
+        self.0.ring.store(Arc::clone(&ring));
+        Ok(ring)
     }
 
     /// Replaces one slot with a freshly generated value: durable in the store before it takes
@@ -304,8 +365,29 @@ impl Keys {
         }
     }
 
+    /// A slot's usage: this node's, plus the other nodes' in cluster mode.
     pub fn usage(&self, slot: KeySlot) -> Option<UsageSnapshot> {
-        slot_index(slot).map(|index| self.0.usage.snapshot(index, self.0.clock.now_millis()))
+        let now = self.0.clock.now_millis();
+        slot_index(slot).map(|index| {
+            let local = self.0.usage.snapshot(index, now);
+            let remote = &self.0.remote_usage.load()[index];
+            if remote.rest_requests + remote.client_connections == 0 {
+                local
+            } else {
+                local.plus(UsageSnapshot::of_record(remote, now))
+            }
+        })
+    }
+
+    /// This node's own usage of the two access slots, as records (to share with the cluster).
+    pub fn local_usage(&self) -> [crate::store::UsageRecord; 2] {
+        let now = self.0.clock.now_millis();
+        [0, 1].map(|index| self.0.usage.to_record(index, now))
+    }
+
+    /// Cluster mode: the other nodes' usage, summed per access slot.
+    pub fn set_remote_usage(&self, records: [crate::store::UsageRecord; 2]) {
+        self.0.remote_usage.store(Arc::new(records));
     }
 
     /// Writes the usage counters to the store. Blocking.
@@ -368,6 +450,60 @@ mod tests {
         let on_disk = store.load_or_init(0).unwrap().keys;
         assert_eq!(on_disk.primary.value, ring.primary.value);
         assert_eq!(on_disk.secondary.value, ring.secondary.value);
+    }
+
+    #[test]
+    fn ring_changes_as_pure_functions_and_installing_a_ring_mirrors_it() {
+        let (_dir, keys, store, _) = keys();
+        let ring = keys.current();
+        let value = Secret::new("new-value".into());
+        let (next, old_version) =
+            ring.regenerated(KeySlot::Secondary, value.clone(), 5_000, Some(9_000));
+        assert_eq!(old_version, 1);
+        assert_eq!(
+            (next.secondary.version, next.secondary.created_at),
+            (2, 5_000)
+        );
+        assert_eq!(next.secondary.value, value);
+        assert_eq!(
+            next.primary.value, ring.primary.value,
+            "other slots untouched"
+        );
+        assert_eq!(next.retiring.len(), 1);
+        assert_eq!(next.retiring[0].value, ring.secondary.value);
+        let requirement = RotationRequirement {
+            slot: KeySlot::Primary,
+            version: 1,
+            deadline: 10_000,
+            reason: "r".into(),
+            required_at: 5_000,
+            actor: "a".into(),
+        };
+        let next = next.with_requirement(requirement.clone());
+        let next = next.with_requirement(RotationRequirement {
+            deadline: 20_000,
+            ..requirement
+        });
+        assert_eq!(next.requirements.len(), 1, "one requirement per slot");
+        let (after, ended) = next.without_ended_grace(9_000);
+        assert_eq!((ended.len(), after.retiring.len()), (1, 0));
+        let (_, none) = next.without_ended_grace(8_999);
+        assert!(none.is_empty());
+
+        keys.install(after.clone()).unwrap();
+        assert_eq!(keys.current().secondary.value, value);
+        let on_disk = store.load_or_init(0).unwrap().keys;
+        assert_eq!(on_disk.secondary.value, value);
+        assert_eq!(on_disk.secondary.version, 2);
+        assert_eq!(store.rotation_requirements().unwrap()[0].deadline, 20_000);
+        assert!(store.retiring_keys().unwrap().is_empty());
+        let reloaded = Keys::load(
+            Arc::clone(&store),
+            &store.load_or_init(0).unwrap(),
+            ManualClock::new(0),
+        )
+        .unwrap();
+        assert_eq!(reloaded.current().secondary.value, value);
     }
 
     #[test]

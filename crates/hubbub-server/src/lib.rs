@@ -8,6 +8,8 @@
 //! | [`keys`] | the key ring: lock-free reads, one slot regenerated at a time, usage counters |
 //! | [`secret`] | a key or token that never prints and compares in constant time |
 //! | [`auth`] | verifies REST bearer tokens against the key ring |
+//! | [`cluster`] | cluster mode on NATS JetStream: shared key ring, audit stream, message bus |
+//! | [`key_changes`] | key changes: in the local store, or through the cluster in cluster mode |
 //! | [`store`] | durable state in SQLite: keys, admin token, key events |
 //! | [`api`] | the data-plane REST API under `/api` |
 //! | [`ws`] | the client endpoint: upgrade, subprotocols, one task per socket |
@@ -36,12 +38,14 @@ pub mod admin_lifecycle;
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod error;
 pub mod filter;
 pub mod hub;
 pub mod hub_settings;
+pub mod key_changes;
 pub mod keys;
 pub mod lifecycle;
 pub mod message;

@@ -29,6 +29,9 @@ pub async fn run(state: AppState, tick: Duration) {
         ticks = ticks.wrapping_add(1);
         let (state2, save) = (state.clone(), ticks.is_multiple_of(SAVE_USAGE_EVERY));
         let _ = tokio::task::spawn_blocking(move || housekeeping(&state2, save)).await;
+        if state.cluster.is_some() {
+            cluster_housekeeping(&state).await;
+        }
         if !state.notifications.channels().is_empty() {
             let now = state.keys.clock().now_millis();
             crate::notices::deliver(state.keys.store(), &state.notifications, &http, now).await;
@@ -48,7 +51,13 @@ pub fn housekeeping(state: &AppState, save_usage: bool) {
             tracing::warn!(error = %e, "key usage could not be saved");
         }
     }
-    match state.keys.end_grace() {
+    // In cluster mode the key ring is changed through the cluster (`cluster_housekeeping`).
+    let clustered = state.cluster.is_some();
+    match if clustered {
+        Ok(Vec::new())
+    } else {
+        state.keys.end_grace()
+    } {
         Ok(ended) => {
             for key in ended {
                 tracing::info!(
@@ -78,7 +87,7 @@ pub fn housekeeping(state: &AppState, save_usage: bool) {
     for requirement in ring
         .requirements
         .iter()
-        .filter(|r| ring.disabled(r.slot, now).is_some())
+        .filter(|r| !clustered && ring.disabled(r.slot, now).is_some())
     {
         // The audit log itself says whether this key's disabling was recorded (once, ever).
         let already = state
@@ -105,6 +114,58 @@ pub fn housekeeping(state: &AppState, save_usage: bool) {
                 slot = requirement.slot.as_str(),
                 "a key passed its rotation deadline and no longer authenticates"
             );
+        }
+    }
+}
+
+/// Cluster mode: ends grace periods through the cluster's key bucket and records disabled keys on
+/// the audit stream (deduplicated there, since every node's housekeeper sees the same facts).
+/// Skipped while NATS is unreachable.
+async fn cluster_housekeeping(state: &AppState) {
+    let Some(cluster) = &state.cluster else {
+        return;
+    };
+    if !cluster.connected() {
+        return;
+    }
+    cluster.publish_usage(&state.keys).await;
+    match crate::key_changes::end_grace(state).await {
+        Ok(ended) => {
+            for key in ended {
+                tracing::info!(
+                    slot = key.slot.as_str(),
+                    version = key.version,
+                    "grace period ended; the old key no longer verifies"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "grace periods could not be ended"),
+    }
+    let now = state.keys.clock().now_millis();
+    let ring = state.keys.current();
+    for requirement in ring
+        .requirements
+        .iter()
+        .filter(|r| ring.disabled(r.slot, now).is_some())
+    {
+        let store = std::sync::Arc::clone(state.keys.store());
+        let (slot, version) = (requirement.slot, requirement.version);
+        let already = tokio::task::spawn_blocking(move || {
+            store.audit_contains("key_disabled", slot, version)
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false);
+        if already {
+            continue;
+        }
+        match crate::key_changes::record_disabled(cluster, now, requirement).await {
+            Ok(()) => tracing::warn!(
+                slot = slot.as_str(),
+                "a key passed its rotation deadline and no longer authenticates"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not record a disabled key"),
         }
     }
 }

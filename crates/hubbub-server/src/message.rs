@@ -80,6 +80,31 @@ impl Outgoing {
         self
     }
 
+    /// The group a group message comes from.
+    pub fn source_group(&self) -> Option<&Arc<str>> {
+        self.group.as_ref()
+    }
+
+    /// The user who sent a client's group message.
+    pub fn from_user_id(&self) -> Option<&Arc<str>> {
+        self.from_user_id.as_ref()
+    }
+
+    pub fn data_type(&self) -> DataType {
+        self.data_type
+    }
+
+    /// The payload as received (not yet encoded for any wire format).
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// How long the message may still be delivered, when it has a TTL.
+    pub fn ttl_remaining(&self) -> Option<Duration> {
+        self.expires_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
     /// The frame a simple (no subprotocol) client gets: text for text and JSON, binary for binary.
     pub fn simple_frame(&self) -> Message {
         self.simple

@@ -163,7 +163,44 @@ pub fn render(state: &AppState) -> String {
         "hubbub_event_handler_problems {}",
         state.upstream.problems().len()
     );
+    if let Some(cluster) = &state.cluster {
+        cluster_metrics(&mut out, cluster);
+    }
     out
+}
+
+/// Cluster mode: the NATS connection and the messages crossing it.
+fn cluster_metrics(out: &mut String, cluster: &crate::cluster::Cluster) {
+    use std::sync::atomic::Ordering::Relaxed;
+    metric(
+        out,
+        "hubbub_cluster_connected",
+        "gauge",
+        "1 while this node's NATS connection is up (key changes need it).",
+    );
+    let _ = writeln!(
+        out,
+        "hubbub_cluster_connected{{node=\"{}\"}} {}",
+        escape(&cluster.node_id),
+        u8::from(cluster.connected())
+    );
+    metric(
+        out,
+        "hubbub_cluster_messages_total",
+        "counter",
+        "Messages forwarded to other nodes (published), taken from them (received), or not forwarded (dropped: the outbox to NATS was full, or a message exceeded NATS's max_payload).",
+    );
+    let stats = &cluster.bus.stats;
+    for (direction, count) in [
+        ("published", stats.published.load(Relaxed)),
+        ("received", stats.received.load(Relaxed)),
+        ("dropped", stats.dropped.load(Relaxed)),
+    ] {
+        let _ = writeln!(
+            out,
+            "hubbub_cluster_messages_total{{direction=\"{direction}\"}} {count}"
+        );
+    }
 }
 
 fn escape(label: &str) -> String {

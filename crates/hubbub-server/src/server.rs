@@ -43,6 +43,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("start-up was interrupted")]
     Interrupted,
 }
@@ -142,26 +144,59 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         origin,
         config.event_handler_timeout,
     ));
+    // Cluster mode: join before serving, so a node that cannot reach NATS never serves.
+    let shutdown = CancellationToken::new();
+    let hubs: Arc<crate::hub::Hubs> = Arc::default();
+    let hub_settings = Arc::new(hub_settings);
+    let cluster = match &config.cluster {
+        Some(cluster) => {
+            let cluster = crate::cluster::Cluster::join(
+                cluster,
+                &keys,
+                &hubs,
+                &hub_settings,
+                shutdown.clone(),
+            )
+            .await?;
+            // Hubs declared in the config file are the deployment's: the cluster gets them too.
+            for (hub, properties) in &config.hubs {
+                cluster
+                    .put_hub_settings(
+                        &hub_settings,
+                        hub,
+                        Some(properties.clone()),
+                        config.clock.now_millis(),
+                    )
+                    .await?;
+            }
+            Some(cluster)
+        }
+        None => None,
+    };
     let state = AppState {
-        hub_settings: Arc::new(hub_settings),
+        hub_settings,
         upstream,
         keys,
         endpoints: endpoints.clone().into(),
         admin_token: Arc::new(instance.admin_token.clone()),
         token_leeway_secs: config.token_leeway_secs,
-        hubs: Arc::default(),
+        hubs,
         client: ClientSettings {
             keep_alive: config.keep_alive,
             reconnect_grace: config.reconnect_grace,
         },
         sockets: TaskTracker::new(),
-        shutdown: CancellationToken::new(),
+        shutdown,
+        cluster,
         key_max_age_days: config.key_max_age_days,
         notifications: Arc::new(config.notifications.clone()),
         portal: Arc::default(),
         rate_sample: Arc::default(),
     };
     let shutdown = state.shutdown.clone();
+    if let Some(cluster) = &state.cluster {
+        cluster.bus.serve_questions(state.clone());
+    }
 
     let tasks = TaskTracker::new();
     tasks.spawn(serve(

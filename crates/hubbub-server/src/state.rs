@@ -40,6 +40,8 @@ pub struct AppState {
     pub portal: Arc<crate::portal::Sessions>,
     /// The last (time, delivered messages) sample, for the portal's message rate.
     pub rate_sample: Arc<std::sync::Mutex<Option<(std::time::Instant, u64)>>>,
+    /// Cluster mode: this node's membership of the NATS cluster.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
 }

@@ -56,6 +56,26 @@ pub struct UsageSnapshot {
 }
 
 impl UsageSnapshot {
+    /// The usage a stored record describes at `now`.
+    pub fn of_record(record: &UsageRecord, now: UnixMillis) -> Self {
+        let usage = Usage::default();
+        usage.load(0, record);
+        usage.snapshot(0, now)
+    }
+
+    /// Both usages together (cluster mode: this node's and the others').
+    pub fn plus(self, other: UsageSnapshot) -> Self {
+        Self {
+            rest_requests: self.rest_requests + other.rest_requests,
+            client_connections: self.client_connections + other.client_connections,
+            last_used_at: self.last_used_at.max(other.last_used_at),
+            rest_requests_last_hour: self.rest_requests_last_hour + other.rest_requests_last_hour,
+            client_connections_last_hour: self.client_connections_last_hour
+                + other.client_connections_last_hour,
+            uses_last_15_minutes: self.uses_last_15_minutes + other.uses_last_15_minutes,
+        }
+    }
+
     /// The older name used by `GET /admin/keys`.
     pub fn authenticated_requests(&self) -> u64 {
         self.rest_requests
@@ -180,6 +200,24 @@ impl Usage {
         }
     }
 
+    /// Several records as one: totals added, minutes added minute by minute, the latest use.
+    pub fn sum<'a>(records: impl IntoIterator<Item = &'a UsageRecord>) -> UsageRecord {
+        let mut sum = UsageRecord::default();
+        let mut minutes = std::collections::BTreeMap::<i64, (u64, u64)>::new();
+        for record in records {
+            sum.rest_requests += record.rest_requests;
+            sum.client_connections += record.client_connections;
+            sum.last_used_at = sum.last_used_at.max(record.last_used_at);
+            for (minute, rest, connections) in &record.minutes {
+                let entry = minutes.entry(*minute).or_default();
+                entry.0 += rest;
+                entry.1 += connections;
+            }
+        }
+        sum.minutes = minutes.into_iter().map(|(m, (r, c))| (m, r, c)).collect();
+        sum
+    }
+
     /// The oldest minute worth keeping.
     pub fn oldest_minute(now: UnixMillis) -> i64 {
         minute_of(now) - WINDOW_MINUTES as i64 + 1
@@ -225,6 +263,24 @@ mod tests {
         let s = usage.snapshot(1, 60 * MIN);
         assert_eq!(s.rest_requests_last_hour, 1);
         assert_eq!(s.rest_requests, 2);
+    }
+
+    #[test]
+    fn records_of_several_nodes_add_up() {
+        let (a, b) = (Usage::default(), Usage::default());
+        let now = 500 * MIN;
+        a.record(0, UseKind::Rest, now - 2 * MIN);
+        a.record(0, UseKind::Rest, now);
+        b.record(0, UseKind::Rest, now);
+        b.record(0, UseKind::Connection, now - 20 * MIN);
+        let sum = Usage::sum([&a.to_record(0, now), &b.to_record(0, now)]);
+        let s = UsageSnapshot::of_record(&sum, now);
+        assert_eq!((s.rest_requests, s.client_connections), (3, 1));
+        assert_eq!(s.rest_requests_last_hour, 3);
+        assert_eq!(s.uses_last_15_minutes, 3);
+        assert_eq!(s.last_used_at, Some(now));
+        let together = a.snapshot(0, now).plus(b.snapshot(0, now));
+        assert_eq!(together, s);
     }
 
     #[test]

@@ -121,6 +121,23 @@ pub struct ServeArgs {
     /// Key age policy: access keys older than this many days are due for rotation [default: off].
     #[arg(long, env = "HUBBUB_KEY_MAX_AGE_DAYS")]
     pub key_max_age_days: Option<u32>,
+    /// Cluster mode: the NATS JetStream server URL(s) to join, comma-separated
+    /// (nats://host:4222 or tls://host:4222). Nodes joined to the same NATS share keys, hub
+    /// messages and the audit log [default: a single node].
+    #[arg(long, env = "HUBBUB_CLUSTER", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// NATS credentials file (.creds) for the cluster connection.
+    #[arg(long, env = "HUBBUB_CLUSTER_CREDS")]
+    pub cluster_creds: Option<PathBuf>,
+    /// PEM CA certificate to verify the NATS servers with; TLS is then required.
+    #[arg(long, env = "HUBBUB_CLUSTER_TLS_CA")]
+    pub cluster_tls_ca: Option<PathBuf>,
+    /// Replicas of the cluster's key bucket and audit stream, 1-5 [default: 1].
+    #[arg(long, env = "HUBBUB_CLUSTER_REPLICAS")]
+    pub cluster_replicas: Option<usize>,
+    /// This node's id in the cluster: 1-32 letters, digits or _ [default: random].
+    #[arg(long, env = "HUBBUB_NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 impl ServeArgs {
@@ -142,6 +159,11 @@ impl ServeArgs {
             key_max_age_days: self.key_max_age_days,
             maintenance_interval_ms: None,
             notifications: None,
+            cluster: (!self.cluster.is_empty()).then(|| self.cluster.clone()),
+            cluster_creds: self.cluster_creds.clone(),
+            cluster_tls_ca: self.cluster_tls_ca.clone(),
+            cluster_replicas: self.cluster_replicas,
+            node_id: self.node_id.clone(),
         }
     }
 }

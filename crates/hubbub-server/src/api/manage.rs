@@ -1,8 +1,10 @@
 //! Membership, closing, existence checks, permissions and group listings.
 
-use super::{existing_hub, parse_filter, validate_group, validate_id, QueryParams, RestCaller};
+use super::{parse_filter, validate_group, validate_hub, validate_id, QueryParams, RestCaller};
+use crate::cluster::ask::{
+    self as cluster_ask, all, found, Answer, Ask, PermissionAction, Question, Scope,
+};
 use crate::error::{read_body, ApiError};
-use crate::hub::CloseScope;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -35,15 +37,32 @@ fn reason(query: &QueryParams) -> String {
         .collect()
 }
 
+/// Runs a question on this node and, in cluster mode, on the nodes it concerns.
+async fn ask(
+    state: &AppState,
+    hub: &str,
+    question: Ask,
+    enough: fn(&Answer) -> bool,
+) -> Result<Vec<Answer>, ApiError> {
+    validate_hub(hub)?;
+    Ok(cluster_ask::everywhere(state, &Question::new(hub, question), enough).await)
+}
+
+fn any_ok(answers: &[Answer]) -> bool {
+    answers.iter().any(|a| a.ok)
+}
+
 pub async fn add_connection_to_group(
     _caller: RestCaller,
     State(state): State<AppState>,
     Path((hub, group, connection)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
+    validate_hub(&hub)?;
     validate_group(&group)?;
     validate_id("connection id", &connection)?;
-    if hub.is_some_and(|h| h.join(&connection, &group)) {
+    let id = connection.clone();
+    let answers = ask(&state, &hub, Ask::AddConnectionToGroup { id, group }, found).await?;
+    if any_ok(&answers) {
         Ok(StatusCode::OK)
     } else {
         Err(ApiError::not_found(format!(
@@ -57,12 +76,14 @@ pub async fn remove_connection_from_group(
     State(state): State<AppState>,
     Path((hub, group, connection)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
+    validate_hub(&hub)?;
     validate_group(&group)?;
     validate_id("connection id", &connection)?;
-    if let Some(hub) = hub {
-        hub.leave(&connection, &group);
-    }
+    let question = Ask::RemoveConnectionFromGroup {
+        id: connection,
+        group,
+    };
+    ask(&state, &hub, question, found).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -71,11 +92,10 @@ pub async fn remove_connection_from_all_groups(
     State(state): State<AppState>,
     Path((hub, connection)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
+    validate_hub(&hub)?;
     validate_id("connection id", &connection)?;
-    if let Some(hub) = hub {
-        hub.leave_all(&connection);
-    }
+    let question = Ask::RemoveConnectionFromAllGroups { id: connection };
+    ask(&state, &hub, question, found).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -84,12 +104,10 @@ pub async fn add_user_to_group(
     State(state): State<AppState>,
     Path((hub, user, group)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
+    validate_hub(&hub)?;
     validate_id("user id", &user)?;
     validate_group(&group)?;
-    if let Some(hub) = hub {
-        hub.add_user_to_group(&user, &group);
-    }
+    ask(&state, &hub, Ask::AddUserToGroup { user, group }, all).await?;
     Ok(StatusCode::OK)
 }
 
@@ -98,12 +116,10 @@ pub async fn remove_user_from_group(
     State(state): State<AppState>,
     Path((hub, user, group)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
+    validate_hub(&hub)?;
     validate_id("user id", &user)?;
     validate_group(&group)?;
-    if let Some(hub) = hub {
-        hub.remove_user_from_group(&user, &group);
-    }
+    ask(&state, &hub, Ask::RemoveUserFromGroup { user, group }, all).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -112,11 +128,9 @@ pub async fn remove_user_from_all_groups(
     State(state): State<AppState>,
     Path((hub, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
+    validate_hub(&hub)?;
     validate_id("user id", &user)?;
-    if let Some(hub) = hub {
-        hub.remove_user_from_all_groups(&user);
-    }
+    ask(&state, &hub, Ask::RemoveUserFromAllGroups { user }, all).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -135,7 +149,8 @@ async fn change_groups(
     body: axum::body::Body,
     add: bool,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
+    let hub_name = hub;
+    validate_hub(&hub_name)?;
     let body = read_body(body, &headers, MAX_GROUPS_BODY_BYTES).await?;
     let request: GroupsRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
@@ -152,15 +167,17 @@ async fn change_groups(
     for group in &request.groups {
         validate_group(group)?;
     }
-    let filter = request
-        .filter
-        .as_deref()
-        .filter(|f| !f.trim().is_empty())
-        .map(parse_filter)
-        .transpose()?;
-    if let Some(hub) = hub {
-        hub.change_groups_by_filter(&request.groups, filter.as_ref(), add);
+    let filter = request.filter.filter(|f| !f.trim().is_empty());
+    if let Some(text) = &filter {
+        // A bad filter is a 400 before anything changes on any node.
+        parse_filter(text)?;
     }
+    let question = Ask::ChangeGroups {
+        groups: request.groups,
+        filter,
+        add,
+    };
+    ask(&state, &hub_name, question, all).await?;
     Ok(StatusCode::OK)
 }
 
@@ -188,16 +205,26 @@ async fn close(
     state: AppState,
     hub: String,
     uri: Uri,
-    scope: CloseScope<'_>,
+    scope: Scope,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
     let query = QueryParams::from_uri(&uri);
-    if let Some(hub) = hub {
-        let reason = reason(&query);
-        for connection in hub.close_where(scope, &query.excluded(), &reason) {
-            crate::ws::departed(&state, &connection, &reason);
+    let question = Ask::Close {
+        scope,
+        excluded: query.excluded().into_iter().map(str::to_owned).collect(),
+        reason: reason(&query),
+    };
+    let enough = if matches!(
+        question,
+        Ask::Close {
+            scope: Scope::Connection(_),
+            ..
         }
-    }
+    ) {
+        found
+    } else {
+        all
+    };
+    ask(&state, &hub, question, enough).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -207,7 +234,7 @@ pub async fn close_all(
     Path(hub): Path<String>,
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
-    close(state, hub, uri, CloseScope::All).await
+    close(state, hub, uri, Scope::All).await
 }
 
 pub async fn close_group(
@@ -217,7 +244,7 @@ pub async fn close_group(
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
     validate_group(&group)?;
-    close(state, hub, uri, CloseScope::Group(&group)).await
+    close(state, hub, uri, Scope::Group(group)).await
 }
 
 pub async fn close_user(
@@ -227,7 +254,7 @@ pub async fn close_user(
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
     validate_id("user id", &user)?;
-    close(state, hub, uri, CloseScope::User(&user)).await
+    close(state, hub, uri, Scope::User(user)).await
 }
 
 pub async fn close_connection(
@@ -237,7 +264,7 @@ pub async fn close_connection(
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
     validate_id("connection id", &connection)?;
-    close(state, hub, uri, CloseScope::Connection(&connection)).await
+    close(state, hub, uri, Scope::Connection(connection)).await
 }
 
 pub async fn connection_exists(
@@ -245,10 +272,14 @@ pub async fn connection_exists(
     State(state): State<AppState>,
     Path((hub, connection)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
-    Ok(exists(
-        hub.is_some_and(|h| h.connection(&connection).is_some()),
-    ))
+    let answers = ask(
+        &state,
+        &hub,
+        Ask::ConnectionExists { id: connection },
+        found,
+    )
+    .await?;
+    Ok(exists(any_ok(&answers)))
 }
 
 pub async fn user_exists(
@@ -256,8 +287,8 @@ pub async fn user_exists(
     State(state): State<AppState>,
     Path((hub, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
-    Ok(exists(hub.is_some_and(|h| h.has_user(&user))))
+    let answers = ask(&state, &hub, Ask::UserExists { user }, found).await?;
+    Ok(exists(any_ok(&answers)))
 }
 
 pub async fn group_exists(
@@ -265,9 +296,10 @@ pub async fn group_exists(
     State(state): State<AppState>,
     Path((hub, group)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
+    validate_hub(&hub)?;
     validate_group(&group)?;
-    Ok(exists(hub.is_some_and(|h| h.has_group(&group))))
+    let answers = ask(&state, &hub, Ask::GroupExists { group }, found).await?;
+    Ok(exists(any_ok(&answers)))
 }
 
 fn permission(name: &str) -> Result<Permission, ApiError> {
@@ -290,23 +322,40 @@ fn target(query: &QueryParams) -> Result<Option<String>, ApiError> {
     Ok(target)
 }
 
+async fn on_permission(
+    state: &AppState,
+    hub: &str,
+    name: &str,
+    connection: String,
+    uri: &Uri,
+    action: PermissionAction,
+) -> Result<bool, ApiError> {
+    validate_hub(hub)?;
+    permission(name)?;
+    let target = target(&QueryParams::from_uri(uri))?;
+    let question = Ask::Permission {
+        id: connection,
+        action,
+        permission: name.to_string(),
+        target,
+    };
+    Ok(any_ok(&ask(state, hub, question, found).await?))
+}
+
 pub async fn grant_permission(
     _caller: RestCaller,
     State(state): State<AppState>,
     Path((hub, name, connection)): Path<(String, String, String)>,
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
-    let permission = permission(&name)?;
-    let target = target(&QueryParams::from_uri(&uri))?;
-    let connection = hub.and_then(|h| h.connection(&connection)).ok_or_else(|| {
-        ApiError::not_found(format!("Connection id '{connection}' doesn't exist"))
-    })?;
-    connection
-        .state()
-        .permissions
-        .grant_permission(permission, target.as_deref());
-    Ok(StatusCode::OK)
+    let id = connection.clone();
+    if on_permission(&state, &hub, &name, id, &uri, PermissionAction::Grant).await? {
+        Ok(StatusCode::OK)
+    } else {
+        Err(ApiError::not_found(format!(
+            "Connection id '{connection}' doesn't exist"
+        )))
+    }
 }
 
 pub async fn revoke_permission(
@@ -315,15 +364,15 @@ pub async fn revoke_permission(
     Path((hub, name, connection)): Path<(String, String, String)>,
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
-    let permission = permission(&name)?;
-    let target = target(&QueryParams::from_uri(&uri))?;
-    if let Some(connection) = hub.and_then(|h| h.connection(&connection)) {
-        connection
-            .state()
-            .permissions
-            .revoke_permission(permission, target.as_deref());
-    }
+    on_permission(
+        &state,
+        &hub,
+        &name,
+        connection,
+        &uri,
+        PermissionAction::Revoke,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -333,12 +382,15 @@ pub async fn check_permission(
     Path((hub, name, connection)): Path<(String, String, String)>,
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
-    let permission = permission(&name)?;
-    let target = target(&QueryParams::from_uri(&uri))?;
-    let has = hub
-        .and_then(|h| h.connection(&connection))
-        .is_some_and(|c| c.state().permissions.has(permission, target.as_deref()));
+    let has = on_permission(
+        &state,
+        &hub,
+        &name,
+        connection,
+        &uri,
+        PermissionAction::Check,
+    )
+    .await?;
     Ok(exists(has))
 }
 
@@ -372,7 +424,7 @@ pub async fn list_group(
     Path((hub_name, group)): Path<(String, String)>,
     uri: Uri,
 ) -> Result<Json<ConnectionPage>, ApiError> {
-    let hub = existing_hub(&state, &hub_name)?;
+    validate_hub(&hub_name)?;
     validate_group(&group)?;
     let query = QueryParams::from_uri(&uri);
     let page_size = query
@@ -397,16 +449,33 @@ pub async fn list_group(
     let remaining = continuation.as_ref().and_then(|c| c.remaining).or(top);
     let limit = remaining.map_or(page_size, |r| r.min(page_size)).max(0) as usize;
     let after = continuation.as_ref().map(|c| c.after.as_str());
-    let (page, more) = match &hub {
-        Some(hub) if limit > 0 => hub.list_group(&group, after, limit),
-        _ => (Vec::new(), false),
+    // Every node's members after `after` (up to one more than the page, to know if there is
+    // more), merged in connection-id order.
+    let (page, more) = if limit > 0 {
+        let question = Ask::ListGroup {
+            group: group.clone(),
+            after: after.map(str::to_owned),
+            limit: limit + 1,
+        };
+        let mut members: Vec<(String, Option<String>)> = ask(&state, &hub_name, question, all)
+            .await?
+            .into_iter()
+            .flat_map(|a| a.connections)
+            .collect();
+        members.sort_unstable();
+        members.dedup_by(|a, b| a.0 == b.0);
+        let more = members.len() > limit;
+        members.truncate(limit);
+        (members, more)
+    } else {
+        (Vec::new(), false)
     };
     let remaining_after = remaining.map(|r| r - page.len() as i64);
     let next_link = match (page.last(), more && remaining_after.is_none_or(|r| r > 0)) {
         (Some(last), true) => {
             let token = URL_SAFE_NO_PAD.encode(
                 serde_json::to_vec(&Continuation {
-                    after: last.connection_id.to_string(),
+                    after: last.0.clone(),
                     remaining: remaining_after,
                 })
                 .unwrap_or_default(),
@@ -423,9 +492,9 @@ pub async fn list_group(
     Ok(Json(ConnectionPage {
         value: page
             .into_iter()
-            .map(|c| ConnectionItem {
-                connection_id: c.connection_id.to_string(),
-                user_id: c.user_id.map(|u| u.to_string()),
+            .map(|(connection_id, user_id)| ConnectionItem {
+                connection_id,
+                user_id,
             })
             .collect(),
         next_link,

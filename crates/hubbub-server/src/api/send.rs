@@ -3,8 +3,9 @@
 use super::{
     existing_hub, validate_group, validate_id, QueryParams, RestCaller, MAX_MESSAGE_BYTES,
 };
+use crate::cluster::bus::Target;
 use crate::error::{read_body, ApiError};
-use crate::hub::Selection;
+use crate::hub::{canonical_hub, Selection};
 use crate::message::Outgoing;
 use crate::state::AppState;
 use axum::extract::{Path, State};
@@ -63,66 +64,92 @@ async fn read_message(
     })
 }
 
+/// Cluster mode: hands the message to the other nodes (this node has delivered it already).
+fn forward(
+    state: &AppState,
+    hub: &str,
+    target: Target<'_>,
+    message: &Outgoing,
+    query: &QueryParams,
+    excluded: &std::collections::HashSet<&str>,
+) {
+    if let Some(cluster) = &state.cluster {
+        cluster.bus.publish(
+            &canonical_hub(hub),
+            target,
+            message,
+            excluded,
+            query.one("filter"),
+        );
+    }
+}
+
 pub async fn send_to_all(
     _caller: RestCaller,
     State(state): State<AppState>,
-    Path(hub): Path<String>,
+    Path(hub_name): Path<String>,
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
+    let hub = existing_hub(&state, &hub_name)?;
     let query = QueryParams::from_uri(&uri);
     let filter = query.filter()?;
     let message = read_message(&headers, &query, body).await?;
+    let excluded = query.excluded();
     if let Some(hub) = hub {
         hub.send_to_all(
             &message,
             &Selection {
-                excluded: query.excluded(),
+                excluded: excluded.clone(),
                 filter: filter.as_ref(),
             },
         );
     }
+    forward(&state, &hub_name, Target::All, &message, &query, &excluded);
     Ok(StatusCode::ACCEPTED)
 }
 
 pub async fn send_to_group(
     _caller: RestCaller,
     State(state): State<AppState>,
-    Path((hub, group)): Path<(String, String)>,
+    Path((hub_name, group)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
+    let hub = existing_hub(&state, &hub_name)?;
     validate_group(&group)?;
     let query = QueryParams::from_uri(&uri);
     let filter = query.filter()?;
-    let message = read_message(&headers, &query, body).await?;
+    let message = read_message(&headers, &query, body)
+        .await?
+        .into_group(group.as_str().into());
+    let excluded = query.excluded();
     if let Some(hub) = hub {
-        let message = message.into_group(group.as_str().into());
         hub.send_to_group(
             &group,
             &message,
             &Selection {
-                excluded: query.excluded(),
+                excluded: excluded.clone(),
                 filter: filter.as_ref(),
             },
         );
     }
+    let target = Target::Group(&group);
+    forward(&state, &hub_name, target, &message, &query, &excluded);
     Ok(StatusCode::ACCEPTED)
 }
 
 pub async fn send_to_user(
     _caller: RestCaller,
     State(state): State<AppState>,
-    Path((hub, user)): Path<(String, String)>,
+    Path((hub_name, user)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
+    let hub = existing_hub(&state, &hub_name)?;
     validate_id("user id", &user)?;
     let query = QueryParams::from_uri(&uri);
     let filter = query.filter()?;
@@ -137,23 +164,42 @@ pub async fn send_to_user(
             },
         );
     }
+    let target = Target::User(&user);
+    forward(
+        &state,
+        &hub_name,
+        target,
+        &message,
+        &query,
+        &Default::default(),
+    );
     Ok(StatusCode::ACCEPTED)
 }
 
 pub async fn send_to_connection(
     _caller: RestCaller,
     State(state): State<AppState>,
-    Path((hub, connection)): Path<(String, String)>,
+    Path((hub_name, connection)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub)?;
+    let hub = existing_hub(&state, &hub_name)?;
     validate_id("connection id", &connection)?;
     let query = QueryParams::from_uri(&uri);
     let message = read_message(&headers, &query, body).await?;
     if let Some(hub) = hub {
         hub.send_to_connection(&connection, &message);
     }
+    // A connection of another node: straight to that node (the bus skips this node's ids).
+    let target = Target::Connection(&connection);
+    forward(
+        &state,
+        &hub_name,
+        target,
+        &message,
+        &query,
+        &Default::default(),
+    );
     Ok(StatusCode::ACCEPTED)
 }

@@ -4,7 +4,7 @@
 use super::{Store, StoreError};
 use crate::clock::UnixMillis;
 use hubbub_proto::keys::KeySlot;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// An event to record. Never carries key material.
 #[derive(Debug, Clone, Copy, Default)]
@@ -61,6 +61,63 @@ impl Store {
     /// Records one event (synchronously committed).
     pub fn append_audit(&self, entry: &AuditEntry<'_>) -> Result<(), StoreError> {
         append(&self.lock(), entry)?;
+        Ok(())
+    }
+
+    /// How far the audit stream created at `stream_created` was copied. A stream other than the
+    /// one copied so far (created anew after JetStream lost it) is copied from its start.
+    pub fn audit_mirror_position(&self, stream_created: i64) -> Result<u64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let known: Option<i64> = tx
+            .query_row(
+                "SELECT seq FROM cluster_mirror WHERE name = 'audit_stream'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if known != Some(stream_created) {
+            tx.execute("DELETE FROM cluster_mirror WHERE name = 'audit'", [])?;
+            tx.execute(
+                "INSERT INTO cluster_mirror (name, seq) VALUES ('audit_stream', ?1)
+                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                [stream_created],
+            )?;
+        }
+        let seq: Option<i64> = tx
+            .query_row(
+                "SELECT seq FROM cluster_mirror WHERE name = 'audit'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        tx.commit()?;
+        Ok(seq.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Copies event `seq` of the cluster's audit stream, once: an event at or below the last
+    /// copied sequence is skipped. The event and the sequence are written in one transaction.
+    pub fn mirror_audit(&self, entry: &AuditEntry<'_>, seq: u64) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let last: i64 = tx
+            .query_row(
+                "SELECT seq FROM cluster_mirror WHERE name = 'audit'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        if seq as i64 <= last {
+            return Ok(());
+        }
+        append(&tx, entry)?;
+        tx.execute(
+            "INSERT INTO cluster_mirror (name, seq) VALUES ('audit', ?1)
+             ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+            [seq as i64],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use hubbub_proto::keys::KeySlot;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 /// One slot's usage as stored: totals, last use, and per-minute counts of the last hour.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UsageRecord {
     pub rest_requests: u64,
     pub client_connections: u64,

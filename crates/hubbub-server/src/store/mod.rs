@@ -118,6 +118,11 @@ const MIGRATIONS: &[&str] = &[
         sent_at         INTEGER,
         UNIQUE (dedup, channel)
     ) STRICT;",
+    // 5: cluster mode: how far each mirrored JetStream stream has been copied.
+    "CREATE TABLE cluster_mirror (
+        name TEXT PRIMARY KEY,
+        seq  INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -403,6 +408,45 @@ impl Store {
         ))
     }
 
+    /// Overwrites the keys, rotation requirements and retiring keys with `ring` in one durable
+    /// transaction, recording no event: in cluster mode the local database mirrors the cluster's
+    /// key bucket, so a node restarted while NATS is down still has the last keys it saw.
+    pub fn mirror_ring(&self, ring: &crate::keys::KeyRing) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for slot in KeySlot::ALL {
+            let key = ring.slot(slot);
+            tx.execute(
+                "INSERT INTO keys (slot, value, version, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (slot) DO UPDATE SET value = excluded.value,
+                     version = excluded.version, created_at = excluded.created_at",
+                params![
+                    slot.as_str(),
+                    key.value.expose(),
+                    key.version as i64,
+                    key.created_at
+                ],
+            )?;
+        }
+        tx.execute("DELETE FROM rotation_requirements", [])?;
+        for r in &ring.requirements {
+            tx.execute(
+                "INSERT INTO rotation_requirements (slot, version, deadline, reason, required_at, actor)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![r.slot.as_str(), r.version as i64, r.deadline, r.reason, r.required_at, r.actor],
+            )?;
+        }
+        tx.execute("DELETE FROM retiring_keys", [])?;
+        for k in &ring.retiring {
+            tx.execute(
+                "INSERT OR REPLACE INTO retiring_keys (slot, version, value, until) VALUES (?1, ?2, ?3, ?4)",
+                params![k.slot.as_str(), k.version as i64, k.value.expose(), k.until],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Every hub's settings JSON.
     pub fn hub_settings(&self) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.lock();
@@ -595,6 +639,37 @@ mod tests {
             (Some("secondary"), "regenerated", Some(1), Some(2))
         );
         assert_eq!(last.source.as_deref(), Some("127.0.0.1"));
+    }
+
+    #[test]
+    fn the_cluster_audit_stream_is_copied_once_and_from_the_start_of_a_new_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.load_or_init(1).unwrap();
+        let entry = |event| AuditEntry {
+            at: 5,
+            event,
+            actor: "admin-token",
+            ..AuditEntry::default()
+        };
+        let count = |event: &str| {
+            store
+                .audit(None, None, 100)
+                .unwrap()
+                .iter()
+                .filter(|r| r.event == event)
+                .count()
+        };
+        assert_eq!(store.audit_mirror_position(111).unwrap(), 0);
+        store.mirror_audit(&entry("one"), 1).unwrap();
+        store.mirror_audit(&entry("two"), 2).unwrap();
+        store.mirror_audit(&entry("one"), 1).unwrap();
+        assert_eq!((count("one"), count("two")), (1, 1), "copied once");
+        assert_eq!(store.audit_mirror_position(111).unwrap(), 2);
+        // The stream was created anew: its sequence 1 is a new event.
+        assert_eq!(store.audit_mirror_position(222).unwrap(), 0);
+        store.mirror_audit(&entry("one"), 1).unwrap();
+        assert_eq!(count("one"), 2);
     }
 
     #[test]

@@ -36,6 +36,40 @@ pub(super) fn has_handler(state: &AppState, hub: &Hub, event: &str) -> bool {
         .is_some()
 }
 
+/// Cluster mode: hands a client's group message to the other nodes.
+pub(super) fn forward_to_group(state: &AppState, hub: &Hub, group: &str, message: &Outgoing) {
+    if let Some(cluster) = &state.cluster {
+        cluster.bus.publish(
+            &hub.name,
+            crate::cluster::bus::Target::Group(group),
+            message,
+            &Default::default(),
+            None,
+        );
+    }
+}
+
+/// Acknowledges a join; in cluster mode only once the node's subscription to the group is in
+/// place, so a send right after the ack reaches the client whichever node takes it.
+pub(super) fn ack_join(
+    state: &AppState,
+    connection: &Arc<Connection>,
+    ack_id: Option<u64>,
+    result: Result<(), (&'static str, String)>,
+) {
+    match (state.hubs.interest(), ack_id, &result) {
+        (Some(sink), Some(_), Ok(())) => {
+            let (sink, seq) = (sink.clone(), sink.latest());
+            let connection = Arc::clone(connection);
+            tokio::spawn(async move {
+                sink.settled(seq, crate::cluster::bus::INTEREST_WAIT).await;
+                ack(&connection, ack_id, Ok(()));
+            });
+        }
+        _ => ack(connection, ack_id, result),
+    }
+}
+
 impl EventQueue {
     /// Queues a job, starting the connection's event worker on first use; gives the job back
     /// when the queue is full.

@@ -62,6 +62,7 @@ pub(super) fn on_frame(
             )
             .with_sender(Arc::clone(&connection.id), false);
             hub.send_to_group(group, &message, &Default::default());
+            forward_to_group(state, hub, group, &message);
         }
         Protocol::Json | Protocol::JsonReliable => on_json(state, hub, connection, events, &data),
     }
@@ -146,7 +147,7 @@ pub(super) fn on_json(
                     hub.join(&connection.id, &group);
                     Ok(())
                 });
-            ack(connection, ack_id, result);
+            ack_join(state, connection, ack_id, result);
         }
         ClientMessage::LeaveGroup { group, ack_id } => {
             let result =
@@ -178,6 +179,7 @@ pub(super) fn on_json(
                     )
                     .with_sender(Arc::clone(&connection.id), no_echo);
                     hub.send_to_group(&group, &message, &Default::default());
+                    forward_to_group(state, hub, &group, &message);
                     Ok(())
                 });
             ack(connection, ack_id, result);

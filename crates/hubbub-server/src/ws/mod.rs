@@ -255,7 +255,8 @@ async fn handle(
         None => return Err(crate::auth::AuthError::MissingToken.into()),
     };
     let upgrade = upgrade.map_err(|_| not_an_upgrade())?;
-    let connection_id: Arc<str> = new_connection_id().into();
+    let node = state.cluster.as_ref().map(|c| &*c.node_id);
+    let connection_id: Arc<str> = new_connection_id(node).into();
     let mut user_id = claims.user_id.clone();
     let mut roles = claims.roles.clone();
     let mut groups = claims.groups.clone();
@@ -337,6 +338,11 @@ async fn handle(
     Ok(upgrade.on_upgrade(move |socket| async move {
         let hub = state.hubs.get_or_create(&hub_name);
         hub.add(Arc::clone(&connection), &groups);
+        if let Some(sink) = state.hubs.interest() {
+            // Cluster mode: sends to the hub, the user and the groups reach this node from now.
+            sink.settled(sink.latest(), crate::cluster::bus::INTEREST_WAIT)
+                .await;
+        }
         if protocol.speaks_json() {
             let reconnection_token = protocol.is_reliable().then(|| {
                 reliable::issue(
@@ -449,8 +455,9 @@ fn not_an_upgrade() -> ApiError {
     )
 }
 
-/// 16 random bytes, hex: URL-safe, opaque, unique.
-fn new_connection_id() -> String {
+/// 16 random bytes, hex: URL-safe, opaque, unique. In cluster mode prefixed with the node id and
+/// `-`, so a send to one connection goes straight to its node.
+fn new_connection_id(node: Option<&str>) -> String {
     let mut bytes = [0u8; 16];
     if getrandom::getrandom(&mut bytes).is_err() {
         // The OS random source failing is not expected; fall back to a time-based id so the
@@ -461,7 +468,11 @@ fn new_connection_id() -> String {
             .unwrap_or_default();
         bytes = nanos.to_le_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    match node {
+        Some(node) => format!("{node}-{hex}"),
+        None => hex,
+    }
 }
 
 /// Closes every client with "going away" (service shutdown).

@@ -1,0 +1,588 @@
+//! Messages between nodes. The node that takes a send delivers it to its own connections and
+//! publishes it once on a NATS subject of the hub and target; the other nodes deliver it to
+//! theirs. Subjects carry hashes of hub, group and user names (names may hold `.`, `*`, `>` or
+//! spaces, which NATS subjects cannot):
+//!
+//! | subjects (`<kind>`: `m` message, `q` question) | who subscribes (`<kind>` as `*`) |
+//! |---|---|
+//! | `hubbub.h.<hub>.<kind>` | nodes with a connection to the hub, ever |
+//! | `hubbub.g.<hub>.<group>.<kind>` | nodes with a member of the group, while they have one |
+//! | `hubbub.u.<hub>.<user>.<kind>` | nodes with a connection of the user, while they have one |
+//! | `hubbub.n.<node id>.<kind>` | that node: sends to and questions about its connections |
+//!
+//! Questions ([`super::ask`]) travel on the same subscriptions as messages, so a node answers
+//! for exactly the hubs, groups and users it has connections of.
+//!
+//! The hub tells the bus when a group or user gains its first or loses its last local
+//! connection ([`InterestSink`]); one task turns that into subscriptions, in order. The NATS
+//! connection is opened with `no_echo`, so a node never receives what it published itself.
+//!
+//! The envelope is `[1][header length: u32 BE][header JSON][payload]`: the payload travels as
+//! received, and each node encodes it once for its own connections.
+
+use crate::filter::Filter;
+use crate::hub::{Hubs, Selection};
+use crate::message::Outgoing;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use hubbub_proto::client_protocol::DataType;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Messages waiting to be handed to NATS; beyond this a send is not forwarded (and counted).
+const OUTBOX_CAPACITY: usize = 16 * 1024;
+const ENVELOPE_VERSION: u8 = 1;
+/// How long a join waits for its subscription before answering anyway (NATS down).
+pub const INTEREST_WAIT: Duration = Duration::from_secs(2);
+/// Interest changes applied before one flush to the server.
+const INTEREST_BATCH: usize = 1024;
+
+/// Whom a forwarded message is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    All,
+    Group(&'a str),
+    User(&'a str),
+    Connection(&'a str),
+}
+
+/// A subject token for a name: 120 bits of its SHA-256, base64url (20 characters).
+fn token(name: &str) -> String {
+    let digest = Sha256::digest(name.as_bytes());
+    URL_SAFE_NO_PAD.encode(&digest[..15])
+}
+
+/// What travels on a subject: a message for clients, or a question for the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Message,
+    Ask,
+    /// `*`: both, for subscriptions.
+    Any,
+}
+
+impl Kind {
+    fn token(self) -> &'static str {
+        match self {
+            Kind::Message => "m",
+            Kind::Ask => "q",
+            Kind::Any => "*",
+        }
+    }
+}
+
+pub fn hub_subject(hub: &str, kind: Kind) -> String {
+    format!("hubbub.h.{}.{}", token(hub), kind.token())
+}
+
+pub fn group_subject(hub: &str, group: &str, kind: Kind) -> String {
+    format!("hubbub.g.{}.{}.{}", token(hub), token(group), kind.token())
+}
+
+pub fn user_subject(hub: &str, user: &str, kind: Kind) -> String {
+    format!("hubbub.u.{}.{}.{}", token(hub), token(user), kind.token())
+}
+
+pub fn node_subject(node: &str, kind: Kind) -> String {
+    format!("hubbub.n.{node}.{}", kind.token())
+}
+
+/// What this node's connections need, as the hub reports it.
+#[derive(Debug, Clone)]
+pub enum Interest {
+    /// A hub got its first local connection (hub-wide sends are wanted from now on).
+    Hub(Arc<str>),
+    /// A group got its first local member (`true`) or lost its last (`false`).
+    Group(Arc<str>, Arc<str>, bool),
+    /// A user got a first local connection (`true`) or lost the last (`false`).
+    User(Arc<str>, Arc<str>, bool),
+}
+
+impl Interest {
+    fn subject(&self) -> (String, bool) {
+        match self {
+            Interest::Hub(hub) => (hub_subject(hub, Kind::Any), true),
+            Interest::Group(hub, group, on) => (group_subject(hub, group, Kind::Any), *on),
+            Interest::User(hub, user, on) => (user_subject(hub, user, Kind::Any), *on),
+        }
+    }
+}
+
+/// Where hubs report interest changes. Each change gets a sequence number; [`settled`]
+/// (Self::settled) waits until the server has every subscription up to one.
+#[derive(Clone)]
+pub struct InterestSink(Arc<SinkInner>);
+
+struct SinkInner {
+    /// The last sequence number given out, and the channel (sent under one lock, so the manager
+    /// sees changes in sequence order).
+    tx: Mutex<(u64, mpsc::UnboundedSender<(u64, Interest)>)>,
+    done: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for InterestSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InterestSink")
+    }
+}
+
+impl InterestSink {
+    pub fn notify(&self, change: Interest) {
+        let mut tx = self.0.tx.lock().unwrap_or_else(|p| p.into_inner());
+        tx.0 += 1;
+        let seq = tx.0;
+        let _ = tx.1.send((seq, change));
+    }
+
+    /// The sequence number of the latest change.
+    pub fn latest(&self) -> u64 {
+        self.0.tx.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// Waits (at most `at_most`) until the subscriptions of every change up to `seq` are in
+    /// place on the server. False on timeout (NATS down).
+    pub async fn settled(&self, seq: u64, at_most: Duration) -> bool {
+        let mut done = self.0.done.clone();
+        let settled = tokio::time::timeout(at_most, done.wait_for(|d| *d >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        settled
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[serde(tag = "to", content = "name", rename_all = "camelCase")]
+enum TargetDoc {
+    All,
+    Group(String),
+    User(String),
+    Connection(String),
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    hub: String,
+    target: TargetDoc,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    excluded: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    filter: Option<String>,
+    data_type: String,
+    /// The group of a group message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from_user_id: Option<String>,
+    /// The client connection that sent it (for `noEcho`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sender: Option<String>,
+    #[serde(default)]
+    no_echo: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ttl_ms: Option<u64>,
+}
+
+fn encode(header: &Header, data: &Bytes) -> Bytes {
+    let json = serde_json::to_vec(header).unwrap_or_default();
+    let mut out = BytesMut::with_capacity(5 + json.len() + data.len());
+    out.put_u8(ENVELOPE_VERSION);
+    out.put_u32(json.len() as u32);
+    out.put_slice(&json);
+    out.put_slice(data);
+    out.freeze()
+}
+
+fn decode(payload: &Bytes) -> Option<(Header, Bytes)> {
+    if payload.first() != Some(&ENVELOPE_VERSION) || payload.len() < 5 {
+        return None;
+    }
+    let len = u32::from_be_bytes(payload[1..5].try_into().ok()?) as usize;
+    let end = 5usize.checked_add(len)?;
+    if end > payload.len() {
+        return None;
+    }
+    let header = serde_json::from_slice(&payload[5..end]).ok()?;
+    Some((header, payload.slice(end..)))
+}
+
+fn data_type(name: &str) -> Option<DataType> {
+    match name {
+        "text" => Some(DataType::Text),
+        "json" => Some(DataType::Json),
+        "binary" => Some(DataType::Binary),
+        _ => None,
+    }
+}
+
+/// Counters of the bus, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct BusStats {
+    pub published: AtomicU64,
+    pub received: AtomicU64,
+    /// Not forwarded: the outbox to NATS was full, or the message was larger than NATS takes.
+    pub dropped: AtomicU64,
+}
+
+/// What the subscription readers need: the hubs for messages, the state for questions.
+struct Dispatch {
+    hubs: Arc<Hubs>,
+    stats: Arc<BusStats>,
+    client: async_nats::Client,
+    /// Set once the server's state exists; cleared at shutdown (it holds the cluster itself).
+    state: std::sync::RwLock<Option<crate::state::AppState>>,
+}
+
+impl Dispatch {
+    async fn on_message(&self, message: async_nats::Message) {
+        match message.subject.as_str().rsplit('.').next() {
+            Some("m") => {
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                deliver(&self.hubs, &message.payload);
+            }
+            Some("q") => {
+                let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let (Some(state), Some(reply)) = (state, message.reply) else {
+                    return;
+                };
+                let Ok(question) = serde_json::from_slice::<super::ask::Question>(&message.payload)
+                else {
+                    tracing::warn!("ignored a question from the cluster that is not one");
+                    return;
+                };
+                let answer = super::ask::answer(&state, &question).await;
+                let payload = serde_json::to_vec(&answer).unwrap_or_default();
+                if let Err(e) = self.client.publish(reply, payload.into()).await {
+                    tracing::debug!(error = %e, "an answer could not be sent");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+pub struct Bus {
+    node_id: Arc<str>,
+    dispatch: Arc<Dispatch>,
+    outbox: mpsc::Sender<(String, Bytes)>,
+    sink: InterestSink,
+    max_payload: usize,
+    pub stats: Arc<BusStats>,
+}
+
+impl Bus {
+    /// Subscribes to this node's own subject and starts the publisher and the interest manager;
+    /// from now on the hubs report interest here.
+    pub async fn start(
+        client: async_nats::Client,
+        node_id: Arc<str>,
+        hubs: Arc<Hubs>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, String> {
+        let stats = Arc::new(BusStats::default());
+        let dispatch = Arc::new(Dispatch {
+            hubs: Arc::clone(&hubs),
+            stats: Arc::clone(&stats),
+            client: client.clone(),
+            state: std::sync::RwLock::new(None),
+        });
+        let own = client
+            .subscribe(node_subject(&node_id, Kind::Any))
+            .await
+            .map_err(|e| e.to_string())?;
+        let reader = tokio::spawn(read(own, Arc::clone(&dispatch)));
+        let (outbox, queued) = mpsc::channel(OUTBOX_CAPACITY);
+        tokio::spawn(publish(client.clone(), queued, shutdown.clone()));
+        let (tx, changes) = mpsc::unbounded_channel();
+        let (done_tx, done) = watch::channel(0);
+        let sink = InterestSink(Arc::new(SinkInner {
+            tx: Mutex::new((0, tx)),
+            done,
+        }));
+        tokio::spawn(manage(
+            client.clone(),
+            changes,
+            done_tx,
+            Arc::clone(&dispatch),
+            shutdown.clone(),
+        ));
+        let for_shutdown = Arc::clone(&dispatch);
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            reader.abort();
+            *for_shutdown
+                .state
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+        });
+        hubs.set_interest(sink.clone());
+        Ok(Self {
+            node_id,
+            dispatch,
+            outbox,
+            sink,
+            max_payload: client.server_info().max_payload,
+            stats,
+        })
+    }
+
+    pub fn interest(&self) -> &InterestSink {
+        &self.sink
+    }
+
+    /// Lets this node answer questions from the others (from now until shutdown).
+    pub fn serve_questions(&self, state: crate::state::AppState) {
+        *self
+            .dispatch
+            .state
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(state);
+    }
+
+    /// Forwards a message (already delivered to this node's connections) to the other nodes.
+    /// Never waits: when the outbox to NATS is full the message is not forwarded.
+    pub fn publish(
+        &self,
+        hub: &str,
+        target: Target<'_>,
+        message: &Outgoing,
+        excluded: &HashSet<&str>,
+        filter: Option<&str>,
+    ) {
+        let (subject, target) = match target {
+            Target::All => (hub_subject(hub, Kind::Message), TargetDoc::All),
+            Target::Group(group) => (
+                group_subject(hub, group, Kind::Message),
+                TargetDoc::Group(group.into()),
+            ),
+            Target::User(user) => (
+                user_subject(hub, user, Kind::Message),
+                TargetDoc::User(user.into()),
+            ),
+            Target::Connection(id) => match super::Cluster::node_of(id) {
+                Some(node) if node != &*self.node_id => (
+                    node_subject(node, Kind::Message),
+                    TargetDoc::Connection(id.into()),
+                ),
+                // Ours (delivered already) or not a cluster connection id.
+                _ => return,
+            },
+        };
+        let header = Header {
+            hub: hub.to_string(),
+            target,
+            excluded: excluded.iter().map(|e| e.to_string()).collect(),
+            filter: filter.map(str::to_owned),
+            data_type: message.data_type().as_str().into(),
+            group: message.source_group().map(|g| g.to_string()),
+            from_user_id: message.from_user_id().map(|u| u.to_string()),
+            sender: message.sender.as_ref().map(|s| s.to_string()),
+            no_echo: message.no_echo,
+            ttl_ms: message
+                .ttl_remaining()
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let payload = encode(&header, message.data());
+        if payload.len() > self.max_payload {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                bytes = payload.len(),
+                max_payload = self.max_payload,
+                "a message is larger than NATS's max_payload; it reached this node's clients only"
+            );
+            return;
+        }
+        match self.outbox.try_send((subject, payload)) {
+            Ok(()) => {
+                self.stats.published.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("the outbox to NATS is full; a message reached this node only");
+            }
+        }
+    }
+}
+
+/// Hands queued messages to the NATS client, in order.
+async fn publish(
+    client: async_nats::Client,
+    mut queued: mpsc::Receiver<(String, Bytes)>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => return,
+            next = queued.recv() => next,
+        };
+        let Some((subject, payload)) = next else {
+            return;
+        };
+        if let Err(e) = client.publish(subject, payload).await {
+            tracing::debug!(error = %e, "a message could not be handed to NATS");
+        }
+    }
+}
+
+/// Handles what arrives on one subscription, in order: messages go to this node's connections,
+/// questions are answered.
+async fn read(mut subscriber: async_nats::Subscriber, dispatch: Arc<Dispatch>) {
+    while let Some(message) = subscriber.next().await {
+        dispatch.on_message(message).await;
+    }
+}
+
+/// Delivers one forwarded message to the local connections it targets.
+fn deliver(hubs: &Hubs, payload: &Bytes) {
+    let Some((header, data)) = decode(payload) else {
+        tracing::warn!("ignored a message from the cluster that is not a Hubbub envelope");
+        return;
+    };
+    let Some(hub) = hubs.get(&header.hub) else {
+        return;
+    };
+    let Some(kind) = data_type(&header.data_type) else {
+        return;
+    };
+    let mut message = match header.group {
+        Some(group) => Outgoing::group(
+            group.into(),
+            header.from_user_id.map(Into::into),
+            kind,
+            data,
+        ),
+        None => Outgoing::server(kind, data),
+    };
+    if let Some(sender) = header.sender {
+        message = message.with_sender(sender.into(), header.no_echo);
+    }
+    if let Some(ms) = header.ttl_ms {
+        message = message.with_ttl(Duration::from_millis(ms));
+    }
+    let filter = match header.filter.as_deref().map(Filter::parse).transpose() {
+        Ok(filter) => filter,
+        Err(_) => return,
+    };
+    let selection = Selection {
+        excluded: header.excluded.iter().map(String::as_str).collect(),
+        filter: filter.as_ref(),
+    };
+    match &header.target {
+        TargetDoc::All => {
+            hub.send_to_all(&message, &selection);
+        }
+        TargetDoc::Group(group) => {
+            hub.send_to_group(group, &message, &selection);
+        }
+        TargetDoc::User(user) => {
+            hub.send_to_user(user, &message, &selection);
+        }
+        TargetDoc::Connection(id) => {
+            hub.send_to_connection(id, &message);
+        }
+    }
+}
+
+/// Turns interest changes into subscriptions, in order; after each batch, one round trip to the
+/// server, then `done` says how far the server has them.
+async fn manage(
+    client: async_nats::Client,
+    mut changes: mpsc::UnboundedReceiver<(u64, Interest)>,
+    done: watch::Sender<u64>,
+    dispatch: Arc<Dispatch>,
+    shutdown: CancellationToken,
+) {
+    let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => break,
+            first = changes.recv() => first,
+        };
+        let Some(first) = first else { break };
+        let mut batch = vec![first];
+        while batch.len() < INTEREST_BATCH {
+            match changes.try_recv() {
+                Ok(change) => batch.push(change),
+                Err(_) => break,
+            }
+        }
+        let mut last = 0;
+        for (seq, change) in batch {
+            last = seq;
+            let (subject, on) = change.subject();
+            if on {
+                if subscriptions.contains_key(&subject) {
+                    continue;
+                }
+                match client.subscribe(subject.clone()).await {
+                    Ok(subscriber) => {
+                        let reader = tokio::spawn(read(subscriber, Arc::clone(&dispatch)));
+                        subscriptions.insert(subject, reader);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not subscribe to a NATS subject"),
+                }
+            } else if let Some(reader) = subscriptions.remove(&subject) {
+                // Dropping the subscriber unsubscribes.
+                reader.abort();
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+        done.send_replace(last);
+    }
+    for (_, reader) in subscriptions {
+        reader.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_safe_whatever_the_names() {
+        for name in ["a.b", "*", ">", "with space", "g\u{e9}", &"x".repeat(1024)] {
+            let subject = group_subject("hub.x", name, Kind::Message);
+            let tokens: Vec<&str> = subject.split('.').collect();
+            assert_eq!(tokens.len(), 5, "{subject}");
+            assert!(tokens.iter().all(|t| !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')));
+        }
+        let m = Kind::Message;
+        assert_ne!(group_subject("h", "a", m), group_subject("h", "b", m));
+        assert_ne!(group_subject("h", "a", m), user_subject("h", "a", m));
+        assert_eq!(hub_subject("chat", m), hub_subject("chat", m));
+        assert!(group_subject("h", "a", Kind::Any).ends_with(".*"));
+        assert!(group_subject("h", "a", Kind::Ask).ends_with(".q"));
+    }
+
+    #[test]
+    fn the_envelope_round_trips_and_refuses_garbage() {
+        let header = Header {
+            hub: "chat".into(),
+            target: TargetDoc::Group("room 1".into()),
+            excluded: vec!["c1".into()],
+            filter: Some("userId eq 'u'".into()),
+            data_type: "binary".into(),
+            group: Some("room 1".into()),
+            from_user_id: Some("u".into()),
+            sender: Some("n1-ab".into()),
+            no_echo: true,
+            ttl_ms: Some(5_000),
+        };
+        let data = Bytes::from_static(&[0, 1, 2, 255]);
+        let (back, payload) = decode(&encode(&header, &data)).unwrap();
+        assert_eq!(back, header);
+        assert_eq!(payload, data);
+        assert!(decode(&Bytes::from_static(b"hello")).is_none());
+        assert!(decode(&Bytes::from_static(&[1, 0, 0, 0, 9, b'{'])).is_none());
+    }
+}

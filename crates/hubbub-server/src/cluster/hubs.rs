@@ -1,0 +1,221 @@
+//! Hub settings in the cluster: one entry per hub in the `hubbub_hubs` bucket (key `h_` plus the
+//! base64url of the hub name, since hub names may hold characters bucket keys cannot). A change
+//! on any node is written to the bucket; every node watches the bucket and applies each entry to
+//! its own settings (SQLite first, then memory), so event handlers and policies are the same on
+//! every node. A hub's settings are replaced whole, so the last write wins, as with ARM's PUT.
+
+use super::{Cluster, ClusterError};
+use crate::hub_settings::{HubProperties, HubSettings};
+use async_nats::jetstream::{self, kv};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use futures_util::{StreamExt, TryStreamExt};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const BUCKET: &str = "hubbub_hubs";
+
+fn key(hub: &str) -> String {
+    format!("h_{}", URL_SAFE_NO_PAD.encode(hub.as_bytes()))
+}
+
+fn hub_of(key: &str) -> Option<String> {
+    let encoded = key.strip_prefix("h_")?;
+    String::from_utf8(URL_SAFE_NO_PAD.decode(encoded).ok()?).ok()
+}
+
+pub(crate) async fn open_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<kv::Store, String> {
+    if let Ok(store) = js.get_key_value(BUCKET).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_stream(jetstream::stream::Config {
+            name: format!("KV_{BUCKET}"),
+            description: Some("Hubbub hub settings (event handlers, policies)".into()),
+            subjects: vec![format!("$KV.{BUCKET}.>")],
+            max_messages_per_subject: 1,
+            num_replicas: replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await;
+    let created_error = created.err().map(|e| e.to_string());
+    js.get_key_value(BUCKET)
+        .await
+        .map_err(|e| created_error.unwrap_or_else(|| e.to_string()))
+}
+
+/// Applies one hub's settings (or their removal) here. Blocking work on a blocking thread.
+async fn apply(
+    settings: &Arc<HubSettings>,
+    hub: String,
+    properties: Option<HubProperties>,
+    now: i64,
+) -> Result<(), ClusterError> {
+    let settings = Arc::clone(settings);
+    tokio::task::spawn_blocking(move || match properties {
+        Some(properties) => settings.put(&hub, properties, now),
+        None => settings.delete(&hub).map(|_| ()),
+    })
+    .await
+    .map_err(|_| ClusterError::Failed("the hub settings change was interrupted".into()))??;
+    Ok(())
+}
+
+/// At join: a new bucket is seeded with this node's settings; otherwise this node takes the
+/// cluster's (dropping hubs the cluster does not have).
+pub(crate) async fn adopt(
+    kv: &kv::Store,
+    settings: &Arc<HubSettings>,
+    now: i64,
+) -> Result<(), ClusterError> {
+    let failed = |e: String| ClusterError::Failed(format!("hub settings: {e}"));
+    let keys: Vec<String> = kv
+        .keys()
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .try_collect()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if keys.is_empty() {
+        for (hub, properties) in settings.all() {
+            let value = serde_json::to_vec(&*properties).unwrap_or_default();
+            kv.put(key(&hub), value.into())
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+        }
+        return Ok(());
+    }
+    let mut cluster_hubs = BTreeSet::new();
+    for key in keys {
+        let Some(hub) = hub_of(&key) else { continue };
+        let Some(value) = kv.get(&key).await.map_err(|e| failed(e.to_string()))? else {
+            continue;
+        };
+        match serde_json::from_slice::<HubProperties>(&value) {
+            Ok(properties) => {
+                apply(settings, hub.clone(), Some(properties), now).await?;
+                cluster_hubs.insert(hub);
+            }
+            Err(e) => tracing::error!(%hub, error = %e, "ignored unreadable hub settings"),
+        }
+    }
+    for hub in settings.all().into_keys() {
+        if !cluster_hubs.contains(&hub) {
+            apply(settings, hub, None, now).await?;
+        }
+    }
+    Ok(())
+}
+
+impl Cluster {
+    /// Writes a hub's settings (or, with `None`, removes them) to the cluster, then applies them
+    /// here. Refused while NATS is unreachable.
+    pub async fn put_hub_settings(
+        &self,
+        settings: &Arc<HubSettings>,
+        hub: &str,
+        properties: Option<HubProperties>,
+        now: i64,
+    ) -> Result<(), ClusterError> {
+        if !self.connected() {
+            return Err(ClusterError::Unavailable);
+        }
+        let written = match &properties {
+            Some(p) => self
+                .hubs
+                .put(key(hub), serde_json::to_vec(p).unwrap_or_default().into())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => self.hubs.delete(key(hub)).await.map_err(|e| e.to_string()),
+        };
+        if let Err(reason) = written {
+            tracing::warn!(%reason, "a hub settings change did not reach NATS");
+            return Err(ClusterError::Unavailable);
+        }
+        apply(settings, hub.to_string(), properties, now).await
+    }
+}
+
+/// Applies every change of the bucket here until shutdown.
+pub(crate) async fn watch(
+    cluster: Arc<Cluster>,
+    settings: Arc<HubSettings>,
+    shutdown: CancellationToken,
+) {
+    let clock = cluster.ring.clock();
+    let mut reconnects = cluster.reconnects();
+    loop {
+        let mut watch = match cluster.hubs.watch_all().await {
+            Ok(watch) => watch,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch hub settings yet");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = reconnects.changed() => match changed {
+                    // Start over: the watch may have missed changes while NATS was away.
+                    Ok(()) => break,
+                    Err(_) => return,
+                },
+                next = watch.next() => next,
+            };
+            let entry = match next {
+                Some(Ok(entry)) => entry,
+                _ => break,
+            };
+            let Some(hub) = hub_of(&entry.key) else {
+                continue;
+            };
+            let properties = match entry.operation {
+                kv::Operation::Put => match serde_json::from_slice::<HubProperties>(&entry.value) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::error!(%hub, error = %e, "ignored unreadable hub settings");
+                        continue;
+                    }
+                },
+                kv::Operation::Delete | kv::Operation::Purge => None,
+            };
+            if settings.find(&hub).as_deref() == properties.as_ref() {
+                continue;
+            }
+            if let Err(e) = apply(&settings, hub.clone(), properties, clock.now_millis()).await {
+                tracing::error!(%hub, error = %e, "could not apply the cluster's hub settings");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_keys_carry_any_hub_name() {
+        for hub in ["chat", "a`,.[]_b", "x.y"] {
+            let k = key(hub);
+            assert!(k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+            assert_eq!(hub_of(&k).as_deref(), Some(hub));
+        }
+        assert_eq!(hub_of("other"), None);
+    }
+}

@@ -1,0 +1,488 @@
+//! Cluster mode: several Hubbub nodes behind one endpoint behave as one instance through NATS
+//! JetStream. The key ring lives in a key-value bucket (every change a compare-and-set on its
+//! revision, every node watching it), key events in an audit stream, and messages cross nodes on
+//! NATS subjects that each node subscribes to only while its connections need them.
+//!
+//! | submodule | its one job |
+//! |---|---|
+//! | [`ring`] | the key ring in the `hubbub_keys` bucket: CAS changes, the watcher, the local mirror |
+//! | [`audit`] | key events on the `hubbub_audit` stream, mirrored into each node's audit log |
+//! | [`bus`] | messages between nodes: subjects, the envelope, interest-based subscriptions |
+//! | [`hubs`] | hub settings in the `hubbub_hubs` bucket, applied on every node |
+//! | [`usage`] | key usage counters per node in the `hubbub_usage` bucket, added up on every node |
+//! | [`ask`] | management operations across nodes: existence, membership, close, list, permissions |
+
+pub mod ask;
+pub mod audit;
+pub mod bus;
+pub mod hubs;
+pub mod ring;
+pub mod usage;
+
+use crate::hub::Hubs;
+use crate::keys::Keys;
+use crate::store::StoreError;
+use async_nats::jetstream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long a node waits for NATS at start before it gives up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one JetStream request (a read or a compare-and-set) may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest replica count of the bucket and the stream (a JetStream limit).
+pub const MAX_REPLICAS: usize = 5;
+
+/// Validated cluster settings.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// NATS server URLs, possibly with user:password (never printed).
+    pub urls: Vec<String>,
+    pub creds: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub replicas: usize,
+    /// Given in the settings; otherwise the one kept in the data directory (made at first start).
+    pub node_id: Option<String>,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("urls", &self.redacted_urls())
+            .field("creds", &self.creds)
+            .field("tls_ca", &self.tls_ca)
+            .field("replicas", &self.replicas)
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+/// A URL without its user and password, for messages and logs.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if !url.username().is_empty() || url.password().is_some() {
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+            }
+            url.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+/// Node ids: 1 to 32 ASCII letters, digits or `_` (they go into NATS subjects and connection
+/// ids, where `-` separates the node id from the rest).
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=32).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The file in the data directory that keeps a node's generated id across restarts.
+pub const NODE_ID_FILE: &str = "node-id";
+
+/// The configured node id, or the one kept in `data_dir` (generated and written on first use),
+/// so a restarted node keeps its id (and its usage counters are not counted twice).
+pub fn node_id(
+    configured: Option<&str>,
+    data_dir: &std::path::Path,
+) -> Result<String, ClusterError> {
+    if let Some(id) = configured {
+        return Ok(id.to_string());
+    }
+    let path = data_dir.join(NODE_ID_FILE);
+    let file_error = |source| ClusterError::NodeIdFile {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if valid_node_id(text.trim()) => return Ok(text.trim().to_string()),
+        Ok(_) => {
+            tracing::warn!(file = %path.display(), "the node id file is not valid; making a new id")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(file_error(e)),
+    }
+    let id = random_node_id();
+    std::fs::write(&path, format!("{id}\n")).map_err(file_error)?;
+    Ok(id)
+}
+
+/// A random 8-character node id (lower-case letters and digits).
+pub fn random_node_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes.copy_from_slice(&nanos.to_le_bytes()[..8]);
+    }
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+impl ClusterConfig {
+    /// Checks the cluster settings; `None` when no cluster URL is given (single-node mode).
+    pub fn from_settings(
+        urls: Option<Vec<String>>,
+        creds: Option<PathBuf>,
+        tls_ca: Option<PathBuf>,
+        replicas: Option<usize>,
+        node_id: Option<String>,
+    ) -> Result<Option<Self>, String> {
+        let urls: Vec<String> = urls
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if urls.is_empty() {
+            if creds.is_some() || tls_ca.is_some() || replicas.is_some() || node_id.is_some() {
+                return Err(
+                    "cluster_creds, cluster_tls_ca, cluster_replicas and node_id need cluster (the NATS URLs)"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        }
+        for raw in &urls {
+            let url = url::Url::parse(raw)
+                .map_err(|_| format!("'{}' is not a URL like nats://host:4222", redact_url(raw)))?;
+            if !matches!(url.scheme(), "nats" | "tls") || url.host_str().is_none_or(str::is_empty) {
+                return Err(format!(
+                    "'{}' must be a nats://host:port or tls://host:port URL",
+                    redact_url(raw)
+                ));
+            }
+        }
+        let replicas = replicas.unwrap_or(1);
+        if !(1..=MAX_REPLICAS).contains(&replicas) {
+            return Err(format!(
+                "cluster_replicas must be between 1 and {MAX_REPLICAS}, not {replicas}"
+            ));
+        }
+        if let Some(id) = node_id.as_deref().filter(|id| !valid_node_id(id)) {
+            return Err(format!(
+                "node id '{}' must have 1 to 32 letters, digits or _",
+                id.chars().take(40).collect::<String>()
+            ));
+        }
+        Ok(Some(Self {
+            urls,
+            creds,
+            tls_ca,
+            replicas,
+            node_id,
+        }))
+    }
+
+    pub fn redacted_urls(&self) -> String {
+        self.urls
+            .iter()
+            .map(|u| redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot reach NATS at {urls} within {} s: {reason}", CONNECT_TIMEOUT.as_secs())]
+    Unreachable { urls: String, reason: String },
+    #[error("cannot read the NATS credentials file {path}: {source}")]
+    Creds {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("JetStream is not usable on the NATS servers at {urls} (is nats-server running with -js?): {reason}")]
+    JetStream { urls: String, reason: String },
+    #[error("cannot keep the node id in {path}: {source}")]
+    NodeIdFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the cluster's key ring cannot be read: {0}")]
+    BadRing(String),
+    #[error("NATS is unreachable, so the cluster cannot take the change; nothing was changed, try again when NATS is back")]
+    Unavailable,
+    #[error("the cluster did not take the change: {0}")]
+    Failed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// This node's membership of the cluster. Cheap to share (`Arc`).
+pub struct Cluster {
+    pub node_id: Arc<str>,
+    client: async_nats::Client,
+    pub(crate) ring: ring::RingSync,
+    /// The `hubbub_hubs` bucket.
+    pub(crate) hubs: async_nats::jetstream::kv::Store,
+    /// The `hubbub_usage` bucket.
+    pub(crate) usage: async_nats::jetstream::kv::Store,
+    pub(crate) audit: audit::AuditLog,
+    pub bus: bus::Bus,
+    /// Counts (re)connections to NATS, so the node resyncs at once when it comes back.
+    reconnects: tokio::sync::watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects to NATS (bounded by [`CONNECT_TIMEOUT`]), opens or creates the key bucket and the
+    /// audit stream, adopts the cluster's key ring (seeding it from this node's keys when the
+    /// cluster has none), and starts the watcher, the audit mirror and the message bus.
+    pub async fn join(
+        config: &ClusterConfig,
+        keys: &Keys,
+        hubs: &Arc<Hubs>,
+        hub_settings: &Arc<crate::hub_settings::HubSettings>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, ClusterError> {
+        let urls = config.redacted_urls();
+        let node_id = node_id(config.node_id.as_deref(), keys.store().data_dir())?;
+        let (reconnected, reconnects) = tokio::sync::watch::channel(0u64);
+        let reconnected = Arc::new(reconnected);
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("hubbub-{node_id}"))
+            // A node delivers its own messages locally; NATS must not hand them back.
+            .no_echo()
+            .connection_timeout(CONNECT_TIMEOUT)
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .event_callback({
+                let reconnected = Arc::clone(&reconnected);
+                move |event| {
+                    let reconnected = Arc::clone(&reconnected);
+                    async move {
+                        match event {
+                            async_nats::Event::Connected => {
+                                tracing::info!("NATS connection (re)established");
+                                reconnected.send_modify(|n| *n += 1);
+                            }
+                            async_nats::Event::Disconnected => tracing::warn!(
+                                "NATS connection lost; serving local clients with the last known keys; key changes are refused until it is back"
+                            ),
+                            other => tracing::debug!(event = %other, "NATS event"),
+                        }
+                    }
+                }
+            });
+        if let Some(path) = &config.creds {
+            options =
+                options
+                    .credentials_file(path)
+                    .await
+                    .map_err(|source| ClusterError::Creds {
+                        path: path.clone(),
+                        source,
+                    })?;
+        }
+        if let Some(ca) = &config.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let addrs = config
+            .urls
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClusterError::Unreachable {
+                urls: urls.clone(),
+                reason: e.to_string(),
+            })?;
+        let client = match tokio::time::timeout(
+            CONNECT_TIMEOUT + Duration::from_millis(500),
+            options.connect(addrs),
+        )
+        .await
+        {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                return Err(ClusterError::Unreachable {
+                    urls,
+                    reason: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(ClusterError::Unreachable {
+                    urls,
+                    reason: "timed out".into(),
+                })
+            }
+        };
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(REQUEST_TIMEOUT);
+        let jetstream_error = |reason: String| ClusterError::JetStream {
+            urls: urls.clone(),
+            reason,
+        };
+        let kv = ring::open_bucket(&js, config.replicas)
+            .await
+            .map_err(jetstream_error)?;
+        audit::open_stream(&js, config.replicas)
+            .await
+            .map_err(jetstream_error)?;
+        let hubs_kv = hubs::open_bucket(&js, config.replicas)
+            .await
+            .map_err(jetstream_error)?;
+        let usage_kv = usage::open_bucket(&js, config.replicas)
+            .await
+            .map_err(jetstream_error)?;
+        let ring = ring::RingSync::new(kv, js.clone(), config.replicas, keys.clone());
+        ring.adopt().await?;
+        hubs::adopt(&hubs_kv, hub_settings, keys.clock().now_millis()).await?;
+        let audit = audit::AuditLog::new(js.clone(), node_id.clone());
+        let node_id: Arc<str> = node_id.into();
+        let bus = bus::Bus::start(
+            client.clone(),
+            Arc::clone(&node_id),
+            Arc::clone(hubs),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|e| ClusterError::Unreachable {
+            urls: urls.clone(),
+            reason: e,
+        })?;
+        let cluster = Arc::new(Self {
+            node_id,
+            client,
+            ring,
+            hubs: hubs_kv,
+            usage: usage_kv,
+            audit,
+            bus,
+            reconnects,
+        });
+        tokio::spawn(ring::watch(Arc::clone(&cluster), shutdown.clone()));
+        tokio::spawn(usage::watch(
+            Arc::clone(&cluster),
+            keys.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(hubs::watch(
+            Arc::clone(&cluster),
+            Arc::clone(hub_settings),
+            shutdown.clone(),
+        ));
+        tokio::spawn(audit::mirror(
+            js,
+            config.replicas,
+            cluster.client.clone(),
+            keys.store().clone(),
+            cluster.reconnects(),
+            shutdown,
+        ));
+        tracing::info!(node_id = %cluster.node_id, nats = %urls, "joined the cluster");
+        Ok(cluster)
+    }
+
+    /// Whether the NATS connection is up right now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// A receiver that changes whenever NATS (re)connects.
+    pub(crate) fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
+        let mut reconnects = self.reconnects.clone();
+        reconnects.mark_unchanged();
+        reconnects
+    }
+
+    /// The node a connection id belongs to (`<node>-<hex>`), if it names one.
+    pub fn node_of(connection_id: &str) -> Option<&str> {
+        let (node, rest) = connection_id.split_once('-')?;
+        (valid_node_id(node) && !rest.is_empty()).then_some(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_checked_and_urls_never_show_passwords() {
+        assert!(ClusterConfig::from_settings(None, None, None, None, None)
+            .unwrap()
+            .is_none());
+        let err = ClusterConfig::from_settings(None, None, None, Some(3), None).unwrap_err();
+        assert!(err.contains("need cluster"), "{err}");
+        let config = ClusterConfig::from_settings(
+            Some(vec![
+                "nats://a:4222, nats://alice:s3cret@b:4222".into(),
+                "tls://c:4222".into(),
+            ]),
+            None,
+            None,
+            Some(3),
+            Some("node_1".into()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(config.urls.len(), 3);
+        assert_eq!(config.node_id.as_deref(), Some("node_1"));
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("alice"),
+            "{shown}"
+        );
+        let err = ClusterConfig::from_settings(
+            Some(vec!["http://bob:pw@h:1".into()]),
+            None,
+            None,
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(err.contains("nats://") && !err.contains("pw"), "{err}");
+        for bad in ["a-b", "", "a.b", "x>"] {
+            assert!(ClusterConfig::from_settings(
+                Some(vec!["nats://h:1".into()]),
+                None,
+                None,
+                None,
+                Some(bad.into())
+            )
+            .is_err());
+        }
+        assert!(ClusterConfig::from_settings(
+            Some(vec!["nats://h:1".into()]),
+            None,
+            None,
+            Some(6),
+            None
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn random_node_ids_are_valid_differ_and_are_kept_in_the_data_dir() {
+        let (a, b) = (random_node_id(), random_node_id());
+        assert!(valid_node_id(&a) && valid_node_id(&b));
+        assert_ne!(a, b);
+        let dir = tempfile::tempdir().unwrap();
+        let first = node_id(None, dir.path()).unwrap();
+        assert_eq!(node_id(None, dir.path()).unwrap(), first, "kept");
+        assert_eq!(node_id(Some("given"), dir.path()).unwrap(), "given");
+    }
+
+    #[test]
+    fn connection_ids_name_their_node() {
+        assert_eq!(Cluster::node_of("n1-0123abcd"), Some("n1"));
+        assert_eq!(Cluster::node_of("0123abcd"), None);
+        assert_eq!(Cluster::node_of("a.b-12"), None);
+        assert_eq!(Cluster::node_of("n1-"), None);
+    }
+}

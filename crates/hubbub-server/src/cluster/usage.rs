@@ -1,0 +1,103 @@
+//! Key usage across the cluster: every node puts its own counters (primary and secondary) under
+//! its node id in the `hubbub_usage` bucket at each housekeeping tick, and watches the bucket to
+//! add up the other nodes' counters, so the portal, the CLI and `/metrics` show the cluster's
+//! usage on any node. A node that is gone keeps its last counters in the sums.
+
+use super::Cluster;
+use crate::keys::Keys;
+use crate::store::UsageRecord;
+use crate::usage::Usage;
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const BUCKET: &str = "hubbub_usage";
+
+pub(crate) async fn open_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<kv::Store, String> {
+    if let Ok(store) = js.get_key_value(BUCKET).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_stream(jetstream::stream::Config {
+            name: format!("KV_{BUCKET}"),
+            description: Some("Hubbub key usage per node".into()),
+            subjects: vec![format!("$KV.{BUCKET}.>")],
+            max_messages_per_subject: 1,
+            num_replicas: replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await;
+    let created_error = created.err().map(|e| e.to_string());
+    js.get_key_value(BUCKET)
+        .await
+        .map_err(|e| created_error.unwrap_or_else(|| e.to_string()))
+}
+
+impl Cluster {
+    /// Shares this node's usage counters with the cluster (skipped while NATS is unreachable).
+    pub async fn publish_usage(&self, keys: &Keys) {
+        if !self.connected() {
+            return;
+        }
+        let records = keys.local_usage();
+        let payload = serde_json::to_vec(&records).unwrap_or_default();
+        if let Err(e) = self.usage.put(&*self.node_id, payload.into()).await {
+            tracing::debug!(error = %e, "usage counters not shared this time");
+        }
+    }
+}
+
+/// Adds up the other nodes' counters into `keys` until shutdown.
+pub(crate) async fn watch(cluster: Arc<Cluster>, keys: Keys, shutdown: CancellationToken) {
+    let mut others: HashMap<String, [UsageRecord; 2]> = HashMap::new();
+    let mut reconnects = cluster.reconnects();
+    loop {
+        let mut watch = match cluster.usage.watch_all().await {
+            Ok(watch) => watch,
+            Err(_) => {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = reconnects.changed() => match changed {
+                    Ok(()) => break,
+                    Err(_) => return,
+                },
+                next = watch.next() => next,
+            };
+            let Some(Ok(entry)) = next else { break };
+            if entry.key == *cluster.node_id {
+                continue;
+            }
+            match entry.operation {
+                kv::Operation::Put => {
+                    if let Ok(records) = serde_json::from_slice::<[UsageRecord; 2]>(&entry.value) {
+                        others.insert(entry.key, records);
+                    }
+                }
+                kv::Operation::Delete | kv::Operation::Purge => {
+                    others.remove(&entry.key);
+                }
+            }
+            keys.set_remote_usage(
+                [0, 1].map(|i| Usage::sum(others.values().map(|records| &records[i]))),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

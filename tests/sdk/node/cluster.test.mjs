@@ -1,0 +1,267 @@
+// Cluster mode with the official SDKs: a NATS JetStream server (nats-server -js on a free
+// loopback port, its store in a temporary directory) and three `hubbub serve --cluster` nodes.
+// An app server's WebPubSubServiceClient talks to node A; WebPubSubClient connections sit on
+// nodes B and C. Needs `nats-server` (scripts/test installs it).
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import net, { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  WebPubSubClient, WebPubSubJsonProtocol, WebPubSubJsonReliableProtocol,
+} from "@azure/web-pubsub-client";
+import { startHubbub, sdkClient, waitFor } from "./harness.mjs";
+
+const T = { timeout: 120_000 };
+
+function natsBinary() {
+  const dirs = [...(process.env.PATH ?? "").split(":"), "/usr/sbin", "/usr/bin", "/usr/local/bin"];
+  const found = dirs.map((d) => join(d, "nats-server")).find((p) => existsSync(p));
+  if (!found) throw new Error("nats-server is not installed: apt-get install nats-server (scripts/test does it)");
+  return found;
+}
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const server = createServer();
+    server.on("error", rej);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => res(port));
+    });
+  });
+}
+
+async function startNats() {
+  const dir = await mkdtemp(join(tmpdir(), "hubbub-nats-"));
+  const port = await freePort();
+  const proc = spawn(natsBinary(), ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", dir], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  proc.stderr.setEncoding("utf8");
+  proc.stderr.on("data", (d) => { stderr += d; });
+  await waitFor(() => /Server is ready/.test(stderr), { timeoutMs: 15_000, what: "nats-server ready" });
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    async dispose() {
+      proc.kill("SIGKILL");
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A connection string for `node` with the cluster's shared key. */
+function connectionString(node, key) {
+  return `Endpoint=${node.endpoint};AccessKey=${key};Version=1.0;`;
+}
+
+async function connect(url) {
+  const client = new WebPubSubClient(url, { protocol: WebPubSubJsonProtocol(), autoReconnect: false });
+  const received = [];
+  client.on("server-message", (e) => received.push(e.message.data));
+  client.on("group-message", (e) => received.push(e.message.data));
+  const connected = new Promise((res) => client.on("connected", res));
+  await client.start();
+  const { connectionId } = await connected;
+  return { client, received, connectionId };
+}
+
+test("a broadcast, a group send and a user send through node A reach SDK clients on nodes B and C", T, async () => {
+  const nats = await startNats();
+  const nodes = [];
+  const clients = [];
+  try {
+    for (const id of ["a", "b", "c"]) {
+      nodes.push(await startHubbub({ extraArgs: ["--cluster", nats.url, "--node-id", id] }));
+    }
+    const [a, b, c] = nodes;
+    const keys = await a.keyShow();
+    for (const node of [b, c]) {
+      assert.equal((await node.keyShow()).primaryKey, keys.primaryKey, "one key set in the cluster");
+    }
+    const hub = "clusterchat";
+    const viaA = sdkClient(connectionString(a, keys.primaryKey), hub);
+    const tokenOn = async (node, opts) =>
+      (await sdkClient(connectionString(node, keys.primaryKey), hub).getClientAccessToken(opts)).url;
+
+    const onB = await connect(await tokenOn(b, { userId: "alice", groups: ["room"] }));
+    const onC = await connect(await tokenOn(c, { userId: "bob", groups: ["room"], roles: ["webpubsub.sendToGroup"] }));
+    const other = await connect(await tokenOn(c, { userId: "carol" }));
+    clients.push(onB, onC, other);
+    assert.match(onB.connectionId, /^b-/, "the connection id names its node");
+    assert.match(onC.connectionId, /^c-/);
+
+    await viaA.sendToAll("hello everyone", { contentType: "text/plain" });
+    await viaA.group("room").sendToAll("hello room", { contentType: "text/plain" });
+    await viaA.sendToUser("carol", "hello carol", { contentType: "text/plain" });
+    await viaA.sendToConnection(onB.connectionId, "hello alice's connection", { contentType: "text/plain" });
+    await viaA.sendToAll("last", { contentType: "text/plain" });
+
+    // Each target (all, a group, a user, a connection) is its own NATS subject: order holds
+    // within a target; between targets it may differ on another node, as documented.
+    const expected = new Map([
+      [onB, ["hello everyone", "hello room", "hello alice's connection", "last"]],
+      [onC, ["hello everyone", "hello room", "last"]],
+      [other, ["hello everyone", "hello carol", "last"]],
+    ]);
+    const complete = () => [...expected].every(([x, want]) => want.every((m) => x.received.includes(m)));
+    await waitFor(complete, { timeoutMs: 10_000, what: "every client got its messages" });
+    await new Promise((r) => setTimeout(r, 300));
+    for (const [x, want] of expected) {
+      assert.deepEqual([...x.received].sort(), [...want].sort(), "each message once, nothing else");
+      assert.ok(x.received.indexOf("hello everyone") < x.received.indexOf("last"), "order within a target");
+    }
+
+    // A client's own group message on C reaches the member on B.
+    await onC.client.sendToGroup("room", "from bob", "text");
+    await waitFor(() => onB.received.includes("from bob"), { timeoutMs: 10_000, what: "bob's group message on B" });
+  } finally {
+    for (const x of clients) {
+      try { x.client.stop(); } catch { /* stopped */ }
+    }
+    for (const node of nodes) await node.dispose();
+    await nats.dispose();
+  }
+});
+
+test("a regeneration on node B is enforced by node A and node C for the SDK's REST calls", T, async () => {
+  const nats = await startNats();
+  const nodes = [];
+  try {
+    for (const id of ["a", "b", "c"]) {
+      nodes.push(await startHubbub({ extraArgs: ["--cluster", nats.url, "--node-id", id] }));
+    }
+    const [a, b, c] = nodes;
+    const old = (await a.keyShow()).primaryKey;
+    const hub = "rotation";
+    await sdkClient(connectionString(a, old), hub).sendToAll("ok", { contentType: "text/plain" });
+    const regenerated = await b.keyRegenerate("primary");
+    assert.notEqual(regenerated.primaryKey, old);
+    for (const node of [a, c]) {
+      const stale = sdkClient(connectionString(node, old), hub);
+      await waitFor(async () => {
+        try {
+          await stale.sendToAll("stale", { contentType: "text/plain" });
+          return false;
+        } catch (e) {
+          return e.statusCode === 401;
+        }
+      }, { timeoutMs: 1_000, intervalMs: 10, what: "the old key refused within 1 s" });
+      await sdkClient(connectionString(node, regenerated.primaryKey), hub)
+        .sendToAll("fresh", { contentType: "text/plain" });
+    }
+  } finally {
+    for (const node of nodes) await node.dispose();
+    await nats.dispose();
+  }
+});
+
+/**
+ * A TCP load balancer on 127.0.0.1: each new connection goes to the next backend port in turn,
+ * skipping backends that refuse (a killed node), like a load balancer with health checks.
+ */
+async function startBalancer() {
+  const backends = [];
+  const live = new Set();
+  let next = 0;
+  const server = createServer((client) => {
+    client.on("error", () => {});
+    live.add(client);
+    client.on("close", () => live.delete(client));
+    const attempt = (tries) => {
+      if (tries >= backends.length) { client.destroy(); return; }
+      const port = backends[next++ % backends.length];
+      const upstream = net.connect(port, "127.0.0.1");
+      let connected = false;
+      upstream.once("connect", () => {
+        connected = true;
+        client.pipe(upstream);
+        upstream.pipe(client);
+        client.on("close", () => upstream.destroy());
+        upstream.on("close", () => client.destroy());
+      });
+      upstream.on("error", () => {
+        if (!connected) attempt(tries + 1);
+        else client.destroy();
+      });
+    };
+    attempt(0);
+  });
+  await new Promise((res) => server.listen(0, "127.0.0.1", res));
+  return {
+    port: server.address().port,
+    backends,
+    async close() {
+      for (const c of live) c.destroy();
+      await new Promise((res) => server.close(() => res()));
+    },
+  };
+}
+
+test("behind a load balancer, a killed node's reliable clients reconnect to another node; the others are not affected", T, async () => {
+  const nats = await startNats();
+  const lb = await startBalancer();
+  const nodes = [];
+  const clients = [];
+  try {
+    const endpoint = `http://localhost:${lb.port}`;
+    for (const id of ["a", "b", "c"]) {
+      const node = await startHubbub({
+        extraArgs: ["--cluster", nats.url, "--node-id", id, "--public-endpoint", endpoint],
+      });
+      nodes.push(node);
+      lb.backends.push(node.publicPort);
+    }
+    const [, b] = nodes;
+    const keys = await nodes[0].keyShow();
+    assert.equal(keys.primaryConnectionString.split(";")[0], `Endpoint=${endpoint}`);
+    const service = sdkClient(keys.primaryConnectionString, "lb");
+
+    // Reliable clients until every node has one.
+    const byNode = new Map();
+    for (let i = 0; i < 9 && byNode.size < 3; i++) {
+      const { url } = await service.getClientAccessToken({ userId: `user${i}` });
+      const client = new WebPubSubClient(url, { protocol: WebPubSubJsonReliableProtocol() });
+      const record = { client, received: [], connected: [], disconnected: 0 };
+      client.on("connected", (e) => record.connected.push(e.connectionId));
+      client.on("disconnected", () => { record.disconnected += 1; });
+      client.on("server-message", (e) => record.received.push(e.message.data));
+      await client.start();
+      await waitFor(() => record.connected.length === 1, { what: "connected" });
+      clients.push(record);
+      const node = record.connected[0].split("-")[0];
+      if (!byNode.has(node)) byNode.set(node, record);
+    }
+    assert.equal(byNode.size, 3, "the balancer spread the clients over the three nodes");
+
+    await b.stop("SIGKILL");
+    const moved = byNode.get("b");
+    // Its recovery lands on another node, which closes it with 1008 (no session there); the
+    // client then connects anew through the balancer, to a live node.
+    await waitFor(() => moved.connected.length >= 2, { timeoutMs: 30_000, what: "b's client reconnected" });
+    assert.match(moved.connected.at(-1), /^[ac]-/, "reconnected to a live node");
+
+    await waitFor(async () => {
+      await service.sendToAll("after", { contentType: "text/plain" });
+      return clients.every((c) => c.received.includes("after"));
+    }, { timeoutMs: 10_000, intervalMs: 300, what: "every client, moved or not, receives" });
+    for (const [node, record] of byNode) {
+      if (node !== "b") {
+        assert.equal(record.disconnected, 0, `node ${node}'s client was not disturbed`);
+        assert.equal(record.connected.length, 1);
+      }
+    }
+  } finally {
+    for (const c of clients) {
+      try { c.client.stop(); } catch { /* stopped */ }
+    }
+    for (const node of nodes) await node.dispose();
+    await lb.close();
+    await nats.dispose();
+  }
+});
