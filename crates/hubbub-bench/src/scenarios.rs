@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -83,33 +82,66 @@ async fn resolve(url: &str) -> anyhow::Result<std::net::SocketAddr> {
     addr.with_context(|| format!("{host} does not resolve"))
 }
 
+/// Opens a WebSocket client. The handshake is written and read directly (one request, the
+/// `101` status checked, nothing else parsed) so the generator spends little per connection and a
+/// connect storm measures the server.
 async fn connect(
     url: &str,
     addr: std::net::SocketAddr,
     subprotocol: Option<&str>,
 ) -> anyhow::Result<Client> {
+    use tokio::io::AsyncReadExt;
     // Small buffers: the generator holds thousands of clients.
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let mut request = url.into_client_request()?;
+    let parsed = url::Url::parse(url).context("a client URL")?;
+    let host = match parsed.port() {
+        Some(port) => format!("{}:{port}", parsed.host_str().unwrap_or_default()),
+        None => parsed.host_str().unwrap_or_default().to_string(),
+    };
+    let path = match parsed.query() {
+        Some(query) => format!("{}?{query}", parsed.path()),
+        None => parsed.path().to_string(),
+    };
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: aHViYnViLWJlbmNoLWtleQ==\r\n"
+    );
     if let Some(subprotocol) = subprotocol {
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", subprotocol.parse()?);
+        request.push_str(&format!("Sec-WebSocket-Protocol: {subprotocol}\r\n"));
     }
-    let stream = TcpStream::connect(addr)
+    request.push_str("\r\n");
+    let mut stream = TcpStream::connect(addr)
         .await
         .with_context(|| "a TCP connection failed")?;
     stream.set_nodelay(true)?;
-    let (client, _) = tokio_tungstenite::client_async_with_config(
-        request,
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::with_capacity(512);
+    let end = loop {
+        if let Some(at) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if response.len() > 16 * 1024 || stream.read_buf(&mut response).await? == 0 {
+            bail!("the server closed the connection during the handshake");
+        }
+    };
+    if !response.starts_with(b"HTTP/1.1 101") {
+        let status = String::from_utf8_lossy(&response[..response.len().min(64)]).into_owned();
+        bail!(
+            "the WebSocket upgrade was refused: {}",
+            status.lines().next().unwrap_or("")
+        );
+    }
+    // Frames the server sent right after its answer (a `connected` message) are kept.
+    let rest = response.split_off(end);
+    Ok(WebSocketStream::from_partially_read(
         MaybeTlsStream::Plain(stream),
+        rest,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
         Some(config),
     )
-    .await
-    .with_context(|| "a WebSocket connection failed")?;
-    Ok(client)
+    .await)
 }
 
 /// The name of group `k` of `groups`: `g` when there is one.
