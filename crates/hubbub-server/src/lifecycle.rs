@@ -72,7 +72,8 @@ pub fn housekeeping(state: &AppState, save_usage: bool) {
     let now = state.keys.clock().now_millis();
     let ring = state.keys.current();
     let channels = state.notifications.channels();
-    if !channels.is_empty() {
+    // In cluster mode one node claims and queues each notice (`cluster_housekeeping`).
+    if !channels.is_empty() && !clustered {
         for notice in crate::notices::due(
             &ring,
             state.key_max_age_days,
@@ -143,6 +144,7 @@ async fn cluster_housekeeping(state: &AppState) {
     }
     let now = state.keys.clock().now_millis();
     let ring = state.keys.current();
+    queue_claimed_notices(state, cluster, &ring, now).await;
     for requirement in ring
         .requirements
         .iter()
@@ -167,5 +169,53 @@ async fn cluster_housekeeping(state: &AppState) {
             ),
             Err(e) => tracing::warn!(error = %e, "could not record a disabled key"),
         }
+    }
+}
+
+/// Cluster mode: each due notice is queued by the one node that claims it, so operators get it
+/// once, not once per node.
+async fn queue_claimed_notices(
+    state: &AppState,
+    cluster: &crate::cluster::Cluster,
+    ring: &crate::keys::KeyRing,
+    now: crate::clock::UnixMillis,
+) {
+    if state.notifications.channels().is_empty() {
+        return;
+    }
+    let due = crate::notices::due(ring, state.key_max_age_days, now, &state.primary_endpoint());
+    for notice in due {
+        let settled = cluster
+            .settled_notices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&notice.dedup);
+        if settled {
+            continue;
+        }
+        match cluster.claim_notice(&notice.dedup).await {
+            crate::cluster::notices::Claim::Unknown => continue,
+            crate::cluster::notices::Claim::Theirs => {}
+            crate::cluster::notices::Claim::Mine => {
+                let (store, notifications) = (
+                    std::sync::Arc::clone(state.keys.store()),
+                    std::sync::Arc::clone(&state.notifications),
+                );
+                let queued_notice = notice.clone();
+                let queued = tokio::task::spawn_blocking(move || {
+                    store.queue_notice(&queued_notice, &notifications.channels(), now)
+                })
+                .await;
+                if !matches!(queued, Ok(Ok(_))) {
+                    tracing::warn!("a notice could not be queued; trying again");
+                    continue;
+                }
+            }
+        }
+        cluster
+            .settled_notices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(notice.dedup);
     }
 }

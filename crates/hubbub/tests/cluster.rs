@@ -1345,3 +1345,92 @@ async fn with_three_replicas_the_cluster_survives_the_loss_of_a_nats_server() {
         assert_eq!(node.broadcast(&key, "x").await, 401, "node {}", node.id);
     }
 }
+
+/// A tiny webhook receiver: records each request body and answers 200.
+async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/hubbub", listener.local_addr().unwrap());
+    let bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let record = std::sync::Arc::clone(&bodies);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let record = std::sync::Arc::clone(&record);
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        let body = String::from_utf8_lossy(&request[end + 4..end + 4 + length]);
+                        record.lock().unwrap().push(body.to_string());
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, bodies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_notice_is_sent_once_by_one_node_not_once_per_node() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let (url, bodies) = webhook_receiver().await;
+    let toml = format!(
+        "maintenance_interval_ms = 100\n\n[notifications]\nwebhook_url = \"{url}\"\nwebhook_secret = \"a-webhook-secret-of-some-length\"\n"
+    );
+    let nodes = ["a", "b", "c"].map(|id| Node::start_with(&nats, id, &toml));
+    let response = nodes[1]
+        .http
+        .post(format!(
+            "{}/admin/keys/require-rotation",
+            nodes[1].running().admin_url()
+        ))
+        .bearer_auth(nodes[1].admin_token())
+        .json(&json!({"keyType": "Secondary", "by": "3d", "reason": "offboarding"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bodies.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no node sent the notice");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every node's housekeeper runs many more times (every 100 ms) and sees the same due notice.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bodies = bodies.lock().unwrap().clone();
+    let required: Vec<&String> = bodies
+        .iter()
+        .filter(|b| b.contains("\"rotation_required\""))
+        .collect();
+    assert_eq!(
+        required.len(),
+        1,
+        "sent once, not once per node: {bodies:?}"
+    );
+    assert!(required[0].contains("\"secondary\""), "{}", required[0]);
+}

@@ -11,11 +11,13 @@
 //! | [`hubs`] | hub settings in the `hubbub_hubs` bucket, applied on every node |
 //! | [`usage`] | key usage counters per node in the `hubbub_usage` bucket, added up on every node |
 //! | [`ask`] | management operations across nodes: existence, membership, close, list, permissions |
+//! | [`notices`] | rotation notices claimed in the `hubbub_notices` bucket, so one node sends each |
 
 pub mod ask;
 pub mod audit;
 pub mod bus;
 pub mod hubs;
+pub mod notices;
 pub mod ring;
 pub mod usage;
 
@@ -227,6 +229,9 @@ pub struct Cluster {
     pub(crate) hubs: async_nats::jetstream::kv::Store,
     /// The `hubbub_usage` bucket.
     pub(crate) usage: async_nats::jetstream::kv::Store,
+    /// The `hubbub_notices` bucket, and the notices this node has settled (claimed or not).
+    pub(crate) notices: async_nats::jetstream::kv::Store,
+    pub(crate) settled_notices: std::sync::Mutex<std::collections::HashSet<String>>,
     pub(crate) audit: audit::AuditLog,
     pub bus: bus::Bus,
     /// Counts (re)connections to NATS, so the node resyncs at once when it comes back.
@@ -340,6 +345,9 @@ impl Cluster {
         let usage_kv = usage::open_bucket(&js, config.replicas)
             .await
             .map_err(jetstream_error)?;
+        let notices_kv = notices::open_bucket(&js, config.replicas)
+            .await
+            .map_err(jetstream_error)?;
         let ring = ring::RingSync::new(kv, js.clone(), config.replicas, keys.clone());
         ring.adopt().await?;
         hubs::adopt(&hubs_kv, hub_settings, keys.clock().now_millis()).await?;
@@ -362,6 +370,8 @@ impl Cluster {
             ring,
             hubs: hubs_kv,
             usage: usage_kv,
+            notices: notices_kv,
+            settled_notices: Default::default(),
             audit,
             bus,
             reconnects,
