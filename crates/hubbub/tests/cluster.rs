@@ -1434,3 +1434,59 @@ async fn a_rotation_notice_is_sent_once_by_one_node_not_once_per_node() {
     );
     assert!(required[0].contains("\"secondary\""), "{}", required[0]);
 }
+
+/// `hubbub_cluster_messages_total{direction="received"}` of a node.
+async fn received_from_other_nodes(node: &Node) -> u64 {
+    let metrics = node
+        .http
+        .get(format!("{}/metrics", node.running().admin_url()))
+        .bearer_auth(node.admin_token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hubbub_cluster_messages_total{direction=\"received\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no received counter: {metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_with_members_on_one_node_does_not_load_the_others() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let [a, b, c] = cluster(&nats);
+    let (key, _) = converged(&[&a, &b, &c]).await;
+    let (mut local, _) = b.client(&key, "u1", &["local"]).await;
+    let (mut elsewhere, _) = c.client(&key, "u2", &["elsewhere"]).await;
+    let (before_a, before_c) = (
+        received_from_other_nodes(&a).await,
+        received_from_other_nodes(&c).await,
+    );
+    let path = "/api/hubs/chat/groups/local/:send?api-version=2024-12-01";
+    for i in 0..20 {
+        assert_eq!(b.rest(&key, path, &format!("local {i}")).await, 202);
+        assert_eq!(
+            local.next_data().await.as_deref(),
+            Some(format!("local {i}").as_str())
+        );
+    }
+    // Then a message for C's group through the same node: NATS keeps one publisher's order, so
+    // had C subscribed to the local group, the 20 would have reached C before this one.
+    let path = "/api/hubs/chat/groups/elsewhere/:send?api-version=2024-12-01";
+    assert_eq!(b.rest(&key, path, "for c").await, 202);
+    assert_eq!(elsewhere.next_data().await.as_deref(), Some("for c"));
+    assert_eq!(
+        received_from_other_nodes(&c).await - before_c,
+        1,
+        "C took only the message for its own member"
+    );
+    assert_eq!(
+        received_from_other_nodes(&a).await - before_a,
+        0,
+        "A, with no members, took nothing"
+    );
+}
