@@ -11,10 +11,12 @@
 //! | [`hubs`] | hub settings in the `hubbub_hubs` bucket, applied on every node |
 //! | [`usage`] | key usage counters per node in the `hubbub_usage` bucket, added up on every node |
 //! | [`ask`] | management operations across nodes: existence, membership, close, list, permissions |
+//! | [`handover`] | reliable sessions moving to the node their client recovered on |
 
 pub mod ask;
 pub mod audit;
 pub mod bus;
+pub mod handover;
 pub mod hubs;
 pub mod ring;
 pub mod usage;
