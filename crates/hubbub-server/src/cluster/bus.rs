@@ -8,7 +8,7 @@
 //! | `hubbub.h.<hub>.<kind>` | nodes with a connection to the hub, ever |
 //! | `hubbub.g.<hub>.<group>.<kind>` | nodes with a member of the group, while they have one |
 //! | `hubbub.u.<hub>.<user>.<kind>` | nodes with a connection of the user, while they have one |
-//! | `hubbub.n.<node id>.<kind>` | that node: sends to and questions about its connections |
+//! | `hubbub.n.<node id>.<kind>` | that node: sends to and questions about its connections (passed on for reliable sessions it handed over, see [`super::handover`]) |
 //!
 //! Questions ([`super::ask`]) travel on the same subscriptions as messages, so a node answers
 //! for exactly the hubs, groups and users it has connections of.
