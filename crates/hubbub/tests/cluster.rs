@@ -1,7 +1,8 @@
 //! Cluster mode against a real NATS JetStream server (`nats-server -js` on a free loopback port,
 //! store in a temporary directory) and real `hubbub serve --cluster` processes: messages across
 //! nodes, key rotation enforced everywhere within a second, concurrent regenerations converging,
-//! a killed node, NATS lost and back, NATS unreachable at start.
+//! reliable sessions handed over to the node their client recovers on, a killed node, NATS lost
+//! and back, NATS unreachable at start.
 //!
 //! Needs `nats-server` (Debian package `nats-server`; `scripts/test` installs it).
 
@@ -822,6 +823,14 @@ async fn a_reliable_session_recovering_on_another_node_is_handed_over() {
             Some((body.to_string(), i as u64 + 1))
         );
     }
+    // A permission the app server grants it on A, to be kept across the move.
+    let grant = format!(
+        "/api/hubs/chat/permissions/joinLeaveGroup/connections/{id}?api-version=2024-12-01&targetName=extra"
+    );
+    assert_eq!(
+        c.call(&key, reqwest::Method::PUT, &grant, None).await.0,
+        200
+    );
     // The client has m1 and m2 for sure; m3 it received but did not acknowledge.
     client
         .send_json(json!({"type": "sequenceAck", "sequenceId": 2}))
@@ -873,19 +882,46 @@ async fn a_reliable_session_recovering_on_another_node_is_handed_over() {
         c.chat(&key, reqwest::Method::HEAD, "groups/room").await,
         200
     );
+    assert_eq!(
+        a.call(&key, reqwest::Method::HEAD, &grant, None).await.0,
+        200
+    );
+    // Its permissions came along: the granted group may be joined, another may not.
+    for (group, ack_id, success) in [("extra", 1, true), ("other", 2, false)] {
+        client
+            .send_json(json!({"type": "joinGroup", "group": group, "ackId": ack_id}))
+            .await;
+        let ack = client.next_json().await.expect("an ack");
+        assert_eq!(
+            (ack["ackId"].as_u64(), ack["success"].as_bool()),
+            (Some(ack_id), Some(success)),
+            "{ack}"
+        );
+    }
 
-    // It drops again and recovers on C: B, where A sent it, hands it over in turn.
+    // Its recovery lands on C while its socket on B is still open (a half-open connection, say):
+    // B, where A sent it, hands it over in turn, and its old socket just ends.
     client
         .send_json(json!({"type": "sequenceAck", "sequenceId": 10}))
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(client);
+    let mut old = client;
     assert_eq!(a.rest(&key, group_send, "m11").await, 202);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(old.next_sequenced().await, Some(("m11".into(), 11)));
     let mut client = c.recover(&id, &reconnection_token).await;
     let connected = client.next_json().await.expect("connected");
     assert_eq!(connected["connectionId"], id.as_str(), "{connected}");
-    assert_eq!(client.next_sequenced().await, Some(("m11".into(), 11)));
+    assert_eq!(
+        client.next_sequenced().await,
+        Some(("m11".into(), 11)),
+        "not acknowledged, so sent again"
+    );
+    match tokio::time::timeout(Duration::from_secs(5), old.ws.next()).await {
+        Ok(None | Some(Err(_))) => {}
+        other => {
+            panic!("the superseded socket should just end (no disconnected message): {other:?}")
+        }
+    }
     assert_eq!(b.rest(&key, &direct, "after the second move").await, 202);
     assert_eq!(
         client.next_sequenced().await,
