@@ -948,6 +948,43 @@ async fn a_reliable_session_recovering_on_another_node_is_handed_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_too_large_for_one_nats_message_stays_on_its_node() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let [a, b, _c] = cluster(&nats);
+    let (key, _) = converged(&[&a, &b]).await;
+    let group_send = "/api/hubs/chat/groups/room/:send?api-version=2024-12-01";
+    let (client, id, reconnection_token) = a.reliable_client(&key, "big", &["room"]).await;
+    drop(client);
+    // About 1.3 MB not acknowledged: more than NATS's default max_payload (1 MB).
+    let big = "x".repeat(64 * 1024);
+    for i in 0..20 {
+        let body = format!("{i:02}{big}");
+        assert_eq!(a.rest(&key, group_send, &body).await, 202);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut elsewhere = b.recover(&id, &reconnection_token).await;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), elsewhere.ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.expect("a close code").code), 1008);
+    // The session stayed on A, whole: recovering there gets every message.
+    let mut client = a.recover(&id, &reconnection_token).await;
+    let connected = client.next_json().await.expect("connected");
+    assert_eq!(connected["connectionId"], id.as_str(), "{connected}");
+    for i in 0..20u64 {
+        let (data, seq) = client.next_sequenced().await.expect("a message");
+        assert_eq!((&data[..2], seq), (format!("{i:02}").as_str(), i + 1));
+    }
+    assert_eq!(a.rest(&key, group_send, "after").await, 202);
+    assert_eq!(client.next_sequenced().await, Some(("after".into(), 21)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_serve_on_without_nats_refuse_key_changes_and_resume_with_no_key_lost() {
     let _serial = SERIAL.lock().await;
     let mut nats = Nats::start();
