@@ -1,6 +1,7 @@
 //! Roles and permissions of a client connection: the `webpubsub.*` role strings of tokens, the
 //! REST permission names, and the wildcard group patterns of the plural role forms.
 
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
 /// The two permissions a connection can hold for groups.
@@ -25,10 +26,10 @@ impl Permission {
 
 /// A group pattern of `webpubsub.joinLeaveGroups.<pattern>` / `webpubsub.sendToGroups.<pattern>`:
 /// `?` one character except `.`, `*` any characters except `.`, `**` any characters, `\` escapes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupPattern(Vec<PatternToken>);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum PatternToken {
     Literal(char),
     AnyOne,
@@ -93,13 +94,13 @@ fn matches_from(tokens: &[PatternToken], text: &[char]) -> bool {
 
 /// What one permission allows: every group, named groups, patterns, minus revoked names.
 /// Most connections hold no named groups or patterns, so those live behind one optional box.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Grant {
     all: bool,
     named: Option<Box<NamedGrants>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct NamedGrants {
     groups: HashSet<String>,
     patterns: Vec<GroupPattern>,
@@ -128,8 +129,9 @@ impl Grant {
     }
 }
 
-/// A connection's permissions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A connection's permissions. Serializable, so a reliable session can move between cluster
+/// nodes with what the app server granted or revoked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Permissions {
     join_leave: Grant,
     send: Grant,

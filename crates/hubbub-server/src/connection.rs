@@ -69,6 +69,15 @@ pub struct CloseRequest {
     pub notify: bool,
 }
 
+/// A reliable session's buffer as it moves to another cluster node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionBuffer {
+    pub next_sequence_id: u64,
+    /// The messages not yet acknowledged, in order: sequence id, frame text, and the time to
+    /// live left (expired ones are left out).
+    pub unacked: Vec<(u64, String, Option<std::time::Duration>)>,
+}
+
 /// What the writer takes in one go.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -345,6 +354,74 @@ impl Connection {
         outbox.epoch == epoch && !outbox.attached
     }
 
+    /// Bytes of messages not yet acknowledged.
+    pub fn unacked_bytes(&self) -> usize {
+        self.outbox().unacked_bytes
+    }
+
+    /// The session leaves for another node: a socket still attached is superseded (its task
+    /// stops without a `disconnected` event, as when a recovering socket takes over here),
+    /// nothing more is queued, and the buffer is returned. `None` when the connection is
+    /// closing already.
+    pub fn hand_over(&self) -> Option<SessionBuffer> {
+        let mut outbox = self.outbox();
+        if outbox.close.is_some() {
+            return None;
+        }
+        outbox.epoch += 1;
+        outbox.attached = false;
+        outbox.close = Some(CloseRequest {
+            code: CLOSE_POLICY,
+            reason: "SessionMoved".into(),
+            notify: false,
+        });
+        outbox.pending.clear();
+        outbox.pending_bytes = 0;
+        outbox.unacked_bytes = 0;
+        let now = Instant::now();
+        let unacked = std::mem::take(&mut outbox.unacked)
+            .into_iter()
+            .filter(|(_, _, expires)| expires.is_none_or(|e| e > now))
+            .filter_map(|(id, frame, expires)| match frame {
+                Message::Text(text) => Some((
+                    id,
+                    text.to_string(),
+                    expires.map(|e| e.saturating_duration_since(now)),
+                )),
+                _ => None,
+            })
+            .collect();
+        let buffer = SessionBuffer {
+            next_sequence_id: outbox.next_sequence_id,
+            unacked,
+        };
+        drop(outbox);
+        self.wake.notify_waiters();
+        self.wake.notify_one();
+        Some(buffer)
+    }
+
+    /// A session handed over from another node: detached (at epoch 1) until its socket resumes
+    /// it, with that node's sequence ids and un-acknowledged messages.
+    pub fn restore(&self, buffer: SessionBuffer) {
+        let mut outbox = self.outbox();
+        let now = Instant::now();
+        outbox.attached = false;
+        outbox.next_sequence_id = buffer.next_sequence_id.max(1);
+        outbox.unacked = buffer
+            .unacked
+            .into_iter()
+            .map(|(id, text, ttl)| {
+                (
+                    id,
+                    Message::Text(Utf8Bytes::from(text)),
+                    ttl.map(|t| now + t),
+                )
+            })
+            .collect();
+        outbox.unacked_bytes = outbox.unacked.iter().map(|(_, f, _)| frame_len(f)).sum();
+    }
+
     /// A new socket resumes the session: it first gets `first` (the new `connected` message),
     /// then every message not yet acknowledged, in order. Returns the new socket's epoch.
     pub fn resume(&self, first: String) -> u64 {
@@ -427,6 +504,41 @@ mod tests {
         assert_eq!(texts.len(), 4, "seq 2, 3 and 4 are re-sent: {texts:?}");
         assert!(texts[1].contains(r#""sequenceId":2"#));
         assert!(texts[3].contains("while away"));
+    }
+
+    #[test]
+    fn a_handed_over_session_resumes_elsewhere_with_its_buffer() {
+        let a = connection(Protocol::JsonReliable);
+        for i in 0..3 {
+            a.deliver(&Outgoing::server(
+                DataType::Text,
+                Bytes::from(format!("m{i}")),
+            ));
+        }
+        let _ = a.take_batch(1);
+        a.acknowledge(1);
+        let buffer = a.hand_over().expect("handed over");
+        assert!(a.take_batch(1).is_none(), "the old socket stops");
+        assert!(a.hand_over().is_none(), "only once");
+        a.deliver(&Outgoing::server(
+            DataType::Text,
+            Bytes::from_static(b"late"),
+        ));
+        assert_eq!(buffer.next_sequence_id, 4);
+        assert_eq!(
+            buffer.unacked.iter().map(|u| u.0).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        let b = connection(Protocol::JsonReliable);
+        b.restore(buffer);
+        assert!(b.still_detached(1));
+        b.deliver(&Outgoing::server(DataType::Text, Bytes::from_static(b"m3")));
+        let epoch = b.resume("connected".into());
+        let frames = b.take_batch(epoch).unwrap().frames;
+        let texts: Vec<_> = frames.iter().map(text).collect();
+        assert_eq!(texts.len(), 4, "{texts:?}");
+        assert!(texts[1].contains(r#""sequenceId":2"#) && texts[1].contains("m1"));
+        assert!(texts[3].contains(r#""sequenceId":4"#) && texts[3].contains("m3"));
     }
 
     #[test]

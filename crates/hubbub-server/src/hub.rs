@@ -252,14 +252,25 @@ impl Hub {
 
     /// Unregisters a connection (only this very connection object), leaving all its groups.
     pub fn remove(&self, connection: &Arc<Connection>) -> bool {
+        self.take(connection).is_some()
+    }
+
+    /// Unregisters a connection like [`remove`](Self::remove), returning the groups it was in
+    /// (a reliable session handed over to another node joins them there).
+    pub fn take(&self, connection: &Arc<Connection>) -> Option<Vec<String>> {
         let mut inner = self.write();
         let same = inner
             .connections
             .get(&*connection.id)
             .is_some_and(|m| Arc::ptr_eq(&m.connection, connection));
         if !same {
-            return false;
+            return None;
         }
+        let groups: Vec<String> = inner
+            .connections
+            .get(&*connection.id)
+            .map(|m| m.groups.iter().map(|g| g.to_string()).collect())
+            .unwrap_or_default();
         inner.leave_all(&connection.id);
         inner.connections.remove(&*connection.id);
         if let Some(user) = &connection.user_id {
@@ -271,7 +282,7 @@ impl Hub {
                 }
             }
         }
-        true
+        Some(groups)
     }
 
     pub fn connection(&self, id: &str) -> Option<Arc<Connection>> {

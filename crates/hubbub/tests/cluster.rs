@@ -1,7 +1,8 @@
 //! Cluster mode against a real NATS JetStream server (`nats-server -js` on a free loopback port,
 //! store in a temporary directory) and real `hubbub serve --cluster` processes: messages across
 //! nodes, key rotation enforced everywhere within a second, concurrent regenerations converging,
-//! a killed node, NATS lost and back, NATS unreachable at start.
+//! reliable sessions handed over to the node their client recovers on, a killed node, NATS lost
+//! and back, NATS unreachable at start.
 //!
 //! Needs `nats-server` (Debian package `nats-server`; `scripts/test` installs it).
 
@@ -279,6 +280,58 @@ impl Node {
             .await
     }
 
+    /// A `json.reliable.webpubsub.azure.v1` client of `user` in `groups`; returns it, its
+    /// connection id and its reconnection token.
+    async fn reliable_client(
+        &self,
+        key: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> (Client, String, String) {
+        let aud = format!("http://localhost:{}/client/hubs/chat", self.port());
+        let token = sign(
+            json!({"aud": aud, "exp": now() + 600, "sub": user, "webpubsub.group": groups}),
+            key,
+        );
+        let url = format!(
+            "ws://{}/client/hubs/chat?access_token={token}",
+            self.running().public_addr
+        );
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "json.reliable.webpubsub.azure.v1".parse().unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut client = Client { ws };
+        let connected = client.next_json().await.unwrap();
+        assert_eq!(connected["event"], "connected", "{connected}");
+        (
+            client,
+            connected["connectionId"].as_str().unwrap().to_string(),
+            connected["reconnectionToken"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// A reliable client's recovery reconnect to this node (the upgrade itself always succeeds).
+    async fn recover(&self, id: &str, reconnection_token: &str) -> Client {
+        let url = format!(
+            "ws://{}/client/hubs/chat?awps_connection_id={id}&awps_reconnection_token={}",
+            self.running().public_addr,
+            reconnection_token
+                .replace('+', "%2B")
+                .replace('/', "%2F")
+                .replace('=', "%3D")
+        );
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "json.reliable.webpubsub.azure.v1".parse().unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        Client { ws }
+    }
+
     /// A `json.webpubsub.azure.v1` client of `user` in `groups`; returns it and its connection id.
     async fn client(&self, key: &str, user: &str, groups: &[&str]) -> (Client, String) {
         let aud = format!("http://localhost:{}/client/hubs/chat", self.port());
@@ -346,6 +399,19 @@ impl Client {
                 Err(_) => return false,
                 Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
                 Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// The data and sequence id of the next `message` (reliable protocol), skipping the rest.
+    async fn next_sequenced(&mut self) -> Option<(String, u64)> {
+        loop {
+            let frame = self.next_json().await?;
+            if frame["type"] == "message" {
+                return Some((
+                    frame["data"].as_str().unwrap_or_default().to_string(),
+                    frame["sequenceId"].as_u64().expect("a sequence id"),
+                ));
             }
         }
     }
@@ -699,8 +765,8 @@ async fn a_killed_node_leaves_the_others_serving() {
     c.hubbub.take().unwrap().kill9();
     assert_eq!(on_c.next_json().await, None, "C's client lost its node");
     drop(reliable);
-    // Its recovery lands on A, which has no such session: a clean 1008, so the client starts a
-    // new connection (the session is not handed over).
+    // Its recovery lands on A, which asks C for the session and gets no answer: a clean 1008, so
+    // the client starts a new connection.
     let url = format!(
         "ws://{}/client/hubs/chat?awps_connection_id={id}&awps_reconnection_token={}",
         a.running().public_addr,
@@ -737,6 +803,185 @@ async fn a_killed_node_leaves_the_others_serving() {
     }
     let (status, body) = a.regenerate("Secondary").await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reliable_session_recovering_on_another_node_is_handed_over() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let [a, b, c] = cluster(&nats);
+    let (key, _) = converged(&[&a, &b, &c]).await;
+    let group_send = "/api/hubs/chat/groups/room/:send?api-version=2024-12-01";
+    let (mut client, id, reconnection_token) = a.reliable_client(&key, "r", &["room"]).await;
+    assert!(id.starts_with("a-"), "{id}");
+    for body in ["m1", "m2", "m3"] {
+        assert_eq!(c.rest(&key, group_send, body).await, 202);
+    }
+    for (i, body) in ["m1", "m2", "m3"].iter().enumerate() {
+        assert_eq!(
+            client.next_sequenced().await,
+            Some((body.to_string(), i as u64 + 1))
+        );
+    }
+    // A permission the app server grants it on A, to be kept across the move.
+    let grant = format!(
+        "/api/hubs/chat/permissions/joinLeaveGroup/connections/{id}?api-version=2024-12-01&targetName=extra"
+    );
+    assert_eq!(
+        c.call(&key, reqwest::Method::PUT, &grant, None).await.0,
+        200
+    );
+    // The client has m1 and m2 for sure; m3 it received but did not acknowledge.
+    client
+        .send_json(json!({"type": "sequenceAck", "sequenceId": 2}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The TCP connection goes without a close frame.
+    drop(client);
+    for body in ["m4", "m5"] {
+        assert_eq!(c.rest(&key, group_send, body).await, 202);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The recovery lands on B: A hands the session over.
+    let mut client = b.recover(&id, &reconnection_token).await;
+    let connected = client.next_json().await.expect("connected");
+    assert_eq!(connected["event"], "connected", "{connected}");
+    assert_eq!(
+        connected["connectionId"],
+        id.as_str(),
+        "the same connection"
+    );
+    for (body, seq) in [("m3", 3), ("m4", 4), ("m5", 5)] {
+        assert_eq!(
+            client.next_sequenced().await,
+            Some((body.to_string(), seq)),
+            "the un-acknowledged and missed messages, in order"
+        );
+    }
+    // Its group now reaches it on B, from any node.
+    assert_eq!(a.rest(&key, group_send, "m6").await, 202);
+    assert_eq!(client.next_sequenced().await, Some(("m6".into(), 6)));
+    assert_eq!(c.rest(&key, group_send, "m7").await, 202);
+    assert_eq!(client.next_sequenced().await, Some(("m7".into(), 7)));
+    // Sends to its connection id reach it once, whichever node takes them (C's go to A, the
+    // node named in the id, which passes them on to B).
+    let direct = format!("/api/hubs/chat/connections/{id}/:send?api-version=2024-12-01");
+    assert_eq!(c.rest(&key, &direct, "via c").await, 202);
+    assert_eq!(client.next_sequenced().await, Some(("via c".into(), 8)));
+    assert_eq!(b.rest(&key, &direct, "via b").await, 202);
+    assert_eq!(a.rest(&key, &direct, "via a").await, 202);
+    assert_eq!(client.next_sequenced().await, Some(("via b".into(), 9)));
+    assert_eq!(client.next_sequenced().await, Some(("via a".into(), 10)));
+    // Questions about it are answered wherever they are asked.
+    for node in [&a, &b, &c] {
+        let path = format!("connections/{id}");
+        assert_eq!(node.chat(&key, reqwest::Method::HEAD, &path).await, 200);
+    }
+    assert_eq!(
+        c.chat(&key, reqwest::Method::HEAD, "groups/room").await,
+        200
+    );
+    assert_eq!(
+        a.call(&key, reqwest::Method::HEAD, &grant, None).await.0,
+        200
+    );
+    // Its permissions came along: the granted group may be joined, another may not.
+    for (group, ack_id, success) in [("extra", 1, true), ("other", 2, false)] {
+        client
+            .send_json(json!({"type": "joinGroup", "group": group, "ackId": ack_id}))
+            .await;
+        let ack = client.next_json().await.expect("an ack");
+        assert_eq!(
+            (ack["ackId"].as_u64(), ack["success"].as_bool()),
+            (Some(ack_id), Some(success)),
+            "{ack}"
+        );
+    }
+
+    // Its recovery lands on C while its socket on B is still open (a half-open connection, say):
+    // B, where A sent it, hands it over in turn, and its old socket just ends.
+    client
+        .send_json(json!({"type": "sequenceAck", "sequenceId": 10}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut old = client;
+    assert_eq!(a.rest(&key, group_send, "m11").await, 202);
+    assert_eq!(old.next_sequenced().await, Some(("m11".into(), 11)));
+    let mut client = c.recover(&id, &reconnection_token).await;
+    let connected = client.next_json().await.expect("connected");
+    assert_eq!(connected["connectionId"], id.as_str(), "{connected}");
+    assert_eq!(
+        client.next_sequenced().await,
+        Some(("m11".into(), 11)),
+        "not acknowledged, so sent again"
+    );
+    match tokio::time::timeout(Duration::from_secs(5), old.ws.next()).await {
+        Ok(None | Some(Err(_))) => {}
+        other => {
+            panic!("the superseded socket should just end (no disconnected message): {other:?}")
+        }
+    }
+    assert_eq!(b.rest(&key, &direct, "after the second move").await, 202);
+    assert_eq!(
+        client.next_sequenced().await,
+        Some(("after the second move".into(), 12))
+    );
+
+    // A session the client closed is gone: recovering it is a clean 1008.
+    client.ws.close(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = b.recover(&id, &reconnection_token).await;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), again.ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.expect("a close code").code), 1008);
+    assert_eq!(
+        a.chat(&key, reqwest::Method::HEAD, &format!("connections/{id}"))
+            .await,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_too_large_for_one_nats_message_stays_on_its_node() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let [a, b, _c] = cluster(&nats);
+    let (key, _) = converged(&[&a, &b]).await;
+    let group_send = "/api/hubs/chat/groups/room/:send?api-version=2024-12-01";
+    let (client, id, reconnection_token) = a.reliable_client(&key, "big", &["room"]).await;
+    drop(client);
+    // About 1.3 MB not acknowledged: more than NATS's default max_payload (1 MB).
+    let big = "x".repeat(64 * 1024);
+    for i in 0..20 {
+        let body = format!("{i:02}{big}");
+        assert_eq!(a.rest(&key, group_send, &body).await, 202);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut elsewhere = b.recover(&id, &reconnection_token).await;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), elsewhere.ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.expect("a close code").code), 1008);
+    // The session stayed on A, whole: recovering there gets every message.
+    let mut client = a.recover(&id, &reconnection_token).await;
+    let connected = client.next_json().await.expect("connected");
+    assert_eq!(connected["connectionId"], id.as_str(), "{connected}");
+    for i in 0..20u64 {
+        let (data, seq) = client.next_sequenced().await.expect("a message");
+        assert_eq!((&data[..2], seq), (format!("{i:02}").as_str(), i + 1));
+    }
+    assert_eq!(a.rest(&key, group_send, "after").await, 202);
+    assert_eq!(client.next_sequenced().await, Some(("after".into(), 21)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,9 @@
 // loopback port, its store in a temporary directory) and three `hubbub serve --cluster` nodes.
 // An app server's WebPubSubServiceClient talks to node A; WebPubSubClient connections sit on
 // nodes B and C. Needs `nats-server` (scripts/test installs it).
+//
+// Behind a TCP load balancer: a killed node's reliable clients connect anew, and a reliable
+// client whose recovery lands on another node keeps its session (handed over between nodes).
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -196,6 +199,10 @@ async function startBalancer() {
   return {
     port: server.address().port,
     backends,
+    /** Cuts every connection through the balancer (no WebSocket close frame). */
+    cut() {
+      for (const c of live) c.destroy();
+    },
     async close() {
       for (const c of live) c.destroy();
       await new Promise((res) => server.close(() => res()));
@@ -261,6 +268,76 @@ test("behind a load balancer, a killed node's reliable clients reconnect to anot
       try { c.client.stop(); } catch { /* stopped */ }
     }
     for (const node of nodes) await node.dispose();
+    await lb.close();
+    await nats.dispose();
+  }
+});
+
+test("behind a load balancer, a reliable client whose recovery lands on another node keeps its session", T, async () => {
+  const nats = await startNats();
+  const lb = await startBalancer();
+  const nodes = new Map();
+  let client;
+  try {
+    const endpoint = `http://localhost:${lb.port}`;
+    for (const id of ["a", "b", "c"]) {
+      const node = await startHubbub({
+        extraArgs: ["--cluster", nats.url, "--node-id", id, "--public-endpoint", endpoint],
+      });
+      nodes.set(id, node);
+      lb.backends.push(node.publicPort);
+    }
+    const keys = await nodes.get("a").keyShow();
+    const service = sdkClient(keys.primaryConnectionString, "lb");
+    const { url } = await service.getClientAccessToken({
+      userId: "mover",
+      roles: ["webpubsub.joinLeaveGroup.moving", "webpubsub.sendToGroup.moving"],
+    });
+    client = new WebPubSubClient(url, { protocol: WebPubSubJsonReliableProtocol() });
+    const record = { received: [], connected: [], disconnected: 0 };
+    client.on("connected", (e) => record.connected.push(e.connectionId));
+    client.on("disconnected", () => { record.disconnected += 1; });
+    client.on("group-message", (e) => record.received.push(e.message.data));
+    client.on("server-message", (e) => record.received.push(e.message.data));
+    await client.start();
+    await waitFor(() => record.connected.length === 1, { what: "connected" });
+    const id = record.connected[0];
+    await client.joinGroup("moving");
+    const group = service.group("moving");
+    for (const m of ["m1", "m2"]) await group.sendToAll(m, { contentType: "text/plain" });
+    await waitFor(() => record.received.length === 2, { what: "m1 and m2" });
+
+    // The client's node leaves the balancer (it keeps running, and holds the session), and the
+    // client's TCP connection is cut: its recovery can only land on another node.
+    const home = nodes.get(id.split("-")[0]);
+    lb.backends.splice(lb.backends.indexOf(home.publicPort), 1);
+    lb.cut();
+    // Let the SDK's HTTP agent see its kept-alive REST sockets closed too.
+    await new Promise((res) => setTimeout(res, 200));
+    for (const m of ["m3", "m4", "m5"]) await group.sendToAll(m, { contentType: "text/plain" });
+    await service.sendToConnection(id, "m6", { contentType: "text/plain" });
+    await waitFor(() => record.received.length >= 6, {
+      timeoutMs: 20_000, what: "the messages sent while cut, after recovery on another node",
+    });
+    await group.sendToAll("m7", { contentType: "text/plain" });
+    await service.sendToConnection(id, "m8", { contentType: "text/plain" });
+    await waitFor(() => record.received.length >= 8, { timeoutMs: 5_000, what: "messages after the move" });
+    await new Promise((res) => setTimeout(res, 300)); // room for a late duplicate
+    // Sends through different nodes may interleave differently (operations.md); each arrives once.
+    assert.deepEqual(record.received.slice(0, 2), ["m1", "m2"]);
+    assert.deepEqual([...record.received].sort(), ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"],
+      "every message exactly once");
+    assert.deepEqual(record.received.slice(6).sort(), ["m7", "m8"], "the later ones last");
+    assert.equal(record.connected.length, 1, "no second connected event: the same connection");
+    assert.equal(record.disconnected, 0, "no disconnected event");
+    assert.equal(await service.connectionExists(id), true);
+    // Still a working connection of the group, on its new node: it publishes with an ack.
+    const res = await client.sendToGroup("moving", "from the client", "text");
+    assert.equal(res.isDuplicated, false);
+    await waitFor(() => record.received.includes("from the client"), { what: "own group message" });
+  } finally {
+    try { client?.stop(); } catch { /* stopped */ }
+    for (const node of nodes.values()) await node.dispose();
     await lb.close();
     await nats.dispose();
   }

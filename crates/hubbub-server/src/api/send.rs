@@ -188,10 +188,11 @@ pub async fn send_to_connection(
     validate_id("connection id", &connection)?;
     let query = QueryParams::from_uri(&uri);
     let message = read_message(&headers, &query, body).await?;
-    if let Some(hub) = hub {
-        hub.send_to_connection(&connection, &message);
+    if hub.is_some_and(|hub| hub.send_to_connection(&connection, &message)) {
+        return Ok(StatusCode::ACCEPTED);
     }
-    // A connection of another node: straight to that node (the bus skips this node's ids).
+    // A connection of another node: straight to the node named in its id (the bus skips this
+    // node's ids); a node that handed its session over passes it on.
     let target = Target::Connection(&connection);
     forward(
         &state,

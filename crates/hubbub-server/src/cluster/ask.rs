@@ -94,6 +94,35 @@ pub enum Ask {
         permission: String,
         target: Option<String>,
     },
+    /// Hand a reliable session over to node `to`, where its client is recovering
+    /// ([`super::handover`]).
+    Handover {
+        id: String,
+        to: String,
+    },
+    /// A session this node handed over has ended elsewhere: drop the forward entry (no answer).
+    Forget {
+        id: String,
+    },
+}
+
+impl Ask {
+    /// The connection a question is about, for questions about one connection.
+    pub fn connection_id(&self) -> Option<&str> {
+        match self {
+            Ask::ConnectionExists { id }
+            | Ask::AddConnectionToGroup { id, .. }
+            | Ask::RemoveConnectionFromGroup { id, .. }
+            | Ask::RemoveConnectionFromAllGroups { id }
+            | Ask::Permission { id, .. }
+            | Ask::Handover { id, .. }
+            | Ask::Close {
+                scope: Scope::Connection(id),
+                ..
+            } => Some(id),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -120,6 +149,8 @@ impl Question {
             | Ask::RemoveConnectionFromGroup { id, .. }
             | Ask::RemoveConnectionFromAllGroups { id }
             | Ask::Permission { id, .. }
+            | Ask::Handover { id, .. }
+            | Ask::Forget { id }
             | Ask::Close {
                 scope: Scope::Connection(id),
                 ..
@@ -155,13 +186,16 @@ pub struct Answer {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connections: Vec<(String, Option<String>)>,
+    /// A reliable session handed over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Box<super::handover::Session>>,
 }
 
 impl Answer {
     fn ok(ok: bool) -> Self {
         Self {
             ok,
-            connections: Vec::new(),
+            ..Default::default()
         }
     }
 }
@@ -176,6 +210,10 @@ pub async fn settle(state: &AppState) {
 
 /// Answers a question for this node's own connections.
 pub async fn answer(state: &AppState, question: &Question) -> Answer {
+    if let (Ask::Forget { id }, Some(cluster)) = (&question.ask, &state.cluster) {
+        cluster.bus.moved().forget(id);
+        return Answer::default();
+    }
     let Some(hub) = state.hubs.get(&question.hub) else {
         return Answer::default();
     };
@@ -252,6 +290,7 @@ pub async fn answer(state: &AppState, question: &Question) -> Answer {
         } => {
             let (page, _) = hub.list_group(group, after.as_deref(), *limit);
             Answer {
+                session: None,
                 ok: !page.is_empty(),
                 connections: page
                     .into_iter()
@@ -290,6 +329,8 @@ pub async fn answer(state: &AppState, question: &Question) -> Answer {
                 PermissionAction::Check => permissions.has(permission, target),
             })
         }
+        Ask::Handover { id, to } => super::handover::give(state, &hub, id, to),
+        Ask::Forget { .. } => Answer::default(),
     }
 }
 
@@ -326,7 +367,13 @@ impl Cluster {
     /// one is `enough`, the server says no node is listening, no further answer came for
     /// [`ASK_IDLE`] after the last, or [`ASK_TIMEOUT`] passed. Empty while NATS is unreachable.
     pub async fn ask(&self, question: &Question, enough: fn(&Answer) -> bool) -> Vec<Answer> {
-        let Some(subject) = question.subject(&self.node_id) else {
+        let subject = question.subject(&self.node_id).or_else(|| {
+            // About a connection of this node that is not here: its session may have moved on.
+            let id = question.ask.connection_id()?;
+            let node = self.bus.moved().get(id)?;
+            (*node != *self.node_id).then(|| bus::node_subject(&node, Kind::Ask))
+        });
+        let Some(subject) = subject else {
             return Vec::new();
         };
         if !self.connected() {

@@ -8,7 +8,7 @@
 //! | `hubbub.h.<hub>.<kind>` | nodes with a connection to the hub, ever |
 //! | `hubbub.g.<hub>.<group>.<kind>` | nodes with a member of the group, while they have one |
 //! | `hubbub.u.<hub>.<user>.<kind>` | nodes with a connection of the user, while they have one |
-//! | `hubbub.n.<node id>.<kind>` | that node: sends to and questions about its connections |
+//! | `hubbub.n.<node id>.<kind>` | that node: sends to and questions about its connections (passed on for reliable sessions it handed over, see [`super::handover`]) |
 //!
 //! Questions ([`super::ask`]) travel on the same subscriptions as messages, so a node answers
 //! for exactly the hubs, groups and users it has connections of.
@@ -234,11 +234,14 @@ pub struct BusStats {
 
 /// What the subscription readers need: the hubs for messages, the state for questions.
 struct Dispatch {
+    node_id: Arc<str>,
     hubs: Arc<Hubs>,
     stats: Arc<BusStats>,
     client: async_nats::Client,
     /// Set once the server's state exists; cleared at shutdown (it holds the cluster itself).
     state: std::sync::RwLock<Option<crate::state::AppState>>,
+    /// Reliable sessions this node handed over, and where they went.
+    moved: super::handover::Moved,
 }
 
 impl Dispatch {
@@ -246,11 +249,19 @@ impl Dispatch {
         match message.subject.as_str().rsplit('.').next() {
             Some("m") => {
                 self.stats.received.fetch_add(1, Ordering::Relaxed);
-                deliver(&self.hubs, &message.payload);
+                if let Some(id) = deliver(&self.hubs, &message.payload) {
+                    // A connection that is not here: if its session moved on, so does this.
+                    if let Some(node) = self.moved.get(&id).filter(|n| **n != *self.node_id) {
+                        let subject = node_subject(&node, Kind::Message);
+                        if let Err(e) = self.client.publish(subject, message.payload).await {
+                            tracing::debug!(error = %e, "a message could not be passed on");
+                        }
+                    }
+                }
             }
             Some("q") => {
                 let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
-                let (Some(state), Some(reply)) = (state, message.reply) else {
+                let Some(state) = state else {
                     return;
                 };
                 let Ok(question) = serde_json::from_slice::<super::ask::Question>(&message.payload)
@@ -258,7 +269,25 @@ impl Dispatch {
                     tracing::warn!("ignored a question from the cluster that is not one");
                     return;
                 };
-                let answer = super::ask::answer(&state, &question).await;
+                let mut answer = super::ask::answer(&state, &question).await;
+                let Some(reply) = message.reply else {
+                    return;
+                };
+                if let Some(id) = question.ask.connection_id().filter(|_| !answer.ok) {
+                    // A connection that is not here: if its session moved on, ask there.
+                    if let Some(node) = self.moved.get(id).filter(|n| **n != *self.node_id) {
+                        if let Some(relayed) =
+                            super::handover::request(&self.client, &node, &question).await
+                        {
+                            if let super::ask::Ask::Handover { to, .. } = &question.ask {
+                                if relayed.session.is_some() {
+                                    self.moved.set(id, to);
+                                }
+                            }
+                            answer = relayed;
+                        }
+                    }
+                }
                 let payload = serde_json::to_vec(&answer).unwrap_or_default();
                 if let Err(e) = self.client.publish(reply, payload.into()).await {
                     tracing::debug!(error = %e, "an answer could not be sent");
@@ -270,7 +299,6 @@ impl Dispatch {
 }
 
 pub struct Bus {
-    node_id: Arc<str>,
     dispatch: Arc<Dispatch>,
     outbox: mpsc::Sender<(String, Bytes)>,
     sink: InterestSink,
@@ -289,6 +317,8 @@ impl Bus {
     ) -> Result<Self, String> {
         let stats = Arc::new(BusStats::default());
         let dispatch = Arc::new(Dispatch {
+            node_id: Arc::clone(&node_id),
+            moved: Default::default(),
             hubs: Arc::clone(&hubs),
             stats: Arc::clone(&stats),
             client: client.clone(),
@@ -325,7 +355,6 @@ impl Bus {
         });
         hubs.set_interest(sink.clone());
         Ok(Self {
-            node_id,
             dispatch,
             outbox,
             sink,
@@ -336,6 +365,16 @@ impl Bus {
 
     pub fn interest(&self) -> &InterestSink {
         &self.sink
+    }
+
+    /// Reliable sessions this node handed over, and where they went.
+    pub fn moved(&self) -> &super::handover::Moved {
+        &self.dispatch.moved
+    }
+
+    /// The largest message the NATS server takes.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
     }
 
     /// Lets this node answer questions from the others (from now until shutdown).
@@ -367,14 +406,21 @@ impl Bus {
                 user_subject(hub, user, Kind::Message),
                 TargetDoc::User(user.into()),
             ),
-            Target::Connection(id) => match super::Cluster::node_of(id) {
-                Some(node) if node != &*self.node_id => (
-                    node_subject(node, Kind::Message),
+            Target::Connection(id) => {
+                let own = &*self.dispatch.node_id;
+                let node = match super::Cluster::node_of(id) {
+                    Some(node) if node != own => Some(node.to_string()),
+                    // Ours: delivered already, unless its session moved to another node.
+                    _ => self.dispatch.moved.get(id).filter(|node| node != own),
+                };
+                let Some(node) = node else {
+                    return;
+                };
+                (
+                    node_subject(&node, Kind::Message),
                     TargetDoc::Connection(id.into()),
-                ),
-                // Ours (delivered already) or not a cluster connection id.
-                _ => return,
-            },
+                )
+            }
         };
         let header = Header {
             hub: hub.to_string(),
@@ -440,18 +486,20 @@ async fn read(mut subscriber: async_nats::Subscriber, dispatch: Arc<Dispatch>) {
     }
 }
 
-/// Delivers one forwarded message to the local connections it targets.
-fn deliver(hubs: &Hubs, payload: &Bytes) {
+/// Delivers one forwarded message to the local connections it targets. Returns the connection
+/// id of a message for one connection that is not here.
+fn deliver(hubs: &Hubs, payload: &Bytes) -> Option<String> {
     let Some((header, data)) = decode(payload) else {
         tracing::warn!("ignored a message from the cluster that is not a Hubbub envelope");
-        return;
+        return None;
     };
     let Some(hub) = hubs.get(&header.hub) else {
-        return;
+        return match header.target {
+            TargetDoc::Connection(id) => Some(id),
+            _ => None,
+        };
     };
-    let Some(kind) = data_type(&header.data_type) else {
-        return;
-    };
+    let kind = data_type(&header.data_type)?;
     let mut message = match header.group {
         Some(group) => Outgoing::group(
             group.into(),
@@ -469,7 +517,7 @@ fn deliver(hubs: &Hubs, payload: &Bytes) {
     }
     let filter = match header.filter.as_deref().map(Filter::parse).transpose() {
         Ok(filter) => filter,
-        Err(_) => return,
+        Err(_) => return None,
     };
     let selection = Selection {
         excluded: header.excluded.iter().map(String::as_str).collect(),
@@ -486,9 +534,12 @@ fn deliver(hubs: &Hubs, payload: &Bytes) {
             hub.send_to_user(user, &message, &selection);
         }
         TargetDoc::Connection(id) => {
-            hub.send_to_connection(id, &message);
+            if !hub.send_to_connection(id, &message) {
+                return Some(id.clone());
+            }
         }
     }
+    None
 }
 
 /// Turns interest changes into subscriptions, in order; after each batch, one round trip to the

@@ -12,10 +12,12 @@
 //! | [`usage`] | key usage counters per node in the `hubbub_usage` bucket, added up on every node |
 //! | [`ask`] | management operations across nodes: existence, membership, close, list, permissions |
 //! | [`notices`] | rotation notices claimed in the `hubbub_notices` bucket, so one node sends each |
+//! | [`handover`] | reliable sessions moving to the node their client recovered on |
 
 pub mod ask;
 pub mod audit;
 pub mod bus;
+pub mod handover;
 pub mod hubs;
 pub mod notices;
 pub mod ring;

@@ -182,15 +182,28 @@ async fn handle(
         ) {
             let upgrade = upgrade.map_err(|_| not_an_upgrade())?;
             let ring = state.keys.current();
-            let resumed = reliable::verify(token, ring.salt.value.expose(), &hub_name, id, now)
-                .and_then(|()| {
-                    state
-                        .hubs
-                        .get(&hub_name)
-                        .and_then(|hub| hub.connection(id).map(|c| (hub, c)))
-                        .filter(|(_, c)| c.protocol.is_reliable())
-                        .ok_or(reliable::RecoveryError::SessionGone)
-                });
+            let verified = reliable::verify(token, ring.salt.value.expose(), &hub_name, id, now);
+            let mut resumed = verified.and_then(|()| {
+                state
+                    .hubs
+                    .get(&hub_name)
+                    .and_then(|hub| hub.connection(id).map(|c| (hub, c)))
+                    .filter(|(_, c)| c.protocol.is_reliable())
+                    .ok_or(reliable::RecoveryError::SessionGone)
+            });
+            let mut handed_over = false;
+            if let (Err(reliable::RecoveryError::SessionGone), Some(cluster)) =
+                (&resumed, &state.cluster)
+            {
+                // Cluster mode: the session may be on another node; ask it to hand it over.
+                if let Some(session) = cluster.take_session(&hub_name, id).await {
+                    tracing::debug!(connection_id = %id, "reliable session handed over from another node");
+                    resumed = Ok(crate::cluster::handover::adopt(
+                        &state, &hub_name, id, session,
+                    ));
+                    handed_over = true;
+                }
+            }
             let upgrade = configure(upgrade, &protocol);
             return Ok(match resumed {
                 Ok((hub, connection)) => {
@@ -200,6 +213,10 @@ async fn handle(
                     let state = state.clone();
                     let guard = state.sockets.token();
                     upgrade.on_upgrade(move |socket| async move {
+                        if handed_over {
+                            // Sends to its groups and user reach this node from now.
+                            crate::cluster::ask::settle(&state).await;
+                        }
                         let epoch = connection.resume(connected);
                         spawn_socket(state, hub, connection, socket, epoch);
                         drop(guard);
@@ -437,8 +454,34 @@ pub fn event_context(connection: &Connection) -> EventContext {
     }
 }
 
+/// Keeps a detached reliable session for the grace period; if no socket resumed it by then, it
+/// is removed and the app server told.
+pub(crate) fn expire_unless_resumed(
+    state: &AppState,
+    hub: &Arc<Hub>,
+    connection: &Arc<Connection>,
+    epoch: u64,
+) {
+    let (state, hub, connection) = (state.clone(), Arc::clone(hub), Arc::clone(connection));
+    let tracker = state.sockets.clone();
+    tracker.spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(state.client.reconnect_grace) => {}
+            () = state.shutdown.cancelled() => {}
+        }
+        if connection.still_detached(epoch) && hub.remove(&connection) {
+            tracing::debug!(connection_id = %connection.id, "reliable session expired");
+            departed(&state, &connection, "SessionExpired");
+        }
+    });
+}
+
 /// Tells the app server a connection is gone (once per connection: call after a removal).
 pub fn departed(state: &AppState, connection: &Connection, reason: &str) {
+    if let Some(cluster) = &state.cluster {
+        // A session handed over to this node: its first node may keep a forward entry.
+        cluster.session_ended(&connection.hub, &connection.id);
+    }
     let settings = state.hub_settings.get(&connection.hub);
     state.upstream.notify(
         &settings,

@@ -230,18 +230,7 @@ pub(super) fn finish(
                 return;
             }
             tracing::debug!(connection_id = %connection.id, "reliable connection dropped; session kept for recovery");
-            let (state, hub, connection) = (state.clone(), Arc::clone(hub), Arc::clone(connection));
-            let tracker = state.sockets.clone();
-            tracker.spawn(async move {
-                tokio::select! {
-                    () = tokio::time::sleep(state.client.reconnect_grace) => {}
-                    () = state.shutdown.cancelled() => {}
-                }
-                if connection.still_detached(epoch) && hub.remove(&connection) {
-                    tracing::debug!(connection_id = %connection.id, "reliable session expired");
-                    departed(&state, &connection, "SessionExpired");
-                }
-            });
+            expire_unless_resumed(state, hub, connection, epoch);
             return;
         }
         End::Dropped => "ConnectionLost".to_string(),
