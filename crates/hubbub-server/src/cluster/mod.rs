@@ -32,6 +32,40 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Opens the key-value bucket `bucket`, creating it when no node has yet. The bucket's stream is
+/// created directly with the standard key-value settings (async-nats's own bucket creation cannot
+/// read nats-server 2.9's replies); `history` revisions are kept per key.
+pub(crate) async fn open_kv_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    history: i64,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, String> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_stream(jetstream::stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some(description.into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: history,
+            num_replicas: replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await;
+    let created_error = created.err().map(|e| e.to_string());
+    // Another node may have created it meanwhile.
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| created_error.unwrap_or_else(|| e.to_string()))
+}
+
 /// How long a node waits for NATS at start before it gives up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one JetStream request (a read or a compare-and-set) may take.

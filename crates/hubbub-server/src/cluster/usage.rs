@@ -20,27 +20,7 @@ pub(crate) async fn open_bucket(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<kv::Store, String> {
-    if let Ok(store) = js.get_key_value(BUCKET).await {
-        return Ok(store);
-    }
-    let created = js
-        .create_stream(jetstream::stream::Config {
-            name: format!("KV_{BUCKET}"),
-            description: Some("Hubbub key usage per node".into()),
-            subjects: vec![format!("$KV.{BUCKET}.>")],
-            max_messages_per_subject: 1,
-            num_replicas: replicas,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: jetstream::stream::DiscardPolicy::New,
-            ..Default::default()
-        })
-        .await;
-    let created_error = created.err().map(|e| e.to_string());
-    js.get_key_value(BUCKET)
-        .await
-        .map_err(|e| created_error.unwrap_or_else(|| e.to_string()))
+    super::open_kv_bucket(js, BUCKET, "Hubbub key usage per node", 1, replicas).await
 }
 
 impl Cluster {
