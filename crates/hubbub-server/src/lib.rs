@@ -8,7 +8,7 @@
 //! | [`keys`] | the key ring: lock-free reads, one slot regenerated at a time, usage counters |
 //! | [`secret`] | a key or token that never prints and compares in constant time |
 //! | [`auth`] | verifies REST bearer tokens against the key ring |
-//! | [`cluster`] | cluster mode on NATS JetStream: shared key ring, audit stream, message bus |
+//! | [`cluster`] | cluster mode on NATS JetStream: shared key ring, hub settings, usage, notices, audit stream, message bus, session handover |
 //! | [`key_changes`] | key changes: in the local store, or through the cluster in cluster mode |
 //! | [`store`] | durable state in SQLite: keys, admin token, key events |
 //! | [`api`] | the data-plane REST API under `/api` |
