@@ -1735,3 +1735,138 @@ async fn a_group_with_members_on_one_node_does_not_load_the_others() {
         "A, with no members, took nothing"
     );
 }
+
+/// A tiny app server for event handlers: answers the abuse-protection OPTIONS with
+/// `WebHook-Allowed-Origin: *` and every POST with 200, recording each POST's path.
+async fn event_handler() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let posts: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let record = std::sync::Arc::clone(&posts);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let record = std::sync::Arc::clone(&record);
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let text = String::from_utf8_lossy(&buffer).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let head = &text[..end];
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                let (name, value) = l.split_once(':')?;
+                                name.eq_ignore_ascii_case("content-length")
+                                    .then(|| value.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buffer.len() >= end + 4 + length {
+                            let request_line = head.lines().next().unwrap_or("").to_string();
+                            let mut parts = request_line.split(' ');
+                            let (method, path) =
+                                (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                            if method == "POST" {
+                                record.lock().unwrap().push(path.to_string());
+                            }
+                            let answer = "HTTP/1.1 200 OK\r\nWebHook-Allowed-Origin: *\r\ncontent-length: 0\r\n\r\n";
+                            if socket.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            buffer.drain(..end + 4 + length);
+                            continue;
+                        }
+                    }
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (base, posts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_moving_between_nodes_sends_the_app_server_no_extra_connected_or_disconnected() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let [a, b, c] = cluster(&nats);
+    let (key, _) = converged(&[&a, &b, &c]).await;
+    let (base, posts) = event_handler().await;
+    let settings = json!({"eventHandlers": [{"urlTemplate": format!("{base}/{{event}}"), "userEventPattern": "*", "systemEvents": ["connected", "disconnected"]}]});
+    let response = a
+        .http
+        .put(format!("{}/admin/hubs/chat", a.running().admin_url()))
+        .bearer_auth(a.admin_token())
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // The settings reach B before the session moves there.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let view: Value = b
+            .http
+            .get(format!("{}/admin/hubs/chat", b.running().admin_url()))
+            .bearer_auth(b.admin_token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        if view["properties"]["eventHandlers"][0]["urlTemplate"].is_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "settings did not reach B");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let count = |event: &str| {
+        posts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.as_str() == event)
+            .count()
+    };
+    let (client, id, reconnection_token) = a.reliable_client(&key, "r", &["room"]).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count("/connected") == 0 {
+        assert!(Instant::now() < deadline, "no connected event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut client = b.recover(&id, &reconnection_token).await;
+    let connected = client.next_json().await.expect("connected");
+    assert_eq!(connected["connectionId"], id.as_str(), "{connected}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        (count("/connected"), count("/disconnected")),
+        (1, 0),
+        "a move is neither a new connection nor an end: {:?}",
+        posts.lock().unwrap()
+    );
+    // Closed through C, the session ends once, on the node that holds it.
+    assert_eq!(
+        c.chat(&key, reqwest::Method::DELETE, &format!("connections/{id}"))
+            .await,
+        204
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count("/disconnected") == 0 {
+        assert!(Instant::now() < deadline, "no disconnected event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        (count("/connected"), count("/disconnected")),
+        (1, 1),
+        "{:?}",
+        posts.lock().unwrap()
+    );
+}
