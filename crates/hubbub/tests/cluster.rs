@@ -1737,7 +1737,9 @@ async fn a_group_with_members_on_one_node_does_not_load_the_others() {
 }
 
 /// A tiny app server for event handlers: answers the abuse-protection OPTIONS with
-/// `WebHook-Allowed-Origin: *` and every POST with 200, recording each POST's path.
+/// `WebHook-Allowed-Origin: *` and every POST with 200, recording each POST's path and the
+/// `ce-connectionState` it carried; it answers `connect` with `{}` and the connection state
+/// `moved-along`.
 async fn event_handler() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1767,10 +1769,22 @@ async fn event_handler() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>
                             let mut parts = request_line.split(' ');
                             let (method, path) =
                                 (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                            let state = head.lines().find_map(|l| {
+                                let (name, value) = l.split_once(':')?;
+                                name.eq_ignore_ascii_case("ce-connectionstate")
+                                    .then(|| value.trim().to_string())
+                            });
                             if method == "POST" {
-                                record.lock().unwrap().push(path.to_string());
+                                record.lock().unwrap().push(match state {
+                                    Some(state) => format!("{path} state={state}"),
+                                    None => path.to_string(),
+                                });
                             }
-                            let answer = "HTTP/1.1 200 OK\r\nWebHook-Allowed-Origin: *\r\ncontent-length: 0\r\n\r\n";
+                            let answer = if path == "/connect" {
+                                "HTTP/1.1 200 OK\r\nce-connectionState: moved-along\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+                            } else {
+                                "HTTP/1.1 200 OK\r\nWebHook-Allowed-Origin: *\r\ncontent-length: 0\r\n\r\n"
+                            };
                             if socket.write_all(answer.as_bytes()).await.is_err() {
                                 return;
                             }
@@ -1790,13 +1804,14 @@ async fn event_handler() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_moving_between_nodes_sends_the_app_server_no_extra_connected_or_disconnected() {
+async fn a_session_moving_between_nodes_keeps_its_state_and_sends_no_extra_connected_or_disconnected(
+) {
     let _serial = SERIAL.lock().await;
     let nats = Nats::start();
     let [a, b, c] = cluster(&nats);
     let (key, _) = converged(&[&a, &b, &c]).await;
     let (base, posts) = event_handler().await;
-    let settings = json!({"eventHandlers": [{"urlTemplate": format!("{base}/{{event}}"), "userEventPattern": "*", "systemEvents": ["connected", "disconnected"]}]});
+    let settings = json!({"eventHandlers": [{"urlTemplate": format!("{base}/{{event}}"), "userEventPattern": "*", "systemEvents": ["connect", "connected", "disconnected"]}]});
     let response = a
         .http
         .put(format!("{}/admin/hubs/chat", a.running().admin_url()))
@@ -1830,7 +1845,7 @@ async fn a_session_moving_between_nodes_sends_the_app_server_no_extra_connected_
             .lock()
             .unwrap()
             .iter()
-            .filter(|p| p.as_str() == event)
+            .filter(|p| p.split(' ').next() == Some(event))
             .count()
     };
     let (client, id, reconnection_token) = a.reliable_client(&key, "r", &["room"]).await;
@@ -1864,9 +1879,20 @@ async fn a_session_moving_between_nodes_sends_the_app_server_no_extra_connected_
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        (count("/connected"), count("/disconnected")),
-        (1, 1),
+        (
+            count("/connect"),
+            count("/connected"),
+            count("/disconnected")
+        ),
+        (1, 1, 1),
         "{:?}",
         posts.lock().unwrap()
     );
+    // The connection state the app server set at connect (on A) came along to B.
+    let posts = posts.lock().unwrap().clone();
+    let ended = posts
+        .iter()
+        .find(|p| p.starts_with("/disconnected"))
+        .unwrap();
+    assert_eq!(ended, "/disconnected state=moved-along", "{posts:?}");
 }
