@@ -209,6 +209,29 @@ pub async fn end_grace(state: &AppState) -> Result<Vec<RetiringKey>, KeyChangeEr
     Ok(ended)
 }
 
+/// The audit detail of a key disabled by its passed rotation deadline.
+pub fn disabled_detail(requirement: &RotationRequirement) -> String {
+    format!("rotation deadline passed: {}", requirement.reason)
+}
+
+/// The audit entry for a key disabled by its passed rotation deadline (`detail` from
+/// [`disabled_detail`]).
+pub fn disabled_entry<'a>(
+    requirement: &RotationRequirement,
+    now: i64,
+    detail: &'a str,
+) -> AuditEntry<'a> {
+    AuditEntry {
+        at: now,
+        event: "key_disabled",
+        slot: Some(requirement.slot),
+        old_version: Some(requirement.version),
+        actor: "policy",
+        detail: Some(detail),
+        ..AuditEntry::default()
+    }
+}
+
 /// Cluster mode: records, once in the whole cluster, that a key passed its rotation deadline (a
 /// single node's housekeeper appends to its store directly).
 pub async fn record_disabled(
@@ -216,16 +239,8 @@ pub async fn record_disabled(
     now: i64,
     requirement: &RotationRequirement,
 ) -> Result<(), KeyChangeError> {
-    let detail = format!("rotation deadline passed: {}", requirement.reason);
-    let entry = AuditEntry {
-        at: now,
-        event: "key_disabled",
-        slot: Some(requirement.slot),
-        old_version: Some(requirement.version),
-        actor: "policy",
-        detail: Some(&detail),
-        ..AuditEntry::default()
-    };
+    let detail = disabled_detail(requirement);
+    let entry = disabled_entry(requirement, now, &detail);
     let dedup = format!(
         "key_disabled/{}/{}",
         requirement.slot.as_str(),

@@ -3,7 +3,6 @@
 //! usage once more at shutdown.
 
 use crate::state::AppState;
-use crate::store::AuditEntry;
 use std::time::Duration;
 
 /// How often the housekeeper runs.
@@ -51,29 +50,16 @@ pub fn housekeeping(state: &AppState, save_usage: bool) {
             tracing::warn!(error = %e, "key usage could not be saved");
         }
     }
-    // In cluster mode the key ring is changed through the cluster (`cluster_housekeeping`).
-    let clustered = state.cluster.is_some();
-    match if clustered {
-        Ok(Vec::new())
-    } else {
-        state.keys.end_grace()
-    } {
-        Ok(ended) => {
-            for key in ended {
-                tracing::info!(
-                    slot = key.slot.as_str(),
-                    version = key.version,
-                    "grace period ended; the old key no longer verifies"
-                );
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "grace periods could not be ended"),
+    // In cluster mode the key ring, notices and disabled keys go through the cluster
+    // (`cluster_housekeeping`).
+    if state.cluster.is_some() {
+        return;
     }
+    log_grace_ended(state.keys.end_grace());
     let now = state.keys.clock().now_millis();
     let ring = state.keys.current();
     let channels = state.notifications.channels();
-    // In cluster mode one node claims and queues each notice (`cluster_housekeeping`).
-    if !channels.is_empty() && !clustered {
+    if !channels.is_empty() {
         for notice in crate::notices::due(
             &ring,
             state.key_max_age_days,
@@ -88,7 +74,7 @@ pub fn housekeeping(state: &AppState, save_usage: bool) {
     for requirement in ring
         .requirements
         .iter()
-        .filter(|r| !clustered && ring.disabled(r.slot, now).is_some())
+        .filter(|r| ring.disabled(r.slot, now).is_some())
     {
         // The audit log itself says whether this key's disabling was recorded (once, ever).
         let already = state
@@ -97,26 +83,37 @@ pub fn housekeeping(state: &AppState, save_usage: bool) {
             .audit_contains("key_disabled", requirement.slot, requirement.version)
             .unwrap_or(false);
         if !already {
-            let detail = format!("rotation deadline passed: {}", requirement.reason);
-            let entry = AuditEntry {
-                at: now,
-                event: "key_disabled",
-                slot: Some(requirement.slot),
-                old_version: Some(requirement.version),
-                actor: "policy",
-                detail: Some(&detail),
-                ..AuditEntry::default()
-            };
+            let detail = crate::key_changes::disabled_detail(requirement);
+            let entry = crate::key_changes::disabled_entry(requirement, now, &detail);
             if let Err(e) = state.keys.store().append_audit(&entry) {
                 tracing::warn!(error = %e, "could not record a disabled key");
                 continue;
             }
-            tracing::warn!(
-                slot = requirement.slot.as_str(),
-                "a key passed its rotation deadline and no longer authenticates"
-            );
+            log_disabled(requirement);
         }
     }
+}
+
+fn log_grace_ended<E: std::fmt::Display>(ended: Result<Vec<crate::store::RetiringKey>, E>) {
+    match ended {
+        Ok(ended) => {
+            for key in ended {
+                tracing::info!(
+                    slot = key.slot.as_str(),
+                    version = key.version,
+                    "grace period ended; the old key no longer verifies"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "grace periods could not be ended"),
+    }
+}
+
+fn log_disabled(requirement: &crate::store::RotationRequirement) {
+    tracing::warn!(
+        slot = requirement.slot.as_str(),
+        "a key passed its rotation deadline and no longer authenticates"
+    );
 }
 
 /// Cluster mode: ends grace periods through the cluster's key bucket and records disabled keys on
@@ -130,18 +127,7 @@ async fn cluster_housekeeping(state: &AppState) {
         return;
     }
     cluster.publish_usage(&state.keys).await;
-    match crate::key_changes::end_grace(state).await {
-        Ok(ended) => {
-            for key in ended {
-                tracing::info!(
-                    slot = key.slot.as_str(),
-                    version = key.version,
-                    "grace period ended; the old key no longer verifies"
-                );
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "grace periods could not be ended"),
-    }
+    log_grace_ended(crate::key_changes::end_grace(state).await);
     let now = state.keys.clock().now_millis();
     let ring = state.keys.current();
     queue_claimed_notices(state, cluster, &ring, now).await;
@@ -163,10 +149,7 @@ async fn cluster_housekeeping(state: &AppState) {
             continue;
         }
         match crate::key_changes::record_disabled(cluster, now, requirement).await {
-            Ok(()) => tracing::warn!(
-                slot = slot.as_str(),
-                "a key passed its rotation deadline and no longer authenticates"
-            ),
+            Ok(()) => log_disabled(requirement),
             Err(e) => tracing::warn!(error = %e, "could not record a disabled key"),
         }
     }
