@@ -9,10 +9,9 @@ use crate::hub_settings::{HubProperties, HubSettings};
 use async_nats::jetstream::{self, kv};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const BUCKET: &str = "hubbub_hubs";
@@ -140,53 +139,27 @@ pub(crate) async fn watch(
     shutdown: CancellationToken,
 ) {
     let clock = cluster.ring.clock();
-    let mut reconnects = cluster.reconnects();
-    loop {
-        let mut watch = match cluster.hubs.watch_all().await {
-            Ok(watch) => watch,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot watch hub settings yet");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
+    let mut follower = super::BucketFollower::new(&cluster, &cluster.hubs, shutdown);
+    while let Some(entry) = follower.next().await {
+        let Some(hub) = hub_of(&entry.key) else {
+            continue;
         };
-        loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => return,
-                changed = reconnects.changed() => match changed {
-                    // Start over: the watch may have missed changes while NATS was away.
-                    Ok(()) => break,
-                    Err(_) => return,
-                },
-                next = watch.next() => next,
-            };
-            let entry = match next {
-                Some(Ok(entry)) => entry,
-                _ => break,
-            };
-            let Some(hub) = hub_of(&entry.key) else {
-                continue;
-            };
-            let properties = match entry.operation {
-                kv::Operation::Put => match serde_json::from_slice::<HubProperties>(&entry.value) {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        tracing::error!(%hub, error = %e, "ignored unreadable hub settings");
-                        continue;
-                    }
-                },
-                kv::Operation::Delete | kv::Operation::Purge => None,
-            };
-            if settings.find(&hub).as_deref() == properties.as_ref() {
-                continue;
-            }
-            if let Err(e) = apply(&settings, hub.clone(), properties, clock.now_millis()).await {
-                tracing::error!(%hub, error = %e, "could not apply the cluster's hub settings");
-            }
+        let properties = match entry.operation {
+            kv::Operation::Put => match serde_json::from_slice::<HubProperties>(&entry.value) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::error!(%hub, error = %e, "ignored unreadable hub settings");
+                    continue;
+                }
+            },
+            kv::Operation::Delete | kv::Operation::Purge => None,
+        };
+        if settings.find(&hub).as_deref() == properties.as_ref() {
+            continue;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Err(e) = apply(&settings, hub.clone(), properties, clock.now_millis()).await {
+            tracing::error!(%hub, error = %e, "could not apply the cluster's hub settings");
+        }
     }
 }
 

@@ -66,6 +66,71 @@ pub(crate) async fn open_kv_bucket(
         .map_err(|e| created_error.unwrap_or_else(|| e.to_string()))
 }
 
+/// Follows every entry of a key-value bucket until shutdown. The watch starts with the current
+/// value of every key, and is opened anew (after a short pause) when NATS reconnects or the watch
+/// breaks, since changes may have been missed meanwhile.
+pub(crate) struct BucketFollower<'a> {
+    bucket: &'a jetstream::kv::Store,
+    reconnects: tokio::sync::watch::Receiver<u64>,
+    shutdown: CancellationToken,
+    watch: Option<jetstream::kv::Watch>,
+}
+
+impl<'a> BucketFollower<'a> {
+    pub(crate) fn new(
+        cluster: &Cluster,
+        bucket: &'a jetstream::kv::Store,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            bucket,
+            reconnects: cluster.reconnects(),
+            shutdown,
+            watch: None,
+        }
+    }
+
+    /// The next entry; `None` at shutdown.
+    pub(crate) async fn next(&mut self) -> Option<jetstream::kv::Entry> {
+        use futures_util::StreamExt;
+        loop {
+            let pause = match &mut self.watch {
+                None => match self.bucket.watch_all().await {
+                    Ok(watch) => {
+                        self.watch = Some(watch);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot watch a cluster bucket yet");
+                        Duration::from_secs(1)
+                    }
+                },
+                Some(watch) => {
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return None,
+                        changed = self.reconnects.changed() => {
+                            if changed.is_err() {
+                                return None;
+                            }
+                        }
+                        next = watch.next() => {
+                            if let Some(Ok(entry)) = next {
+                                return Some(entry);
+                            }
+                        }
+                    }
+                    self.watch = None;
+                    Duration::from_millis(200)
+                }
+            };
+            tokio::select! {
+                () = self.shutdown.cancelled() => return None,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
 /// How long a node waits for NATS at start before it gives up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one JetStream request (a read or a compare-and-set) may take.

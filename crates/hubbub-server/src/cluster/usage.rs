@@ -8,10 +8,8 @@ use crate::keys::Keys;
 use crate::store::UsageRecord;
 use crate::usage::Usage;
 use async_nats::jetstream::{self, kv};
-use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const BUCKET: &str = "hubbub_usage";
@@ -40,44 +38,23 @@ impl Cluster {
 /// Adds up the other nodes' counters into `keys` until shutdown.
 pub(crate) async fn watch(cluster: Arc<Cluster>, keys: Keys, shutdown: CancellationToken) {
     let mut others: HashMap<String, [UsageRecord; 2]> = HashMap::new();
-    let mut reconnects = cluster.reconnects();
-    loop {
-        let mut watch = match cluster.usage.watch_all().await {
-            Ok(watch) => watch,
-            Err(_) => {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => return,
-                changed = reconnects.changed() => match changed {
-                    Ok(()) => break,
-                    Err(_) => return,
-                },
-                next = watch.next() => next,
-            };
-            let Some(Ok(entry)) = next else { break };
-            if entry.key == *cluster.node_id {
-                continue;
-            }
-            match entry.operation {
-                kv::Operation::Put => {
-                    if let Ok(records) = serde_json::from_slice::<[UsageRecord; 2]>(&entry.value) {
-                        others.insert(entry.key, records);
-                    }
-                }
-                kv::Operation::Delete | kv::Operation::Purge => {
-                    others.remove(&entry.key);
-                }
-            }
-            keys.set_remote_usage(
-                [0, 1].map(|i| Usage::sum(others.values().map(|records| &records[i]))),
-            );
+    let mut follower = super::BucketFollower::new(&cluster, &cluster.usage, shutdown);
+    while let Some(entry) = follower.next().await {
+        if entry.key == *cluster.node_id {
+            continue;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        match entry.operation {
+            kv::Operation::Put => {
+                if let Ok(records) = serde_json::from_slice::<[UsageRecord; 2]>(&entry.value) {
+                    others.insert(entry.key, records);
+                }
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                others.remove(&entry.key);
+            }
+        }
+        keys.set_remote_usage(
+            [0, 1].map(|i| Usage::sum(others.values().map(|records| &records[i]))),
+        );
     }
 }
