@@ -8,7 +8,7 @@ mod rotation;
 mod scenarios;
 mod target;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -97,21 +97,8 @@ enum Scenario {
     Broadcast {
         #[arg(long, default_value_t = 1000)]
         subscribers: usize,
-        /// Payload bytes per message (at least 24: the timestamp).
-        #[arg(long, default_value_t = 64)]
-        size: usize,
-        /// Seconds to publish.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        /// Messages per second; 0 publishes as fast as the server accepts.
-        #[arg(long, default_value_t = 0.0)]
-        rate: f64,
-        /// Publishers at once (for the maximum rate).
-        #[arg(long, default_value_t = 16)]
-        publishers: usize,
-        /// Publish through the REST API or from clients (Hubbub only).
-        #[arg(long, value_enum, default_value_t = scenarios::PublishFrom::Rest)]
-        publish_from: scenarios::PublishFrom,
+        #[command(flatten)]
+        publishing: Publishing,
     },
     /// Many small groups: N connections dealt into G groups, each message to a random group.
     Groups {
@@ -119,22 +106,29 @@ enum Scenario {
         connections: usize,
         #[arg(long, default_value_t = 1000)]
         groups: usize,
-        /// Payload bytes per message (at least 24: the timestamp).
-        #[arg(long, default_value_t = 64)]
-        size: usize,
-        /// Seconds to publish.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        /// Messages per second; 0 publishes as fast as the server accepts.
-        #[arg(long, default_value_t = 0.0)]
-        rate: f64,
-        /// Publishers at once (for the maximum rate).
-        #[arg(long, default_value_t = 16)]
-        publishers: usize,
-        /// Publish through the REST API or from clients (Hubbub only).
-        #[arg(long, value_enum, default_value_t = scenarios::PublishFrom::Rest)]
-        publish_from: scenarios::PublishFrom,
+        #[command(flatten)]
+        publishing: Publishing,
     },
+}
+
+/// How the fan-out scenarios publish.
+#[derive(Debug, Args)]
+struct Publishing {
+    /// Payload bytes per message (at least 24: the timestamp).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Seconds to publish.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Messages per second; 0 publishes as fast as the server accepts.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Publishers at once (for the maximum rate).
+    #[arg(long, default_value_t = 16)]
+    publishers: usize,
+    /// Publish through the REST API or from clients (Hubbub only).
+    #[arg(long, value_enum, default_value_t = scenarios::PublishFrom::Rest)]
+    publish_from: scenarios::PublishFrom,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -190,50 +184,30 @@ fn main() -> anyhow::Result<()> {
             } => scenarios::connect_storm(&target, cli.server_pid, connections, concurrency).await,
             Scenario::Broadcast {
                 subscribers,
-                size,
-                seconds,
-                rate,
-                publishers,
-                publish_from,
+                publishing,
             } => {
-                let cpu_pids: Vec<u32> = cli.server_pid.into_iter().chain(cli.extra_pids).collect();
-                scenarios::broadcast(
-                    std::sync::Arc::new(target),
-                    &cpu_pids,
-                    scenarios::BroadcastOptions {
-                        subscribers,
-                        groups: 1,
-                        size,
-                        seconds,
-                        rate,
-                        publishers,
-                        from: publish_from,
-                    },
+                fan_out(
+                    target,
+                    &cli.server_pid,
+                    cli.extra_pids,
+                    subscribers,
+                    1,
+                    publishing,
                 )
                 .await
             }
             Scenario::Groups {
                 connections,
                 groups,
-                size,
-                seconds,
-                rate,
-                publishers,
-                publish_from,
+                publishing,
             } => {
-                let cpu_pids: Vec<u32> = cli.server_pid.into_iter().chain(cli.extra_pids).collect();
-                scenarios::broadcast(
-                    std::sync::Arc::new(target),
-                    &cpu_pids,
-                    scenarios::BroadcastOptions {
-                        subscribers: connections,
-                        groups,
-                        size,
-                        seconds,
-                        rate,
-                        publishers,
-                        from: publish_from,
-                    },
+                fan_out(
+                    target,
+                    &cli.server_pid,
+                    cli.extra_pids,
+                    connections,
+                    groups,
+                    publishing,
                 )
                 .await
             }
@@ -263,4 +237,30 @@ fn main() -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string(&report.json)?);
     Ok(())
+}
+
+/// The broadcast and many-small-groups scenarios: `subscribers` dealt into `groups`.
+async fn fan_out(
+    target: target::Target,
+    server_pid: &Option<u32>,
+    extra_pids: Vec<u32>,
+    subscribers: usize,
+    groups: usize,
+    publishing: Publishing,
+) -> anyhow::Result<scenarios::Report> {
+    let cpu_pids: Vec<u32> = server_pid.iter().copied().chain(extra_pids).collect();
+    scenarios::broadcast(
+        std::sync::Arc::new(target),
+        &cpu_pids,
+        scenarios::BroadcastOptions {
+            subscribers,
+            groups,
+            size: publishing.size,
+            seconds: publishing.seconds,
+            rate: publishing.rate,
+            publishers: publishing.publishers,
+            from: publishing.publish_from,
+        },
+    )
+    .await
 }
