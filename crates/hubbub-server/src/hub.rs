@@ -252,25 +252,30 @@ impl Hub {
 
     /// Unregisters a connection (only this very connection object), leaving all its groups.
     pub fn remove(&self, connection: &Arc<Connection>) -> bool {
-        self.take(connection).is_some()
+        self.unregister(connection, |_| ()).is_some()
     }
 
     /// Unregisters a connection like [`remove`](Self::remove), returning the groups it was in
     /// (a reliable session handed over to another node joins them there).
     pub fn take(&self, connection: &Arc<Connection>) -> Option<Vec<String>> {
+        self.unregister(connection, |member| {
+            member.groups.iter().map(|g| g.to_string()).collect()
+        })
+    }
+
+    /// Unregisters this very connection object, first taking what `keep` reads of its membership;
+    /// `None` when the hub holds no such connection.
+    fn unregister<T>(
+        &self,
+        connection: &Arc<Connection>,
+        keep: impl FnOnce(&Member) -> T,
+    ) -> Option<T> {
         let mut inner = self.write();
-        let same = inner
+        let kept = inner
             .connections
             .get(&*connection.id)
-            .is_some_and(|m| Arc::ptr_eq(&m.connection, connection));
-        if !same {
-            return None;
-        }
-        let groups: Vec<String> = inner
-            .connections
-            .get(&*connection.id)
-            .map(|m| m.groups.iter().map(|g| g.to_string()).collect())
-            .unwrap_or_default();
+            .filter(|m| Arc::ptr_eq(&m.connection, connection))
+            .map(keep)?;
         inner.leave_all(&connection.id);
         inner.connections.remove(&*connection.id);
         if let Some(user) = &connection.user_id {
@@ -282,7 +287,7 @@ impl Hub {
                 }
             }
         }
-        Some(groups)
+        Some(kept)
     }
 
     pub fn connection(&self, id: &str) -> Option<Arc<Connection>> {
