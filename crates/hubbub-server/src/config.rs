@@ -45,9 +45,9 @@ pub struct Settings {
     /// How often key housekeeping runs, in milliseconds (tests shorten it).
     pub maintenance_interval_ms: Option<u64>,
     /// Where notices about keys go (email, webhook).
-    pub notifications: Option<crate::notices::NotificationSettings>,
+    pub notifications: Option<crate::keys::notices::NotificationSettings>,
     /// Hubs declared by the deployment: their settings are applied at every start.
-    pub hubs: Option<std::collections::BTreeMap<String, crate::hub_settings::HubProperties>>,
+    pub hubs: Option<std::collections::BTreeMap<String, crate::upstream::hub_settings::HubProperties>>,
     /// Cluster mode: the NATS server URLs (`nats://host:4222`, `tls://...`) of the cluster to
     /// join. Unset: a single node with its embedded store.
     pub cluster: Option<Vec<String>>,
@@ -193,17 +193,17 @@ impl Settings {
             properties
                 .validate()
                 .map_err(|e| ConfigError::BadHub(name.clone(), e.0))?;
-            hubs.push((crate::hub::canonical_hub(&name), properties));
+            hubs.push((crate::dataplane::hub::canonical_hub(&name), properties));
         }
         if self.key_max_age_days == Some(0) {
             return Err(ConfigError::BadMaxAge);
         }
         let maintenance_interval = self
             .maintenance_interval_ms
-            .map_or(crate::lifecycle::TICK, |ms| {
+            .map_or(crate::keys::lifecycle::TICK, |ms| {
                 Duration::from_millis(ms.clamp(10, 60_000))
             });
-        let cluster = crate::cluster::ClusterConfig::from_settings(
+        let cluster = crate::backplane::nats::ClusterConfig::from_settings(
             self.cluster,
             self.cluster_creds,
             self.cluster_tls_ca,
@@ -258,11 +258,11 @@ pub struct Config {
     pub event_handler_timeout: Duration,
     pub key_max_age_days: Option<u32>,
     pub maintenance_interval: Duration,
-    pub notifications: crate::notices::NotificationSettings,
+    pub notifications: crate::keys::notices::NotificationSettings,
     /// Hub settings declared in the config file, applied at start.
-    pub hubs: Vec<(String, crate::hub_settings::HubProperties)>,
+    pub hubs: Vec<(String, crate::upstream::hub_settings::HubProperties)>,
     /// Cluster mode (NATS JetStream), when configured.
-    pub cluster: Option<crate::cluster::ClusterConfig>,
+    pub cluster: Option<crate::backplane::nats::ClusterConfig>,
     pub clock: SharedClock,
 }
 

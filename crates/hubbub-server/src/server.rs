@@ -2,7 +2,7 @@
 //! on them, and shuts down gracefully on request.
 
 use crate::config::Config;
-use crate::hub_settings::HubSettings;
+use crate::upstream::hub_settings::HubSettings;
 use crate::keys::Keys;
 use crate::state::{AppState, ClientSettings};
 use crate::store::{Store, StoreError};
@@ -44,7 +44,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Cluster(#[from] crate::cluster::ClusterError),
+    Cluster(#[from] crate::backplane::nats::ClusterError),
     #[error("start-up was interrupted")]
     Interrupted,
 }
@@ -146,11 +146,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     ));
     // Cluster mode: join before serving, so a node that cannot reach NATS never serves.
     let shutdown = CancellationToken::new();
-    let hubs: Arc<crate::hub::Hubs> = Arc::default();
+    let hubs: Arc<crate::dataplane::hub::Hubs> = Arc::default();
     let hub_settings = Arc::new(hub_settings);
     let cluster = match &config.cluster {
         Some(cluster) => {
-            let cluster = crate::cluster::Cluster::join(
+            let cluster = crate::backplane::nats::Cluster::join(
                 cluster,
                 &keys,
                 &hubs,
@@ -211,7 +211,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         None,
         shutdown.clone(),
     ));
-    tasks.spawn(crate::lifecycle::run(
+    tasks.spawn(crate::keys::lifecycle::run(
         state.clone(),
         config.maintenance_interval,
     ));

@@ -1,7 +1,7 @@
 //! `AppState`: the cheap-to-clone handles every request handler needs.
 
-use crate::hub::Hubs;
-use crate::hub_settings::HubSettings;
+use crate::dataplane::hub::Hubs;
+use crate::upstream::hub_settings::HubSettings;
 use crate::keys::Keys;
 use crate::secret::Secret;
 use crate::upstream::Upstream;
@@ -35,13 +35,13 @@ pub struct AppState {
     pub sockets: TaskTracker,
     /// Key age policy: keys older than this many days are due for rotation.
     pub key_max_age_days: Option<u32>,
-    pub notifications: Arc<crate::notices::NotificationSettings>,
+    pub notifications: Arc<crate::keys::notices::NotificationSettings>,
     /// Portal sign-in sessions.
-    pub portal: Arc<crate::portal::Sessions>,
+    pub portal: Arc<crate::admin::portal::Sessions>,
     /// The last (time, delivered messages) sample, for the portal's message rate.
     pub rate_sample: Arc<std::sync::Mutex<Option<(std::time::Instant, u64)>>>,
     /// Cluster mode: this node's membership of the NATS cluster.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    pub cluster: Option<Arc<crate::backplane::nats::Cluster>>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
 }

@@ -375,7 +375,7 @@ async fn rotation_notices_go_to_a_signed_webhook_once_and_are_retried_when_it_is
         .unwrap();
     assert_eq!(
         headers["x-hubbub-signature"].to_str().unwrap(),
-        hubbub_server::notices::webhook_signature(secret, timestamp, body)
+        hubbub_server::keys::notices::webhook_signature(secret, timestamp, body)
     );
     for key in [
         t.key(KeySlot::Primary),

@@ -1,7 +1,7 @@
 //! Membership, closing, existence checks, permissions and group listings.
 
 use super::{parse_filter, validate_group, validate_hub, validate_id, QueryParams, RestCaller};
-use crate::cluster::ask::{
+use crate::backplane::nats::ask::{
     self as cluster_ask, all, found, Answer, Ask, PermissionAction, Question, Scope,
 };
 use crate::error::{read_body, ApiError};

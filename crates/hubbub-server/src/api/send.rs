@@ -3,10 +3,10 @@
 use super::{
     existing_hub, validate_group, validate_id, QueryParams, RestCaller, MAX_MESSAGE_BYTES,
 };
-use crate::cluster::bus::Target;
+use crate::backplane::nats::bus::Target;
 use crate::error::{read_body, ApiError};
-use crate::hub::{canonical_hub, Selection};
-use crate::message::Outgoing;
+use crate::dataplane::hub::{canonical_hub, Selection};
+use crate::dataplane::message::Outgoing;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};

@@ -41,7 +41,7 @@ pub(super) fn forward_to_group(state: &AppState, hub: &Hub, group: &str, message
     if let Some(cluster) = &state.cluster {
         cluster.bus.publish(
             &hub.name,
-            crate::cluster::bus::Target::Group(group),
+            crate::backplane::nats::bus::Target::Group(group),
             message,
             &Default::default(),
             None,
@@ -62,7 +62,7 @@ pub(super) fn ack_join(
             let (sink, seq) = (sink.clone(), sink.latest());
             let connection = Arc::clone(connection);
             tokio::spawn(async move {
-                sink.settled(seq, crate::cluster::bus::INTEREST_WAIT).await;
+                sink.settled(seq, crate::backplane::nats::bus::INTEREST_WAIT).await;
                 ack(&connection, ack_id, Ok(()));
             });
         }

@@ -2,18 +2,19 @@
 //! (401, never a 101, for a bad token), negotiates the subprotocol, resumes reliable sessions,
 //! and runs one task per socket that reads client frames and drains the connection's outbox.
 
-use crate::auth::{bearer_token, verify_client_token, ClientClaims};
-use crate::connection::{
+use crate::keys::auth::{bearer_token, verify_client_token, ClientClaims};
+use crate::dataplane::connection::{
     CloseRequest, Connection, Protocol, SimpleMode, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NORMAL,
     CLOSE_POLICY, CLOSE_TOO_BIG,
 };
 use crate::error::ApiError;
-use crate::hub::Hub;
-use crate::hub_settings::AnonymousConnectPolicy;
-use crate::message::Outgoing;
+use crate::dataplane::hub::Hub;
+use crate::upstream::hub_settings::AnonymousConnectPolicy;
+use crate::dataplane::message::Outgoing;
 use crate::state::AppState;
 use crate::upstream::{ConnectBody, ConnectOutcome, EventContext, EventOutcome};
-use crate::{api, reliable};
+use crate::api;
+use crate::dataplane::reliable;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -170,7 +171,7 @@ async fn handle(
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     api::validate_hub(&hub_name)?;
-    let hub_name = crate::hub::canonical_hub(&hub_name);
+    let hub_name = crate::dataplane::hub::canonical_hub(&hub_name);
     let protocol = choose_protocol(&headers, &params)?;
     let now = state.keys.clock().now_secs();
 
@@ -198,7 +199,7 @@ async fn handle(
                 // Cluster mode: the session may be on another node; ask it to hand it over.
                 if let Some(session) = cluster.take_session(&hub_name, id).await {
                     tracing::debug!(connection_id = %id, "reliable session handed over from another node");
-                    resumed = Ok(crate::cluster::handover::adopt(
+                    resumed = Ok(crate::backplane::nats::handover::adopt(
                         &state, &hub_name, id, session,
                     ));
                     handed_over = true;
@@ -215,7 +216,7 @@ async fn handle(
                     upgrade.on_upgrade(move |socket| async move {
                         if handed_over {
                             // Sends to its groups and user reach this node from now.
-                            crate::cluster::ask::settle(&state).await;
+                            crate::backplane::nats::ask::settle(&state).await;
                         }
                         let epoch = connection.resume(connected);
                         spawn_socket(state, hub, connection, socket, epoch);
@@ -262,14 +263,14 @@ async fn handle(
             if claims.slot != KeySlot::Salt {
                 state
                     .keys
-                    .record_use(claims.slot, crate::usage::UseKind::Connection);
+                    .record_use(claims.slot, crate::keys::usage::UseKind::Connection);
             }
             claims
         }
         None if settings.anonymous_connect_policy == AnonymousConnectPolicy::Allow => {
             ClientClaims::anonymous()
         }
-        None => return Err(crate::auth::AuthError::MissingToken.into()),
+        None => return Err(crate::keys::auth::AuthError::MissingToken.into()),
     };
     let upgrade = upgrade.map_err(|_| not_an_upgrade())?;
     let node = state.cluster.as_ref().map(|c| &*c.node_id);
@@ -357,7 +358,7 @@ async fn handle(
         hub.add(Arc::clone(&connection), &groups);
         if let Some(sink) = state.hubs.interest() {
             // Cluster mode: sends to the hub, the user and the groups reach this node from now.
-            sink.settled(sink.latest(), crate::cluster::bus::INTEREST_WAIT)
+            sink.settled(sink.latest(), crate::backplane::nats::bus::INTEREST_WAIT)
                 .await;
         }
         if protocol.speaks_json() {

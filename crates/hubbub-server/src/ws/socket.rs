@@ -157,7 +157,7 @@ pub(super) enum Written {
 /// Writes a batch with one flush at the end (or a close frame, after the `disconnected` message).
 pub(super) async fn write_batch(
     sink: &mut WebSocket,
-    batch: crate::connection::Batch,
+    batch: crate::dataplane::connection::Batch,
     connection: &Connection,
 ) -> Written {
     for frame in batch.frames {

@@ -2,7 +2,12 @@
 //! (`.../listKeys`, `.../regenerateKey`) so the Azure management SDKs can manage keys.
 //! Every route needs the admin token as a bearer token.
 
-use crate::auth::bearer_token;
+pub mod hubs;
+pub mod lifecycle;
+pub mod metrics;
+pub mod portal;
+
+use crate::keys::auth::bearer_token;
 use crate::clock::rfc3339;
 use crate::error::{read_body, ApiError};
 use crate::keys::KeyRing;
@@ -28,13 +33,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/admin/keys", get(show_keys))
         .route("/admin/keys/regenerate", post(regenerate))
-        .merge(crate::admin_hubs::routes())
-        .merge(crate::admin_lifecycle::routes())
-        .route("/metrics", get(crate::metrics::handler))
+        .merge(crate::admin::hubs::routes())
+        .merge(crate::admin::lifecycle::routes())
+        .route("/metrics", get(crate::admin::metrics::handler))
         .route("/admin/overview", get(overview))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
-        .merge(crate::portal::routes())
+        .merge(crate::admin::portal::routes())
         .with_state(state)
 }
 
@@ -67,7 +72,7 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
         Err(e) => {
             // A portal session: its cookie, plus its CSRF token on anything that changes state.
             let session =
-                crate::portal::session_id(request.headers()).and_then(|id| state.portal.csrf(&id));
+                crate::admin::portal::session_id(request.headers()).and_then(|id| state.portal.csrf(&id));
             let Some(csrf) = session else {
                 return refuse(&e.to_string());
             };
@@ -77,7 +82,7 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
             );
             let offered = request
                 .headers()
-                .get(crate::portal::CSRF_HEADER)
+                .get(crate::admin::portal::CSRF_HEADER)
                 .and_then(|v| v.to_str().ok());
             if !safe && !offered.is_some_and(|t| csrf.matches(t)) {
                 return ApiError::new(
@@ -165,8 +170,8 @@ async fn fallback(
     peer: ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
-    if let Some(hub) = crate::admin_hubs::arm_hub_path(request.uri().path()) {
-        return crate::admin_hubs::arm(state.0, request, hub).await;
+    if let Some(hub) = crate::admin::hubs::arm_hub_path(request.uri().path()) {
+        return crate::admin::hubs::arm(state.0, request, hub).await;
     }
     if is_arm_path(request.uri().path()) {
         if request.method() != axum::http::Method::POST {
@@ -203,7 +208,7 @@ pub struct SlotView {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_used_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub usage: Option<crate::usage::UsageSnapshot>,
+    pub usage: Option<crate::keys::usage::UsageSnapshot>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -353,7 +358,7 @@ async fn regenerate_slot(
     grace: Option<std::time::Duration>,
     actor: &'static str,
 ) -> Result<Arc<KeyRing>, ApiError> {
-    crate::key_changes::regenerate(state, slot, actor, source.ip().to_string(), grace)
+    crate::keys::changes::regenerate(state, slot, actor, source.ip().to_string(), grace)
         .await
         .map_err(|e| e.into_api("the key"))
 }

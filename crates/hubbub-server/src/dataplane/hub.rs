@@ -2,10 +2,10 @@
 //! connections. Each hub has one lock, never held across an `.await`: fan-out takes it for
 //! reading and only pushes into outboxes, which never blocks.
 
-use crate::cluster::bus::{Interest, InterestSink};
-use crate::connection::{CloseRequest, Connection, CLOSE_NORMAL, CLOSE_POLICY};
-use crate::filter::{Filter, FilterSubject};
-use crate::message::Outgoing;
+use crate::backplane::nats::bus::{Interest, InterestSink};
+use crate::dataplane::connection::{CloseRequest, Connection, CLOSE_NORMAL, CLOSE_POLICY};
+use crate::dataplane::filter::{Filter, FilterSubject};
+use crate::dataplane::message::Outgoing;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -536,7 +536,7 @@ pub enum CloseScope<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::Protocol;
+    use crate::dataplane::connection::Protocol;
     use bytes::Bytes;
     use hubbub_proto::client_protocol::DataType;
     use hubbub_proto::roles::Permissions;

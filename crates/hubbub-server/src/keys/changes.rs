@@ -2,7 +2,7 @@
 //! transaction (`Keys`); in cluster mode, a compare-and-set on the cluster's key bucket, then the
 //! event on the audit stream. Either way the caller gets the ring now in force on this node.
 
-use crate::cluster::ClusterError;
+use crate::backplane::nats::ClusterError;
 use crate::error::ApiError;
 use crate::keys::KeyRing;
 use crate::secret::Secret;
@@ -235,7 +235,7 @@ pub fn disabled_entry<'a>(
 /// Cluster mode: records, once in the whole cluster, that a key passed its rotation deadline (a
 /// single node's housekeeper appends to its store directly).
 pub async fn record_disabled(
-    cluster: &crate::cluster::Cluster,
+    cluster: &crate::backplane::nats::Cluster,
     now: i64,
     requirement: &RotationRequirement,
 ) -> Result<(), KeyChangeError> {

@@ -5,7 +5,7 @@
 //! every node. A hub's settings are replaced whole, so the last write wins, as with ARM's PUT.
 
 use super::{Cluster, ClusterError};
-use crate::hub_settings::{HubProperties, HubSettings};
+use crate::upstream::hub_settings::{HubProperties, HubSettings};
 use async_nats::jetstream::{self, kv};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -2,8 +2,10 @@
 //! from the keys current at send time, the abuse-protection handshake, connection state, bounded
 //! time and concurrency per handler host, and bounded retries for the non-blocking events.
 
+pub mod hub_settings;
+
 use crate::clock::rfc3339;
-use crate::hub_settings::{EventHandler, HubProperties};
+use crate::upstream::hub_settings::{EventHandler, HubProperties};
 use crate::keys::Keys;
 use bytes::Bytes;
 use hubbub_proto::client_protocol::DataType;

@@ -23,7 +23,7 @@ pub mod notices;
 pub mod ring;
 pub mod usage;
 
-use crate::hub::Hubs;
+use crate::dataplane::hub::Hubs;
 use crate::keys::Keys;
 use crate::store::StoreError;
 use async_nats::jetstream;
@@ -355,7 +355,7 @@ impl Cluster {
         config: &ClusterConfig,
         keys: &Keys,
         hubs: &Arc<Hubs>,
-        hub_settings: &Arc<crate::hub_settings::HubSettings>,
+        hub_settings: &Arc<crate::upstream::hub_settings::HubSettings>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, ClusterError> {
         let urls = config.redacted_urls();

@@ -33,7 +33,7 @@ pub async fn run(state: AppState, tick: Duration) {
         }
         if !state.notifications.channels().is_empty() {
             let now = state.keys.clock().now_millis();
-            crate::notices::deliver(state.keys.store(), &state.notifications, &http, now).await;
+            crate::keys::notices::deliver(state.keys.store(), &state.notifications, &http, now).await;
         }
     }
     let keys = state.keys.clone();
@@ -60,7 +60,7 @@ pub fn housekeeping(state: &AppState, save_usage: bool) {
     let ring = state.keys.current();
     let channels = state.notifications.channels();
     if !channels.is_empty() {
-        for notice in crate::notices::due(
+        for notice in crate::keys::notices::due(
             &ring,
             state.key_max_age_days,
             now,
@@ -83,8 +83,8 @@ pub fn housekeeping(state: &AppState, save_usage: bool) {
             .audit_contains("key_disabled", requirement.slot, requirement.version)
             .unwrap_or(false);
         if !already {
-            let detail = crate::key_changes::disabled_detail(requirement);
-            let entry = crate::key_changes::disabled_entry(requirement, now, &detail);
+            let detail = crate::keys::changes::disabled_detail(requirement);
+            let entry = crate::keys::changes::disabled_entry(requirement, now, &detail);
             if let Err(e) = state.keys.store().append_audit(&entry) {
                 tracing::warn!(error = %e, "could not record a disabled key");
                 continue;
@@ -127,7 +127,7 @@ async fn cluster_housekeeping(state: &AppState) {
         return;
     }
     cluster.publish_usage(&state.keys).await;
-    log_grace_ended(crate::key_changes::end_grace(state).await);
+    log_grace_ended(crate::keys::changes::end_grace(state).await);
     let now = state.keys.clock().now_millis();
     let ring = state.keys.current();
     queue_claimed_notices(state, cluster, &ring, now).await;
@@ -148,7 +148,7 @@ async fn cluster_housekeeping(state: &AppState) {
         if already {
             continue;
         }
-        match crate::key_changes::record_disabled(cluster, now, requirement).await {
+        match crate::keys::changes::record_disabled(cluster, now, requirement).await {
             Ok(()) => log_disabled(requirement),
             Err(e) => tracing::warn!(error = %e, "could not record a disabled key"),
         }
@@ -159,14 +159,14 @@ async fn cluster_housekeeping(state: &AppState) {
 /// once, not once per node.
 async fn queue_claimed_notices(
     state: &AppState,
-    cluster: &crate::cluster::Cluster,
+    cluster: &crate::backplane::nats::Cluster,
     ring: &crate::keys::KeyRing,
     now: crate::clock::UnixMillis,
 ) {
     if state.notifications.channels().is_empty() {
         return;
     }
-    let due = crate::notices::due(ring, state.key_max_age_days, now, &state.primary_endpoint());
+    let due = crate::keys::notices::due(ring, state.key_max_age_days, now, &state.primary_endpoint());
     for notice in due {
         let settled = cluster
             .settled_notices
@@ -177,9 +177,9 @@ async fn queue_claimed_notices(
             continue;
         }
         match cluster.claim_notice(&notice.dedup).await {
-            crate::cluster::notices::Claim::Unknown => continue,
-            crate::cluster::notices::Claim::Theirs => {}
-            crate::cluster::notices::Claim::Mine => {
+            crate::backplane::nats::notices::Claim::Unknown => continue,
+            crate::backplane::nats::notices::Claim::Theirs => {}
+            crate::backplane::nats::notices::Claim::Mine => {
                 let (store, notifications) = (
                     std::sync::Arc::clone(state.keys.store()),
                     std::sync::Arc::clone(&state.notifications),

@@ -170,7 +170,7 @@ pub fn render(state: &AppState) -> String {
 }
 
 /// Cluster mode: the NATS connection and the messages crossing it.
-fn cluster_metrics(out: &mut String, cluster: &crate::cluster::Cluster) {
+fn cluster_metrics(out: &mut String, cluster: &crate::backplane::nats::Cluster) {
     use std::sync::atomic::Ordering::Relaxed;
     metric(
         out,

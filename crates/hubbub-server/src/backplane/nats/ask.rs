@@ -7,7 +7,7 @@
 
 use super::bus::{self, Kind};
 use super::Cluster;
-use crate::hub::{canonical_hub, CloseScope};
+use crate::dataplane::hub::{canonical_hub, CloseScope};
 use crate::state::AppState;
 use futures_util::StreamExt;
 use hubbub_proto::roles::Permission;
@@ -272,7 +272,7 @@ pub async fn answer(state: &AppState, question: &Question) -> Answer {
             filter,
             add,
         } => {
-            let filter = match filter.as_deref().map(crate::filter::Filter::parse) {
+            let filter = match filter.as_deref().map(crate::dataplane::filter::Filter::parse) {
                 Some(Ok(filter)) => Some(filter),
                 Some(Err(_)) => return Answer::default(),
                 None => None,

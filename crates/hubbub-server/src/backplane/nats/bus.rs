@@ -20,9 +20,9 @@
 //! The envelope is `[1][header length: u32 BE][header JSON][payload]`: the payload travels as
 //! received, and each node encodes it once for its own connections.
 
-use crate::filter::Filter;
-use crate::hub::{Hubs, Selection};
-use crate::message::Outgoing;
+use crate::dataplane::filter::Filter;
+use crate::dataplane::hub::{Hubs, Selection};
+use crate::dataplane::message::Outgoing;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};

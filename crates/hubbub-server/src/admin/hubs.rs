@@ -3,8 +3,8 @@
 
 use crate::api::validate_hub;
 use crate::error::{read_body, ApiError};
-use crate::hub::canonical_hub;
-use crate::hub_settings::HubProperties;
+use crate::dataplane::hub::canonical_hub;
+use crate::upstream::hub_settings::HubProperties;
 use crate::state::AppState;
 use crate::upstream::HandlerProblem;
 use axum::extract::{Path, Request, State};
@@ -98,7 +98,7 @@ async fn store(
             .put_hub_settings(&settings, &name, Some(properties.clone()), now)
             .await
             .map_err(|e| {
-                crate::key_changes::KeyChangeError::from(e).into_api("the hub settings")
+                crate::keys::changes::KeyChangeError::from(e).into_api("the hub settings")
             })?;
         tracing::info!(hub = %name, "hub settings changed in the cluster");
         return Ok(HubView { name, properties });
@@ -122,7 +122,7 @@ async fn remove(state: &AppState, name: String) -> Result<(), ApiError> {
         return cluster
             .put_hub_settings(&settings, &name, None, now)
             .await
-            .map_err(|e| crate::key_changes::KeyChangeError::from(e).into_api("the hub settings"));
+            .map_err(|e| crate::keys::changes::KeyChangeError::from(e).into_api("the hub settings"));
     }
     tokio::task::spawn_blocking(move || settings.delete(&name))
         .await

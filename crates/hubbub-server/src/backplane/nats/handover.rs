@@ -16,8 +16,8 @@
 use super::ask::{Answer, Ask, Question, ASK_TIMEOUT};
 use super::bus::{self, Kind};
 use super::Cluster;
-use crate::connection::{Connection, Protocol, SessionBuffer};
-use crate::hub::Hub;
+use crate::dataplane::connection::{Connection, Protocol, SessionBuffer};
+use crate::dataplane::hub::Hub;
 use crate::state::AppState;
 use hubbub_proto::roles::Permissions;
 use serde::{Deserialize, Serialize};

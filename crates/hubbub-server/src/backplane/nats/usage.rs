@@ -6,7 +6,7 @@
 use super::Cluster;
 use crate::keys::Keys;
 use crate::store::UsageRecord;
-use crate::usage::Usage;
+use crate::keys::usage::Usage;
 use async_nats::jetstream::{self, kv};
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use crate::clock::{parse_deadline, rfc3339};
 use crate::error::{read_body, ApiError};
 use crate::state::AppState;
 use crate::store::AuditRecord;
-use crate::usage::UsageSnapshot;
+use crate::keys::usage::UsageSnapshot;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -75,7 +75,7 @@ async fn require_rotation(
             "'reason' must say why, in at most 1000 characters",
         ));
     }
-    let ring = crate::key_changes::require_rotation(
+    let ring = crate::keys::changes::require_rotation(
         &state,
         slot,
         deadline,

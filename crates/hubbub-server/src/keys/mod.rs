@@ -2,12 +2,18 @@
 //! at a time (written to the store first, then swapped in memory). Also carries what decides
 //! whether a key may still authenticate: rotation deadlines and old values in a grace period.
 
+pub mod auth;
+pub mod changes;
+pub mod lifecycle;
+pub mod notices;
+pub mod usage;
+
 use crate::clock::{SharedClock, UnixMillis};
 use crate::secret::Secret;
 use crate::store::{
     Instance, KeyChange, RetiringKey, RotationRequirement, Store, StoreError, StoredSlot,
 };
-use crate::usage::{Usage, UsageSnapshot, UseKind};
+use crate::keys::usage::{Usage, UsageSnapshot, UseKind};
 use arc_swap::ArcSwap;
 use hubbub_proto::connection_string::ConnectionString;
 use hubbub_proto::keys::{KeySlot, WebPubSubKeys};

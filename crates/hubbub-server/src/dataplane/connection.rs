@@ -1,7 +1,7 @@
 //! One client connection as the hub sees it: identity, protocol, permissions, and the bounded
 //! outbox its socket writer drains. No socket here: the `ws` module owns that.
 
-use crate::message::Outgoing;
+use crate::dataplane::message::Outgoing;
 use axum::extract::ws::{Message, Utf8Bytes};
 use hubbub_proto::roles::Permissions;
 use std::collections::{HashSet, VecDeque};

@@ -1,0 +1,3 @@
+//! What the nodes of one instance share.
+
+pub mod nats;

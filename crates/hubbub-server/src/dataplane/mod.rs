@@ -1,0 +1,17 @@
+//! The data plane of one node: its hubs with their connections, users and groups; outgoing
+//! messages encoded once per wire format; the OData filter; and the operations the REST API, the
+//! client protocols and other nodes ask of this node's connections.
+//!
+//! | submodule | its one job |
+//! |---|---|
+//! | [`hub`] | each hub's connections, users and groups; fan-out of one message to many connections |
+//! | [`connection`] | one connection: permissions, remembered ack ids, bounded outbox, reliable buffer |
+//! | [`message`] | one outgoing message, encoded at most once per wire format |
+//! | [`filter`] | the OData `filter` language selecting connections |
+//! | [`reliable`] | reconnection tokens signed with the salt |
+
+pub mod connection;
+pub mod filter;
+pub mod hub;
+pub mod message;
+pub mod reliable;
