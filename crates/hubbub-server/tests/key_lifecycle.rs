@@ -312,7 +312,7 @@ async fn rotation_notices_go_to_a_signed_webhook_once_and_are_retried_when_it_is
     let secret = "a-webhook-secret-of-some-length";
     let t = TestServer::start_with(Settings {
         maintenance_interval_ms: Some(20),
-        notifications: Some(hubbub_server::notices::NotificationSettings {
+        notifications: Some(hubbub_server::keys::notices::NotificationSettings {
             webhook_url: Some(url),
             webhook_secret: Some(secret.into()),
             retry_base_secs: Some(10),
