@@ -47,7 +47,8 @@ pub struct Settings {
     /// Where notices about keys go (email, webhook).
     pub notifications: Option<crate::keys::notices::NotificationSettings>,
     /// Hubs declared by the deployment: their settings are applied at every start.
-    pub hubs: Option<std::collections::BTreeMap<String, crate::upstream::hub_settings::HubProperties>>,
+    pub hubs:
+        Option<std::collections::BTreeMap<String, crate::upstream::hub_settings::HubProperties>>,
     /// Cluster mode: the NATS server URLs (`nats://host:4222`, `tls://...`) of the cluster to
     /// join. Unset: a single node with its embedded store.
     pub cluster: Option<Vec<String>>,

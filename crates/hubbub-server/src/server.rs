@@ -1,12 +1,13 @@
 //! Starts Hubbub: opens the store, binds the public and admin listeners, serves HTTP (or HTTPS)
 //! on them, and shuts down gracefully on request.
 
+use crate::backplane::Backplane;
 use crate::config::Config;
-use crate::upstream::hub_settings::HubSettings;
 use crate::keys::Keys;
 use crate::state::{AppState, ClientSettings};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
+use crate::upstream::hub_settings::HubSettings;
 use crate::upstream::Upstream;
 use crate::{admin, api, ws};
 use axum::extract::ConnectInfo;
@@ -148,7 +149,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let shutdown = CancellationToken::new();
     let hubs: Arc<crate::dataplane::hub::Hubs> = Arc::default();
     let hub_settings = Arc::new(hub_settings);
-    let cluster = match &config.cluster {
+    let backplane = match &config.cluster {
         Some(cluster) => {
             let cluster = crate::backplane::nats::Cluster::join(
                 cluster,
@@ -169,9 +170,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                     )
                     .await?;
             }
-            Some(cluster)
+            Backplane::Nats(cluster)
         }
-        None => None,
+        None => Backplane::Local,
     };
     let state = AppState {
         hub_settings,
@@ -187,16 +188,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         },
         sockets: TaskTracker::new(),
         shutdown,
-        cluster,
+        backplane,
         key_max_age_days: config.key_max_age_days,
         notifications: Arc::new(config.notifications.clone()),
         portal: Arc::default(),
         rate_sample: Arc::default(),
     };
     let shutdown = state.shutdown.clone();
-    if let Some(cluster) = &state.cluster {
-        cluster.bus.serve_questions(state.clone());
-    }
+    state.backplane.serve(Arc::new(state.clone()));
 
     let tasks = TaskTracker::new();
     tasks.spawn(serve(

@@ -1,10 +1,17 @@
-//! `AppState`: the cheap-to-clone handles every request handler needs.
+//! `AppState`: the cheap-to-clone handles every request handler needs, and the operations of
+//! this node that span the data plane and the backplane: a delivery here and to the other nodes,
+//! a question answered here and by the other nodes, the end of a connection.
 
-use crate::dataplane::hub::Hubs;
-use crate::upstream::hub_settings::HubSettings;
+use crate::backplane::{Backplane, Node};
+use crate::dataplane::connection::Connection;
+use crate::dataplane::delivery::{self, Delivered, Delivery};
+use crate::dataplane::hub::{Hub, Hubs};
+use crate::dataplane::ops::{self, Answer, Ask, Question};
 use crate::keys::Keys;
 use crate::secret::Secret;
-use crate::upstream::Upstream;
+use crate::upstream::hub_settings::HubSettings;
+use crate::upstream::{EventContext, Upstream};
+use futures_util::future::BoxFuture;
 use hubbub_proto::audience::PublicEndpoint;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,11 +44,11 @@ pub struct AppState {
     pub key_max_age_days: Option<u32>,
     pub notifications: Arc<crate::keys::notices::NotificationSettings>,
     /// Portal sign-in sessions.
-    pub portal: Arc<crate::admin::portal::Sessions>,
+    pub portal: Arc<crate::admin::portal::sessions::Sessions>,
     /// The last (time, delivered messages) sample, for the portal's message rate.
     pub rate_sample: Arc<std::sync::Mutex<Option<(std::time::Instant, u64)>>>,
-    /// Cluster mode: this node's membership of the NATS cluster.
-    pub cluster: Option<Arc<crate::backplane::nats::Cluster>>,
+    /// What the nodes share: this node alone, or its membership of a cluster.
+    pub backplane: Backplane,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
 }
@@ -53,5 +60,91 @@ impl AppState {
             .first()
             .map(PublicEndpoint::url)
             .unwrap_or_default()
+    }
+}
+
+impl AppState {
+    /// Delivers a message to its target's connections here, then hands it to the other nodes
+    /// (unless it was for one connection, found here).
+    pub fn send(&self, delivery: &Delivery) {
+        let here = delivery::deliver(&self.hubs, delivery);
+        if here == Delivered::NotHere || delivery.target.connection_id().is_none() {
+            self.backplane.publish(delivery);
+        }
+    }
+
+    /// Answers a question here and on the other nodes its target reaches (unless this node's
+    /// answer is already `enough`). Every answer received, this node's first.
+    pub async fn ask(&self, question: &Question, enough: fn(&Answer) -> bool) -> Vec<Answer> {
+        let local = self.answer_here(question).await;
+        if enough(&local) {
+            return vec![local];
+        }
+        let mut answers = vec![local];
+        answers.extend(self.backplane.ask(question, enough).await);
+        answers
+    }
+
+    /// Answers a question for this node's connections: the app server hears of the connections
+    /// it closed, and joins wait (bounded) until the other nodes send this node their groups.
+    pub async fn answer_here(&self, question: &Question) -> Answer {
+        let answered = ops::answer(&self.hubs, question);
+        if let Ask::Close { reason, .. } = &question.ask {
+            for connection in &answered.closed {
+                self.departed(connection, reason);
+            }
+        }
+        if answered.joined {
+            self.backplane.settle().await;
+        }
+        answered.answer
+    }
+
+    /// Tells the app server a connection is gone (once per connection: call after a removal).
+    pub fn departed(&self, connection: &Connection, reason: &str) {
+        // A session handed over to this node: its first node may keep a forward entry.
+        self.backplane
+            .session_ended(&connection.hub, &connection.id);
+        let settings = self.hub_settings.get(&connection.hub);
+        self.upstream.notify(
+            &settings,
+            EventContext::of(connection),
+            "disconnected",
+            serde_json::json!({ "reason": reason }),
+        );
+    }
+
+    /// Keeps a detached reliable session for the grace period; if no socket resumed it by then
+    /// (still at `epoch`), it is removed and the app server told.
+    pub fn expire_unless_resumed(&self, hub: &Arc<Hub>, connection: &Arc<Connection>, epoch: u64) {
+        let (state, hub, connection) = (self.clone(), Arc::clone(hub), Arc::clone(connection));
+        self.sockets.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(state.client.reconnect_grace) => {}
+                () = state.shutdown.cancelled() => {}
+            }
+            if connection.still_detached(epoch) && hub.remove(&connection) {
+                tracing::debug!(connection_id = %connection.id, "reliable session expired");
+                state.departed(&connection, "SessionExpired");
+            }
+        });
+    }
+}
+
+impl Node for AppState {
+    fn hubs(&self) -> &Hubs {
+        &self.hubs
+    }
+
+    fn answer<'a>(&'a self, question: &'a Question) -> BoxFuture<'a, Answer> {
+        Box::pin(self.answer_here(question))
+    }
+
+    fn departed(&self, connection: &Connection, reason: &str) {
+        AppState::departed(self, connection, reason);
+    }
+
+    fn keep_detached(&self, hub: &Arc<Hub>, connection: &Arc<Connection>) {
+        self.expire_unless_resumed(hub, connection, 1);
     }
 }

@@ -41,11 +41,9 @@ fn print_banner(server: &RunningServer) {
             server.database.display()
         ));
     }
-    if let Some(cluster) = &server.state.cluster {
-        out.push_str(&format!(
-            "cluster node: {} (keys, messages and the audit log shared through NATS)\n",
-            cluster.node_id
-        ));
+    if let Some(line) = server.state.backplane.describe() {
+        out.push_str(&line);
+        out.push('\n');
     }
     out.push_str(&format!("public endpoint: {endpoint}\n"));
     let accepted: Vec<String> = server.endpoints.iter().map(|e| e.url()).collect();

@@ -2,10 +2,11 @@
 //! `.../webPubSub/{name}/hubs/{hub}`, plus the event-handler problems operators should see.
 
 use crate::api::validate_hub;
-use crate::error::{read_body, ApiError};
+use crate::backplane::SharedError;
 use crate::dataplane::hub::canonical_hub;
-use crate::upstream::hub_settings::HubProperties;
+use crate::error::{read_body, ApiError};
 use crate::state::AppState;
+use crate::upstream::hub_settings::HubProperties;
 use crate::upstream::HandlerProblem;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -86,51 +87,49 @@ fn parse_properties(body: &[u8]) -> Result<HubProperties, ApiError> {
     Ok(properties)
 }
 
+/// The answer to a hub-settings change that did not take effect: 503 while the nodes cannot
+/// agree on it, 500 otherwise; nothing was changed either way.
+fn not_changed(e: SharedError, what: &str) -> ApiError {
+    match e {
+        SharedError::Refused(reason) => {
+            tracing::warn!(error = %reason, "a hub settings change was refused");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                reason,
+            )
+        }
+        other => {
+            tracing::error!(error = %other, "hub settings could not be {what}");
+            ApiError::internal(format!(
+                "the hub settings could not be {what}; nothing was changed"
+            ))
+        }
+    }
+}
+
 async fn store(
     state: &AppState,
     name: String,
     properties: HubProperties,
 ) -> Result<HubView, ApiError> {
-    let settings = state.hub_settings.clone();
     let now = state.keys.clock().now_millis();
-    if let Some(cluster) = &state.cluster {
-        cluster
-            .put_hub_settings(&settings, &name, Some(properties.clone()), now)
-            .await
-            .map_err(|e| {
-                crate::keys::changes::KeyChangeError::from(e).into_api("the hub settings")
-            })?;
-        tracing::info!(hub = %name, "hub settings changed in the cluster");
-        return Ok(HubView { name, properties });
-    }
-    let (stored_name, stored) = (name.clone(), properties.clone());
-    tokio::task::spawn_blocking(move || settings.put(&stored_name, stored, now))
+    state
+        .backplane
+        .put_hub_settings(&state.hub_settings, &name, Some(properties.clone()), now)
         .await
-        .map_err(|_| ApiError::internal("the change was interrupted"))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "hub settings could not be stored");
-            ApiError::internal("the hub settings could not be stored; nothing was changed")
-        })?;
+        .map_err(|e| not_changed(e, "stored"))?;
     tracing::info!(hub = %name, "hub settings changed");
     Ok(HubView { name, properties })
 }
 
 async fn remove(state: &AppState, name: String) -> Result<(), ApiError> {
-    let settings = state.hub_settings.clone();
-    if let Some(cluster) = &state.cluster {
-        let now = state.keys.clock().now_millis();
-        return cluster
-            .put_hub_settings(&settings, &name, None, now)
-            .await
-            .map_err(|e| crate::keys::changes::KeyChangeError::from(e).into_api("the hub settings"));
-    }
-    tokio::task::spawn_blocking(move || settings.delete(&name))
+    let now = state.keys.clock().now_millis();
+    state
+        .backplane
+        .put_hub_settings(&state.hub_settings, &name, None, now)
         .await
-        .map_err(|_| ApiError::internal("the change was interrupted"))?
-        .map_err(|_| {
-            ApiError::internal("the hub settings could not be deleted; nothing was changed")
-        })?;
-    Ok(())
+        .map_err(|e| not_changed(e, "deleted"))
 }
 
 async fn put(

@@ -4,9 +4,10 @@
 use crate::admin::{keys_view, KeysView, ADMIN_ACTOR, MAX_ADMIN_BODY_BYTES};
 use crate::clock::{parse_deadline, rfc3339};
 use crate::error::{read_body, ApiError};
+use crate::keys::changes::{self, Change, Origin};
+use crate::keys::usage::UsageSnapshot;
 use crate::state::AppState;
 use crate::store::AuditRecord;
-use crate::keys::usage::UsageSnapshot;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -75,17 +76,19 @@ async fn require_rotation(
             "'reason' must say why, in at most 1000 characters",
         ));
     }
-    let ring = crate::keys::changes::require_rotation(
-        &state,
+    let change = Change::RequireRotation {
         slot,
         deadline,
-        reason.to_string(),
-        ADMIN_ACTOR,
-        peer.ip().to_string(),
-    )
-    .await
-    .map_err(|e| e.into_api("the requirement"))?;
-    Ok(Json(keys_view(&state, &ring)))
+        reason: reason.to_string(),
+    };
+    let origin = Origin {
+        actor: ADMIN_ACTOR,
+        source: Some(peer.ip().to_string()),
+    };
+    let applied = changes::apply(&state.keys, &state.backplane, change, origin)
+        .await
+        .map_err(|e| e.into_api("the requirement"))?;
+    Ok(Json(keys_view(&state, &applied.ring)))
 }
 
 #[derive(Serialize)]

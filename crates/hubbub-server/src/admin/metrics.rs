@@ -163,15 +163,14 @@ pub fn render(state: &AppState) -> String {
         "hubbub_event_handler_problems {}",
         state.upstream.problems().len()
     );
-    if let Some(cluster) = &state.cluster {
-        cluster_metrics(&mut out, cluster);
+    if let Some(stats) = state.backplane.stats() {
+        backplane_metrics(&mut out, &stats);
     }
     out
 }
 
-/// Cluster mode: the NATS connection and the messages crossing it.
-fn cluster_metrics(out: &mut String, cluster: &crate::backplane::nats::Cluster) {
-    use std::sync::atomic::Ordering::Relaxed;
+/// The connection to the other nodes and the messages crossing it (cluster mode).
+fn backplane_metrics(out: &mut String, stats: &crate::backplane::Stats) {
     metric(
         out,
         "hubbub_cluster_connected",
@@ -181,8 +180,8 @@ fn cluster_metrics(out: &mut String, cluster: &crate::backplane::nats::Cluster) 
     let _ = writeln!(
         out,
         "hubbub_cluster_connected{{node=\"{}\"}} {}",
-        escape(&cluster.node_id),
-        u8::from(cluster.connected())
+        escape(&stats.node),
+        u8::from(stats.connected)
     );
     metric(
         out,
@@ -190,11 +189,10 @@ fn cluster_metrics(out: &mut String, cluster: &crate::backplane::nats::Cluster) 
         "counter",
         "Messages forwarded to other nodes (published), taken from them (received), or not forwarded (dropped: the outbox to NATS was full, or a message exceeded NATS's max_payload).",
     );
-    let stats = &cluster.bus.stats;
     for (direction, count) in [
-        ("published", stats.published.load(Relaxed)),
-        ("received", stats.received.load(Relaxed)),
-        ("dropped", stats.dropped.load(Relaxed)),
+        ("published", stats.published),
+        ("received", stats.received),
+        ("dropped", stats.dropped),
     ] {
         let _ = writeln!(
             out,

@@ -7,9 +7,10 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod portal;
 
-use crate::keys::auth::bearer_token;
 use crate::clock::rfc3339;
 use crate::error::{read_body, ApiError};
+use crate::keys::auth::bearer_token;
+use crate::keys::changes::{self, Change, KeyChangeError, Origin};
 use crate::keys::KeyRing;
 use crate::state::AppState;
 use axum::extract::{ConnectInfo, Request, State};
@@ -71,8 +72,8 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
         Ok(_) => refuse("the admin token is not valid"),
         Err(e) => {
             // A portal session: its cookie, plus its CSRF token on anything that changes state.
-            let session =
-                crate::admin::portal::session_id(request.headers()).and_then(|id| state.portal.csrf(&id));
+            let session = crate::admin::portal::session_id(request.headers())
+                .and_then(|id| state.portal.csrf(&id));
             let Some(csrf) = session else {
                 return refuse(&e.to_string());
             };
@@ -350,7 +351,7 @@ fn parse_slot(body: &[u8]) -> Result<KeySlot, ApiError> {
         .map_err(|e| ApiError::bad_request("InvalidKeyType", e.to_string()))
 }
 
-/// Regenerates (in the store, or through the cluster) and returns the new ring.
+/// Regenerates (through the backplane: durable before it returns) and returns the new ring.
 async fn regenerate_slot(
     state: &AppState,
     slot: KeySlot,
@@ -358,9 +359,17 @@ async fn regenerate_slot(
     grace: Option<std::time::Duration>,
     actor: &'static str,
 ) -> Result<Arc<KeyRing>, ApiError> {
-    crate::keys::changes::regenerate(state, slot, actor, source.ip().to_string(), grace)
+    let now = state.keys.clock().now_millis();
+    let change = Change::regenerate(slot, grace, now)
+        .map_err(|e| KeyChangeError::from(e).into_api("the key"))?;
+    let origin = Origin {
+        actor,
+        source: Some(source.ip().to_string()),
+    };
+    let applied = changes::apply(&state.keys, &state.backplane, change, origin)
         .await
-        .map_err(|e| e.into_api("the key"))
+        .map_err(|e| e.into_api("the key"))?;
+    Ok(applied.ring)
 }
 
 async fn regenerate(

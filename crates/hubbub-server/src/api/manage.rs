@@ -1,9 +1,8 @@
 //! Membership, closing, existence checks, permissions and group listings.
 
 use super::{parse_filter, validate_group, validate_hub, validate_id, QueryParams, RestCaller};
-use crate::backplane::nats::ask::{
-    self as cluster_ask, all, found, Answer, Ask, PermissionAction, Question, Scope,
-};
+use crate::dataplane::delivery::Target;
+use crate::dataplane::ops::{all, found, Answer, Ask, PermissionAction, Question};
 use crate::error::{read_body, ApiError};
 use crate::state::AppState;
 use axum::extract::{Path, State};
@@ -37,7 +36,7 @@ fn reason(query: &QueryParams) -> String {
         .collect()
 }
 
-/// Runs a question on this node and, in cluster mode, on the nodes it concerns.
+/// Runs a question on this node and on the other nodes it concerns.
 async fn ask(
     state: &AppState,
     hub: &str,
@@ -45,7 +44,7 @@ async fn ask(
     enough: fn(&Answer) -> bool,
 ) -> Result<Vec<Answer>, ApiError> {
     validate_hub(hub)?;
-    Ok(cluster_ask::everywhere(state, &Question::new(hub, question), enough).await)
+    Ok(state.ask(&Question::new(hub, question), enough).await)
 }
 
 fn any_ok(answers: &[Answer]) -> bool {
@@ -205,7 +204,7 @@ async fn close(
     state: AppState,
     hub: String,
     uri: Uri,
-    scope: Scope,
+    scope: Target,
 ) -> Result<StatusCode, ApiError> {
     let query = QueryParams::from_uri(&uri);
     let question = Ask::Close {
@@ -216,7 +215,7 @@ async fn close(
     let enough = if matches!(
         question,
         Ask::Close {
-            scope: Scope::Connection(_),
+            scope: Target::Connection(_),
             ..
         }
     ) {
@@ -234,7 +233,7 @@ pub async fn close_all(
     Path(hub): Path<String>,
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
-    close(state, hub, uri, Scope::All).await
+    close(state, hub, uri, Target::All).await
 }
 
 pub async fn close_group(
@@ -244,7 +243,7 @@ pub async fn close_group(
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
     validate_group(&group)?;
-    close(state, hub, uri, Scope::Group(group)).await
+    close(state, hub, uri, Target::Group(group)).await
 }
 
 pub async fn close_user(
@@ -254,7 +253,7 @@ pub async fn close_user(
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
     validate_id("user id", &user)?;
-    close(state, hub, uri, Scope::User(user)).await
+    close(state, hub, uri, Target::User(user)).await
 }
 
 pub async fn close_connection(
@@ -264,7 +263,7 @@ pub async fn close_connection(
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
     validate_id("connection id", &connection)?;
-    close(state, hub, uri, Scope::Connection(connection)).await
+    close(state, hub, uri, Target::Connection(connection)).await
 }
 
 pub async fn connection_exists(

@@ -6,10 +6,10 @@ mod manage;
 mod send;
 mod token;
 
-use crate::keys::auth::{bearer_token, verify_rest_token};
-use crate::error::ApiError;
 use crate::dataplane::filter::Filter;
 use crate::dataplane::hub::{canonical_hub, Hub};
+use crate::error::ApiError;
+use crate::keys::auth::{bearer_token, verify_rest_token};
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -121,7 +121,9 @@ impl FromRequestParts<AppState> for RestCaller {
         );
         match result {
             Ok(slot) => {
-                state.keys.record_use(slot, crate::keys::usage::UseKind::Rest);
+                state
+                    .keys
+                    .record_use(slot, crate::keys::usage::UseKind::Rest);
                 Ok(RestCaller { slot })
             }
             Err(e) => {

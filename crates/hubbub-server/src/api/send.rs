@@ -1,12 +1,13 @@
-//! The four send operations: to all, to a group, to a user, to a connection. Each answers 202.
+//! The four send operations: to all, to a group, to a user, to a connection. Each checks its
+//! request, makes one [`Delivery`] and answers 202.
 
 use super::{
-    existing_hub, validate_group, validate_id, QueryParams, RestCaller, MAX_MESSAGE_BYTES,
+    validate_group, validate_hub, validate_id, QueryParams, RestCaller, MAX_MESSAGE_BYTES,
 };
-use crate::backplane::nats::bus::Target;
-use crate::error::{read_body, ApiError};
-use crate::dataplane::hub::{canonical_hub, Selection};
+use crate::dataplane::delivery::{Delivery, Target};
+use crate::dataplane::filter::Filter;
 use crate::dataplane::message::Outgoing;
+use crate::error::{read_body, ApiError};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
@@ -64,143 +65,92 @@ async fn read_message(
     })
 }
 
-/// Cluster mode: hands the message to the other nodes (this node has delivered it already).
-fn forward(
-    state: &AppState,
-    hub: &str,
-    target: Target<'_>,
-    message: &Outgoing,
-    query: &QueryParams,
-    excluded: &std::collections::HashSet<&str>,
-) {
-    if let Some(cluster) = &state.cluster {
-        cluster.bus.publish(
-            &canonical_hub(hub),
-            target,
-            message,
-            excluded,
-            query.one("filter"),
-        );
-    }
+/// The `filter` parameter, parsed (a 400 saying where it is wrong) and as written.
+fn filter(query: &QueryParams) -> Result<Option<(Filter, String)>, ApiError> {
+    let text = query.one("filter").unwrap_or_default();
+    Ok(query.filter()?.map(|filter| (filter, text.to_string())))
+}
+
+fn excluded(query: &QueryParams) -> Vec<String> {
+    query.excluded().into_iter().map(str::to_owned).collect()
 }
 
 pub async fn send_to_all(
     _caller: RestCaller,
     State(state): State<AppState>,
-    Path(hub_name): Path<String>,
+    Path(hub): Path<String>,
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub_name)?;
+    validate_hub(&hub)?;
     let query = QueryParams::from_uri(&uri);
-    let filter = query.filter()?;
+    let filter = filter(&query)?;
     let message = read_message(&headers, &query, body).await?;
-    let excluded = query.excluded();
-    if let Some(hub) = hub {
-        hub.send_to_all(
-            &message,
-            &Selection {
-                excluded: excluded.clone(),
-                filter: filter.as_ref(),
-            },
-        );
-    }
-    forward(&state, &hub_name, Target::All, &message, &query, &excluded);
+    let delivery = Delivery::new(&hub, Target::All, message)
+        .excluding(excluded(&query))
+        .filtered(filter);
+    state.send(&delivery);
     Ok(StatusCode::ACCEPTED)
 }
 
 pub async fn send_to_group(
     _caller: RestCaller,
     State(state): State<AppState>,
-    Path((hub_name, group)): Path<(String, String)>,
+    Path((hub, group)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub_name)?;
+    validate_hub(&hub)?;
     validate_group(&group)?;
     let query = QueryParams::from_uri(&uri);
-    let filter = query.filter()?;
+    let filter = filter(&query)?;
     let message = read_message(&headers, &query, body)
         .await?
         .into_group(group.as_str().into());
-    let excluded = query.excluded();
-    if let Some(hub) = hub {
-        hub.send_to_group(
-            &group,
-            &message,
-            &Selection {
-                excluded: excluded.clone(),
-                filter: filter.as_ref(),
-            },
-        );
-    }
-    let target = Target::Group(&group);
-    forward(&state, &hub_name, target, &message, &query, &excluded);
+    let delivery = Delivery::new(&hub, Target::Group(group), message)
+        .excluding(excluded(&query))
+        .filtered(filter);
+    state.send(&delivery);
     Ok(StatusCode::ACCEPTED)
 }
 
 pub async fn send_to_user(
     _caller: RestCaller,
     State(state): State<AppState>,
-    Path((hub_name, user)): Path<(String, String)>,
+    Path((hub, user)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub_name)?;
+    validate_hub(&hub)?;
     validate_id("user id", &user)?;
     let query = QueryParams::from_uri(&uri);
-    let filter = query.filter()?;
+    let filter = filter(&query)?;
     let message = read_message(&headers, &query, body).await?;
-    if let Some(hub) = hub {
-        hub.send_to_user(
-            &user,
-            &message,
-            &Selection {
-                excluded: Default::default(),
-                filter: filter.as_ref(),
-            },
-        );
-    }
-    let target = Target::User(&user);
-    forward(
-        &state,
-        &hub_name,
-        target,
-        &message,
-        &query,
-        &Default::default(),
-    );
+    state.send(&Delivery::new(&hub, Target::User(user), message).filtered(filter));
     Ok(StatusCode::ACCEPTED)
 }
 
+/// A connection of another node: straight to the node named in its id; a node that handed its
+/// session over passes it on.
 pub async fn send_to_connection(
     _caller: RestCaller,
     State(state): State<AppState>,
-    Path((hub_name, connection)): Path<(String, String)>,
+    Path((hub, connection)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
-    let hub = existing_hub(&state, &hub_name)?;
+    validate_hub(&hub)?;
     validate_id("connection id", &connection)?;
     let query = QueryParams::from_uri(&uri);
     let message = read_message(&headers, &query, body).await?;
-    if hub.is_some_and(|hub| hub.send_to_connection(&connection, &message)) {
-        return Ok(StatusCode::ACCEPTED);
-    }
-    // A connection of another node: straight to the node named in its id (the bus skips this
-    // node's ids); a node that handed its session over passes it on.
-    let target = Target::Connection(&connection);
-    forward(
-        &state,
-        &hub_name,
-        target,
-        &message,
-        &query,
-        &Default::default(),
-    );
+    state.send(&Delivery::new(
+        &hub,
+        Target::Connection(connection),
+        message,
+    ));
     Ok(StatusCode::ACCEPTED)
 }

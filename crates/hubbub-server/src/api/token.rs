@@ -2,9 +2,9 @@
 //! with a `kid`, so regenerating the salt revokes them (and only them).
 
 use super::{existing_hub, validate_group, QueryParams, RestCaller};
-use crate::keys::auth::SERVICE_KID_PREFIX;
-use crate::error::ApiError;
 use crate::dataplane::hub::canonical_hub;
+use crate::error::ApiError;
+use crate::keys::auth::SERVICE_KID_PREFIX;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::Uri;

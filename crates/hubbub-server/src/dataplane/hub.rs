@@ -2,19 +2,40 @@
 //! connections. Each hub has one lock, never held across an `.await`: fan-out takes it for
 //! reading and only pushes into outboxes, which never blocks.
 
-use crate::backplane::nats::bus::{Interest, InterestSink};
-use crate::dataplane::connection::{CloseRequest, Connection, CLOSE_NORMAL, CLOSE_POLICY};
-use crate::dataplane::filter::{Filter, FilterSubject};
-use crate::dataplane::message::Outgoing;
+use super::connection::{CloseRequest, Connection, CLOSE_NORMAL, CLOSE_POLICY};
+use super::delivery::Target;
+use super::filter::{Filter, FilterSubject};
+use super::message::Outgoing;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+/// What this node's connections need, reported as it changes: a backplane that subscribes to
+/// other nodes' messages by interest follows it.
+#[derive(Debug, Clone)]
+pub enum Interest {
+    /// A hub got its first local connection (hub-wide sends are wanted from now on).
+    Hub(Arc<str>),
+    /// A group got its first local member (`true`) or lost its last (`false`).
+    Group(Arc<str>, Arc<str>, bool),
+    /// A user got a first local connection (`true`) or lost the last (`false`).
+    User(Arc<str>, Arc<str>, bool),
+}
+
+/// Where hubs report interest changes. Called under the hub's lock, in order: it must not block.
+pub type InterestSink = Arc<dyn Fn(Interest) + Send + Sync>;
+
 /// Every hub of the instance, by lower-case name.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Hubs {
     hubs: RwLock<HashMap<Arc<str>, Arc<Hub>>>,
-    /// Cluster mode: where hubs report the groups and users their connections need.
+    /// Where hubs report the groups and users their connections need (none on a single node).
     interest: std::sync::OnceLock<InterestSink>,
+}
+
+impl std::fmt::Debug for Hubs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hubs").finish_non_exhaustive()
+    }
 }
 
 /// Hub names are case-insensitive; this is the canonical form.
@@ -23,14 +44,9 @@ pub fn canonical_hub(name: &str) -> String {
 }
 
 impl Hubs {
-    /// Cluster mode: hubs created from now on report interest changes to `sink`.
+    /// Hubs created from now on report interest changes to `sink`.
     pub fn set_interest(&self, sink: InterestSink) {
         let _ = self.interest.set(sink);
-    }
-
-    /// Where interest changes go, in cluster mode.
-    pub fn interest(&self) -> Option<&InterestSink> {
-        self.interest.get()
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Hub>> {
@@ -51,7 +67,7 @@ impl Hubs {
         Arc::clone(hubs.entry(Arc::clone(&key)).or_insert_with(|| {
             let sink = self.interest.get().cloned();
             if let Some(sink) = &sink {
-                sink.notify(Interest::Hub(Arc::clone(&key)));
+                sink(Interest::Hub(Arc::clone(&key)));
             }
             Arc::new(Hub::new(key, sink))
         }))
@@ -94,14 +110,14 @@ struct HubInner {
     groups: HashMap<Arc<str>, HashSet<Arc<str>>>,
     /// user -> connection ids.
     users: HashMap<Arc<str>, HashSet<Arc<str>>>,
-    /// Cluster mode: the hub's name and where first-joins and last-leaves are reported.
+    /// The hub's name and where first-joins and last-leaves are reported (if anywhere).
     sink: Option<(Arc<str>, InterestSink)>,
 }
 
 impl HubInner {
     fn notify(&self, change: impl FnOnce(Arc<str>) -> Interest) {
         if let Some((hub, sink)) = &self.sink {
-            sink.notify(change(Arc::clone(hub)));
+            sink(change(Arc::clone(hub)));
         }
     }
 
@@ -442,21 +458,21 @@ impl Hub {
     /// `reason`. Returns the connections this call removed.
     pub fn close_where(
         &self,
-        scope: CloseScope<'_>,
+        scope: &Target,
         excluded: &HashSet<&str>,
         reason: &str,
     ) -> Vec<Arc<Connection>> {
         let victims: Vec<Arc<Connection>> = {
             let inner = self.read();
             let ids: Vec<Arc<str>> = match scope {
-                CloseScope::All => inner.connections.keys().cloned().collect(),
-                CloseScope::User(user) => inner.user_connections(user),
-                CloseScope::Group(group) => inner
+                Target::All => inner.connections.keys().cloned().collect(),
+                Target::User(user) => inner.user_connections(user),
+                Target::Group(group) => inner
                     .groups
-                    .get(group)
+                    .get(group.as_str())
                     .map(|ids| ids.iter().cloned().collect())
                     .unwrap_or_default(),
-                CloseScope::Connection(id) => vec![id.into()],
+                Target::Connection(id) => vec![id.as_str().into()],
             };
             ids.iter()
                 .filter(|id| !excluded.contains(&***id))
@@ -523,14 +539,6 @@ impl Hub {
             .map(|m| Arc::clone(&m.connection))
             .collect()
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum CloseScope<'a> {
-    All,
-    User(&'a str),
-    Group(&'a str),
-    Connection(&'a str),
 }
 
 #[cfg(test)]

@@ -9,9 +9,15 @@
 //! | [`message`] | one outgoing message, encoded at most once per wire format |
 //! | [`filter`] | the OData `filter` language selecting connections |
 //! | [`reliable`] | reconnection tokens signed with the salt |
+//! | [`delivery`] | one message for a target (hub, group, user, connection), fanned out here |
+//! | [`ops`] | management questions (exists, join, leave, close, permissions, list) answered here |
+//! | [`session`] | a reliable session taken out whole, and restored, when it moves between nodes |
 
 pub mod connection;
+pub mod delivery;
 pub mod filter;
 pub mod hub;
 pub mod message;
+pub mod ops;
 pub mod reliable;
+pub mod session;

@@ -1,13 +1,15 @@
-//! Key changes as the handlers and the housekeeper ask for them: on a single node, one SQLite
-//! transaction (`Keys`); in cluster mode, a compare-and-set on the cluster's key bucket, then the
-//! event on the audit stream. Either way the caller gets the ring now in force on this node.
+//! Every key change, written once: what a change does to a ring (a pure function built on the
+//! [`KeyRing`] transitions, with the audit events that record it) and one way to apply it,
+//! through the backplane: one SQLite transaction on a single node, a compare-and-set on the
+//! shared ring in a cluster. Either way the change is durable before it is acknowledged, and the
+//! caller gets the ring now in force on this node.
 
-use crate::backplane::nats::ClusterError;
+use crate::backplane::{Backplane, SharedError};
+use crate::clock::UnixMillis;
 use crate::error::ApiError;
-use crate::keys::KeyRing;
+use crate::keys::{KeyRing, Keys};
 use crate::secret::Secret;
-use crate::state::AppState;
-use crate::store::{AuditEntry, RetiringKey, RotationRequirement, StoreError};
+use crate::store::{AuditEvent, RetiringKey, RotationRequirement, StoreError};
 use axum::http::StatusCode;
 use hubbub_proto::keys::KeySlot;
 use std::sync::Arc;
@@ -18,22 +20,20 @@ pub enum KeyChangeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    #[error("the key change was interrupted")]
-    Interrupted,
+    Shared(#[from] SharedError),
 }
 
 impl KeyChangeError {
-    /// The HTTP answer: 503 while the cluster cannot agree on a change, 500 otherwise. Never
+    /// The HTTP answer: 503 while the nodes cannot agree on a change, 500 otherwise. Never
     /// carries key material.
     pub fn into_api(self, what: &str) -> ApiError {
         match self {
-            KeyChangeError::Cluster(e @ (ClusterError::Unavailable | ClusterError::Failed(_))) => {
-                tracing::warn!(error = %e, "{what} refused");
+            KeyChangeError::Shared(SharedError::Refused(reason)) => {
+                tracing::warn!(error = %reason, "{what} refused");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceUnavailable",
-                    e.to_string(),
+                    reason,
                 )
             }
             other => {
@@ -44,208 +44,389 @@ impl KeyChangeError {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, KeyChangeError> {
-    Ok(tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| KeyChangeError::Interrupted)??)
+/// A key change, as the handlers and the housekeeper ask for it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The slot gets `value`; with `grace_until` the old value keeps verifying until then.
+    Regenerate {
+        slot: KeySlot,
+        value: Secret,
+        grace_until: Option<UnixMillis>,
+    },
+    /// The slot's current key must be rotated by `deadline`.
+    RequireRotation {
+        slot: KeySlot,
+        deadline: UnixMillis,
+        reason: String,
+    },
+    /// Old values whose grace period is over stop verifying.
+    EndGrace,
+}
+
+/// Who asked for a change, and from where (never key material).
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub actor: &'static str,
+    pub source: Option<String>,
+}
+
+impl Origin {
+    /// A change the service makes by itself (a grace period ending, a deadline passing).
+    pub fn policy() -> Self {
+        Self {
+            actor: "policy",
+            source: None,
+        }
+    }
+}
+
+/// What a change did: the next ring, the events that record it, the old values it ended.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub ring: KeyRing,
+    pub events: Vec<AuditEvent>,
+    pub ended: Vec<RetiringKey>,
+}
+
+/// A change applied: the ring now in force on this node, and the old values it ended.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub ring: Arc<KeyRing>,
+    pub ended: Vec<RetiringKey>,
 }
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
-/// Replaces one slot with a fresh value; with a grace period (access keys only) the old value
-/// keeps verifying until it ends.
-pub async fn regenerate(
-    state: &AppState,
-    slot: KeySlot,
-    actor: &'static str,
-    source: String,
-    grace: Option<Duration>,
-) -> Result<Arc<KeyRing>, KeyChangeError> {
-    let Some(cluster) = &state.cluster else {
-        let keys = state.keys.clone();
-        return blocking(move || keys.regenerate(slot, actor, Some(&source), grace)).await;
-    };
-    let value = Secret::generate().map_err(|e| KeyChangeError::Store(StoreError::Random(e)))?;
-    let now = state.keys.clock().now_millis();
-    let grace_until = grace
-        .filter(|g| !g.is_zero() && slot != KeySlot::Salt)
-        .map(|g| now + millis(g));
-    let (ring, old_version) = cluster
-        .ring
-        .change(cluster, |ring| {
-            Some(ring.regenerated(slot, value.clone(), now, grace_until))
+impl Change {
+    /// Regenerating `slot` with a fresh value from the OS random source; a grace period applies
+    /// to access keys only, and a zero one is none.
+    pub fn regenerate(
+        slot: KeySlot,
+        grace: Option<Duration>,
+        now: UnixMillis,
+    ) -> Result<Self, StoreError> {
+        Ok(Change::Regenerate {
+            slot,
+            value: Secret::generate().map_err(StoreError::Random)?,
+            grace_until: grace
+                .filter(|g| !g.is_zero() && slot != KeySlot::Salt)
+                .map(|g| now + millis(g)),
         })
-        .await?;
-    let old_version = old_version.unwrap_or_default();
-    let new_version = old_version + 1;
-    let detail = grace_until.map(|until| {
-        format!(
-            "the old key is accepted until {}",
-            crate::clock::rfc3339(until)
-        )
-    });
-    let entry = AuditEntry {
-        at: now,
-        event: "regenerated",
-        slot: Some(slot),
-        old_version: Some(old_version),
-        new_version: Some(new_version),
-        actor,
-        source: Some(&source),
-        detail: detail.as_deref(),
-    };
-    if let Err(e) = cluster
-        .audit
-        .record(
-            &entry,
-            Some(format!("regenerated/{}/{new_version}", slot.as_str())),
-        )
-        .await
-    {
-        tracing::error!(error = %e, "the key changed but its audit event was not stored");
     }
-    tracing::info!(
-        slot = slot.as_str(),
-        old_version,
-        new_version,
-        actor,
-        grace = grace_until.is_some(),
-        "key regenerated in the cluster"
-    );
-    Ok(ring)
-}
 
-/// Demands that the slot's current key be rotated by `deadline`.
-pub async fn require_rotation(
-    state: &AppState,
-    slot: KeySlot,
-    deadline: i64,
-    reason: String,
-    actor: &'static str,
-    source: String,
-) -> Result<Arc<KeyRing>, KeyChangeError> {
-    let Some(cluster) = &state.cluster else {
-        let keys = state.keys.clone();
-        return blocking(move || {
-            keys.require_rotation(slot, deadline, &reason, actor, Some(&source))
-        })
-        .await;
-    };
-    let now = state.keys.clock().now_millis();
-    let (ring, requirement) = cluster
-        .ring
-        .change(cluster, |ring| {
-            let requirement = RotationRequirement {
-                slot,
-                version: ring.slot(slot).version,
-                deadline,
-                reason: reason.clone(),
-                required_at: now,
-                actor: actor.to_string(),
-            };
-            Some((ring.with_requirement(requirement.clone()), requirement))
-        })
-        .await?;
-    if let Some(requirement) = requirement {
-        let detail = format!(
-            "rotate by {}: {}",
-            crate::clock::rfc3339(deadline),
-            requirement.reason
-        );
-        let entry = AuditEntry {
+    /// What this change makes of `ring` at `now`; `None` when there is nothing to do. Pure: a
+    /// cluster applies it again, with the same value, after losing a race.
+    pub fn plan(&self, ring: &KeyRing, now: UnixMillis, origin: &Origin) -> Option<Planned> {
+        let event = |event: &'static str, slot: KeySlot| AuditEvent {
             at: now,
-            event: "rotation_required",
+            event,
             slot: Some(slot),
-            old_version: Some(requirement.version),
-            actor,
-            source: Some(&source),
-            detail: Some(&detail),
-            ..AuditEntry::default()
+            actor: origin.actor.to_string(),
+            source: origin.source.clone(),
+            ..AuditEvent::default()
         };
-        if let Err(e) = cluster.audit.record(&entry, None).await {
-            tracing::error!(error = %e, "the requirement was stored but its audit event was not");
+        match self {
+            Change::Regenerate {
+                slot,
+                value,
+                grace_until,
+            } => {
+                let (next, old_version) = ring.regenerated(*slot, value.clone(), now, *grace_until);
+                let new_version = old_version + 1;
+                let record = AuditEvent {
+                    old_version: Some(old_version),
+                    new_version: Some(new_version),
+                    detail: grace_until.map(|until| {
+                        format!(
+                            "the old key is accepted until {}",
+                            crate::clock::rfc3339(until)
+                        )
+                    }),
+                    dedup: Some(format!("regenerated/{}/{new_version}", slot.as_str())),
+                    ..event("regenerated", *slot)
+                };
+                Some(Planned {
+                    ring: next,
+                    events: vec![record],
+                    ended: Vec::new(),
+                })
+            }
+            Change::RequireRotation {
+                slot,
+                deadline,
+                reason,
+            } => {
+                let requirement = RotationRequirement {
+                    slot: *slot,
+                    version: ring.slot(*slot).version,
+                    deadline: *deadline,
+                    reason: reason.clone(),
+                    required_at: now,
+                    actor: origin.actor.to_string(),
+                };
+                let record = AuditEvent {
+                    old_version: Some(requirement.version),
+                    detail: Some(format!(
+                        "rotate by {}: {reason}",
+                        crate::clock::rfc3339(*deadline)
+                    )),
+                    ..event("rotation_required", *slot)
+                };
+                Some(Planned {
+                    ring: ring.with_requirement(requirement),
+                    events: vec![record],
+                    ended: Vec::new(),
+                })
+            }
+            Change::EndGrace => {
+                let (next, ended) = ring.without_ended_grace(now);
+                if ended.is_empty() {
+                    return None;
+                }
+                let events = ended
+                    .iter()
+                    .map(|key| AuditEvent {
+                        old_version: Some(key.version),
+                        dedup: Some(format!("grace_ended/{}/{}", key.slot.as_str(), key.version)),
+                        ..event("grace_ended", key.slot)
+                    })
+                    .collect();
+                Some(Planned {
+                    ring: next,
+                    events,
+                    ended,
+                })
+            }
         }
     }
-    tracing::info!(slot = slot.as_str(), actor, "key rotation required");
-    Ok(ring)
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Change::Regenerate { .. } => "key regenerated",
+            Change::RequireRotation { .. } => "key rotation required",
+            Change::EndGrace => "grace period ended",
+        }
+    }
 }
 
-/// Forgets old values whose grace period is over; returns them.
-pub async fn end_grace(state: &AppState) -> Result<Vec<RetiringKey>, KeyChangeError> {
-    let Some(cluster) = &state.cluster else {
-        let keys = state.keys.clone();
-        return blocking(move || keys.end_grace()).await;
-    };
-    let now = state.keys.clock().now_millis();
-    if !state.keys.current().retiring.iter().any(|k| k.until <= now) {
-        return Ok(Vec::new());
+/// Applies a change through the backplane: durable before it returns, in force on this node
+/// when it returns.
+pub async fn apply(
+    keys: &Keys,
+    backplane: &Backplane,
+    change: Change,
+    origin: Origin,
+) -> Result<Applied, KeyChangeError> {
+    let now = keys.clock().now_millis();
+    if matches!(change, Change::EndGrace) && !keys.current().retiring.iter().any(|k| k.until <= now)
+    {
+        // The common case, every housekeeping tick: nothing to ask of the store or the cluster.
+        return Ok(Applied {
+            ring: keys.current(),
+            ended: Vec::new(),
+        });
     }
-    let (_, ended) = cluster
-        .ring
-        .change(cluster, |ring| {
-            let (next, ended) = ring.without_ended_grace(now);
-            (!ended.is_empty()).then_some((next, ended))
-        })
+    let described = change.describe();
+    let (ring, planned) = backplane
+        .change_keys(keys, move |ring| change.plan(ring, now, &origin))
         .await?;
-    let ended = ended.unwrap_or_default();
-    for key in &ended {
-        let entry = AuditEntry {
-            at: now,
-            event: "grace_ended",
-            slot: Some(key.slot),
-            old_version: Some(key.version),
-            actor: "policy",
-            ..AuditEntry::default()
-        };
-        let dedup = format!("grace_ended/{}/{}", key.slot.as_str(), key.version);
-        if let Err(e) = cluster.audit.record(&entry, Some(dedup)).await {
-            tracing::warn!(error = %e, "could not record the end of a grace period");
-        }
+    let Some(planned) = planned else {
+        return Ok(Applied {
+            ring,
+            ended: Vec::new(),
+        });
+    };
+    for event in &planned.events {
+        tracing::info!(
+            slot = event.slot.map(KeySlot::as_str),
+            old_version = event.old_version,
+            new_version = event.new_version,
+            actor = %event.actor,
+            "{described}"
+        );
     }
-    Ok(ended)
+    Ok(Applied {
+        ring,
+        ended: planned.ended,
+    })
 }
 
-/// The audit detail of a key disabled by its passed rotation deadline.
-pub fn disabled_detail(requirement: &RotationRequirement) -> String {
-    format!("rotation deadline passed: {}", requirement.reason)
-}
-
-/// The audit entry for a key disabled by its passed rotation deadline (`detail` from
-/// [`disabled_detail`]).
-pub fn disabled_entry<'a>(
-    requirement: &RotationRequirement,
-    now: i64,
-    detail: &'a str,
-) -> AuditEntry<'a> {
-    AuditEntry {
+/// The audit event for a key disabled by its passed rotation deadline, recorded once.
+pub fn disabled_event(requirement: &RotationRequirement, now: UnixMillis) -> AuditEvent {
+    AuditEvent {
         at: now,
         event: "key_disabled",
         slot: Some(requirement.slot),
         old_version: Some(requirement.version),
-        actor: "policy",
-        detail: Some(detail),
-        ..AuditEntry::default()
+        actor: "policy".into(),
+        detail: Some(format!("rotation deadline passed: {}", requirement.reason)),
+        dedup: Some(format!(
+            "key_disabled/{}/{}",
+            requirement.slot.as_str(),
+            requirement.version
+        )),
+        ..AuditEvent::default()
     }
 }
 
-/// Cluster mode: records, once in the whole cluster, that a key passed its rotation deadline (a
-/// single node's housekeeper appends to its store directly).
-pub async fn record_disabled(
-    cluster: &crate::backplane::nats::Cluster,
-    now: i64,
-    requirement: &RotationRequirement,
-) -> Result<(), KeyChangeError> {
-    let detail = disabled_detail(requirement);
-    let entry = disabled_entry(requirement, now, &detail);
-    let dedup = format!(
-        "key_disabled/{}/{}",
-        requirement.slot.as_str(),
-        requirement.version
-    );
-    cluster.audit.record(&entry, Some(dedup)).await?;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::Store;
+
+    fn keys() -> (tempfile::TempDir, Keys, Arc<Store>, Arc<ManualClock>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let instance = store.load_or_init(1_000).unwrap();
+        let clock = ManualClock::new(2_000);
+        let keys = Keys::load(Arc::clone(&store), &instance, clock.clone()).unwrap();
+        (dir, keys, store, clock)
+    }
+
+    fn local(keys: &Keys, change: Change) -> Applied {
+        let now = keys.clock().now_millis();
+        let origin = Origin {
+            actor: "admin",
+            source: Some("127.0.0.1".into()),
+        };
+        let (ring, planned) = keys
+            .commit(|ring| {
+                change
+                    .plan(ring, now, &origin)
+                    .map(|p| (p.ring, p.events, p.ended))
+            })
+            .unwrap();
+        Applied {
+            ring,
+            ended: planned.unwrap_or_default(),
+        }
+    }
+
+    fn regenerate(keys: &Keys, slot: KeySlot, grace: Option<Duration>) -> Arc<KeyRing> {
+        let change = Change::regenerate(slot, grace, keys.clock().now_millis()).unwrap();
+        local(keys, change).ring
+    }
+
+    #[test]
+    fn regenerate_replaces_exactly_one_slot_in_memory_and_on_disk_with_its_event() {
+        let (_dir, keys, store, _) = keys();
+        let before = keys.current();
+        let after = regenerate(&keys, KeySlot::Primary, None);
+        assert_ne!(after.primary.value, before.primary.value);
+        assert_eq!(after.primary.version, 2);
+        assert_eq!(after.primary.created_at, 2_000);
+        assert_eq!(after.secondary.value, before.secondary.value);
+        assert_eq!(after.salt.value, before.salt.value);
+        let on_disk = store.load_or_init(0).unwrap().keys;
+        assert_eq!(on_disk.primary.value, after.primary.value);
+        let last = store.audit(None, None, 100).unwrap().pop().unwrap();
+        assert_eq!(
+            (
+                last.event.as_str(),
+                last.slot.as_deref(),
+                last.old_version,
+                last.new_version,
+                last.source.as_deref()
+            ),
+            (
+                "regenerated",
+                Some("primary"),
+                Some(1),
+                Some(2),
+                Some("127.0.0.1")
+            )
+        );
+    }
+
+    #[test]
+    fn concurrent_regenerations_of_both_slots_are_all_kept() {
+        let (_dir, keys, store, _) = keys();
+        let threads: Vec<_> = [KeySlot::Primary, KeySlot::Secondary]
+            .into_iter()
+            .flat_map(|slot| std::iter::repeat_n(slot, 10))
+            .map(|slot| {
+                let keys = keys.clone();
+                std::thread::spawn(move || regenerate(&keys, slot, None))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let ring = keys.current();
+        assert_eq!((ring.primary.version, ring.secondary.version), (11, 11));
+        let on_disk = store.load_or_init(0).unwrap().keys;
+        assert_eq!(on_disk.primary.value, ring.primary.value);
+        assert_eq!(on_disk.secondary.value, ring.secondary.value);
+    }
+
+    #[test]
+    fn a_requirement_disables_the_key_at_its_deadline_and_regenerating_clears_it() {
+        let (_dir, keys, store, clock) = keys();
+        let change = Change::RequireRotation {
+            slot: KeySlot::Primary,
+            deadline: 10_000,
+            reason: "leaked".into(),
+        };
+        let ring = local(&keys, change).ring;
+        assert!(ring.requirement(KeySlot::Primary).is_some());
+        assert!(ring.disabled(KeySlot::Primary, 9_999).is_none());
+        assert!(ring.disabled(KeySlot::Primary, 10_000).is_some());
+        assert!(ring.disabled(KeySlot::Secondary, 10_000).is_none());
+        let stored = store.rotation_requirements().unwrap();
+        assert_eq!((stored.len(), stored[0].actor.as_str()), (1, "admin"));
+        let last = store.audit(None, None, 100).unwrap().pop().unwrap();
+        assert_eq!(last.event, "rotation_required");
+        assert!(last.detail.unwrap().ends_with(": leaked"));
+        clock.set_millis(20_000);
+        let ring = regenerate(&keys, KeySlot::Primary, None);
+        assert!(ring.requirement(KeySlot::Primary).is_none());
+        assert!(store.rotation_requirements().unwrap().is_empty());
+    }
+
+    #[test]
+    fn grace_keeps_the_old_value_verifying_until_it_ends() {
+        let (_dir, keys, store, clock) = keys();
+        let old = keys.current().primary.value.clone();
+        let ring = regenerate(&keys, KeySlot::Primary, Some(Duration::from_secs(60)));
+        let has_old = |ring: &KeyRing, now| {
+            ring.candidates(now)
+                .iter()
+                .any(|c| c.retiring && c.key == old.expose().as_bytes())
+        };
+        assert!(has_old(&ring, 2_000));
+        assert!(!has_old(&ring, 62_000));
+        assert_eq!(store.retiring_keys().unwrap().len(), 1);
+        assert!(
+            local(&keys, Change::EndGrace).ended.is_empty(),
+            "not over yet"
+        );
+        clock.set_millis(62_000);
+        let applied = local(&keys, Change::EndGrace);
+        assert_eq!(applied.ended.len(), 1);
+        assert!(applied.ring.retiring.is_empty());
+        assert!(store.retiring_keys().unwrap().is_empty());
+        let last = store.audit(None, None, 100).unwrap().pop().unwrap();
+        assert_eq!(
+            (last.event.as_str(), last.actor.as_str()),
+            ("grace_ended", "admin")
+        );
+    }
+
+    #[test]
+    fn salt_and_zero_grace_keep_no_old_value() {
+        let salt = Change::regenerate(KeySlot::Salt, Some(Duration::from_secs(9)), 0).unwrap();
+        let zero = Change::regenerate(KeySlot::Primary, Some(Duration::ZERO), 0).unwrap();
+        for change in [salt, zero] {
+            assert!(matches!(
+                change,
+                Change::Regenerate {
+                    grace_until: None,
+                    ..
+                }
+            ));
+        }
+    }
 }

@@ -2,7 +2,14 @@
 //! by a passed rotation deadline, and queues and sends notices. Runs every few seconds, and saves
 //! usage once more at shutdown.
 
+use super::changes::{self, Change, Origin};
+use super::notices;
+use super::KeyRing;
+use crate::backplane::Claim;
+use crate::clock::UnixMillis;
 use crate::state::AppState;
+use crate::store::{RetiringKey, RotationRequirement};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How often the housekeeper runs.
@@ -26,75 +33,76 @@ pub async fn run(state: AppState, tick: Duration) {
             () = state.shutdown.cancelled() => break,
         }
         ticks = ticks.wrapping_add(1);
-        let (state2, save) = (state.clone(), ticks.is_multiple_of(SAVE_USAGE_EVERY));
-        let _ = tokio::task::spawn_blocking(move || housekeeping(&state2, save)).await;
-        if state.cluster.is_some() {
-            cluster_housekeeping(&state).await;
+        if ticks.is_multiple_of(SAVE_USAGE_EVERY) {
+            save_usage(&state).await;
         }
+        housekeeping(&state).await;
         if !state.notifications.channels().is_empty() {
             let now = state.keys.clock().now_millis();
-            crate::keys::notices::deliver(state.keys.store(), &state.notifications, &http, now).await;
+            notices::deliver(state.keys.store(), &state.notifications, &http, now).await;
         }
     }
-    let keys = state.keys.clone();
-    match tokio::task::spawn_blocking(move || keys.save_usage()).await {
-        Ok(Ok(())) => tracing::debug!("key usage saved"),
-        _ => tracing::warn!("key usage could not be saved at shutdown"),
+    match save_usage(&state).await {
+        true => tracing::debug!("key usage saved"),
+        false => tracing::warn!("key usage could not be saved at shutdown"),
     }
 }
 
-/// One pass. Blocking (SQLite).
-pub fn housekeeping(state: &AppState, save_usage: bool) {
-    if save_usage {
-        if let Err(e) = state.keys.save_usage() {
+async fn save_usage(state: &AppState) -> bool {
+    let keys = state.keys.clone();
+    match tokio::task::spawn_blocking(move || keys.save_usage()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "key usage could not be saved");
+            false
         }
+        Err(_) => false,
     }
-    // In cluster mode the key ring, notices and disabled keys go through the cluster
-    // (`cluster_housekeeping`).
-    if state.cluster.is_some() {
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// One pass: shares usage with the other nodes, ends grace periods, queues due notices (each
+/// claimed by one node), and records keys disabled by a passed deadline (once, ever). Every
+/// change goes through the backplane; skipped while the other nodes cannot be reached, since
+/// every node's housekeeper sees the same facts.
+async fn housekeeping(state: &AppState) {
+    let backplane = &state.backplane;
+    if !backplane.reachable() {
         return;
     }
-    log_grace_ended(state.keys.end_grace());
+    backplane.share_usage(&state.keys).await;
+    let ended = changes::apply(&state.keys, backplane, Change::EndGrace, Origin::policy()).await;
+    log_grace_ended(ended.map(|applied| applied.ended));
     let now = state.keys.clock().now_millis();
     let ring = state.keys.current();
-    let channels = state.notifications.channels();
-    if !channels.is_empty() {
-        for notice in crate::keys::notices::due(
-            &ring,
-            state.key_max_age_days,
-            now,
-            &state.primary_endpoint(),
-        ) {
-            if let Err(e) = state.keys.store().queue_notice(&notice, &channels, now) {
-                tracing::warn!(error = %e, "a notice could not be queued");
-            }
-        }
-    }
+    queue_claimed_notices(state, &ring, now).await;
     for requirement in ring
         .requirements
         .iter()
         .filter(|r| ring.disabled(r.slot, now).is_some())
     {
         // The audit log itself says whether this key's disabling was recorded (once, ever).
-        let already = state
-            .keys
-            .store()
-            .audit_contains("key_disabled", requirement.slot, requirement.version)
+        let store = Arc::clone(state.keys.store());
+        let (slot, version) = (requirement.slot, requirement.version);
+        let already = blocking(move || store.audit_contains("key_disabled", slot, version))
+            .await
+            .and_then(Result::ok)
             .unwrap_or(false);
-        if !already {
-            let detail = crate::keys::changes::disabled_detail(requirement);
-            let entry = crate::keys::changes::disabled_entry(requirement, now, &detail);
-            if let Err(e) = state.keys.store().append_audit(&entry) {
-                tracing::warn!(error = %e, "could not record a disabled key");
-                continue;
-            }
-            log_disabled(requirement);
+        if already {
+            continue;
+        }
+        let event = changes::disabled_event(requirement, now);
+        match backplane.record(&state.keys, event).await {
+            Ok(()) => log_disabled(requirement),
+            Err(e) => tracing::warn!(error = %e, "could not record a disabled key"),
         }
     }
 }
 
-fn log_grace_ended<E: std::fmt::Display>(ended: Result<Vec<crate::store::RetiringKey>, E>) {
+fn log_grace_ended<E: std::fmt::Display>(ended: Result<Vec<RetiringKey>, E>) {
     match ended {
         Ok(ended) => {
             for key in ended {
@@ -109,96 +117,40 @@ fn log_grace_ended<E: std::fmt::Display>(ended: Result<Vec<crate::store::Retirin
     }
 }
 
-fn log_disabled(requirement: &crate::store::RotationRequirement) {
+fn log_disabled(requirement: &RotationRequirement) {
     tracing::warn!(
         slot = requirement.slot.as_str(),
         "a key passed its rotation deadline and no longer authenticates"
     );
 }
 
-/// Cluster mode: ends grace periods through the cluster's key bucket and records disabled keys on
-/// the audit stream (deduplicated there, since every node's housekeeper sees the same facts).
-/// Skipped while NATS is unreachable.
-async fn cluster_housekeeping(state: &AppState) {
-    let Some(cluster) = &state.cluster else {
-        return;
-    };
-    if !cluster.connected() {
-        return;
-    }
-    cluster.publish_usage(&state.keys).await;
-    log_grace_ended(crate::keys::changes::end_grace(state).await);
-    let now = state.keys.clock().now_millis();
-    let ring = state.keys.current();
-    queue_claimed_notices(state, cluster, &ring, now).await;
-    for requirement in ring
-        .requirements
-        .iter()
-        .filter(|r| ring.disabled(r.slot, now).is_some())
-    {
-        let store = std::sync::Arc::clone(state.keys.store());
-        let (slot, version) = (requirement.slot, requirement.version);
-        let already = tokio::task::spawn_blocking(move || {
-            store.audit_contains("key_disabled", slot, version)
-        })
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or(false);
-        if already {
-            continue;
-        }
-        match crate::keys::changes::record_disabled(cluster, now, requirement).await {
-            Ok(()) => log_disabled(requirement),
-            Err(e) => tracing::warn!(error = %e, "could not record a disabled key"),
-        }
-    }
-}
-
-/// Cluster mode: each due notice is queued by the one node that claims it, so operators get it
-/// once, not once per node.
-async fn queue_claimed_notices(
-    state: &AppState,
-    cluster: &crate::backplane::nats::Cluster,
-    ring: &crate::keys::KeyRing,
-    now: crate::clock::UnixMillis,
-) {
+/// Each due notice is queued by the one node that claims it, so operators get it once, not once
+/// per node (on a single node, every notice is this node's; the store queues each once).
+async fn queue_claimed_notices(state: &AppState, ring: &KeyRing, now: UnixMillis) {
     if state.notifications.channels().is_empty() {
         return;
     }
-    let due = crate::keys::notices::due(ring, state.key_max_age_days, now, &state.primary_endpoint());
+    let due = notices::due(ring, state.key_max_age_days, now, &state.primary_endpoint());
     for notice in due {
-        let settled = cluster
-            .settled_notices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&notice.dedup);
-        if settled {
-            continue;
-        }
-        match cluster.claim_notice(&notice.dedup).await {
-            crate::backplane::nats::notices::Claim::Unknown => continue,
-            crate::backplane::nats::notices::Claim::Theirs => {}
-            crate::backplane::nats::notices::Claim::Mine => {
+        match state.backplane.claim_notice(&notice.dedup).await {
+            Claim::Unknown => continue,
+            Claim::Theirs => {}
+            Claim::Mine => {
                 let (store, notifications) = (
-                    std::sync::Arc::clone(state.keys.store()),
-                    std::sync::Arc::clone(&state.notifications),
+                    Arc::clone(state.keys.store()),
+                    Arc::clone(&state.notifications),
                 );
                 let queued_notice = notice.clone();
-                let queued = tokio::task::spawn_blocking(move || {
+                let queued = blocking(move || {
                     store.queue_notice(&queued_notice, &notifications.channels(), now)
                 })
                 .await;
-                if !matches!(queued, Ok(Ok(_))) {
+                if !matches!(queued, Some(Ok(_))) {
                     tracing::warn!("a notice could not be queued; trying again");
                     continue;
                 }
             }
         }
-        cluster
-            .settled_notices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(notice.dedup);
+        state.backplane.notice_settled(&notice.dedup);
     }
 }

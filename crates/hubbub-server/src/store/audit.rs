@@ -19,6 +19,36 @@ pub struct AuditEntry<'a> {
     pub detail: Option<&'a str>,
 }
 
+/// An event to record, owning its text; `dedup` names the fact it records, so that where
+/// several nodes see the same fact it is recorded once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: UnixMillis,
+    pub event: &'static str,
+    pub slot: Option<KeySlot>,
+    pub old_version: Option<u64>,
+    pub new_version: Option<u64>,
+    pub actor: String,
+    pub source: Option<String>,
+    pub detail: Option<String>,
+    pub dedup: Option<String>,
+}
+
+impl AuditEvent {
+    pub fn entry(&self) -> AuditEntry<'_> {
+        AuditEntry {
+            at: self.at,
+            event: self.event,
+            slot: self.slot,
+            old_version: self.old_version,
+            new_version: self.new_version,
+            actor: &self.actor,
+            source: self.source.as_deref(),
+            detail: self.detail.as_deref(),
+        }
+    }
+}
+
 /// A recorded event.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -1,7 +1,6 @@
 //! Key lifecycle state: usage counters (totals and the last hour by minute), rotation
 //! requirements with deadlines, and old key values still accepted during a grace period.
 
-use super::audit::{self, AuditEntry};
 use super::{Store, StoreError};
 use crate::clock::UnixMillis;
 use hubbub_proto::keys::KeySlot;
@@ -106,48 +105,6 @@ impl Store {
         Ok(record)
     }
 
-    /// Records a rotation requirement for the slot's current version, and its audit event.
-    pub fn require_rotation(
-        &self,
-        requirement: &RotationRequirement,
-        source: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO rotation_requirements (slot, version, deadline, reason, required_at, actor)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                requirement.slot.as_str(),
-                requirement.version as i64,
-                requirement.deadline,
-                requirement.reason,
-                requirement.required_at,
-                requirement.actor
-            ],
-        )?;
-        let detail = format!(
-            "rotate by {}: {}",
-            crate::clock::rfc3339(requirement.deadline),
-            requirement.reason
-        );
-        audit::append(
-            &tx,
-            &AuditEntry {
-                at: requirement.required_at,
-                event: "rotation_required",
-                slot: Some(requirement.slot),
-                old_version: Some(requirement.version),
-                actor: &requirement.actor,
-                source,
-                detail: Some(&detail),
-                ..AuditEntry::default()
-            },
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
     pub fn rotation_requirements(&self) -> Result<Vec<RotationRequirement>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
@@ -179,38 +136,5 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Forgets old key values whose grace ended, recording `grace_ended` for each.
-    pub fn end_grace(&self, now: UnixMillis) -> Result<Vec<RetiringKey>, StoreError> {
-        let ended: Vec<RetiringKey> = self
-            .retiring_keys()?
-            .into_iter()
-            .filter(|k| k.until <= now)
-            .collect();
-        if ended.is_empty() {
-            return Ok(ended);
-        }
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for key in &ended {
-            tx.execute(
-                "DELETE FROM retiring_keys WHERE slot = ?1 AND version = ?2",
-                params![key.slot.as_str(), key.version as i64],
-            )?;
-            audit::append(
-                &tx,
-                &AuditEntry {
-                    at: now,
-                    event: "grace_ended",
-                    slot: Some(key.slot),
-                    old_version: Some(key.version),
-                    actor: "policy",
-                    ..AuditEntry::default()
-                },
-            )?;
-        }
-        tx.commit()?;
-        Ok(ended)
     }
 }

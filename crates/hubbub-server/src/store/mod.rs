@@ -8,7 +8,7 @@ mod audit;
 mod lifecycle;
 mod notices;
 
-pub use audit::{AuditEntry, AuditRecord};
+pub use audit::{AuditEntry, AuditEvent, AuditRecord};
 pub use lifecycle::{RetiringKey, RotationRequirement, UsageRecord};
 pub use notices::{NewNotice, Notice};
 
@@ -181,13 +181,13 @@ pub struct Instance {
     pub created: bool,
 }
 
-/// Who changes a key, from where, and whether its old value stays valid for a while.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct KeyChange<'a> {
-    pub actor: &'a str,
-    pub source: Option<&'a str>,
-    /// Keep accepting the old value until then.
-    pub grace_until: Option<UnixMillis>,
+/// The whole key ring as stored: the three slots, the rotation requirements and the old values
+/// still in a grace period.
+#[derive(Debug, Clone, Copy)]
+pub struct RingRows<'a> {
+    pub slots: [(KeySlot, &'a StoredSlot); 3],
+    pub requirements: &'a [RotationRequirement],
+    pub retiring: &'a [RetiringKey],
 }
 
 /// The database handle. One connection behind a mutex: writes are rare (key changes) and must be
@@ -348,74 +348,19 @@ impl Store {
         })
     }
 
-    /// Replaces one slot's value, bumping its version and recording the event, in one durable
-    /// transaction. Returns the slot as now stored and its previous version.
-    /// Replaces one slot's value, bumping its version, clearing a rotation requirement,
-    /// keeping the old value for `grace` (if any) and recording the event, in one durable
-    /// transaction. Returns the slot as now stored and its previous version.
-    pub fn replace_key(
+    /// Overwrites the keys, rotation requirements and retiring keys with `ring` and appends
+    /// `events` to the audit log, in one durable transaction: a key change is on disk, with its
+    /// record, before it takes effect. A ring another node changed comes with no events (they
+    /// are recorded where the change was made), so a node restarted while the cluster is out of
+    /// reach still has the last keys it saw.
+    pub fn save_ring(
         &self,
-        slot: KeySlot,
-        value: &Secret,
-        now: UnixMillis,
-        change: &KeyChange<'_>,
-    ) -> Result<(StoredSlot, u64), StoreError> {
+        ring: &RingRows<'_>,
+        events: &[AuditEntry<'_>],
+    ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (old_value, old_version): (String, i64) = tx.query_row(
-            "SELECT value, version FROM keys WHERE slot = ?1",
-            [slot.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let new_version = old_version + 1;
-        tx.execute(
-            "UPDATE keys SET value = ?1, version = ?2, created_at = ?3 WHERE slot = ?4",
-            params![value.expose(), new_version, now, slot.as_str()],
-        )?;
-        tx.execute(
-            "DELETE FROM rotation_requirements WHERE slot = ?1",
-            [slot.as_str()],
-        )?;
-        let detail = change.grace_until.map(|until| {
-            tx.execute(
-                "INSERT OR REPLACE INTO retiring_keys (slot, version, value, until) VALUES (?1, ?2, ?3, ?4)",
-                params![slot.as_str(), old_version, old_value, until],
-            )
-            .map(|_| format!("the old key is accepted until {}", crate::clock::rfc3339(until)))
-        });
-        let detail = detail.transpose()?;
-        audit::append(
-            &tx,
-            &AuditEntry {
-                at: now,
-                event: "regenerated",
-                slot: Some(slot),
-                old_version: Some(old_version as u64),
-                new_version: Some(new_version as u64),
-                actor: change.actor,
-                source: change.source,
-                detail: detail.as_deref(),
-            },
-        )?;
-        tx.commit()?;
-        Ok((
-            StoredSlot {
-                value: value.clone(),
-                version: new_version as u64,
-                created_at: now,
-            },
-            old_version as u64,
-        ))
-    }
-
-    /// Overwrites the keys, rotation requirements and retiring keys with `ring` in one durable
-    /// transaction, recording no event: in cluster mode the local database mirrors the cluster's
-    /// key bucket, so a node restarted while NATS is down still has the last keys it saw.
-    pub fn mirror_ring(&self, ring: &crate::keys::KeyRing) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for slot in KeySlot::ALL {
-            let key = ring.slot(slot);
+        for (slot, key) in ring.slots {
             tx.execute(
                 "INSERT INTO keys (slot, value, version, created_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (slot) DO UPDATE SET value = excluded.value,
@@ -429,7 +374,7 @@ impl Store {
             )?;
         }
         tx.execute("DELETE FROM rotation_requirements", [])?;
-        for r in &ring.requirements {
+        for r in ring.requirements {
             tx.execute(
                 "INSERT INTO rotation_requirements (slot, version, deadline, reason, required_at, actor)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -437,11 +382,14 @@ impl Store {
             )?;
         }
         tx.execute("DELETE FROM retiring_keys", [])?;
-        for k in &ring.retiring {
+        for k in ring.retiring {
             tx.execute(
                 "INSERT OR REPLACE INTO retiring_keys (slot, version, value, until) VALUES (?1, ?2, ?3, ?4)",
                 params![k.slot.as_str(), k.version as i64, k.value.expose(), k.until],
             )?;
+        }
+        for event in events {
+            audit::append(&tx, event)?;
         }
         tx.commit()?;
         Ok(())
@@ -609,24 +557,39 @@ mod tests {
     }
 
     #[test]
-    fn replace_key_bumps_version_and_records_the_event() {
+    fn saving_a_ring_writes_the_keys_and_their_events_in_one_transaction() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let before = store.load_or_init(1_000).unwrap();
-        let new = Secret::generate().unwrap();
-        let change = KeyChange {
+        let before = store.load_or_init(1_000).unwrap().keys;
+        let new = StoredSlot {
+            value: Secret::generate().unwrap(),
+            version: 2,
+            created_at: 5_000,
+        };
+        let rows = RingRows {
+            slots: [
+                (KeySlot::Primary, &before.primary),
+                (KeySlot::Secondary, &new),
+                (KeySlot::Salt, &before.salt),
+            ],
+            requirements: &[],
+            retiring: &[],
+        };
+        let event = AuditEntry {
+            at: 5_000,
+            event: "regenerated",
+            slot: Some(KeySlot::Secondary),
+            old_version: Some(1),
+            new_version: Some(2),
             actor: "admin",
             source: Some("127.0.0.1"),
-            grace_until: None,
+            detail: None,
         };
-        let (slot, old) = store
-            .replace_key(KeySlot::Secondary, &new, 5_000, &change)
-            .unwrap();
-        assert_eq!((old, slot.version), (1, 2));
+        store.save_ring(&rows, &[event]).unwrap();
         let after = store.load_or_init(6_000).unwrap();
-        assert_eq!(after.keys.secondary.value, new);
+        assert_eq!(after.keys.secondary.value, new.value);
         assert_eq!(after.keys.secondary.created_at, 5_000);
-        assert_eq!(after.keys.primary.value, before.keys.primary.value);
+        assert_eq!(after.keys.primary.value, before.primary.value);
         let events = store.audit(None, None, 100).unwrap();
         let last = events.last().unwrap();
         assert_eq!(

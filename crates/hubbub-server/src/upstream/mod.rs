@@ -5,8 +5,8 @@
 pub mod hub_settings;
 
 use crate::clock::rfc3339;
-use crate::upstream::hub_settings::{EventHandler, HubProperties};
 use crate::keys::Keys;
+use crate::upstream::hub_settings::{EventHandler, HubProperties};
 use bytes::Bytes;
 use hubbub_proto::client_protocol::DataType;
 use hubbub_proto::jwt::hmac_sha256;
@@ -48,6 +48,19 @@ pub struct EventContext {
     pub user_id: Option<Arc<str>>,
     pub subprotocol: Option<&'static str>,
     pub state: Option<String>,
+}
+
+impl EventContext {
+    /// The context of a connection, with its current upstream state.
+    pub fn of(connection: &crate::dataplane::connection::Connection) -> Self {
+        Self {
+            hub: Arc::clone(&connection.hub),
+            connection_id: Arc::clone(&connection.id),
+            user_id: connection.user_id.clone(),
+            subprotocol: connection.protocol.name(),
+            state: connection.state().upstream_state.clone(),
+        }
+    }
 }
 
 /// The body of a `connect` event.

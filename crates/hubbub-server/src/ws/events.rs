@@ -36,33 +36,25 @@ pub(super) fn has_handler(state: &AppState, hub: &Hub, event: &str) -> bool {
         .is_some()
 }
 
-/// Cluster mode: hands a client's group message to the other nodes.
-pub(super) fn forward_to_group(state: &AppState, hub: &Hub, group: &str, message: &Outgoing) {
-    if let Some(cluster) = &state.cluster {
-        cluster.bus.publish(
-            &hub.name,
-            crate::backplane::nats::bus::Target::Group(group),
-            message,
-            &Default::default(),
-            None,
-        );
-    }
+/// A client's group message: to the group's members here and on the other nodes.
+pub(super) fn send_to_group(state: &AppState, hub: &Hub, group: &str, message: Outgoing) {
+    let target = Target::Group(group.to_string());
+    state.send(&Delivery::new(&hub.name, target, message));
 }
 
-/// Acknowledges a join; in cluster mode only once the node's subscription to the group is in
-/// place, so a send right after the ack reaches the client whichever node takes it.
+/// Acknowledges a join once the other nodes send this node the group's messages (at once on a
+/// single node), so a send right after the ack reaches the client whichever node takes it.
 pub(super) fn ack_join(
     state: &AppState,
     connection: &Arc<Connection>,
     ack_id: Option<u64>,
     result: Result<(), (&'static str, String)>,
 ) {
-    match (state.hubs.interest(), ack_id, &result) {
-        (Some(sink), Some(_), Ok(())) => {
-            let (sink, seq) = (sink.clone(), sink.latest());
+    match (state.backplane.settling(), ack_id, &result) {
+        (Some(settling), Some(_), Ok(())) => {
             let connection = Arc::clone(connection);
             tokio::spawn(async move {
-                sink.settled(seq, crate::backplane::nats::bus::INTEREST_WAIT).await;
+                settling.await;
                 ack(&connection, ack_id, Ok(()));
             });
         }
@@ -97,7 +89,7 @@ pub(super) async fn run_events(
 ) {
     while let Some(job) = jobs.recv().await {
         let settings = state.hub_settings.get(&connection.hub);
-        let ctx = event_context(&connection);
+        let ctx = EventContext::of(&connection);
         let (event, data_type, data) = match &job {
             Job::Event { event, data, .. } | Job::Invoke { event, data, .. } => {
                 (event.as_str(), data.data_type, data.bytes.clone())

@@ -61,8 +61,7 @@ pub(super) fn on_frame(
                 data,
             )
             .with_sender(Arc::clone(&connection.id), false);
-            hub.send_to_group(group, &message, &Default::default());
-            forward_to_group(state, hub, group, &message);
+            send_to_group(state, hub, group, message);
         }
         Protocol::Json | Protocol::JsonReliable => on_json(state, hub, connection, events, &data),
     }
@@ -178,8 +177,7 @@ pub(super) fn on_json(
                         Bytes::from(data.bytes),
                     )
                     .with_sender(Arc::clone(&connection.id), no_echo);
-                    hub.send_to_group(&group, &message, &Default::default());
-                    forward_to_group(state, hub, &group, &message);
+                    send_to_group(state, hub, &group, message);
                     Ok(())
                 });
             ack(connection, ack_id, result);

@@ -2,19 +2,21 @@
 //! (401, never a 101, for a bad token), negotiates the subprotocol, resumes reliable sessions,
 //! and runs one task per socket that reads client frames and drains the connection's outbox.
 
-use crate::keys::auth::{bearer_token, verify_client_token, ClientClaims};
+use crate::api;
 use crate::dataplane::connection::{
     CloseRequest, Connection, Protocol, SimpleMode, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NORMAL,
     CLOSE_POLICY, CLOSE_TOO_BIG,
 };
-use crate::error::ApiError;
+use crate::dataplane::delivery::{Delivery, Target};
 use crate::dataplane::hub::Hub;
-use crate::upstream::hub_settings::AnonymousConnectPolicy;
 use crate::dataplane::message::Outgoing;
-use crate::state::AppState;
-use crate::upstream::{ConnectBody, ConnectOutcome, EventContext, EventOutcome};
-use crate::api;
 use crate::dataplane::reliable;
+use crate::dataplane::session;
+use crate::error::ApiError;
+use crate::keys::auth::{bearer_token, verify_client_token, ClientClaims};
+use crate::state::AppState;
+use crate::upstream::hub_settings::AnonymousConnectPolicy;
+use crate::upstream::{ConnectBody, ConnectOutcome, EventContext, EventOutcome};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -193,15 +195,14 @@ async fn handle(
                     .ok_or(reliable::RecoveryError::SessionGone)
             });
             let mut handed_over = false;
-            if let (Err(reliable::RecoveryError::SessionGone), Some(cluster)) =
-                (&resumed, &state.cluster)
-            {
-                // Cluster mode: the session may be on another node; ask it to hand it over.
-                if let Some(session) = cluster.take_session(&hub_name, id).await {
+            if let Err(reliable::RecoveryError::SessionGone) = &resumed {
+                // The session may be on another node: ask it to hand it over.
+                if let Some(session) = state.backplane.take_session(&hub_name, id).await {
                     tracing::debug!(connection_id = %id, "reliable session handed over from another node");
-                    resumed = Ok(crate::backplane::nats::handover::adopt(
-                        &state, &hub_name, id, session,
-                    ));
+                    let (hub, connection) = session::restore(&state.hubs, &hub_name, id, &session);
+                    state.backplane.session_arrived(id);
+                    state.expire_unless_resumed(&hub, &connection, 1);
+                    resumed = Ok((hub, connection));
                     handed_over = true;
                 }
             }
@@ -216,7 +217,7 @@ async fn handle(
                     upgrade.on_upgrade(move |socket| async move {
                         if handed_over {
                             // Sends to its groups and user reach this node from now.
-                            crate::backplane::nats::ask::settle(&state).await;
+                            state.backplane.settle().await;
                         }
                         let epoch = connection.resume(connected);
                         spawn_socket(state, hub, connection, socket, epoch);
@@ -273,8 +274,7 @@ async fn handle(
         None => return Err(crate::keys::auth::AuthError::MissingToken.into()),
     };
     let upgrade = upgrade.map_err(|_| not_an_upgrade())?;
-    let node = state.cluster.as_ref().map(|c| &*c.node_id);
-    let connection_id: Arc<str> = new_connection_id(node).into();
+    let connection_id: Arc<str> = new_connection_id(state.backplane.node_id()).into();
     let mut user_id = claims.user_id.clone();
     let mut roles = claims.roles.clone();
     let mut groups = claims.groups.clone();
@@ -356,11 +356,8 @@ async fn handle(
     Ok(upgrade.on_upgrade(move |socket| async move {
         let hub = state.hubs.get_or_create(&hub_name);
         hub.add(Arc::clone(&connection), &groups);
-        if let Some(sink) = state.hubs.interest() {
-            // Cluster mode: sends to the hub, the user and the groups reach this node from now.
-            sink.settled(sink.latest(), crate::backplane::nats::bus::INTEREST_WAIT)
-                .await;
-        }
+        // Sends to the hub, the user and the groups reach this node from now.
+        state.backplane.settle().await;
         if protocol.speaks_json() {
             let reconnection_token = protocol.is_reliable().then(|| {
                 reliable::issue(
@@ -380,7 +377,7 @@ async fn handle(
         let settings = state.hub_settings.get(&hub.name);
         state.upstream.notify(
             &settings,
-            event_context(&connection),
+            EventContext::of(&connection),
             "connected",
             serde_json::json!({}),
         );
@@ -444,54 +441,6 @@ fn claim_text(value: &serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// The event context of a connection, with its current upstream state.
-pub fn event_context(connection: &Connection) -> EventContext {
-    EventContext {
-        hub: Arc::clone(&connection.hub),
-        connection_id: Arc::clone(&connection.id),
-        user_id: connection.user_id.clone(),
-        subprotocol: connection.protocol.name(),
-        state: connection.state().upstream_state.clone(),
-    }
-}
-
-/// Keeps a detached reliable session for the grace period; if no socket resumed it by then, it
-/// is removed and the app server told.
-pub(crate) fn expire_unless_resumed(
-    state: &AppState,
-    hub: &Arc<Hub>,
-    connection: &Arc<Connection>,
-    epoch: u64,
-) {
-    let (state, hub, connection) = (state.clone(), Arc::clone(hub), Arc::clone(connection));
-    let tracker = state.sockets.clone();
-    tracker.spawn(async move {
-        tokio::select! {
-            () = tokio::time::sleep(state.client.reconnect_grace) => {}
-            () = state.shutdown.cancelled() => {}
-        }
-        if connection.still_detached(epoch) && hub.remove(&connection) {
-            tracing::debug!(connection_id = %connection.id, "reliable session expired");
-            departed(&state, &connection, "SessionExpired");
-        }
-    });
-}
-
-/// Tells the app server a connection is gone (once per connection: call after a removal).
-pub fn departed(state: &AppState, connection: &Connection, reason: &str) {
-    if let Some(cluster) = &state.cluster {
-        // A session handed over to this node: its first node may keep a forward entry.
-        cluster.session_ended(&connection.hub, &connection.id);
-    }
-    let settings = state.hub_settings.get(&connection.hub);
-    state.upstream.notify(
-        &settings,
-        event_context(connection),
-        "disconnected",
-        serde_json::json!({ "reason": reason }),
-    );
-}
-
 fn not_an_upgrade() -> ApiError {
     ApiError::bad_request(
         "NotAWebSocketUpgrade",
@@ -499,8 +448,8 @@ fn not_an_upgrade() -> ApiError {
     )
 }
 
-/// 16 random bytes, hex: URL-safe, opaque, unique. In cluster mode prefixed with the node id and
-/// `-`, so a send to one connection goes straight to its node.
+/// 16 random bytes, hex: URL-safe, opaque, unique. Prefixed with the node id and `-` where there
+/// is one (a cluster), so a send to one connection goes straight to its node.
 fn new_connection_id(node: Option<&str>) -> String {
     let mut bytes = [0u8; 16];
     if getrandom::getrandom(&mut bytes).is_err() {

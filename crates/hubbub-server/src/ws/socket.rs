@@ -230,7 +230,7 @@ pub(super) fn finish(
                 return;
             }
             tracing::debug!(connection_id = %connection.id, "reliable connection dropped; session kept for recovery");
-            expire_unless_resumed(state, hub, connection, epoch);
+            state.expire_unless_resumed(hub, connection, epoch);
             return;
         }
         End::Dropped => "ConnectionLost".to_string(),
@@ -242,6 +242,6 @@ pub(super) fn finish(
     };
     if hub.remove(connection) {
         tracing::debug!(connection_id = %connection.id, %reason, "client disconnected");
-        departed(state, connection, &reason);
+        state.departed(connection, &reason);
     }
 }

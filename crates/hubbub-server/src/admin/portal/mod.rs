@@ -2,7 +2,6 @@
 //! with the admin token; the session is an HttpOnly, SameSite=Strict cookie, and every
 //! state-changing request must also carry the session's CSRF token in `X-CSRF-Token`.
 
-use crate::secret::Secret;
 use crate::state::AppState;
 use crate::store::AuditEntry;
 use axum::extract::{ConnectInfo, State};
@@ -10,71 +9,17 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 pub const COOKIE: &str = "hubbub_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
-const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
-const MAX_SESSIONS: usize = 1000;
+
+pub mod sessions;
 
 const INDEX: &str = include_str!("index.html");
 const LOGIN: &str = include_str!("login.html");
 const APP_JS: &str = include_str!("app.js");
 const APP_CSS: &str = include_str!("app.css");
-
-struct Session {
-    csrf: Secret,
-    expires: Instant,
-}
-
-/// Portal sign-in sessions, in memory (signing in again after a restart is expected).
-#[derive(Default)]
-pub struct Sessions(Mutex<HashMap<String, Session>>);
-
-impl std::fmt::Debug for Sessions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Sessions")
-    }
-}
-
-impl Sessions {
-    fn create(&self) -> Option<(String, Secret)> {
-        let id = Secret::generate()
-            .ok()?
-            .expose()
-            .replace(['+', '/', '='], "");
-        let csrf = Secret::generate().ok()?;
-        let mut sessions = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.retain(|_, s| s.expires > Instant::now());
-        if sessions.len() >= MAX_SESSIONS {
-            return None;
-        }
-        sessions.insert(
-            id.clone(),
-            Session {
-                csrf: csrf.clone(),
-                expires: Instant::now() + SESSION_LIFETIME,
-            },
-        );
-        Some((id, csrf))
-    }
-
-    /// The CSRF token of a live session.
-    pub fn csrf(&self, id: &str) -> Option<Secret> {
-        let sessions = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        sessions
-            .get(id)
-            .filter(|s| s.expires > Instant::now())
-            .map(|s| s.csrf.clone())
-    }
-
-    fn end(&self, id: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-    }
-}
 
 /// The session id from the request's cookie, if any.
 pub fn session_id(headers: &HeaderMap) -> Option<String> {
@@ -176,7 +121,7 @@ async fn login(
     .await;
     let cookie = format!(
         "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_LIFETIME.as_secs()
+        sessions::SESSION_LIFETIME.as_secs()
     );
     let mut response = Redirect::to("/portal#/keys").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {

@@ -14,23 +14,27 @@
 //! for exactly the hubs, groups and users it has connections of.
 //!
 //! The hub tells the bus when a group or user gains its first or loses its last local
-//! connection ([`InterestSink`]); one task turns that into subscriptions, in order. The NATS
+//! connection ([`Interest`]); one task turns that into subscriptions, in order. The NATS
 //! connection is opened with `no_echo`, so a node never receives what it published itself.
 //!
 //! The envelope is `[1][header length: u32 BE][header JSON][payload]`: the payload travels as
 //! received, and each node encodes it once for its own connections.
 
+use crate::backplane::Node;
+use crate::dataplane::delivery::{self, Delivered, Delivery, Target};
 use crate::dataplane::filter::Filter;
-use crate::dataplane::hub::{Hubs, Selection};
+use crate::dataplane::hub::{Hubs, Interest};
 use crate::dataplane::message::Outgoing;
+use crate::dataplane::ops::{Answer, Ask, Question};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use hubbub_proto::client_protocol::DataType;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,15 +48,6 @@ const ENVELOPE_VERSION: u8 = 1;
 pub const INTEREST_WAIT: Duration = Duration::from_secs(2);
 /// Interest changes applied before one flush to the server.
 const INTEREST_BATCH: usize = 1024;
-
-/// Whom a forwarded message is for.
-#[derive(Debug, Clone, Copy)]
-pub enum Target<'a> {
-    All,
-    Group(&'a str),
-    User(&'a str),
-    Connection(&'a str),
-}
 
 /// A subject token for a name: 120 bits of its SHA-256, base64url (20 characters).
 fn token(name: &str) -> String {
@@ -95,29 +90,17 @@ pub fn node_subject(node: &str, kind: Kind) -> String {
     format!("hubbub.n.{node}.{}", kind.token())
 }
 
-/// What this node's connections need, as the hub reports it.
-#[derive(Debug, Clone)]
-pub enum Interest {
-    /// A hub got its first local connection (hub-wide sends are wanted from now on).
-    Hub(Arc<str>),
-    /// A group got its first local member (`true`) or lost its last (`false`).
-    Group(Arc<str>, Arc<str>, bool),
-    /// A user got a first local connection (`true`) or lost the last (`false`).
-    User(Arc<str>, Arc<str>, bool),
-}
-
-impl Interest {
-    fn subject(&self) -> (String, bool) {
-        match self {
-            Interest::Hub(hub) => (hub_subject(hub, Kind::Any), true),
-            Interest::Group(hub, group, on) => (group_subject(hub, group, Kind::Any), *on),
-            Interest::User(hub, user, on) => (user_subject(hub, user, Kind::Any), *on),
-        }
+/// The subject (all kinds) an interest change is about, and whether it is wanted now.
+fn interest_subject(interest: &Interest) -> (String, bool) {
+    match interest {
+        Interest::Hub(hub) => (hub_subject(hub, Kind::Any), true),
+        Interest::Group(hub, group, on) => (group_subject(hub, group, Kind::Any), *on),
+        Interest::User(hub, user, on) => (user_subject(hub, user, Kind::Any), *on),
     }
 }
 
-/// Where hubs report interest changes. Each change gets a sequence number; [`settled`]
-/// (Self::settled) waits until the server has every subscription up to one.
+/// Where hubs report interest changes. Each change gets a sequence number; [`settling`]
+/// (Self::settling) waits until the server has every subscription up to the latest.
 #[derive(Clone)]
 pub struct InterestSink(Arc<SinkInner>);
 
@@ -147,31 +130,22 @@ impl InterestSink {
         self.0.tx.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
-    /// Waits (at most `at_most`) until the subscriptions of every change up to `seq` are in
-    /// place on the server. False on timeout (NATS down).
-    pub async fn settled(&self, seq: u64, at_most: Duration) -> bool {
+    /// Waits (at most [`INTEREST_WAIT`]) until the subscriptions of every change so far are in
+    /// place on the server (on timeout, NATS is down: the caller goes on).
+    pub fn settling(&self) -> BoxFuture<'static, ()> {
+        let seq = self.latest();
         let mut done = self.0.done.clone();
-        let settled = tokio::time::timeout(at_most, done.wait_for(|d| *d >= seq))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        settled
+        Box::pin(async move {
+            let _ = tokio::time::timeout(INTEREST_WAIT, done.wait_for(|d| *d >= seq)).await;
+        })
     }
-}
-
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-#[serde(tag = "to", content = "name", rename_all = "camelCase")]
-enum TargetDoc {
-    All,
-    Group(String),
-    User(String),
-    Connection(String),
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 struct Header {
     hub: String,
-    target: TargetDoc,
+    target: Target,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     excluded: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,16 +206,18 @@ pub struct BusStats {
     pub dropped: AtomicU64,
 }
 
-/// What the subscription readers need: the hubs for messages, the state for questions.
+/// What the subscription readers need: the hubs for messages, the node for questions.
 struct Dispatch {
     node_id: Arc<str>,
     hubs: Arc<Hubs>,
     stats: Arc<BusStats>,
     client: async_nats::Client,
-    /// Set once the server's state exists; cleared at shutdown (it holds the cluster itself).
-    state: std::sync::RwLock<Option<crate::state::AppState>>,
+    /// Set once the node is served; cleared at shutdown (it holds the cluster itself).
+    node: std::sync::RwLock<Option<Arc<dyn Node>>>,
     /// Reliable sessions this node handed over, and where they went.
     moved: super::handover::Moved,
+    /// The largest message the NATS server takes.
+    max_payload: usize,
 }
 
 impl Dispatch {
@@ -260,16 +236,29 @@ impl Dispatch {
                 }
             }
             Some("q") => {
-                let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
-                let Some(state) = state else {
+                let node = self.node.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let Some(node) = node else {
                     return;
                 };
-                let Ok(question) = serde_json::from_slice::<super::ask::Question>(&message.payload)
-                else {
+                let Ok(question) = serde_json::from_slice::<Question>(&message.payload) else {
                     tracing::warn!("ignored a question from the cluster that is not one");
                     return;
                 };
-                let mut answer = super::ask::answer(&state, &question).await;
+                let mut answer = match &question.ask {
+                    Ask::Forget { id } => {
+                        self.moved.forget(id);
+                        Answer::default()
+                    }
+                    Ask::Handover { id, to } => super::handover::give(
+                        &*node,
+                        &self.moved,
+                        self.max_payload,
+                        &question.hub,
+                        id,
+                        to,
+                    ),
+                    _ => node.answer(&question).await,
+                };
                 let Some(reply) = message.reply else {
                     return;
                 };
@@ -279,7 +268,7 @@ impl Dispatch {
                         if let Some(relayed) =
                             super::handover::request(&self.client, &node, &question).await
                         {
-                            if let super::ask::Ask::Handover { to, .. } = &question.ask {
+                            if let Ask::Handover { to, .. } = &question.ask {
                                 if relayed.session.is_some() {
                                     self.moved.set(id, to);
                                 }
@@ -322,7 +311,8 @@ impl Bus {
             hubs: Arc::clone(&hubs),
             stats: Arc::clone(&stats),
             client: client.clone(),
-            state: std::sync::RwLock::new(None),
+            node: std::sync::RwLock::new(None),
+            max_payload: client.server_info().max_payload,
         });
         let own = client
             .subscribe(node_subject(&node_id, Kind::Any))
@@ -348,12 +338,10 @@ impl Bus {
         tokio::spawn(async move {
             shutdown.cancelled().await;
             reader.abort();
-            *for_shutdown
-                .state
-                .write()
-                .unwrap_or_else(|p| p.into_inner()) = None;
+            *for_shutdown.node.write().unwrap_or_else(|p| p.into_inner()) = None;
         });
-        hubs.set_interest(sink.clone());
+        let reporter = sink.clone();
+        hubs.set_interest(Arc::new(move |interest| reporter.notify(interest)));
         Ok(Self {
             dispatch,
             outbox,
@@ -363,8 +351,9 @@ impl Bus {
         })
     }
 
-    pub fn interest(&self) -> &InterestSink {
-        &self.sink
+    /// Waits (bounded) until the subscriptions of this node's interest so far are in place.
+    pub fn settling(&self) -> BoxFuture<'static, ()> {
+        self.sink.settling()
     }
 
     /// Reliable sessions this node handed over, and where they went.
@@ -378,34 +367,22 @@ impl Bus {
     }
 
     /// Lets this node answer questions from the others (from now until shutdown).
-    pub fn serve_questions(&self, state: crate::state::AppState) {
+    pub fn serve(&self, node: Arc<dyn Node>) {
         *self
             .dispatch
-            .state
+            .node
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(state);
+            .unwrap_or_else(|p| p.into_inner()) = Some(node);
     }
 
-    /// Forwards a message (already delivered to this node's connections) to the other nodes.
+    /// Forwards a delivery (already made to this node's connections) to the other nodes.
     /// Never waits: when the outbox to NATS is full the message is not forwarded.
-    pub fn publish(
-        &self,
-        hub: &str,
-        target: Target<'_>,
-        message: &Outgoing,
-        excluded: &HashSet<&str>,
-        filter: Option<&str>,
-    ) {
-        let (subject, target) = match target {
-            Target::All => (hub_subject(hub, Kind::Message), TargetDoc::All),
-            Target::Group(group) => (
-                group_subject(hub, group, Kind::Message),
-                TargetDoc::Group(group.into()),
-            ),
-            Target::User(user) => (
-                user_subject(hub, user, Kind::Message),
-                TargetDoc::User(user.into()),
-            ),
+    pub fn publish(&self, delivery: &Delivery) {
+        let hub = delivery.hub.as_str();
+        let subject = match &delivery.target {
+            Target::All => hub_subject(hub, Kind::Message),
+            Target::Group(group) => group_subject(hub, group, Kind::Message),
+            Target::User(user) => user_subject(hub, user, Kind::Message),
             Target::Connection(id) => {
                 let own = &*self.dispatch.node_id;
                 let node = match super::Cluster::node_of(id) {
@@ -416,17 +393,15 @@ impl Bus {
                 let Some(node) = node else {
                     return;
                 };
-                (
-                    node_subject(&node, Kind::Message),
-                    TargetDoc::Connection(id.into()),
-                )
+                node_subject(&node, Kind::Message)
             }
         };
+        let message = &delivery.message;
         let header = Header {
             hub: hub.to_string(),
-            target,
-            excluded: excluded.iter().map(|e| e.to_string()).collect(),
-            filter: filter.map(str::to_owned),
+            target: delivery.target.clone(),
+            excluded: delivery.excluded.clone(),
+            filter: delivery.filter_text().map(str::to_owned),
             data_type: message.data_type().as_str().into(),
             group: message.source_group().map(|g| g.to_string()),
             from_user_id: message.from_user_id().map(|u| u.to_string()),
@@ -493,12 +468,6 @@ fn deliver(hubs: &Hubs, payload: &Bytes) -> Option<String> {
         tracing::warn!("ignored a message from the cluster that is not a Hubbub envelope");
         return None;
     };
-    let Some(hub) = hubs.get(&header.hub) else {
-        return match header.target {
-            TargetDoc::Connection(id) => Some(id),
-            _ => None,
-        };
-    };
     let kind = data_type(&header.data_type)?;
     let mut message = match header.group {
         Some(group) => Outgoing::group(
@@ -515,31 +484,21 @@ fn deliver(hubs: &Hubs, payload: &Bytes) -> Option<String> {
     if let Some(ms) = header.ttl_ms {
         message = message.with_ttl(Duration::from_millis(ms));
     }
-    let filter = match header.filter.as_deref().map(Filter::parse).transpose() {
-        Ok(filter) => filter,
-        Err(_) => return None,
+    let filter = match header.filter {
+        Some(text) => Some((Filter::parse(&text).ok()?, text)),
+        None => None,
     };
-    let selection = Selection {
-        excluded: header.excluded.iter().map(String::as_str).collect(),
-        filter: filter.as_ref(),
+    let delivery = Delivery {
+        hub: header.hub,
+        target: header.target,
+        excluded: header.excluded,
+        filter,
+        message,
     };
-    match &header.target {
-        TargetDoc::All => {
-            hub.send_to_all(&message, &selection);
-        }
-        TargetDoc::Group(group) => {
-            hub.send_to_group(group, &message, &selection);
-        }
-        TargetDoc::User(user) => {
-            hub.send_to_user(user, &message, &selection);
-        }
-        TargetDoc::Connection(id) => {
-            if !hub.send_to_connection(id, &message) {
-                return Some(id.clone());
-            }
-        }
+    match delivery::deliver(hubs, &delivery) {
+        Delivered::NotHere => delivery.target.connection_id().map(str::to_owned),
+        Delivered::Here => None,
     }
-    None
 }
 
 /// Turns interest changes into subscriptions, in order; after each batch, one round trip to the
@@ -568,7 +527,7 @@ async fn manage(
         let mut last = 0;
         for (seq, change) in batch {
             last = seq;
-            let (subject, on) = change.subject();
+            let (subject, on) = interest_subject(&change);
             if on {
                 if subscriptions.contains_key(&subject) {
                     continue;
@@ -619,7 +578,7 @@ mod tests {
     fn the_envelope_round_trips_and_refuses_garbage() {
         let header = Header {
             hub: "chat".into(),
-            target: TargetDoc::Group("room 1".into()),
+            target: Target::Group("room 1".into()),
             excluded: vec!["c1".into()],
             filter: Some("userId eq 'u'".into()),
             data_type: "binary".into(),

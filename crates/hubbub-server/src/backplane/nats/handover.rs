@@ -13,59 +13,14 @@
 //! and questions on; the entry goes when the session ends (the node that ends it tells the node
 //! named in the id) or when that node restarts.
 
-use super::ask::{Answer, Ask, Question, ASK_TIMEOUT};
+use super::ask::ASK_TIMEOUT;
 use super::bus::{self, Kind};
 use super::Cluster;
-use crate::dataplane::connection::{Connection, Protocol, SessionBuffer};
-use crate::dataplane::hub::Hub;
-use crate::state::AppState;
-use hubbub_proto::roles::Permissions;
-use serde::{Deserialize, Serialize};
+use crate::backplane::Node;
+use crate::dataplane::ops::{Answer, Ask, Question};
+use crate::dataplane::session::{self, Session, Taken};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// A reliable session on its way to another node.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Session {
-    pub user_id: Option<String>,
-    pub groups: Vec<String>,
-    pub permissions: Permissions,
-    pub upstream_state: Option<String>,
-    pub next_sequence_id: u64,
-    pub unacked: Vec<Unacked>,
-}
-
-/// One message the client has not acknowledged, as it was framed for the client.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Unacked {
-    pub sequence_id: u64,
-    pub frame: String,
-    /// Time to live left, for messages sent with one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl_ms: Option<u64>,
-}
-
-impl Session {
-    fn buffer(&self) -> SessionBuffer {
-        SessionBuffer {
-            next_sequence_id: self.next_sequence_id,
-            unacked: self
-                .unacked
-                .iter()
-                .map(|u| {
-                    (
-                        u.sequence_id,
-                        u.frame.clone(),
-                        u.ttl_ms.map(Duration::from_millis),
-                    )
-                })
-                .collect(),
-        }
-    }
-}
+use std::sync::Mutex;
 
 /// Where sessions that left this node went: connection id → node id.
 #[derive(Debug, Default)]
@@ -99,91 +54,44 @@ impl Moved {
 
 /// On the node holding a session: gives it up to node `to` (answering a handover question).
 /// Not `ok` when this node has no such reliable session, or it would not fit in one NATS message
-/// (then it stays here).
-pub fn give(state: &AppState, hub: &Arc<Hub>, id: &str, to: &str) -> Answer {
-    let Some(cluster) = &state.cluster else {
+/// of at most `max_payload` bytes (then it stays here, detached).
+pub(super) fn give(
+    node: &dyn Node,
+    moved: &Moved,
+    max_payload: usize,
+    hub_name: &str,
+    id: &str,
+    to: &str,
+) -> Answer {
+    let Some(hub) = node.hubs().get(hub_name) else {
         return Answer::default();
     };
-    let Some(connection) = hub.connection(id).filter(|c| c.protocol.is_reliable()) else {
-        return Answer::default();
-    };
-    if connection.close_requested().is_some() {
-        return Answer::default();
-    }
-    let Some(groups) = hub.take(&connection) else {
-        return Answer::default();
-    };
-    let Some(buffer) = connection.hand_over() else {
-        // Closing meanwhile: it is gone, as a close would have it.
-        crate::ws::departed(state, &connection, "SessionMoved");
-        return Answer::default();
-    };
-    let (permissions, upstream_state) = {
-        let connection_state = connection.state();
-        (
-            connection_state.permissions.clone(),
-            connection_state.upstream_state.clone(),
-        )
-    };
-    let session = Session {
-        user_id: connection.user_id.as_deref().map(str::to_owned),
-        groups,
-        permissions,
-        upstream_state,
-        next_sequence_id: buffer.next_sequence_id,
-        unacked: buffer
-            .unacked
-            .into_iter()
-            .map(|(sequence_id, frame, ttl)| Unacked {
-                sequence_id,
-                frame,
-                ttl_ms: ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            })
-            .collect(),
+    let session = match session::take(&hub, id) {
+        Taken::Nothing => return Answer::default(),
+        Taken::Closed(connection) => {
+            node.departed(&connection, "SessionMoved");
+            return Answer::default();
+        }
+        Taken::Session(session) => session,
     };
     let size = serde_json::to_vec(&session).map_or(usize::MAX, |v| v.len());
-    if size + 4096 > cluster.bus.max_payload() {
+    if size + 4096 > max_payload {
         tracing::warn!(
             connection_id = %id,
             bytes = size,
             "a reliable session is too large for one NATS message; it stays on this node"
         );
-        adopt(state, &hub.name, id, session);
+        let (hub, connection) = session::restore(node.hubs(), &hub.name, id, &session);
+        node.keep_detached(&hub, &connection);
         return Answer::default();
     }
-    cluster.bus.moved().set(id, to);
+    moved.set(id, to);
     tracing::debug!(connection_id = %id, to, "reliable session handed over");
     Answer {
         ok: true,
         session: Some(Box::new(session)),
         ..Default::default()
     }
-}
-
-/// Recreates a session handed over from another node, detached until its socket resumes it
-/// (and removed, with a `disconnected` event, if that does not happen within the grace period).
-pub fn adopt(
-    state: &AppState,
-    hub_name: &str,
-    id: &str,
-    session: Session,
-) -> (Arc<Hub>, Arc<Connection>) {
-    let hub = state.hubs.get_or_create(hub_name);
-    let connection = Arc::new(Connection::new(
-        id.into(),
-        Arc::clone(&hub.name),
-        session.user_id.as_deref().map(Into::into),
-        Protocol::JsonReliable,
-        session.permissions.clone(),
-    ));
-    connection.state().upstream_state = session.upstream_state.clone();
-    connection.restore(session.buffer());
-    hub.add(Arc::clone(&connection), &session.groups);
-    if let Some(cluster) = &state.cluster {
-        cluster.bus.moved().forget(id);
-    }
-    crate::ws::expire_unless_resumed(state, &hub, &connection, 1);
-    (hub, connection)
 }
 
 /// One request to one node's subject, answered by one node (or by nobody within
@@ -252,40 +160,6 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_session_round_trips_through_json() {
-        let mut permissions = Permissions::from_roles(["webpubsub.joinLeaveGroups.room.*"]);
-        permissions.revoke_permission(
-            hubbub_proto::roles::Permission::JoinLeaveGroup,
-            Some("room.secret"),
-        );
-        let session = Session {
-            user_id: Some("u".into()),
-            groups: vec!["g".into()],
-            permissions,
-            upstream_state: Some("{\"k\":1}".into()),
-            next_sequence_id: 9,
-            unacked: vec![Unacked {
-                sequence_id: 8,
-                frame: r#"{"type":"message","sequenceId":8}"#.into(),
-                ttl_ms: Some(500),
-            }],
-        };
-        let json = serde_json::to_string(&session).unwrap();
-        let back: Session = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, session);
-        assert!(back
-            .permissions
-            .allows(hubbub_proto::roles::Permission::JoinLeaveGroup, "room.a"));
-        assert!(!back.permissions.allows(
-            hubbub_proto::roles::Permission::JoinLeaveGroup,
-            "room.secret"
-        ));
-        let buffer = back.buffer();
-        assert_eq!(buffer.next_sequence_id, 9);
-        assert_eq!(buffer.unacked[0].2, Some(Duration::from_millis(500)));
-    }
 
     #[test]
     fn forward_entries() {

@@ -23,8 +23,10 @@ pub mod notices;
 pub mod ring;
 pub mod usage;
 
+use crate::backplane::SharedError;
 use crate::dataplane::hub::Hubs;
-use crate::keys::Keys;
+use crate::keys::changes::Planned;
+use crate::keys::{KeyRing, Keys};
 use crate::store::StoreError;
 use async_nats::jetstream;
 use std::path::PathBuf;
@@ -321,6 +323,18 @@ pub enum ClusterError {
     Store(#[from] StoreError),
 }
 
+impl From<ClusterError> for SharedError {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::Unavailable | ClusterError::Failed(_) => {
+                SharedError::Refused(e.to_string())
+            }
+            ClusterError::Store(e) => SharedError::Store(e),
+            other => SharedError::Failed(other.to_string()),
+        }
+    }
+}
+
 /// This node's membership of the cluster. Cheap to share (`Arc`).
 pub struct Cluster {
     pub node_id: Arc<str>,
@@ -498,6 +512,45 @@ impl Cluster {
         ));
         tracing::info!(node_id = %cluster.node_id, nats = %urls, "joined the cluster");
         Ok(cluster)
+    }
+
+    /// Lets this node answer questions from the others (from now until shutdown).
+    pub fn serve(&self, node: Arc<dyn crate::backplane::Node>) {
+        self.bus.serve(node);
+    }
+
+    /// A key change through the shared ring (compare-and-set; `plan` runs again after a lost
+    /// race), then its events on the audit stream.
+    pub async fn change_keys<F>(
+        &self,
+        mut plan: F,
+    ) -> Result<(Arc<KeyRing>, Option<Planned>), ClusterError>
+    where
+        F: FnMut(&KeyRing) -> Option<Planned> + Send,
+    {
+        let (ring, planned) = self
+            .ring
+            .change(self, |ring| plan(ring).map(|p| (p.ring.clone(), p)))
+            .await?;
+        for event in planned.iter().flat_map(|p| &p.events) {
+            if let Err(e) = self.audit.record(&event.entry(), event.dedup.clone()).await {
+                tracing::error!(error = %e, "the key changed but its audit event was not stored");
+            }
+        }
+        Ok((ring, planned))
+    }
+
+    /// The NATS connection and the messages crossing it, for `/metrics`.
+    pub fn stats(&self) -> crate::backplane::Stats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = &self.bus.stats;
+        crate::backplane::Stats {
+            node: Arc::clone(&self.node_id),
+            connected: self.connected(),
+            published: stats.published.load(Relaxed),
+            received: stats.received.load(Relaxed),
+            dropped: stats.dropped.load(Relaxed),
+        }
     }
 
     /// Whether the NATS connection is up right now.

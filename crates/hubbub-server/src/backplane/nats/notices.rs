@@ -5,6 +5,7 @@
 //! not sent by another (the portal and `key notices` on that node's data show it pending).
 
 use super::Cluster;
+use crate::backplane::Claim;
 use async_nats::jetstream::{self, kv};
 
 pub const BUCKET: &str = "hubbub_notices";
@@ -23,25 +24,29 @@ pub(crate) async fn open_bucket(
     .await
 }
 
-/// Who sends a notice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// This node: queue and send it.
-    Mine,
-    /// Another node sends it.
-    Theirs,
-    /// NATS did not answer; ask again at the next tick.
-    Unknown,
-}
-
 /// A notice's dedup key as a bucket key (hex: bucket keys allow few characters).
 pub fn claim_key(dedup: &str) -> String {
     dedup.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Cluster {
-    /// Claims the notice `dedup` for this node, unless another node already has.
+    fn settled_notices(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.settled_notices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A notice this node need not claim again: it queued it, or another node has it.
+    pub fn notice_settled(&self, dedup: &str) {
+        self.settled_notices().insert(dedup.to_string());
+    }
+
+    /// Claims the notice `dedup` for this node, unless another node already has. A notice this
+    /// node has settled (queued, or seen claimed by another) is not asked about again.
     pub async fn claim_notice(&self, dedup: &str) -> Claim {
+        if self.settled_notices().contains(dedup) {
+            return Claim::Theirs;
+        }
         if !self.connected() {
             return Claim::Unknown;
         }

@@ -4,9 +4,9 @@
 //! usage on any node. A node that is gone keeps its last counters in the sums.
 
 use super::Cluster;
+use crate::keys::usage::Usage;
 use crate::keys::Keys;
 use crate::store::UsageRecord;
-use crate::keys::usage::Usage;
 use async_nats::jetstream::{self, kv};
 use std::collections::HashMap;
 use std::sync::Arc;

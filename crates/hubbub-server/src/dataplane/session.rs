@@ -1,0 +1,185 @@
+//! A reliable session taken out of this node whole (user, groups, permissions, upstream state,
+//! sequence ids and un-acknowledged messages), so another node can restore it where its client
+//! recovers; and restoring one here.
+
+use super::connection::{Connection, Protocol, SessionBuffer};
+use super::hub::{Hub, Hubs};
+use hubbub_proto::roles::Permissions;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A reliable session on its way to another node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub user_id: Option<String>,
+    pub groups: Vec<String>,
+    pub permissions: Permissions,
+    pub upstream_state: Option<String>,
+    pub next_sequence_id: u64,
+    pub unacked: Vec<Unacked>,
+}
+
+/// One message the client has not acknowledged, as it was framed for the client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Unacked {
+    pub sequence_id: u64,
+    pub frame: String,
+    /// Time to live left, for messages sent with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+impl Session {
+    fn buffer(&self) -> SessionBuffer {
+        SessionBuffer {
+            next_sequence_id: self.next_sequence_id,
+            unacked: self
+                .unacked
+                .iter()
+                .map(|u| {
+                    (
+                        u.sequence_id,
+                        u.frame.clone(),
+                        u.ttl_ms.map(Duration::from_millis),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What taking a session out of its hub found.
+#[derive(Debug)]
+pub enum Taken {
+    /// No reliable session by that id here (or it is closing).
+    Nothing,
+    /// It was closing meanwhile: it left the hub, as a close would have it (the app server is to
+    /// be told).
+    Closed(Arc<Connection>),
+    /// Taken out of the hub: no socket or timer of this node serves it any more.
+    Session(Session),
+}
+
+/// Takes the reliable session `id` out of `hub`, whether detached or still attached (a socket
+/// still attached is superseded: its task stops and drops the socket, with no `disconnected`).
+pub fn take(hub: &Hub, id: &str) -> Taken {
+    let Some(connection) = hub.connection(id).filter(|c| c.protocol.is_reliable()) else {
+        return Taken::Nothing;
+    };
+    if connection.close_requested().is_some() {
+        return Taken::Nothing;
+    }
+    let Some(groups) = hub.take(&connection) else {
+        return Taken::Nothing;
+    };
+    let Some(buffer) = connection.hand_over() else {
+        return Taken::Closed(connection);
+    };
+    let (permissions, upstream_state) = {
+        let connection_state = connection.state();
+        (
+            connection_state.permissions.clone(),
+            connection_state.upstream_state.clone(),
+        )
+    };
+    Taken::Session(Session {
+        user_id: connection.user_id.as_deref().map(str::to_owned),
+        groups,
+        permissions,
+        upstream_state,
+        next_sequence_id: buffer.next_sequence_id,
+        unacked: buffer
+            .unacked
+            .into_iter()
+            .map(|(sequence_id, frame, ttl)| Unacked {
+                sequence_id,
+                frame,
+                ttl_ms: ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            })
+            .collect(),
+    })
+}
+
+/// Recreates a session under its id in hub `hub_name`, detached at epoch 1 until a socket
+/// resumes it.
+pub fn restore(
+    hubs: &Hubs,
+    hub_name: &str,
+    id: &str,
+    session: &Session,
+) -> (Arc<Hub>, Arc<Connection>) {
+    let hub = hubs.get_or_create(hub_name);
+    let connection = Arc::new(Connection::new(
+        id.into(),
+        Arc::clone(&hub.name),
+        session.user_id.as_deref().map(Into::into),
+        Protocol::JsonReliable,
+        session.permissions.clone(),
+    ));
+    connection.state().upstream_state = session.upstream_state.clone();
+    connection.restore(session.buffer());
+    hub.add(Arc::clone(&connection), &session.groups);
+    (hub, connection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hubbub_proto::roles::Permission;
+
+    #[test]
+    fn a_session_round_trips_through_json() {
+        let mut permissions = Permissions::from_roles(["webpubsub.joinLeaveGroups.room.*"]);
+        permissions.revoke_permission(Permission::JoinLeaveGroup, Some("room.secret"));
+        let session = Session {
+            user_id: Some("u".into()),
+            groups: vec!["g".into()],
+            permissions,
+            upstream_state: Some("{\"k\":1}".into()),
+            next_sequence_id: 9,
+            unacked: vec![Unacked {
+                sequence_id: 8,
+                frame: r#"{"type":"message","sequenceId":8}"#.into(),
+                ttl_ms: Some(500),
+            }],
+        };
+        let json = serde_json::to_string(&session).unwrap();
+        let back: Session = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, session);
+        assert!(back
+            .permissions
+            .allows(Permission::JoinLeaveGroup, "room.a"));
+        assert!(!back
+            .permissions
+            .allows(Permission::JoinLeaveGroup, "room.secret"));
+        let buffer = back.buffer();
+        assert_eq!(buffer.next_sequence_id, 9);
+        assert_eq!(buffer.unacked[0].2, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_taken_session_is_restored_with_its_groups() {
+        let hubs = Hubs::default();
+        let hub = hubs.get_or_create("chat");
+        let connection = Arc::new(Connection::new(
+            "n1-1".into(),
+            "chat".into(),
+            Some("u".into()),
+            Protocol::JsonReliable,
+            Permissions::default(),
+        ));
+        hub.add(Arc::clone(&connection), &["g".into()]);
+        let Taken::Session(session) = take(&hub, "n1-1") else {
+            panic!("the session was not taken");
+        };
+        assert!(hub.connection("n1-1").is_none() && !hub.has_group("g"));
+        assert!(matches!(take(&hub, "n1-1"), Taken::Nothing));
+        let other = Hubs::default();
+        let (hub, restored) = restore(&other, "chat", "n1-1", &session);
+        assert!(hub.is_member("n1-1", "g"));
+        assert_eq!(restored.user_id.as_deref(), Some("u"));
+    }
+}

@@ -1,0 +1,170 @@
+//! The key ring: an immutable snapshot of the three slots (primary, secondary, salt) with what
+//! decides whether a key may still authenticate (rotation deadlines, old values in a grace
+//! period), and the pure transitions every key change is built from, on one node or many.
+
+use crate::clock::UnixMillis;
+use crate::secret::Secret;
+use crate::store::{RetiringKey, RingRows, RotationRequirement, StoredSlot};
+use hubbub_proto::connection_string::ConnectionString;
+use hubbub_proto::keys::{KeySlot, WebPubSubKeys};
+
+/// One slot's current value: as stored.
+pub type SlotKey = StoredSlot;
+
+/// An immutable snapshot of the three slots and their lifecycle state.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    pub primary: SlotKey,
+    pub secondary: SlotKey,
+    pub salt: SlotKey,
+    /// Rotation requirements on the current access keys.
+    pub requirements: Vec<RotationRequirement>,
+    /// Old access-key values still accepted for verification.
+    pub retiring: Vec<RetiringKey>,
+}
+
+/// The access-key slots, in the order tokens are tried.
+pub const ACCESS_SLOTS: [KeySlot; 2] = [KeySlot::Primary, KeySlot::Secondary];
+
+/// A key a token may be verified with.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub slot: KeySlot,
+    pub key: &'a [u8],
+    /// An old value in its grace period.
+    pub retiring: bool,
+}
+
+impl KeyRing {
+    pub fn slot(&self, slot: KeySlot) -> &SlotKey {
+        match slot {
+            KeySlot::Primary => &self.primary,
+            KeySlot::Secondary => &self.secondary,
+            KeySlot::Salt => &self.salt,
+        }
+    }
+
+    pub(crate) fn with_slot(&self, slot: KeySlot, key: SlotKey) -> Self {
+        let mut ring = self.clone();
+        match slot {
+            KeySlot::Primary => ring.primary = key,
+            KeySlot::Secondary => ring.secondary = key,
+            KeySlot::Salt => ring.salt = key,
+        }
+        ring.requirements.retain(|r| r.slot != slot);
+        ring
+    }
+
+    /// The ring after `slot` got `value` at `now` (its version + 1): a rotation requirement on the
+    /// slot is cleared, and the old value keeps verifying until `grace_until` when one is given.
+    /// Returns the new ring and the slot's previous version.
+    pub fn regenerated(
+        &self,
+        slot: KeySlot,
+        value: Secret,
+        now: UnixMillis,
+        grace_until: Option<UnixMillis>,
+    ) -> (KeyRing, u64) {
+        let old = self.slot(slot);
+        let mut ring = self.with_slot(
+            slot,
+            SlotKey {
+                value,
+                version: old.version + 1,
+                created_at: now,
+            },
+        );
+        if let Some(until) = grace_until {
+            ring.retiring
+                .retain(|k| !(k.slot == slot && k.version == old.version));
+            ring.retiring.push(RetiringKey {
+                slot,
+                version: old.version,
+                value: old.value.clone(),
+                until,
+            });
+        }
+        (ring, old.version)
+    }
+
+    /// The ring with `requirement` replacing any requirement on its slot.
+    pub fn with_requirement(&self, requirement: RotationRequirement) -> KeyRing {
+        let mut ring = self.clone();
+        ring.requirements.retain(|r| r.slot != requirement.slot);
+        ring.requirements.push(requirement);
+        ring
+    }
+
+    /// The old values whose grace period is over at `now`, and the ring without them.
+    pub fn without_ended_grace(&self, now: UnixMillis) -> (KeyRing, Vec<RetiringKey>) {
+        let mut ring = self.clone();
+        let (ended, kept) = self.retiring.iter().cloned().partition(|k| k.until <= now);
+        ring.retiring = kept;
+        (ring, ended)
+    }
+
+    /// Keys that may verify an access token now: primary, secondary, then old values whose grace
+    /// has not ended.
+    pub fn candidates(&self, now: UnixMillis) -> Vec<Candidate<'_>> {
+        let mut keys = vec![
+            Candidate {
+                slot: KeySlot::Primary,
+                key: self.primary.value.expose().as_bytes(),
+                retiring: false,
+            },
+            Candidate {
+                slot: KeySlot::Secondary,
+                key: self.secondary.value.expose().as_bytes(),
+                retiring: false,
+            },
+        ];
+        keys.extend(
+            self.retiring
+                .iter()
+                .filter(|k| k.until > now)
+                .map(|k| Candidate {
+                    slot: k.slot,
+                    key: k.value.expose().as_bytes(),
+                    retiring: true,
+                }),
+        );
+        keys
+    }
+
+    /// The requirement on a slot's current key, if any.
+    pub fn requirement(&self, slot: KeySlot) -> Option<&RotationRequirement> {
+        self.requirements
+            .iter()
+            .find(|r| r.slot == slot && r.version == self.slot(slot).version)
+    }
+
+    /// The requirement whose deadline has passed, disabling the slot's current key.
+    pub fn disabled(&self, slot: KeySlot, now: UnixMillis) -> Option<&RotationRequirement> {
+        self.requirement(slot).filter(|r| now >= r.deadline)
+    }
+
+    /// The ring as the store keeps it.
+    pub fn rows(&self) -> RingRows<'_> {
+        RingRows {
+            slots: KeySlot::ALL.map(|slot| (slot, self.slot(slot))),
+            requirements: &self.requirements,
+            retiring: &self.retiring,
+        }
+    }
+
+    /// The `listKeys` / `key show` shape for a public endpoint.
+    pub fn web_pub_sub_keys(&self, endpoint: &str) -> WebPubSubKeys {
+        WebPubSubKeys {
+            primary_key: self.primary.value.expose().to_string(),
+            secondary_key: self.secondary.value.expose().to_string(),
+            primary_connection_string: ConnectionString::render(
+                endpoint,
+                self.primary.value.expose(),
+            ),
+            secondary_connection_string: ConnectionString::render(
+                endpoint,
+                self.secondary.value.expose(),
+            ),
+        }
+    }
+}
