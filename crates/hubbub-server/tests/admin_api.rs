@@ -184,7 +184,7 @@ async fn the_audit_log_records_who_and_from_where_without_key_material() {
     let t = TestServer::start().await;
     let before = t.key(KeySlot::Primary);
     t.regenerate("Primary").await;
-    let page: Value = t.admin_get("/admin/audit").await.json().await.unwrap();
+    let page = t.admin_json("/admin/audit").await;
     let events = page["value"].as_array().unwrap();
     assert_eq!(
         events.len(),
@@ -212,15 +212,10 @@ async fn the_audit_log_records_who_and_from_where_without_key_material() {
         assert!(!text.contains(&secret), "no key material in the audit log");
     }
     // Paging.
-    let first: Value = t
-        .admin_get("/admin/audit?limit=3")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first = t.admin_json("/admin/audit?limit=3").await;
     assert_eq!(first["value"].as_array().unwrap().len(), 3);
     let next = first["nextLink"].as_str().unwrap().to_string();
-    let second: Value = t.admin_get(&next).await.json().await.unwrap();
+    let second = t.admin_json(&next).await;
     assert_eq!(second["value"].as_array().unwrap().len(), 1);
     assert!(second.get("nextLink").is_none());
     assert_eq!(t.admin_get("/admin/audit?limit=0").await.status(), 400);

@@ -4,100 +4,16 @@
 
 mod common;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use common::app_server::{allow_origin, AppServer, Behaviour, Recorded};
 use common::{next_json, send_json, TestServer};
 use hubbub_proto::keys::KeySlot;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const JSON: &str = "json.webpubsub.azure.v1";
-
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: Method,
-    path: String,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Recorded {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-type Behaviour = Arc<dyn Fn(&Recorded) -> Response + Send + Sync>;
-
-/// An app server on 127.0.0.1 that records every request and answers with `behaviour`.
-struct AppServer {
-    url: String,
-    seen: Arc<Mutex<Vec<Recorded>>>,
-}
-
-impl AppServer {
-    async fn start(behaviour: Behaviour) -> Self {
-        let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
-        let record = Arc::clone(&seen);
-        let app = axum::Router::new().fallback(
-            move |method: Method, uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-                let record = Arc::clone(&record);
-                let behaviour = Arc::clone(&behaviour);
-                async move {
-                    let request = Recorded {
-                        method,
-                        path: uri.path().to_string(),
-                        headers,
-                        body,
-                    };
-                    let response = behaviour(&request);
-                    record.lock().unwrap().push(request);
-                    response
-                }
-            },
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, seen }
-    }
-
-    fn posts(&self) -> Vec<Recorded> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.method == Method::POST)
-            .cloned()
-            .collect()
-    }
-
-    fn events(&self, event: &str) -> Vec<Recorded> {
-        self.posts()
-            .into_iter()
-            .filter(|r| r.header("ce-eventName") == Some(event))
-            .collect()
-    }
-
-    async fn wait_for(&self, event: &str, count: usize) -> Vec<Recorded> {
-        assert!(
-            common::eventually(Duration::from_secs(10), || async {
-                self.events(event).len() >= count
-            })
-            .await,
-            "{count} '{event}' events expected, got {}",
-            self.events(event).len()
-        );
-        self.events(event)
-    }
-}
-
-/// The abuse-protection answer the official middlewares give.
-fn allow_origin() -> Response {
-    (StatusCode::OK, [("WebHook-Allowed-Origin", "*")]).into_response()
-}
 
 /// A typical app: connect sets the user, a group, a role and state; user events echo with a
 /// counter kept in the connection state.
@@ -216,12 +132,11 @@ async fn connect_sets_identity_groups_roles_and_state_and_events_round_trip() {
 
     // The group and role from the connect response.
     let status = t
-        .http
-        .head(t.public_url("/api/hubs/chat/groups/app-group?api-version=2024-12-01"))
-        .bearer_auth(t.rest_token(
+        .rest_request(
+            Method::HEAD,
             &t.key(KeySlot::Primary),
             "/api/hubs/chat/groups/app-group?api-version=2024-12-01",
-        ))
+        )
         .send()
         .await
         .unwrap()
@@ -285,9 +200,7 @@ async fn connect_sets_identity_groups_roles_and_state_and_events_round_trip() {
     // A REST close: the app hears why.
     let path = format!("/api/hubs/chat/connections/{id}?reason=done%20here&api-version=2024-12-01");
     let response = t
-        .http
-        .delete(t.public_url(&path))
-        .bearer_auth(t.rest_token(&t.key(KeySlot::Primary), &path))
+        .rest_request(Method::DELETE, &t.key(KeySlot::Primary), &path)
         .send()
         .await
         .unwrap();
@@ -344,12 +257,7 @@ async fn a_handler_that_refuses_the_origin_gets_no_events_and_the_failure_is_vis
     );
     assert_eq!(options[0].header("ce-awpsversion"), Some("1.0"));
     assert!(app.posts().is_empty(), "no events after a failed handshake");
-    let problems: Value = t
-        .admin_get("/admin/event-handlers")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let problems = t.admin_json("/admin/event-handlers").await;
     let reason = problems[0]["reason"].as_str().unwrap();
     assert!(
         reason.contains("abuse protection") && reason.contains("localhost"),
@@ -422,9 +330,7 @@ async fn connect_answers_decide_the_upgrade() {
         }
         let path = "/api/hubs/hub/users/u?api-version=2024-12-01";
         let exists = t
-            .http
-            .head(t.public_url(path))
-            .bearer_auth(t.rest_token(&t.key(KeySlot::Primary), path))
+            .rest_request(Method::HEAD, &t.key(KeySlot::Primary), path)
             .send()
             .await
             .unwrap()
@@ -535,7 +441,7 @@ async fn anonymous_connections_follow_the_hub_policy() {
     // Settings persist across a restart.
     let t = t.restart().await;
     assert!(t.ws_connect("/client/hubs/open", Some(JSON)).await.is_ok());
-    let shown: Value = t.admin_get("/admin/hubs/open").await.json().await.unwrap();
+    let shown = t.admin_json("/admin/hubs/open").await;
     assert_eq!(shown["properties"]["anonymousConnectPolicy"], "allow");
 }
 

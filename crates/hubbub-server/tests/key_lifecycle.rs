@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// The audit log's event names, oldest first.
 async fn audit_events(t: &TestServer) -> Vec<String> {
-    let audit: Value = t.admin_get("/admin/audit").await.json().await.unwrap();
+    let audit = t.admin_json("/admin/audit").await;
     audit["value"]
         .as_array()
         .unwrap()
@@ -39,7 +39,7 @@ async fn usage_moves_with_rest_calls_and_connections_per_slot_and_survives_a_res
     let (_ws, _) = t
         .json_client("hub", &token, "json.webpubsub.azure.v1")
         .await;
-    let usage: Value = t.admin_get("/admin/keys/usage").await.json().await.unwrap();
+    let usage = t.admin_json("/admin/keys/usage").await;
     assert_eq!(usage["secondary"]["restRequests"], 3);
     assert_eq!(usage["secondary"]["restRequestsLastHour"], 3);
     assert_eq!(usage["secondary"]["clientConnections"], 0);
@@ -48,11 +48,11 @@ async fn usage_moves_with_rest_calls_and_connections_per_slot_and_survives_a_res
     assert_eq!(usage["primary"]["usesLast15Minutes"], 2);
     assert!(usage["primary"]["lastUsedAt"].is_string());
     let t = t.restart().await;
-    let after: Value = t.admin_get("/admin/keys/usage").await.json().await.unwrap();
+    let after = t.admin_json("/admin/keys/usage").await;
     assert_eq!(after, usage, "saved at shutdown, loaded at start");
     // An hour later the window is empty, the totals remain.
     t.clock.advance_secs(3601);
-    let later: Value = t.admin_get("/admin/keys/usage").await.json().await.unwrap();
+    let later = t.admin_json("/admin/keys/usage").await;
     assert_eq!(
         (
             later["secondary"]["restRequests"].as_u64(),
@@ -182,7 +182,7 @@ async fn a_grace_period_keeps_the_old_key_verifying_until_it_ends() {
         202,
         "the old key still verifies during the grace period"
     );
-    let metrics = t.admin_get("/metrics").await.text().await.unwrap();
+    let metrics = t.admin_text("/metrics").await;
     assert!(
         metrics.contains("hubbub_key_retiring{slot=\"primary\"} 1"),
         "{metrics}"
@@ -260,7 +260,7 @@ async fn metrics_show_key_state_and_usage_without_secrets() {
         .await;
     let unauthenticated = t.http.get(t.admin_url("/metrics")).send().await.unwrap();
     assert_eq!(unauthenticated.status(), 401);
-    let text = t.admin_get("/metrics").await.text().await.unwrap();
+    let text = t.admin_text("/metrics").await;
     for line in [
         "hubbub_key_rotation_required{slot=\"primary\"} 1",
         "hubbub_key_rotation_required{slot=\"secondary\"} 0",
@@ -291,24 +291,23 @@ async fn metrics_show_key_state_and_usage_without_secrets() {
 #[tokio::test]
 async fn rotation_notices_go_to_a_signed_webhook_once_and_are_retried_when_it_is_down() {
     use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use common::app_server::{AppServer, Recorded};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     let received: Arc<Mutex<Vec<(HeaderMap, String)>>> = Arc::default();
     let calls = Arc::new(AtomicUsize::new(0));
     let (record, count) = (Arc::clone(&received), Arc::clone(&calls));
-    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: String| {
-        let (record, count) = (Arc::clone(&record), Arc::clone(&count));
-        async move {
-            if count.fetch_add(1, Ordering::SeqCst) == 0 {
-                return StatusCode::SERVICE_UNAVAILABLE;
-            }
-            record.lock().unwrap().push((headers, body));
-            StatusCode::OK
+    let webhook = AppServer::start(Arc::new(move |request: &Recorded| {
+        if count.fetch_add(1, Ordering::SeqCst) == 0 {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks/hubbub", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let body = String::from_utf8_lossy(&request.body).into_owned();
+        record.lock().unwrap().push((request.headers.clone(), body));
+        StatusCode::OK.into_response()
+    }))
+    .await;
+    let url = format!("{}/hooks/hubbub", webhook.url);
     let secret = "a-webhook-secret-of-some-length";
     let t = TestServer::start_with(Settings {
         maintenance_interval_ms: Some(20),
@@ -335,7 +334,7 @@ async fn rotation_notices_go_to_a_signed_webhook_once_and_are_retried_when_it_is
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    let notices: Value = t.admin_get("/admin/notices").await.json().await.unwrap();
+    let notices = t.admin_json("/admin/notices").await;
     assert_eq!(
         (
             notices[0]["status"].as_str(),
@@ -393,7 +392,7 @@ async fn rotation_notices_go_to_a_signed_webhook_once_and_are_retried_when_it_is
         ]),
         "{events:?}"
     );
-    let metrics = t.admin_get("/metrics").await.text().await.unwrap();
+    let metrics = t.admin_text("/metrics").await;
     assert!(
         metrics.contains("hubbub_notices{status=\"sent\"} 1"),
         "{metrics}"

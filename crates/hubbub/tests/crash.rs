@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Hubbub;
+use common::{get_json, Hubbub};
 use serde_json::Value;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -56,15 +56,7 @@ async fn acknowledged_regenerations_survive_kill_9_at_any_moment() {
         let admin = server.admin_url();
 
         // What the server holds now must include every acknowledged change.
-        let shown: Value = http
-            .get(format!("{admin}/admin/keys"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let shown = get_json(&http, &format!("{admin}/admin/keys"), Some(&token)).await;
         for (i, slot) in slots.iter().enumerate() {
             let version = shown[slot]["version"].as_u64().unwrap();
             assert!(

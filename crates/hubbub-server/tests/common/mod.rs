@@ -2,6 +2,8 @@
 //! directory and a controllable clock, and offers the requests tests need.
 #![allow(dead_code)]
 
+pub mod app_server;
+
 use hubbub_proto::jwt;
 use hubbub_server::clock::{Clock, ManualClock};
 use hubbub_server::{Config, RunningServer, Settings};
@@ -155,6 +157,18 @@ impl TestServer {
         self.send_to_all("chat", &token).await.status().as_u16()
     }
 
+    /// A request to the public listener with a REST token signed by `key` for it.
+    pub fn rest_request(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        path_and_query: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.public_url(path_and_query))
+            .bearer_auth(self.rest_token(key, path_and_query))
+    }
+
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(self.admin_url(path))
@@ -162,6 +176,33 @@ impl TestServer {
             .send()
             .await
             .expect("admin request sent")
+    }
+
+    /// `GET url` with a bearer token: the body as JSON.
+    pub async fn get_json(&self, url: &str, token: &str) -> Value {
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent");
+        response.json().await.expect("a JSON body")
+    }
+
+    /// `GET` on the admin API: the body as JSON.
+    pub async fn admin_json(&self, path: &str) -> Value {
+        self.get_json(&self.admin_url(path), &self.admin_token())
+            .await
+    }
+
+    /// `GET` on the admin API: the body as text.
+    pub async fn admin_text(&self, path: &str) -> String {
+        self.admin_get(path)
+            .await
+            .text()
+            .await
+            .expect("a text body")
     }
 
     pub async fn admin_post(&self, path: &str, body: Value) -> reqwest::Response {

@@ -161,3 +161,17 @@ pub fn stdout_json(output: &Output) -> serde_json::Value {
     );
     serde_json::from_slice(&output.stdout).expect("JSON on stdout")
 }
+
+/// `GET url`, with a bearer token when given: the body as JSON.
+pub async fn get_json(
+    http: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+) -> serde_json::Value {
+    let mut request = http.get(url);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("GET request sent");
+    response.json().await.expect("a JSON body")
+}

@@ -1,0 +1,95 @@
+//! Keys across nodes: a regeneration on one node is enforced on every node within a second, and
+//! concurrent regenerations on two nodes all take effect and converge.
+
+use crate::support::{cluster, converged, primary_regenerations, Nats, SERIAL};
+use std::time::{Duration, Instant};
+
+/// The value at fraction `p` (0 to 1) of a sorted sample.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regeneration_on_one_node_is_enforced_on_every_node_within_a_second() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let [a, b, c] = cluster(&nats);
+    let (mut old, _) = converged(&[&a, &b, &c]).await;
+    const ROUNDS: usize = 20;
+    let mut refused_everywhere = Vec::new();
+    for round in 0..ROUNDS {
+        assert_eq!(a.broadcast(&old, "x").await, 202, "round {round}");
+        assert_eq!(c.broadcast(&old, "x").await, 202, "round {round}");
+        let started = Instant::now();
+        let (status, body) = b.regenerate("Primary").await;
+        assert_eq!(status, 200, "{body}");
+        let new = body["primaryKey"].as_str().unwrap().to_string();
+        assert_eq!(b.broadcast(&old, "x").await, 401, "refused at once on B");
+        let (mut on_a, mut on_c) = (None, None);
+        while on_a.is_none() || on_c.is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "round {round}: old key still accepted after 5 s (A: {on_a:?}, C: {on_c:?})"
+            );
+            if on_a.is_none() && a.broadcast(&old, "x").await == 401 {
+                on_a = Some(started.elapsed());
+            }
+            if on_c.is_none() && c.broadcast(&old, "x").await == 401 {
+                on_c = Some(started.elapsed());
+            }
+        }
+        assert_eq!(a.broadcast(&new, "x").await, 202);
+        assert_eq!(c.broadcast(&new, "x").await, 202);
+        refused_everywhere.push(on_a.unwrap().max(on_c.unwrap()));
+        old = new;
+    }
+    refused_everywhere.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "rotation propagation over {ROUNDS} regenerations on B, until the old key is refused on A and C (from the start of the admin call): min {:.1} ms, median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        ms(refused_everywhere[0]),
+        ms(percentile(&refused_everywhere, 0.5)),
+        ms(percentile(&refused_everywhere, 0.9)),
+        ms(refused_everywhere[ROUNDS - 1]),
+    );
+    let worst = refused_everywhere[ROUNDS - 1];
+    assert!(worst < Duration::from_secs(1), "the slowest took {worst:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_regenerations_on_two_nodes_all_take_effect_and_converge() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let [a, b, c] = cluster(&nats);
+    let (_, before) = converged(&[&a, &b, &c]).await;
+    const ROUNDS: u64 = 5;
+    for _ in 0..ROUNDS {
+        let ((sa, ka), (sb, kb)) = tokio::join!(a.regenerate("Primary"), b.regenerate("Primary"));
+        assert_eq!((sa, sb), (200, 200), "{ka} {kb}");
+        assert_ne!(ka["primaryKey"], kb["primaryKey"]);
+    }
+    let (key, version) = converged(&[&a, &b, &c]).await;
+    assert_eq!(
+        version,
+        before + 2 * ROUNDS,
+        "every regeneration took effect"
+    );
+    for node in [&a, &b, &c] {
+        assert_eq!(node.broadcast(&key, "x").await, 202, "node {}", node.id);
+    }
+    // Each node's audit log holds every regeneration, copied from the cluster's stream.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let audit = c.audit().await;
+        let regenerated = primary_regenerations(&audit);
+        if regenerated as u64 == 2 * ROUNDS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node c's audit log has {regenerated} primary regenerations: {audit}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
