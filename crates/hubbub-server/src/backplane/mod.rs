@@ -151,7 +151,7 @@ impl Backplane {
     /// A session restored here from another node (sends by its id reach it here now).
     pub fn session_arrived(&self, id: &str) {
         if let Backplane::Nats(cluster) = self {
-            cluster.bus.moved().forget(id);
+            cluster.moved.forget(id);
         }
     }
 
@@ -163,9 +163,9 @@ impl Backplane {
         &self,
         keys: &Keys,
         plan: F,
-    ) -> Result<(Arc<KeyRing>, Option<crate::keys::changes::Planned>), SharedError>
+    ) -> Result<(Arc<KeyRing>, Option<crate::keys::Planned>), SharedError>
     where
-        F: FnMut(&KeyRing) -> Option<crate::keys::changes::Planned> + Send + 'static,
+        F: FnMut(&KeyRing) -> Option<crate::keys::Planned> + Send + 'static,
     {
         match self {
             Backplane::Local => {

@@ -3,11 +3,31 @@
 //! reading and only pushes into outboxes, which never blocks.
 
 use super::connection::{CloseRequest, Connection, CLOSE_NORMAL, CLOSE_POLICY};
-use super::delivery::Target;
 use super::filter::{Filter, FilterSubject};
 use super::message::Outgoing;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Whom a message, a close or a question is for within a hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to", content = "name", rename_all = "camelCase")]
+pub enum Target {
+    All,
+    Group(String),
+    User(String),
+    Connection(String),
+}
+
+impl Target {
+    /// The connection id of a target that is one connection.
+    pub fn connection_id(&self) -> Option<&str> {
+        match self {
+            Target::Connection(id) => Some(id),
+            _ => None,
+        }
+    }
+}
 
 /// What this node's connections need, reported as it changes: a backplane that subscribes to
 /// other nodes' messages by interest follows it.

@@ -7,7 +7,7 @@
 use crate::backplane::{Backplane, SharedError};
 use crate::clock::UnixMillis;
 use crate::error::ApiError;
-use crate::keys::{KeyRing, Keys};
+use crate::keys::{KeyRing, Keys, Planned};
 use crate::secret::Secret;
 use crate::store::{AuditEvent, RetiringKey, RotationRequirement, StoreError};
 use axum::http::StatusCode;
@@ -78,14 +78,6 @@ impl Origin {
             source: None,
         }
     }
-}
-
-/// What a change did: the next ring, the events that record it, the old values it ended.
-#[derive(Debug, Clone)]
-pub struct Planned {
-    pub ring: KeyRing,
-    pub events: Vec<AuditEvent>,
-    pub ended: Vec<RetiringKey>,
 }
 
 /// A change applied: the ring now in force on this node, and the old values it ended.

@@ -17,7 +17,7 @@ pub mod notices;
 pub mod ring;
 pub mod usage;
 
-pub use ring::{Candidate, KeyRing, SlotKey, ACCESS_SLOTS};
+pub use ring::{Candidate, KeyRing, Planned, SlotKey, ACCESS_SLOTS};
 
 use crate::clock::SharedClock;
 use crate::store::{AuditEvent, Instance, Store, StoreError};

@@ -4,7 +4,7 @@
 
 use crate::clock::UnixMillis;
 use crate::secret::Secret;
-use crate::store::{RetiringKey, RingRows, RotationRequirement, StoredSlot};
+use crate::store::{AuditEvent, RetiringKey, RingRows, RotationRequirement, StoredSlot};
 use hubbub_proto::connection_string::ConnectionString;
 use hubbub_proto::keys::{KeySlot, WebPubSubKeys};
 
@@ -21,6 +21,15 @@ pub struct KeyRing {
     pub requirements: Vec<RotationRequirement>,
     /// Old access-key values still accepted for verification.
     pub retiring: Vec<RetiringKey>,
+}
+
+/// What a key change makes of a ring: the next ring, the audit events that record the change,
+/// and the old values it ended.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub ring: KeyRing,
+    pub events: Vec<AuditEvent>,
+    pub ended: Vec<RetiringKey>,
 }
 
 /// The access-key slots, in the order tokens are tried.

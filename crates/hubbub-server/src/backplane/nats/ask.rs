@@ -3,7 +3,7 @@
 //! connection id, or the nodes subscribed to a user's, a group's or the hub's subject), and
 //! their answers are gathered with bounded time: never more than [`ASK_TIMEOUT`].
 
-use super::bus::{self, Kind};
+use super::routing::{group_subject, hub_subject, node_subject, user_subject, Kind};
 use super::Cluster;
 use crate::dataplane::delivery::Target;
 use crate::dataplane::ops::{Answer, Question};
@@ -22,10 +22,10 @@ fn subject(question: &Question, own_node: &str) -> Option<String> {
     match question.ask.target() {
         Target::Connection(id) => Cluster::node_of(&id)
             .filter(|node| *node != own_node)
-            .map(|node| bus::node_subject(node, Kind::Ask)),
-        Target::User(user) => Some(bus::user_subject(hub, &user, Kind::Ask)),
-        Target::Group(group) => Some(bus::group_subject(hub, &group, Kind::Ask)),
-        Target::All => Some(bus::hub_subject(hub, Kind::Ask)),
+            .map(|node| node_subject(node, Kind::Ask)),
+        Target::User(user) => Some(user_subject(hub, &user, Kind::Ask)),
+        Target::Group(group) => Some(group_subject(hub, &group, Kind::Ask)),
+        Target::All => Some(hub_subject(hub, Kind::Ask)),
     }
 }
 
@@ -37,8 +37,8 @@ impl Cluster {
         let subject = subject(question, &self.node_id).or_else(|| {
             // About a connection of this node that is not here: its session may have moved on.
             let id = question.ask.connection_id()?;
-            let node = self.bus.moved().get(id)?;
-            (*node != *self.node_id).then(|| bus::node_subject(&node, Kind::Ask))
+            let node = self.moved.get(id)?;
+            (*node != *self.node_id).then(|| node_subject(&node, Kind::Ask))
         });
         let Some(subject) = subject else {
             return Vec::new();
@@ -85,6 +85,21 @@ impl Cluster {
     }
 }
 
+/// One request to one node's subject, answered by one node (or by nobody within
+/// [`ASK_TIMEOUT`]).
+pub(crate) async fn request(
+    client: &async_nats::Client,
+    node: &str,
+    question: &Question,
+) -> Option<Answer> {
+    let payload: bytes::Bytes = serde_json::to_vec(question).ok()?.into();
+    let subject = node_subject(node, Kind::Ask);
+    match tokio::time::timeout(ASK_TIMEOUT, client.request(subject, payload)).await {
+        Ok(Ok(reply)) => serde_json::from_slice(&reply.payload).ok(),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,13 +112,13 @@ mod tests {
         assert_eq!(subject(&own, "a"), None, "this node answered already");
         assert_eq!(
             subject(&own, "b").as_deref(),
-            Some(bus::node_subject("a", Kind::Ask).as_str())
+            Some(node_subject("a", Kind::Ask).as_str())
         );
         let no_node = q(Ask::ConnectionExists { id: "1234".into() });
         assert_eq!(subject(&no_node, "b"), None);
         assert_eq!(
             subject(&q(Ask::UserExists { user: "u".into() }), "a"),
-            Some(bus::user_subject("chat", "u", Kind::Ask))
+            Some(user_subject("chat", "u", Kind::Ask))
         );
         let list = q(Ask::ListGroup {
             group: "g".into(),
@@ -112,7 +127,7 @@ mod tests {
         });
         assert_eq!(
             subject(&list, "a"),
-            Some(bus::group_subject("chat", "g", Kind::Ask))
+            Some(group_subject("chat", "g", Kind::Ask))
         );
         let close_all = q(Ask::Close {
             scope: Target::All,
@@ -121,12 +136,9 @@ mod tests {
         });
         assert_eq!(
             subject(&close_all, "a"),
-            Some(bus::hub_subject("chat", Kind::Ask))
+            Some(hub_subject("chat", Kind::Ask))
         );
         let forget = q(Ask::Forget { id: "a-1".into() });
-        assert_eq!(
-            subject(&forget, "b"),
-            Some(bus::node_subject("a", Kind::Ask))
-        );
+        assert_eq!(subject(&forget, "b"), Some(node_subject("a", Kind::Ask)));
     }
 }

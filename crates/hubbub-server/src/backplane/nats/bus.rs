@@ -3,37 +3,21 @@
 //! theirs. Subjects carry hashes of hub, group and user names (names may hold `.`, `*`, `>` or
 //! spaces, which NATS subjects cannot):
 //!
-//! | subjects (`<kind>`: `m` message, `q` question) | who subscribes (`<kind>` as `*`) |
-//! |---|---|
-//! | `hubbub.h.<hub>.<kind>` | nodes with a connection to the hub, ever |
-//! | `hubbub.g.<hub>.<group>.<kind>` | nodes with a member of the group, while they have one |
-//! | `hubbub.u.<hub>.<user>.<kind>` | nodes with a connection of the user, while they have one |
-//! | `hubbub.n.<node id>.<kind>` | that node: sends to and questions about its connections (passed on for reliable sessions it handed over, see [`super::handover`]) |
-//!
-//! Questions ([`super::ask`]) travel on the same subscriptions as messages, so a node answers
-//! for exactly the hubs, groups and users it has connections of.
-//!
-//! The hub tells the bus when a group or user gains its first or loses its last local
-//! connection ([`Interest`]); one task turns that into subscriptions, in order. The NATS
-//! connection is opened with `no_echo`, so a node never receives what it published itself.
-//!
 //! The envelope is `[1][header length: u32 BE][header JSON][payload]`: the payload travels as
 //! received, and each node encodes it once for its own connections.
 
+use super::routing::{group_subject, hub_subject, node_subject, user_subject, Kind, Moved};
 use crate::backplane::Node;
 use crate::dataplane::delivery::{self, Delivered, Delivery, Target};
 use crate::dataplane::filter::Filter;
 use crate::dataplane::hub::{Hubs, Interest};
 use crate::dataplane::message::Outgoing;
 use crate::dataplane::ops::{Answer, Ask, Question};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use hubbub_proto::client_protocol::DataType;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,47 +32,6 @@ const ENVELOPE_VERSION: u8 = 1;
 pub const INTEREST_WAIT: Duration = Duration::from_secs(2);
 /// Interest changes applied before one flush to the server.
 const INTEREST_BATCH: usize = 1024;
-
-/// A subject token for a name: 120 bits of its SHA-256, base64url (20 characters).
-fn token(name: &str) -> String {
-    let digest = Sha256::digest(name.as_bytes());
-    URL_SAFE_NO_PAD.encode(&digest[..15])
-}
-
-/// What travels on a subject: a message for clients, or a question for the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Message,
-    Ask,
-    /// `*`: both, for subscriptions.
-    Any,
-}
-
-impl Kind {
-    fn token(self) -> &'static str {
-        match self {
-            Kind::Message => "m",
-            Kind::Ask => "q",
-            Kind::Any => "*",
-        }
-    }
-}
-
-pub fn hub_subject(hub: &str, kind: Kind) -> String {
-    format!("hubbub.h.{}.{}", token(hub), kind.token())
-}
-
-pub fn group_subject(hub: &str, group: &str, kind: Kind) -> String {
-    format!("hubbub.g.{}.{}.{}", token(hub), token(group), kind.token())
-}
-
-pub fn user_subject(hub: &str, user: &str, kind: Kind) -> String {
-    format!("hubbub.u.{}.{}.{}", token(hub), token(user), kind.token())
-}
-
-pub fn node_subject(node: &str, kind: Kind) -> String {
-    format!("hubbub.n.{node}.{}", kind.token())
-}
 
 /// The subject (all kinds) an interest change is about, and whether it is wanted now.
 fn interest_subject(interest: &Interest) -> (String, bool) {
@@ -215,7 +158,7 @@ struct Dispatch {
     /// Set once the node is served; cleared at shutdown (it holds the cluster itself).
     node: std::sync::RwLock<Option<Arc<dyn Node>>>,
     /// Reliable sessions this node handed over, and where they went.
-    moved: super::handover::Moved,
+    moved: Arc<Moved>,
     /// The largest message the NATS server takes.
     max_payload: usize,
 }
@@ -266,7 +209,7 @@ impl Dispatch {
                     // A connection that is not here: if its session moved on, ask there.
                     if let Some(node) = self.moved.get(id).filter(|n| **n != *self.node_id) {
                         if let Some(relayed) =
-                            super::handover::request(&self.client, &node, &question).await
+                            super::ask::request(&self.client, &node, &question).await
                         {
                             if let Ask::Handover { to, .. } = &question.ask {
                                 if relayed.session.is_some() {
@@ -302,12 +245,13 @@ impl Bus {
         client: async_nats::Client,
         node_id: Arc<str>,
         hubs: Arc<Hubs>,
+        moved: Arc<Moved>,
         shutdown: CancellationToken,
     ) -> Result<Self, String> {
         let stats = Arc::new(BusStats::default());
         let dispatch = Arc::new(Dispatch {
             node_id: Arc::clone(&node_id),
-            moved: Default::default(),
+            moved,
             hubs: Arc::clone(&hubs),
             stats: Arc::clone(&stats),
             client: client.clone(),
@@ -354,11 +298,6 @@ impl Bus {
     /// Waits (bounded) until the subscriptions of this node's interest so far are in place.
     pub fn settling(&self) -> BoxFuture<'static, ()> {
         self.sink.settling()
-    }
-
-    /// Reliable sessions this node handed over, and where they went.
-    pub fn moved(&self) -> &super::handover::Moved {
-        &self.dispatch.moved
     }
 
     /// The largest message the NATS server takes.
@@ -555,24 +494,6 @@ async fn manage(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn subjects_are_safe_whatever_the_names() {
-        for name in ["a.b", "*", ">", "with space", "g\u{e9}", &"x".repeat(1024)] {
-            let subject = group_subject("hub.x", name, Kind::Message);
-            let tokens: Vec<&str> = subject.split('.').collect();
-            assert_eq!(tokens.len(), 5, "{subject}");
-            assert!(tokens.iter().all(|t| !t.is_empty()
-                && t.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')));
-        }
-        let m = Kind::Message;
-        assert_ne!(group_subject("h", "a", m), group_subject("h", "b", m));
-        assert_ne!(group_subject("h", "a", m), user_subject("h", "a", m));
-        assert_eq!(hub_subject("chat", m), hub_subject("chat", m));
-        assert!(group_subject("h", "a", Kind::Any).ends_with(".*"));
-        assert!(group_subject("h", "a", Kind::Ask).ends_with(".q"));
-    }
 
     #[test]
     fn the_envelope_round_trips_and_refuses_garbage() {

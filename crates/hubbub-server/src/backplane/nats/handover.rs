@@ -13,44 +13,12 @@
 //! and questions on; the entry goes when the session ends (the node that ends it tells the node
 //! named in the id) or when that node restarts.
 
-use super::ask::ASK_TIMEOUT;
-use super::bus::{self, Kind};
+use super::ask::request;
+use super::routing::{node_subject, Kind, Moved};
 use super::Cluster;
 use crate::backplane::Node;
 use crate::dataplane::ops::{Answer, Ask, Question};
 use crate::dataplane::session::{self, Session, Taken};
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-/// Where sessions that left this node went: connection id → node id.
-#[derive(Debug, Default)]
-pub struct Moved(Mutex<HashMap<String, String>>);
-
-impl Moved {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn get(&self, id: &str) -> Option<String> {
-        self.map().get(id).cloned()
-    }
-
-    pub fn set(&self, id: &str, node: &str) {
-        self.map().insert(id.to_string(), node.to_string());
-    }
-
-    pub fn forget(&self, id: &str) {
-        self.map().remove(id);
-    }
-
-    pub fn len(&self) -> usize {
-        self.map().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// On the node holding a session: gives it up to node `to` (answering a handover question).
 /// Not `ok` when this node has no such reliable session, or it would not fit in one NATS message
@@ -94,27 +62,11 @@ pub(super) fn give(
     }
 }
 
-/// One request to one node's subject, answered by one node (or by nobody within
-/// [`ASK_TIMEOUT`]).
-pub(crate) async fn request(
-    client: &async_nats::Client,
-    node: &str,
-    question: &Question,
-) -> Option<Answer> {
-    let payload: bytes::Bytes = serde_json::to_vec(question).ok()?.into();
-    let subject = bus::node_subject(node, Kind::Ask);
-    match tokio::time::timeout(ASK_TIMEOUT, client.request(subject, payload)).await {
-        Ok(Ok(reply)) => serde_json::from_slice(&reply.payload).ok(),
-        _ => None,
-    }
-}
-
 impl Cluster {
     /// The node that had a session last, as far as this node knows: where it sent it, or the
     /// node named in its id. `None` when that is this node (or the id names no node).
     fn holder_of(&self, id: &str) -> Option<String> {
-        self.bus
-            .moved()
+        self.moved
             .get(id)
             .or_else(|| Self::node_of(id).map(str::to_owned))
             .filter(|node| *node != *self.node_id)
@@ -150,26 +102,9 @@ impl Cluster {
             return;
         };
         let client = self.client.clone();
-        let subject = bus::node_subject(node, Kind::Ask);
+        let subject = node_subject(node, Kind::Ask);
         tokio::spawn(async move {
             let _ = client.publish(subject, payload.into()).await;
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forward_entries() {
-        let moved = Moved::default();
-        assert!(moved.is_empty());
-        moved.set("a-1", "b");
-        assert_eq!(moved.get("a-1").as_deref(), Some("b"));
-        moved.set("a-1", "c");
-        assert_eq!(moved.get("a-1").as_deref(), Some("c"));
-        moved.forget("a-1");
-        assert!(moved.get("a-1").is_none());
     }
 }

@@ -13,6 +13,7 @@
 //! | [`ask`] | management operations across nodes: existence, membership, close, list, permissions |
 //! | [`notices`] | rotation notices claimed in the `hubbub_notices` bucket, so one node sends each |
 //! | [`handover`] | reliable sessions moving to the node their client recovered on |
+//! | [`routing`] | subjects of hubs, groups, users and nodes; forward entries of moved sessions |
 
 pub mod ask;
 pub mod audit;
@@ -21,11 +22,12 @@ pub mod handover;
 pub mod hubs;
 pub mod notices;
 pub mod ring;
+pub mod routing;
 pub mod usage;
 
 use crate::backplane::SharedError;
 use crate::dataplane::hub::Hubs;
-use crate::keys::changes::Planned;
+use crate::keys::Planned;
 use crate::keys::{KeyRing, Keys};
 use crate::store::StoreError;
 use async_nats::jetstream;
@@ -349,6 +351,8 @@ pub struct Cluster {
     pub(crate) settled_notices: std::sync::Mutex<std::collections::HashSet<String>>,
     pub(crate) audit: audit::AuditLog,
     pub bus: bus::Bus,
+    /// Reliable sessions this node handed over, and where they went.
+    pub(crate) moved: Arc<routing::Moved>,
     /// Counts (re)connections to NATS, so the node resyncs at once when it comes back.
     reconnects: tokio::sync::watch::Receiver<u64>,
 }
@@ -468,10 +472,12 @@ impl Cluster {
         hubs::adopt(&hubs_kv, hub_settings, keys.clock().now_millis()).await?;
         let audit = audit::AuditLog::new(js.clone(), node_id.clone());
         let node_id: Arc<str> = node_id.into();
+        let moved = Arc::<routing::Moved>::default();
         let bus = bus::Bus::start(
             client.clone(),
             Arc::clone(&node_id),
             Arc::clone(hubs),
+            Arc::clone(&moved),
             shutdown.clone(),
         )
         .await
@@ -489,6 +495,7 @@ impl Cluster {
             settled_notices: Default::default(),
             audit,
             bus,
+            moved,
             reconnects,
         });
         tokio::spawn(ring::watch(Arc::clone(&cluster), shutdown.clone()));
