@@ -7,7 +7,8 @@
 //! | [`keys`] | the key ring, every key change (one seam), usage, the housekeeper, rotation notices, token checks |
 //! | [`dataplane`] | hubs, connections, groups and users; messages, filters, deliveries and management operations on this node's connections |
 //! | [`backplane`] | what the nodes share: deliveries and questions to other nodes, key changes, hub settings, notices; local (one node) or NATS JetStream (a cluster) |
-//! | [`ws`] | the client endpoint: upgrade, subprotocols, one task per socket |
+//! | [`protocols`] | client protocols (json, json.reliable, simple): negotiate, decode a frame, encode a message |
+//! | [`ws`] | the client endpoint: upgrade, authentication, the `connect` event, one task per socket |
 //! | [`api`] | the data-plane REST API under `/api` |
 //! | [`upstream`] | events to app servers (CloudEvents) and the per-hub settings that route them |
 //! | [`admin`] | the admin listener: keys, ARM twins, hub settings, lifecycle, portal, metrics |
@@ -28,6 +29,7 @@ pub mod config;
 pub mod dataplane;
 pub mod error;
 pub mod keys;
+pub mod protocols;
 pub mod secret;
 pub mod server;
 pub mod state;

@@ -2,6 +2,8 @@
 //! outbox its socket writer drains. No socket here: the `ws` module owns that.
 
 use crate::dataplane::message::Outgoing;
+pub use crate::protocols::Protocol;
+use crate::protocols::Reply;
 use axum::extract::ws::{Message, Utf8Bytes};
 use hubbub_proto::roles::Permissions;
 use std::collections::{HashSet, VecDeque};
@@ -26,39 +28,6 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_INTERNAL: u16 = 1011;
-
-/// The wire format a connection speaks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Protocol {
-    Json,
-    JsonReliable,
-    /// No subprotocol: raw frames. In `SendToGroup` mode every frame goes to that group.
-    Simple(SimpleMode),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SimpleMode {
-    SendEvent,
-    SendToGroup(Arc<str>),
-}
-
-impl Protocol {
-    pub fn name(&self) -> Option<&'static str> {
-        match self {
-            Protocol::Json => Some(hubbub_proto::client_protocol::JSON_PROTOCOL),
-            Protocol::JsonReliable => Some(hubbub_proto::client_protocol::JSON_RELIABLE_PROTOCOL),
-            Protocol::Simple(_) => None,
-        }
-    }
-
-    pub fn is_reliable(&self) -> bool {
-        matches!(self, Protocol::JsonReliable)
-    }
-
-    pub fn speaks_json(&self) -> bool {
-        !matches!(self, Protocol::Simple(_))
-    }
-}
 
 /// Why the service closes a connection; the reason travels in `disconnected` messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,46 +181,48 @@ impl Connection {
         if outbox.close.is_some() {
             return;
         }
-        let frame = match &self.protocol {
-            Protocol::Simple(_) => message.simple_frame(),
-            Protocol::Json => message.json_frame(),
-            Protocol::JsonReliable => {
-                let sequence_id = outbox.next_sequence_id;
-                outbox.next_sequence_id += 1;
-                let frame = message.reliable_frame(sequence_id);
-                outbox.unacked_bytes += frame_len(&frame);
-                outbox
-                    .unacked
-                    .push_back((sequence_id, frame.clone(), message.expires_at));
-                if outbox.unacked.len() > MAX_UNACKED_MESSAGES
-                    || outbox.unacked_bytes > MAX_UNACKED_BYTES
-                {
-                    // The session cannot be recovered once its buffer overflowed.
-                    outbox.close = Some(CloseRequest {
-                        code: CLOSE_POLICY,
-                        reason: "SlowClient".into(),
-                        notify: true,
-                    });
-                    drop(outbox);
-                    self.wake.notify_one();
-                    return;
-                }
-                if !outbox.attached {
-                    return;
-                }
-                frame
+        let frame = if !self.protocol.is_reliable() {
+            self.protocol.encode(message, None)
+        } else {
+            let sequence_id = outbox.next_sequence_id;
+            outbox.next_sequence_id += 1;
+            let frame = self.protocol.encode(message, Some(sequence_id));
+            outbox.unacked_bytes += frame_len(&frame);
+            outbox
+                .unacked
+                .push_back((sequence_id, frame.clone(), message.expires_at));
+            if outbox.unacked.len() > MAX_UNACKED_MESSAGES
+                || outbox.unacked_bytes > MAX_UNACKED_BYTES
+            {
+                // The session cannot be recovered once its buffer overflowed.
+                outbox.close = Some(CloseRequest {
+                    code: CLOSE_POLICY,
+                    reason: "SlowClient".into(),
+                    notify: true,
+                });
+                drop(outbox);
+                self.wake.notify_one();
+                return;
             }
+            if !outbox.attached {
+                return;
+            }
+            frame
         };
         self.push_locked(outbox, frame, message.expires_at);
     }
 
-    /// Queues a control frame (ack, pong, system message) for the current socket only.
-    pub fn send_text(&self, text: String) {
+    /// Queues a message of the service's own (ack, pong, connected...) in this connection's
+    /// protocol, for the current socket only; nothing for protocols without such a message.
+    pub fn reply(&self, reply: &Reply<'_>) {
+        let Some(frame) = self.protocol.reply(reply) else {
+            return;
+        };
         let outbox = self.outbox();
         if outbox.close.is_some() || !outbox.attached {
             return;
         }
-        self.push_locked(outbox, Message::Text(Utf8Bytes::from(text)), None);
+        self.push_locked(outbox, frame, None);
     }
 
     fn push_locked(
@@ -424,15 +395,14 @@ impl Connection {
 
     /// A new socket resumes the session: it first gets `first` (the new `connected` message),
     /// then every message not yet acknowledged, in order. Returns the new socket's epoch.
-    pub fn resume(&self, first: String) -> u64 {
+    pub fn resume(&self, first: &Reply<'_>) -> u64 {
+        let first = self.protocol.reply(first);
         let mut outbox = self.outbox();
         outbox.epoch += 1;
         let epoch = outbox.epoch;
         outbox.attached = true;
         outbox.pending.clear();
-        outbox
-            .pending
-            .push_back((Message::Text(Utf8Bytes::from(first)), None));
+        outbox.pending.extend(first.map(|frame| (frame, None)));
         let resend: Vec<(Message, Option<Instant>)> = outbox
             .unacked
             .iter()
@@ -473,7 +443,7 @@ mod tests {
 
     #[test]
     fn reliable_sequence_ids_acks_and_resume() {
-        let c = connection(Protocol::JsonReliable);
+        let c = connection(Protocol::json_reliable());
         for i in 0..3 {
             c.deliver(&Outgoing::server(
                 DataType::Text,
@@ -494,13 +464,13 @@ mod tests {
             "nothing is written while detached"
         );
         assert!(c.still_detached(1));
-        let epoch = c.resume("connected".into());
+        let epoch = c.resume(&Reply::Pong);
         assert_eq!(epoch, 2);
         assert!(c.take_batch(1).is_none(), "the old socket gets nothing");
         assert!(!c.detach(1), "the old socket cannot detach the new one");
         let frames = c.take_batch(2).unwrap().frames;
         let texts: Vec<_> = frames.iter().map(text).collect();
-        assert_eq!(texts[0], "connected");
+        assert_eq!(texts[0], r#"{"type":"pong"}"#, "the first frame given");
         assert_eq!(texts.len(), 4, "seq 2, 3 and 4 are re-sent: {texts:?}");
         assert!(texts[1].contains(r#""sequenceId":2"#));
         assert!(texts[3].contains("while away"));
@@ -508,7 +478,7 @@ mod tests {
 
     #[test]
     fn a_handed_over_session_resumes_elsewhere_with_its_buffer() {
-        let a = connection(Protocol::JsonReliable);
+        let a = connection(Protocol::json_reliable());
         for i in 0..3 {
             a.deliver(&Outgoing::server(
                 DataType::Text,
@@ -529,11 +499,11 @@ mod tests {
             buffer.unacked.iter().map(|u| u.0).collect::<Vec<_>>(),
             [2, 3]
         );
-        let b = connection(Protocol::JsonReliable);
+        let b = connection(Protocol::json_reliable());
         b.restore(buffer);
         assert!(b.still_detached(1));
         b.deliver(&Outgoing::server(DataType::Text, Bytes::from_static(b"m3")));
-        let epoch = b.resume("connected".into());
+        let epoch = b.resume(&Reply::Pong);
         let frames = b.take_batch(epoch).unwrap().frames;
         let texts: Vec<_> = frames.iter().map(text).collect();
         assert_eq!(texts.len(), 4, "{texts:?}");
@@ -543,7 +513,7 @@ mod tests {
 
     #[test]
     fn a_reliable_buffer_overflow_closes_with_1008() {
-        let c = connection(Protocol::JsonReliable);
+        let c = connection(Protocol::json_reliable());
         for _ in 0..=MAX_UNACKED_MESSAGES {
             c.deliver(&Outgoing::server(DataType::Text, Bytes::from_static(b"x")));
             let _ = c.take_batch(1);
@@ -557,7 +527,7 @@ mod tests {
 
     #[test]
     fn a_client_that_does_not_drain_is_closed_as_slow() {
-        let c = connection(Protocol::Json);
+        let c = connection(Protocol::json());
         for _ in 0..=MAX_PENDING_FRAMES {
             c.deliver(&Outgoing::server(DataType::Text, Bytes::from_static(b"x")));
         }
@@ -570,7 +540,7 @@ mod tests {
 
     #[test]
     fn expired_messages_are_not_written() {
-        let c = connection(Protocol::Json);
+        let c = connection(Protocol::json());
         let short = Outgoing::server(DataType::Text, Bytes::from_static(b"short"))
             .with_ttl(std::time::Duration::ZERO);
         let long = Outgoing::server(DataType::Text, Bytes::from_static(b"long"))
@@ -584,7 +554,7 @@ mod tests {
 
     #[test]
     fn duplicate_ack_ids_within_the_window() {
-        let c = connection(Protocol::Json);
+        let c = connection(Protocol::json());
         let mut state = c.state();
         assert!(state.first_time(1));
         assert!(!state.first_time(1));

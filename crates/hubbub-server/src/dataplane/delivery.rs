@@ -119,7 +119,7 @@ mod tests {
                 id.into(),
                 "chat".into(),
                 Some(user.into()),
-                Protocol::Json,
+                Protocol::json(),
                 Permissions::default(),
             ))
         };

@@ -574,7 +574,7 @@ mod tests {
             id.into(),
             "h".into(),
             user.map(Into::into),
-            Protocol::Json,
+            Protocol::json(),
             Permissions::default(),
         ))
     }

@@ -1,12 +1,15 @@
-//! One outgoing message, encoded at most once per wire format (simple frame, JSON frame, and the
-//! JSON frame's open prefix that reliable connections complete with their sequence id).
+//! One outgoing message, encoded at most once per wire format: the client protocols keep the
+//! encodings every connection of a format shares in the message's slots ([`Outgoing::shared`]).
 
-use axum::extract::ws::{Message, Utf8Bytes};
+use axum::extract::ws::Message;
 use bytes::Bytes;
-use hubbub_proto::client_protocol::{write_message_open, DataType, Source};
+use hubbub_proto::client_protocol::DataType;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Encodings of one message that client protocols share across connections, at most this many.
+pub const SHARED_FRAMES: usize = 4;
 
 /// A message on its way to many connections. Shared by reference during fan-out.
 #[derive(Debug)]
@@ -21,9 +24,9 @@ pub struct Outgoing {
     data: Bytes,
     /// `messageTtlSeconds`: not delivered after this instant.
     pub expires_at: Option<Instant>,
-    simple: OnceLock<Message>,
-    json: OnceLock<Message>,
-    json_open: OnceLock<Arc<str>>,
+    /// Frames made once and shared by every connection of a format, by the slot its protocol
+    /// names.
+    shared: [OnceLock<Message>; SHARED_FRAMES],
 }
 
 impl Outgoing {
@@ -56,9 +59,7 @@ impl Outgoing {
             data_type,
             data,
             expires_at: None,
-            simple: OnceLock::new(),
-            json: OnceLock::new(),
-            json_open: OnceLock::new(),
+            shared: Default::default(),
         }
     }
 
@@ -105,55 +106,9 @@ impl Outgoing {
             .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
-    /// The frame a simple (no subprotocol) client gets: text for text and JSON, binary for binary.
-    pub fn simple_frame(&self) -> Message {
-        self.simple
-            .get_or_init(|| match self.data_type {
-                DataType::Binary => Message::Binary(self.data.clone()),
-                DataType::Text | DataType::Json => match Utf8Bytes::try_from(self.data.clone()) {
-                    Ok(text) => Message::Text(text),
-                    // Not reachable: text and JSON data are checked to be UTF-8 when made.
-                    Err(_) => Message::Binary(self.data.clone()),
-                },
-            })
-            .clone()
-    }
-
-    fn open(&self) -> &Arc<str> {
-        self.json_open.get_or_init(|| {
-            let mut out = String::with_capacity(self.data.len() * 4 / 3 + 96);
-            let source = match &self.group {
-                Some(group) => Source::Group {
-                    group,
-                    from_user_id: self.from_user_id.as_deref(),
-                },
-                None => Source::Server,
-            };
-            write_message_open(&mut out, source, self.data_type, &self.data);
-            out.into()
-        })
-    }
-
-    /// The `json.webpubsub.azure.v1` frame, shared by every such connection.
-    pub fn json_frame(&self) -> Message {
-        self.json
-            .get_or_init(|| {
-                let open = self.open();
-                let mut text = String::with_capacity(open.len() + 1);
-                text.push_str(open);
-                text.push('}');
-                Message::Text(text.into())
-            })
-            .clone()
-    }
-
-    /// The `json.reliable.webpubsub.azure.v1` frame: the shared prefix plus this sequence id.
-    pub fn reliable_frame(&self, sequence_id: u64) -> Message {
-        let open = self.open();
-        let mut text = String::with_capacity(open.len() + 24);
-        text.push_str(open);
-        hubbub_proto::client_protocol::write_sequence_close(&mut text, sequence_id);
-        Message::Text(text.into())
+    /// The frame in `slot`, made by `make` the first time any connection asks for it.
+    pub fn shared(&self, slot: usize, make: impl FnOnce(&Self) -> Message) -> Message {
+        self.shared[slot].get_or_init(|| make(self)).clone()
     }
 }
 
@@ -162,40 +117,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_per_format() {
-        let m = Outgoing::group(
-            "g".into(),
-            Some("u".into()),
-            DataType::Text,
-            Bytes::from_static(b"hi"),
-        );
-        let Message::Text(json) = m.json_frame() else {
-            panic!()
-        };
-        assert_eq!(
-            json.as_str(),
-            r#"{"type":"message","from":"group","group":"g","fromUserId":"u","dataType":"text","data":"hi"}"#
-        );
-        let Message::Text(reliable) = m.reliable_frame(9) else {
-            panic!()
-        };
-        assert!(reliable
-            .as_str()
-            .ends_with(r#""data":"hi","sequenceId":9}"#));
-        let Message::Text(simple) = m.simple_frame() else {
-            panic!()
-        };
-        assert_eq!(simple.as_str(), "hi");
-        let b = Outgoing::server(DataType::Binary, Bytes::from_static(&[1, 2]));
-        assert!(matches!(b.simple_frame(), Message::Binary(d) if d.as_ref() == [1, 2]));
-        let j = Outgoing::server(DataType::Json, Bytes::from_static(br#""Hello""#));
-        let Message::Text(simple) = j.simple_frame() else {
-            panic!()
-        };
-        assert_eq!(
-            simple.as_str(),
-            r#""Hello""#,
-            "JSON strings keep their quotes for simple clients"
-        );
+    fn a_shared_frame_is_made_once() {
+        let m = Outgoing::server(DataType::Text, Bytes::from_static(b"hi"));
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..3 {
+            let frame = m.shared(1, |m| {
+                made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Message::Binary(m.data().clone())
+            });
+            assert!(matches!(frame, Message::Binary(d) if d.as_ref() == b"hi"));
+        }
+        assert_eq!(made.into_inner(), 1);
     }
 }

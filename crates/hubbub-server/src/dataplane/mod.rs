@@ -8,6 +8,7 @@
 //! | [`connection`] | one connection: permissions, remembered ack ids, bounded outbox, reliable buffer |
 //! | [`message`] | one outgoing message, encoded at most once per wire format |
 //! | [`filter`] | the OData `filter` language selecting connections |
+//! | [`names`] | hub, group, user and connection names: what is valid |
 //! | [`reliable`] | reconnection tokens signed with the salt |
 //! | [`delivery`] | one message for a target (hub, group, user, connection), fanned out here |
 //! | [`ops`] | management questions (exists, join, leave, close, permissions, list) answered here |
@@ -18,6 +19,7 @@ pub mod delivery;
 pub mod filter;
 pub mod hub;
 pub mod message;
+pub mod names;
 pub mod ops;
 pub mod reliable;
 pub mod session;

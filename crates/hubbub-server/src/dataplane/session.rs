@@ -116,7 +116,7 @@ pub fn restore(
         id.into(),
         Arc::clone(&hub.name),
         session.user_id.as_deref().map(Into::into),
-        Protocol::JsonReliable,
+        Protocol::json_reliable(),
         session.permissions.clone(),
     ));
     connection.state().upstream_state = session.upstream_state.clone();
@@ -168,7 +168,7 @@ mod tests {
             "n1-1".into(),
             "chat".into(),
             Some("u".into()),
-            Protocol::JsonReliable,
+            Protocol::json_reliable(),
             Permissions::default(),
         ));
         hub.add(Arc::clone(&connection), &["g".into()]);

@@ -7,12 +7,12 @@ pub(super) enum Job {
     Event {
         event: String,
         ack_id: Option<u64>,
-        data: cp::Data,
+        data: hubbub_proto::client_protocol::Data,
     },
     Invoke {
         invocation_id: String,
         event: String,
-        data: cp::Data,
+        data: hubbub_proto::client_protocol::Data,
     },
     /// A simple client's frame in `sendEvent` mode: the `message` event.
     Frame { data_type: DataType, data: Bytes },
@@ -131,17 +131,16 @@ pub(super) async fn run_events(
                 ack(&connection, ack_id, Err(("InvocationFailed", reason)))
             }
             (Job::Invoke { invocation_id, .. }, Ok(reply)) => {
-                connection.send_text(cp::invoke_success(
-                    &invocation_id,
-                    reply.as_ref().map(|(k, b)| (*k, b.as_ref())),
-                ));
+                connection.reply(&Reply::Invoked {
+                    invocation_id: &invocation_id,
+                    result: Ok(reply.as_ref().map(|(k, b)| (*k, b.as_ref()))),
+                });
             }
             (Job::Invoke { invocation_id, .. }, Err(reason)) => {
-                connection.send_text(cp::invoke_error(
-                    &invocation_id,
-                    "InvocationFailed",
-                    &reason,
-                ));
+                connection.reply(&Reply::Invoked {
+                    invocation_id: &invocation_id,
+                    result: Err(("InvocationFailed", &reason)),
+                });
             }
             (Job::Frame { .. }, Ok(reply)) => {
                 if let Some((kind, body)) = reply {

@@ -1,9 +1,9 @@
-//! What a client's frames mean: JSON-subprotocol requests (groups, acks, permissions) and
-//! simple-client frames.
+//! What a client's frames ask for, once its protocol has read them: requests (groups, events,
+//! invocations, acks, permissions), `message` events and group messages of simple clients.
 
 use super::*;
 
-/// Handles one data frame from the client.
+/// Handles one data frame from the client, as its protocol reads it.
 pub(super) fn on_frame(
     state: &AppState,
     hub: &Hub,
@@ -12,13 +12,20 @@ pub(super) fn on_frame(
     data: Bytes,
     binary: bool,
 ) {
-    match &connection.protocol {
-        Protocol::Simple(SimpleMode::SendEvent) => {
-            let data_type = if binary {
-                DataType::Binary
-            } else {
-                DataType::Text
-            };
+    match connection.protocol.decode(data, binary) {
+        Inbound::Request(request) => on_request(state, hub, connection, events, request),
+        Inbound::Invalid(e) if e.ack_id.is_some() => {
+            ack(connection, e.ack_id, Err(("BadRequest", e.message)))
+        }
+        Inbound::Invalid(e) if e.unknown_type => {
+            tracing::debug!(connection_id = %connection.id, "ignored a message of unknown type");
+        }
+        Inbound::Invalid(e) => connection.request_close(CloseRequest {
+            code: CLOSE_POLICY,
+            reason: format!("Invalid message: {e}"),
+            notify: true,
+        }),
+        Inbound::Event { data_type, data } => {
             if !has_handler(state, hub, "message") {
                 connection.request_close(CloseRequest {
                     code: CLOSE_NORMAL,
@@ -36,11 +43,15 @@ pub(super) fn on_frame(
                 });
             }
         }
-        Protocol::Simple(SimpleMode::SendToGroup(group)) => {
+        Inbound::ToGroup {
+            group,
+            data_type,
+            data,
+        } => {
             if !connection
                 .state()
                 .permissions
-                .allows(Permission::SendToGroup, group)
+                .allows(Permission::SendToGroup, &group)
             {
                 connection.request_close(CloseRequest {
                     code: CLOSE_POLICY,
@@ -49,21 +60,15 @@ pub(super) fn on_frame(
                 });
                 return;
             }
-            let data_type = if binary {
-                DataType::Binary
-            } else {
-                DataType::Text
-            };
             let message = Outgoing::group(
-                Arc::clone(group),
+                Arc::clone(&group),
                 connection.user_id.clone(),
                 data_type,
                 data,
             )
             .with_sender(Arc::clone(&connection.id), false);
-            send_to_group(state, hub, group, message);
+            send_to_group(state, hub, &group, message);
         }
-        Protocol::Json | Protocol::JsonReliable => on_json(state, hub, connection, events, &data),
     }
 }
 
@@ -73,9 +78,12 @@ pub(super) fn ack(
     result: Result<(), (&str, String)>,
 ) {
     let Some(ack_id) = ack_id else { return };
-    connection.send_text(match result {
-        Ok(()) => cp::ack_success(ack_id),
-        Err((name, message)) => cp::ack_error(ack_id, name, &message),
+    connection.reply(&Reply::Ack {
+        ack_id,
+        error: result
+            .as_ref()
+            .err()
+            .map(|(name, message)| (*name, message.as_str())),
     });
 }
 
@@ -111,31 +119,14 @@ pub(super) fn duplicate(ack_id: Option<u64>) -> (&'static str, String) {
     )
 }
 
-pub(super) fn on_json(
+/// A request of the Web PubSub client model.
+fn on_request(
     state: &AppState,
     hub: &Hub,
     connection: &Arc<Connection>,
     events: &mut EventQueue,
-    frame: &[u8],
+    message: ClientMessage,
 ) {
-    let message = match cp::parse_client_message(frame) {
-        Ok(message) => message,
-        Err(e) if e.ack_id.is_some() => {
-            return ack(connection, e.ack_id, Err(("BadRequest", e.message)))
-        }
-        Err(e) if e.unknown_type => {
-            tracing::debug!(connection_id = %connection.id, "ignored a message of unknown type");
-            return;
-        }
-        Err(e) => {
-            connection.request_close(CloseRequest {
-                code: CLOSE_POLICY,
-                reason: format!("Invalid message: {e}"),
-                notify: true,
-            });
-            return;
-        }
-    };
     match message {
         ClientMessage::JoinGroup { group, ack_id } => {
             let result =
@@ -226,11 +217,10 @@ pub(super) fn on_json(
         } => {
             if !has_handler(state, hub, &event) {
                 let message = no_handler(hub, &event);
-                return connection.send_text(cp::invoke_error(
-                    &invocation_id,
-                    "InvocationFailed",
-                    &message,
-                ));
+                return connection.reply(&Reply::Invoked {
+                    invocation_id: &invocation_id,
+                    result: Err(("InvocationFailed", &message)),
+                });
             }
             if let Err(Job::Invoke { invocation_id, .. }) = events.push(
                 state,
@@ -242,16 +232,15 @@ pub(super) fn on_json(
                 },
             ) {
                 let message = "too many events are waiting for the event handler";
-                connection.send_text(cp::invoke_error(
-                    &invocation_id,
-                    "InvocationFailed",
-                    message,
-                ));
+                connection.reply(&Reply::Invoked {
+                    invocation_id: &invocation_id,
+                    result: Err(("InvocationFailed", message)),
+                });
             }
         }
         ClientMessage::CancelInvocation { .. } => {}
         ClientMessage::SequenceAck { sequence_id } => connection.acknowledge(sequence_id),
-        ClientMessage::Ping => connection.send_text(cp::PONG.to_string()),
+        ClientMessage::Ping => connection.reply(&Reply::Pong),
     }
 }
 

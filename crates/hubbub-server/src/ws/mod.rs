@@ -4,8 +4,8 @@
 
 use crate::api;
 use crate::dataplane::connection::{
-    CloseRequest, Connection, Protocol, SimpleMode, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NORMAL,
-    CLOSE_POLICY, CLOSE_TOO_BIG,
+    CloseRequest, Connection, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY,
+    CLOSE_TOO_BIG,
 };
 use crate::dataplane::delivery::{Delivery, Target};
 use crate::dataplane::hub::Hub;
@@ -14,6 +14,7 @@ use crate::dataplane::reliable;
 use crate::dataplane::session;
 use crate::error::ApiError;
 use crate::keys::auth::{bearer_token, verify_client_token, ClientClaims};
+use crate::protocols::{self, Inbound, Protocol, Reply};
 use crate::state::AppState;
 use crate::upstream::hub_settings::AnonymousConnectPolicy;
 use crate::upstream::{ConnectBody, ConnectOutcome, EventContext, EventOutcome};
@@ -25,7 +26,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use hubbub_proto::client_protocol::{self as cp, ClientMessage, DataType};
+use hubbub_proto::client_protocol::{ClientMessage, DataType};
 use hubbub_proto::keys::KeySlot;
 use hubbub_proto::roles::{Permission, Permissions};
 use std::collections::HashMap;
@@ -95,8 +96,7 @@ async fn upgrade_query(
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The subprotocol to answer with: the first JSON one the client offers; refuses clients that
-/// offer only protobuf; anything else is a simple client.
+/// The subprotocols the client offers, in its order.
 fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -106,50 +106,6 @@ fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
         .map(|p| p.trim().to_string())
         .filter(|p| !p.is_empty())
         .collect()
-}
-
-fn choose_protocol(headers: &HeaderMap, params: &Params) -> Result<Protocol, ApiError> {
-    let offered = offered_protocols(headers);
-    for name in &offered {
-        if name == cp::JSON_RELIABLE_PROTOCOL {
-            return Ok(Protocol::JsonReliable);
-        }
-        if name == cp::JSON_PROTOCOL {
-            return Ok(Protocol::Json);
-        }
-    }
-    if offered
-        .iter()
-        .any(|p| p == cp::PROTOBUF_PROTOCOL || p == cp::PROTOBUF_RELIABLE_PROTOCOL)
-    {
-        return Err(ApiError::bad_request(
-            "UnsupportedSubprotocol",
-            "the protobuf subprotocols are not supported; use json.webpubsub.azure.v1 or json.reliable.webpubsub.azure.v1",
-        ));
-    }
-    let mode = match params.get("webpubsub_mode").map(String::as_str) {
-        None | Some("sendEvent") => SimpleMode::SendEvent,
-        Some("sendToGroup") => {
-            let group = params.get("group").ok_or_else(|| {
-                ApiError::bad_request(
-                    "InvalidGroupName",
-                    "webpubsub_mode=sendToGroup needs a 'group' parameter",
-                )
-            })?;
-            api::validate_group(group)?;
-            SimpleMode::SendToGroup(group.as_str().into())
-        }
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "InvalidMode",
-                format!(
-                    "webpubsub_mode must be sendEvent or sendToGroup, not '{}'",
-                    other.chars().take(32).collect::<String>()
-                ),
-            ))
-        }
-    };
-    Ok(Protocol::Simple(mode))
 }
 
 fn configure(upgrade: WebSocketUpgrade, protocol: &Protocol) -> WebSocketUpgrade {
@@ -174,7 +130,7 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     api::validate_hub(&hub_name)?;
     let hub_name = crate::dataplane::hub::canonical_hub(&hub_name);
-    let protocol = choose_protocol(&headers, &params)?;
+    let protocol = protocols::negotiate(&offered_protocols(&headers), &params)?;
     let now = state.keys.clock().now_secs();
 
     // Recovery parameters take precedence over an access token (which may have expired).
@@ -210,16 +166,19 @@ async fn handle(
             return Ok(match resumed {
                 Ok((hub, connection)) => {
                     tracing::debug!(connection_id = %connection.id, "reliable session resumed");
-                    let connected =
-                        cp::connected(connection.user_id.as_deref(), &connection.id, Some(token));
                     let state = state.clone();
+                    let token = token.clone();
                     let guard = state.sockets.token();
                     upgrade.on_upgrade(move |socket| async move {
                         if handed_over {
                             // Sends to its groups and user reach this node from now.
                             state.backplane.settle().await;
                         }
-                        let epoch = connection.resume(connected);
+                        let epoch = connection.resume(&Reply::Connected {
+                            user_id: connection.user_id.as_deref(),
+                            connection_id: &connection.id,
+                            reconnection_token: Some(&token),
+                        });
                         spawn_socket(state, hub, connection, socket, epoch);
                         drop(guard);
                     })
@@ -308,14 +267,14 @@ async fn handle(
                             "the event handler chose subprotocol '{chosen}', which the client did not offer"
                         )));
                     }
-                    protocol = match chosen.as_str() {
-                        cp::JSON_RELIABLE_PROTOCOL => Protocol::JsonReliable,
-                        cp::JSON_PROTOCOL => Protocol::Json,
-                        _ => {
+                    protocol = match protocols::by_name(&chosen) {
+                        Some(wire) => Protocol::new(wire),
+                        None => {
+                            // A subprotocol of the app's own: the client is a simple one.
                             custom_protocol = HeaderValue::from_str(&chosen).ok();
-                            match protocol {
-                                Protocol::Simple(mode) => Protocol::Simple(mode),
-                                _ => Protocol::Simple(SimpleMode::SendEvent),
+                            match protocol.name() {
+                                None => protocol,
+                                Some(_) => Protocol::simple(None),
                             }
                         }
                     };
@@ -358,21 +317,19 @@ async fn handle(
         hub.add(Arc::clone(&connection), &groups);
         // Sends to the hub, the user and the groups reach this node from now.
         state.backplane.settle().await;
-        if protocol.speaks_json() {
-            let reconnection_token = protocol.is_reliable().then(|| {
-                reliable::issue(
-                    state.keys.current().salt.value.expose(),
-                    &hub.name,
-                    &connection.id,
-                    state.keys.clock().now_secs(),
-                )
-            });
-            connection.send_text(cp::connected(
-                connection.user_id.as_deref(),
+        let reconnection_token = protocol.is_reliable().then(|| {
+            reliable::issue(
+                state.keys.current().salt.value.expose(),
+                &hub.name,
                 &connection.id,
-                reconnection_token.as_deref(),
-            ));
-        }
+                state.keys.clock().now_secs(),
+            )
+        });
+        connection.reply(&Reply::Connected {
+            user_id: connection.user_id.as_deref(),
+            connection_id: &connection.id,
+            reconnection_token: reconnection_token.as_deref(),
+        });
         tracing::debug!(hub = %hub.name, connection_id = %connection.id, "client connected");
         let settings = state.hub_settings.get(&hub.name);
         state.upstream.notify(

@@ -166,10 +166,13 @@ pub(super) async fn write_batch(
         }
     }
     if let Some(close) = batch.close {
-        if close.notify && connection.protocol.speaks_json() {
-            let _ = sink
-                .feed(Message::Text(cp::disconnected(&close.reason).into()))
-                .await;
+        let reason = &close.reason;
+        if let Some(frame) = close
+            .notify
+            .then(|| connection.protocol.reply(&Reply::Disconnected { reason }))
+            .flatten()
+        {
+            let _ = sink.feed(frame).await;
         }
         let frame = CloseFrame {
             code: close.code,

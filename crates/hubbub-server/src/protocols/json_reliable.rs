@@ -1,0 +1,61 @@
+//! `json.reliable.webpubsub.azure.v1`: the JSON protocol with a session. Every message carries a
+//! sequence id the client acknowledges; un-acknowledged messages are sent again when the client
+//! recovers the session. A message's frame is the shared JSON frame completed with this
+//! connection's sequence id.
+
+use super::{json, ClientProtocol, Inbound, Reply};
+use crate::dataplane::message::Outgoing;
+use axum::extract::ws::Message;
+use bytes::Bytes;
+use hubbub_proto::client_protocol::{self as cp, write_sequence_close};
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct JsonReliable;
+
+impl ClientProtocol for JsonReliable {
+    fn name(&self) -> Option<&'static str> {
+        Some(cp::JSON_RELIABLE_PROTOCOL)
+    }
+
+    fn reliable(&self) -> bool {
+        true
+    }
+
+    fn encode(&self, message: &Outgoing, sequence_id: Option<u64>) -> Message {
+        let open = json::open(message);
+        let open = json::text(&open);
+        let mut frame = String::with_capacity(open.len() + 24);
+        frame.push_str(open);
+        write_sequence_close(&mut frame, sequence_id.unwrap_or_default());
+        Message::Text(frame.into())
+    }
+
+    fn reply(&self, reply: &Reply<'_>) -> Option<Message> {
+        Some(json::reply(reply))
+    }
+
+    fn decode(&self, frame: Bytes, _binary: bool, _group: Option<&Arc<str>>) -> Inbound {
+        json::decode(&frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hubbub_proto::client_protocol::{ClientMessage, DataType};
+
+    #[test]
+    fn each_frame_carries_its_sequence_id_and_acks_are_decoded() {
+        let m = Outgoing::server(DataType::Text, Bytes::from_static(b"hi"));
+        let Message::Text(frame) = JsonReliable.encode(&m, Some(9)) else {
+            panic!("a text frame")
+        };
+        assert!(frame.as_str().ends_with(r#""data":"hi","sequenceId":9}"#));
+        let ack = Bytes::from_static(br#"{"type":"sequenceAck","sequenceId":9}"#);
+        assert!(matches!(
+            JsonReliable.decode(ack, false, None),
+            Inbound::Request(ClientMessage::SequenceAck { sequence_id: 9 })
+        ));
+    }
+}

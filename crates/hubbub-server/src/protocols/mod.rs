@@ -1,0 +1,237 @@
+//! Client protocols: what a client's frames mean and how messages are framed for it. Each wire
+//! protocol is one module implementing [`ClientProtocol`]; the rest of the service sees only the
+//! seam: [`negotiate`] picks one when a client connects, [`Protocol::decode`] turns an inbound
+//! frame into a request, [`Protocol::encode`] frames an outgoing message (an encoding every
+//! connection of a format shares is made once per message, see [`SHARED`]), and
+//! [`Protocol::reply`] frames the service's own messages (connected, acks, pong...).
+//!
+//! | module | protocol |
+//! |---|---|
+//! | [`json`] | `json.webpubsub.azure.v1` |
+//! | [`json_reliable`] | `json.reliable.webpubsub.azure.v1`: JSON with sequence ids, acks and recovery |
+//! | [`simple`] | no subprotocol: raw frames, as `message` events or to one group |
+//!
+//! Adding a protocol: a module here, its line in [`NAMED`], and its slot in [`SHARED`] if every
+//! connection speaking it gets the same bytes for a message.
+
+pub mod json;
+pub mod json_reliable;
+pub mod simple;
+
+use crate::dataplane::message::{Outgoing, SHARED_FRAMES};
+use crate::error::ApiError;
+use axum::extract::ws::Message;
+use bytes::Bytes;
+use hubbub_proto::client_protocol::{self as cp, ClientMessage, DataType, ParseError};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The protocols a client asks for by subprotocol name. A client offering several gets the
+/// first of its own list that is here.
+pub static NAMED: &[&dyn ClientProtocol] = &[&json::Json, &json_reliable::JsonReliable];
+
+/// Subprotocols the service knows of but does not serve: refused with a clear error, rather
+/// than served as a simple client.
+const NOT_SERVED: &[&str] = &[cp::PROTOBUF_PROTOCOL, cp::PROTOBUF_RELIABLE_PROTOCOL];
+
+/// Slots of the encodings shared by every connection of one format ([`Outgoing::shared`]).
+pub struct SHARED;
+
+impl SHARED {
+    pub const SIMPLE: usize = 0;
+    pub const JSON: usize = 1;
+    /// The JSON frame without its closing brace, which reliable connections complete with their
+    /// sequence id.
+    pub const JSON_OPEN: usize = 2;
+}
+
+const _: () = assert!(SHARED::JSON_OPEN < SHARED_FRAMES);
+
+/// What a client's data frame asks for.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A request of the Web PubSub client model: join, leave, send to a group, an event, an
+    /// invocation, a sequence ack, a ping.
+    Request(ClientMessage),
+    /// A frame for the app server's `message` event (simple clients sending events).
+    Event { data_type: DataType, data: Bytes },
+    /// A frame for a group (simple clients in `sendToGroup` mode).
+    ToGroup {
+        group: Arc<str>,
+        data_type: DataType,
+        data: Bytes,
+    },
+    /// Not understood (answered with an ack when it carried an ack id, else the connection is
+    /// closed; a well-formed request of an unknown type is ignored).
+    Invalid(ParseError),
+}
+
+/// A payload and its type.
+pub type Payload<'a> = (DataType, &'a [u8]);
+
+/// A message of the service's own, framed by each protocol that has one.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply<'a> {
+    Connected {
+        user_id: Option<&'a str>,
+        connection_id: &'a str,
+        reconnection_token: Option<&'a str>,
+    },
+    Disconnected {
+        reason: &'a str,
+    },
+    /// An ack, with the error's name and message when it failed.
+    Ack {
+        ack_id: u64,
+        error: Option<(&'a str, &'a str)>,
+    },
+    /// The answer to an invocation: the app server's reply, or the error's name and message.
+    Invoked {
+        invocation_id: &'a str,
+        result: Result<Option<Payload<'a>>, (&'a str, &'a str)>,
+    },
+    Pong,
+}
+
+/// One wire protocol.
+pub trait ClientProtocol: Send + Sync + 'static {
+    /// The WebSocket subprotocol the service answers with; `None`: none (simple clients).
+    fn name(&self) -> Option<&'static str>;
+    /// Whether a connection keeps a session: sequence ids, the un-acknowledged buffer, recovery.
+    fn reliable(&self) -> bool {
+        false
+    }
+    /// Frames an outgoing message; `sequence_id` for reliable protocols.
+    fn encode(&self, message: &Outgoing, sequence_id: Option<u64>) -> Message;
+    /// Frames a message of the service's own; `None` where the protocol has no such frame.
+    fn reply(&self, reply: &Reply<'_>) -> Option<Message>;
+    /// What an inbound data frame asks for; `group`: the connection's group in `sendToGroup`
+    /// mode (simple clients).
+    fn decode(&self, frame: Bytes, binary: bool, group: Option<&Arc<str>>) -> Inbound;
+}
+
+/// The protocol of one connection: its wire protocol and what was negotiated with it.
+#[derive(Clone)]
+pub struct Protocol {
+    wire: &'static dyn ClientProtocol,
+    reliable: bool,
+    /// Simple clients in `sendToGroup` mode: the group every frame goes to.
+    group: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Protocol")
+            .field("name", &self.wire.name())
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
+impl Protocol {
+    pub fn new(wire: &'static dyn ClientProtocol) -> Self {
+        Self {
+            wire,
+            reliable: wire.reliable(),
+            group: None,
+        }
+    }
+
+    pub fn json() -> Self {
+        Self::new(&json::Json)
+    }
+
+    pub fn json_reliable() -> Self {
+        Self::new(&json_reliable::JsonReliable)
+    }
+
+    /// No subprotocol: frames become `message` events, or go to `group` when one is given.
+    pub fn simple(group: Option<Arc<str>>) -> Self {
+        Self {
+            group,
+            ..Self::new(&simple::Simple)
+        }
+    }
+
+    /// The subprotocol answered with; `None` for simple clients.
+    pub fn name(&self) -> Option<&'static str> {
+        self.wire.name()
+    }
+
+    pub fn is_reliable(&self) -> bool {
+        self.reliable
+    }
+
+    pub fn encode(&self, message: &Outgoing, sequence_id: Option<u64>) -> Message {
+        self.wire.encode(message, sequence_id)
+    }
+
+    pub fn reply(&self, reply: &Reply<'_>) -> Option<Message> {
+        self.wire.reply(reply)
+    }
+
+    pub fn decode(&self, frame: Bytes, binary: bool) -> Inbound {
+        self.wire.decode(frame, binary, self.group.as_ref())
+    }
+}
+
+/// A protocol by its subprotocol name.
+pub fn by_name(name: &str) -> Option<&'static dyn ClientProtocol> {
+    NAMED.iter().copied().find(|p| p.name() == Some(name))
+}
+
+/// The protocol for a client offering `offered` (in its order of preference) with these query
+/// parameters: the first offered one served here; a simple client when it offers none of ours;
+/// an error when it offers only protocols the service does not serve.
+pub fn negotiate(
+    offered: &[String],
+    params: &HashMap<String, String>,
+) -> Result<Protocol, ApiError> {
+    if let Some(wire) = offered.iter().find_map(|name| by_name(name)) {
+        return Ok(Protocol::new(wire));
+    }
+    if let Some(name) = offered.iter().find(|p| NOT_SERVED.contains(&p.as_str())) {
+        let served: Vec<&str> = NAMED.iter().filter_map(|p| p.name()).collect();
+        return Err(ApiError::bad_request(
+            "UnsupportedSubprotocol",
+            format!(
+                "the {name} subprotocol is not supported; use {}",
+                served.join(" or ")
+            ),
+        ));
+    }
+    simple::negotiate(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offered(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn the_first_offered_protocol_served_here_wins() {
+        let none = HashMap::new();
+        let chosen = |names: &[&str]| negotiate(&offered(names), &none).unwrap().name();
+        assert_eq!(
+            chosen(&["x", cp::JSON_RELIABLE_PROTOCOL, cp::JSON_PROTOCOL]),
+            Some(cp::JSON_RELIABLE_PROTOCOL)
+        );
+        assert_eq!(
+            chosen(&[cp::JSON_PROTOCOL, cp::JSON_RELIABLE_PROTOCOL]),
+            Some(cp::JSON_PROTOCOL)
+        );
+        assert_eq!(chosen(&["mine"]), None, "a simple client");
+        assert!(negotiate(&offered(&[cp::JSON_RELIABLE_PROTOCOL]), &none)
+            .unwrap()
+            .is_reliable());
+        let refused = negotiate(&offered(&[cp::PROTOBUF_PROTOCOL]), &none).unwrap_err();
+        assert!(
+            refused.message.contains("not supported"),
+            "{}",
+            refused.message
+        );
+    }
+}
