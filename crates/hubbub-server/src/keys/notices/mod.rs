@@ -1,0 +1,168 @@
+//! Notices to operators about keys: rotation required, deadline near, key disabled, key age
+//! due ([`texts`]). Queued once per notice and channel in the store, then sent on each
+//! configured [`Channel`], retried with backoff until delivered. No key material ever goes out.
+//!
+//! | module | channel |
+//! |---|---|
+//! | [`email`] | email over SMTP (lettre) |
+//! | [`webhook`] | a signed HTTP POST (`X-Hubbub-Signature`) |
+//!
+//! Adding a channel: a module here implementing [`Channel`], its settings in
+//! [`NotificationSettings`], and its line in [`CHANNELS`].
+
+pub mod email;
+pub mod texts;
+pub mod webhook;
+
+pub use texts::{due, AGE_WARNINGS_DAYS};
+pub use webhook::webhook_signature;
+
+use crate::clock::UnixMillis;
+use crate::store::{Notice, Store};
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Every channel notices can go out on, by the name the store queues them under.
+pub static CHANNELS: &[&dyn Channel] = &[&email::Email, &webhook::Webhook];
+
+/// What a channel needs to send one notice.
+pub struct Sending<'a> {
+    pub settings: &'a NotificationSettings,
+    pub http: &'a reqwest::Client,
+    pub now: UnixMillis,
+}
+
+/// One way notices reach operators.
+pub trait Channel: Send + Sync + 'static {
+    /// The name notices are queued under (kept in the store: never change it).
+    fn name(&self) -> &'static str;
+    /// Whether the settings turn this channel on.
+    fn configured(&self, settings: &NotificationSettings) -> bool;
+    /// Checks this channel's settings (when configured), before any port is bound.
+    fn validate(&self, settings: &NotificationSettings) -> Result<(), String>;
+    /// Sends one notice; the error says why, without secrets (it is stored and logged).
+    fn send<'a>(
+        &'a self,
+        sending: &'a Sending<'a>,
+        notice: &'a Notice,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// `[notifications]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSettings {
+    #[serde(default)]
+    pub email_to: Vec<String>,
+    pub email_from: Option<String>,
+    pub smtp_host: Option<String>,
+    pub smtp_port: Option<u16>,
+    /// `none`, `starttls` or `tls` (default `starttls`).
+    pub smtp_security: Option<String>,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<String>,
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<String>,
+    /// First retry delay in seconds (doubles per attempt, at most an hour); default 30.
+    pub retry_base_secs: Option<u64>,
+}
+
+impl NotificationSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        CHANNELS
+            .iter()
+            .filter(|c| c.configured(self))
+            .try_for_each(|c| c.validate(self))
+    }
+
+    /// The configured channels' names.
+    pub fn channels(&self) -> Vec<&'static str> {
+        CHANNELS
+            .iter()
+            .filter(|c| c.configured(self))
+            .map(|c| c.name())
+            .collect()
+    }
+
+    fn retry_base(&self) -> Duration {
+        Duration::from_secs(self.retry_base_secs.unwrap_or(30).max(1))
+    }
+}
+
+/// Sends due notices; each success or failure is recorded. Runs on the housekeeper.
+pub async fn deliver(
+    store: &Store,
+    settings: &NotificationSettings,
+    http: &reqwest::Client,
+    now: UnixMillis,
+) {
+    let due = match store.due_notices(now) {
+        Ok(due) => due,
+        Err(e) => return tracing::warn!(error = %e, "notices could not be read"),
+    };
+    let sending = Sending {
+        settings,
+        http,
+        now,
+    };
+    for notice in due {
+        let result = match CHANNELS.iter().find(|c| c.name() == notice.channel) {
+            Some(channel) => channel.send(&sending, &notice).await,
+            None => Err(format!("unknown channel {}", notice.channel)),
+        };
+        let recorded = match result {
+            Ok(()) => {
+                tracing::info!(channel = %notice.channel, kind = %notice.kind, "notice sent");
+                store.notice_sent(&notice, now)
+            }
+            Err(error) => {
+                let delay = settings
+                    .retry_base()
+                    .saturating_mul(1 << notice.attempts.min(12))
+                    .min(Duration::from_secs(3600));
+                tracing::warn!(channel = %notice.channel, kind = %notice.kind, %error, retry_in_secs = delay.as_secs(), "notice not sent");
+                store.notice_failed(&notice, &error, now + delay.as_millis() as i64, now)
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "notice outcome could not be recorded");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_validation() {
+        assert!(NotificationSettings::default().validate().is_ok());
+        let bad = NotificationSettings {
+            email_to: vec!["ops@example.com".into()],
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("smtp_host"));
+        let bad = NotificationSettings {
+            email_to: vec!["not an address".into()],
+            smtp_host: Some("h".into()),
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = NotificationSettings {
+            webhook_url: Some("https://h/x".into()),
+            webhook_secret: Some("short".into()),
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("16"));
+        let good = NotificationSettings {
+            email_to: vec!["ops@example.com".into()],
+            smtp_host: Some("localhost".into()),
+            webhook_url: Some("https://h/x".into()),
+            webhook_secret: Some("0123456789abcdef".into()),
+            ..Default::default()
+        };
+        assert!(good.validate().is_ok());
+        assert_eq!(good.channels(), ["email", "webhook"]);
+    }
+}
