@@ -266,17 +266,7 @@ pub fn disabled_event(requirement: &RotationRequirement, now: UnixMillis) -> Aud
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
-    use crate::store::Store;
-
-    fn keys() -> (tempfile::TempDir, Keys, Arc<Store>, Arc<ManualClock>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let instance = store.load_or_init(1_000).unwrap();
-        let clock = ManualClock::new(2_000);
-        let keys = Keys::load(Arc::clone(&store), &instance, clock.clone()).unwrap();
-        (dir, keys, store, clock)
-    }
+    use crate::keys::test_keys as keys;
 
     fn local(keys: &Keys, change: Change) -> Applied {
         let now = keys.clock().now_millis();

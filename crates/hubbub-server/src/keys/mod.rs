@@ -176,6 +176,22 @@ impl Keys {
     }
 }
 
+/// A fresh instance's keys in a temporary data directory, with a manual clock at 2 s.
+#[cfg(test)]
+pub(crate) fn test_keys() -> (
+    tempfile::TempDir,
+    Keys,
+    Arc<Store>,
+    Arc<crate::clock::ManualClock>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let instance = store.load_or_init(1_000).unwrap();
+    let clock = crate::clock::ManualClock::new(2_000);
+    let keys = Keys::load(Arc::clone(&store), &instance, clock.clone()).unwrap();
+    (dir, keys, store, clock)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,14 +199,7 @@ mod tests {
     use crate::secret::Secret;
     use crate::store::RotationRequirement;
 
-    fn keys() -> (tempfile::TempDir, Keys, Arc<Store>, Arc<ManualClock>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let instance = store.load_or_init(1_000).unwrap();
-        let clock = ManualClock::new(2_000);
-        let keys = Keys::load(Arc::clone(&store), &instance, clock.clone()).unwrap();
-        (dir, keys, store, clock)
-    }
+    use super::test_keys as keys;
 
     #[test]
     fn ring_changes_as_pure_functions_and_installing_a_ring_mirrors_it() {
