@@ -171,17 +171,10 @@ impl Backplane {
             Backplane::Local => {
                 let keys = keys.clone();
                 let mut plan = plan;
-                tokio::task::spawn_blocking(move || {
-                    keys.commit(|ring| {
-                        plan(ring).map(|planned| {
-                            let events = planned.events.clone();
-                            (planned.ring.clone(), events, planned)
-                        })
-                    })
-                })
-                .await
-                .map_err(|_| SharedError::Failed("the key change was interrupted".into()))?
-                .map_err(SharedError::from)
+                tokio::task::spawn_blocking(move || keys.commit(|ring| plan(ring)))
+                    .await
+                    .map_err(|_| SharedError::Failed("the key change was interrupted".into()))?
+                    .map_err(SharedError::from)
             }
             Backplane::Nats(cluster) => Ok(cluster.change_keys(plan).await?),
         }

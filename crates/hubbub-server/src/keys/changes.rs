@@ -274,16 +274,10 @@ mod tests {
             actor: "admin",
             source: Some("127.0.0.1".into()),
         };
-        let (ring, planned) = keys
-            .commit(|ring| {
-                change
-                    .plan(ring, now, &origin)
-                    .map(|p| (p.ring, p.events, p.ended))
-            })
-            .unwrap();
+        let (ring, planned) = keys.commit(|ring| change.plan(ring, now, &origin)).unwrap();
         Applied {
             ring,
-            ended: planned.unwrap_or_default(),
+            ended: planned.map(|p| p.ended).unwrap_or_default(),
         }
     }
 

@@ -117,20 +117,20 @@ impl Keys {
     /// the next one and the events that record it; both are written to the store in one durable
     /// transaction, and only then is the next ring swapped in. `None` from `plan`: nothing to do.
     /// Blocking (SQLite + fsync): call it from a blocking thread.
-    pub fn commit<T>(
+    pub fn commit(
         &self,
-        plan: impl FnOnce(&KeyRing) -> Option<(KeyRing, Vec<AuditEvent>, T)>,
-    ) -> Result<(Arc<KeyRing>, Option<T>), StoreError> {
+        plan: impl FnOnce(&KeyRing) -> Option<Planned>,
+    ) -> Result<(Arc<KeyRing>, Option<Planned>), StoreError> {
         let _write = self.lock_write();
         let current = self.current();
-        let Some((next, events, out)) = plan(&current) else {
+        let Some(planned) = plan(&current) else {
             return Ok((current, None));
         };
-        let entries: Vec<_> = events.iter().map(AuditEvent::entry).collect();
-        self.0.store.save_ring(&next.rows(), &entries)?;
-        let next = Arc::new(next);
+        let entries: Vec<_> = planned.events.iter().map(AuditEvent::entry).collect();
+        self.0.store.save_ring(&planned.ring.rows(), &entries)?;
+        let next = Arc::new(planned.ring.clone());
         self.0.ring.store(Arc::clone(&next));
-        Ok((next, Some(out)))
+        Ok((next, Some(planned)))
     }
 
     /// Counts one thing authenticated by an access slot. A few relaxed atomic operations.
