@@ -29,6 +29,22 @@ pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_INTERNAL: u16 = 1011;
 
+/// The most a WebSocket close frame's reason may hold: 125 payload bytes less the 2-byte code.
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// `reason` cut to fit a close frame, on a character boundary (the full reason still goes out in
+/// the `disconnected` message and to the app server).
+pub fn close_frame_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_CLOSE_REASON_BYTES {
+        return reason;
+    }
+    let mut end = MAX_CLOSE_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// Why the service closes a connection; the reason travels in `disconnected` messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseRequest {
@@ -432,6 +448,19 @@ mod tests {
             protocol,
             Permissions::default(),
         )
+    }
+
+    #[test]
+    fn close_reasons_are_cut_to_fit_a_close_frame_on_a_character_boundary() {
+        assert_eq!(close_frame_reason("bye"), "bye");
+        let exact = "a".repeat(MAX_CLOSE_REASON_BYTES);
+        assert_eq!(close_frame_reason(&exact), exact);
+        let long = "é".repeat(200);
+        let cut = close_frame_reason(&long);
+        assert_eq!(cut.len(), 122, "61 two-byte characters");
+        assert!(long.starts_with(cut));
+        let mixed = format!("{}é", "a".repeat(122));
+        assert_eq!(close_frame_reason(&mixed), "a".repeat(122));
     }
 
     fn text(m: &Message) -> &str {

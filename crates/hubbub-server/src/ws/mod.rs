@@ -4,8 +4,8 @@
 
 use crate::api;
 use crate::dataplane::connection::{
-    CloseRequest, Connection, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY,
-    CLOSE_TOO_BIG,
+    close_frame_reason, CloseRequest, Connection, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NORMAL,
+    CLOSE_POLICY, CLOSE_TOO_BIG,
 };
 use crate::dataplane::delivery::{Delivery, Target};
 use crate::dataplane::hub::Hub;
@@ -186,9 +186,10 @@ async fn handle(
                 Err(e) => {
                     tracing::debug!(reason = %e, "reliable session not resumed");
                     upgrade.on_upgrade(move |mut socket| async move {
+                        let reason = e.to_string();
                         let close = CloseFrame {
                             code: CLOSE_POLICY,
-                            reason: e.to_string().into(),
+                            reason: close_frame_reason(&reason).into(),
                         };
                         let _ = socket.send(Message::Close(Some(close))).await;
                     })

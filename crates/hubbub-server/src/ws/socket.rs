@@ -176,7 +176,7 @@ pub(super) async fn write_batch(
         }
         let frame = CloseFrame {
             code: close.code,
-            reason: close.reason.into(),
+            reason: crate::dataplane::connection::close_frame_reason(&close.reason).into(),
         };
         let _ = sink.send(Message::Close(Some(frame))).await;
         return Written::Closed;

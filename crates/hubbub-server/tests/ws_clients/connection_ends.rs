@@ -163,3 +163,45 @@ async fn a_client_close_is_answered_and_ends_the_connection_at_once() {
         .await
     );
 }
+
+#[tokio::test]
+async fn a_close_reason_longer_than_a_close_frame_holds_is_cut_on_a_character_boundary() {
+    let t = TestServer::start().await;
+    let key = t.key(KeySlot::Primary);
+    let token = t.client_token(&key, "hub", None, &[], &[]);
+    let (mut closed, connected) = t.json_client("hub", &token, JSON).await;
+    let (mut bystander, _) = t.json_client("hub", &token, JSON).await;
+    let id = connected["connectionId"].as_str().unwrap().to_string();
+    // 200 two-byte characters: 400 bytes, more than the 123 a close frame's reason may have.
+    let reason = "é".repeat(200);
+    let encoded: String = url::form_urlencoded::byte_serialize(reason.as_bytes()).collect();
+    let path = format!("/api/hubs/hub/connections/{id}?reason={encoded}");
+    assert_eq!(
+        crate::support::rest(&t, reqwest::Method::DELETE, &path, None).await,
+        204
+    );
+    let disconnected = next_json(&mut closed).await;
+    assert_eq!(
+        disconnected["message"].as_str(),
+        Some(reason.as_str()),
+        "the disconnected message carries the whole reason"
+    );
+    match next_frame(&mut closed).await {
+        Some(Message::Close(Some(frame))) => {
+            assert_eq!(u16::from(frame.code), 1000);
+            assert_eq!(
+                frame.reason.len(),
+                122,
+                "cut to fit, on a character boundary"
+            );
+            assert!(reason.starts_with(frame.reason.as_str()));
+        }
+        other => panic!("expected a valid close frame, got {other:?}"),
+    }
+    // The other connection is untouched.
+    assert_eq!(
+        post_text(&t, "/api/hubs/hub/:send", "still here").await,
+        202
+    );
+    assert_eq!(next_json(&mut bystander).await["data"], "still here");
+}
