@@ -204,6 +204,13 @@ pub enum KeyCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// End the grace period of a key's earlier values now: they stop authenticating at once.
+    EndGrace {
+        #[arg(long, value_enum)]
+        key_type: AccessKeyType,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

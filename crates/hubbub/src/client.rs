@@ -40,14 +40,27 @@ pub async fn key(command: KeyCommand) -> anyhow::Result<()> {
             reason,
             admin,
         } => {
-            let slot = match key_type {
-                AccessKeyType::Primary => KeySlot::Primary,
-                AccessKeyType::Secondary => KeySlot::Secondary,
-            };
-            let body = serde_json::json!({ "keyType": slot, "by": by, "reason": reason });
+            let body =
+                serde_json::json!({ "keyType": access_slot(key_type), "by": by, "reason": reason });
             Admin::new(&admin)?
                 .post("/admin/keys/require-rotation", &body)
                 .await?
+        }
+        KeyCommand::EndGrace { key_type, admin } => {
+            let slot = access_slot(key_type);
+            let body = serde_json::json!({ "keyType": slot });
+            let view: serde_json::Value = Admin::new(&admin)?
+                .post("/admin/keys/end-grace", &body)
+                .await?;
+            let ended = view["ended"].as_array().map_or(0, Vec::len);
+            if ended == 0 {
+                eprintln!("No earlier value of the {slot} key was in a grace period.");
+            } else {
+                eprintln!(
+                    "Ended the grace period of {ended} earlier value(s) of the {slot} key: they no longer authenticate."
+                );
+            }
+            view
         }
     };
     warn_about_rotation(&view);
@@ -55,6 +68,13 @@ pub async fn key(command: KeyCommand) -> anyhow::Result<()> {
         serde_json::from_value(view).context("the admin API answered with unexpected JSON")?;
     println!("{}", serde_json::to_string_pretty(&keys)?);
     Ok(())
+}
+
+fn access_slot(key_type: AccessKeyType) -> KeySlot {
+    match key_type {
+        AccessKeyType::Primary => KeySlot::Primary,
+        AccessKeyType::Secondary => KeySlot::Secondary,
+    }
 }
 
 /// Rotation deadlines go to stderr, so stdout stays exactly the `az webpubsub key show` shape.

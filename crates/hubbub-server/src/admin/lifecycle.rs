@@ -1,7 +1,7 @@
-//! Key lifecycle on the admin listener: enforced rotation (`require-rotation`), key usage, and
-//! the audit log with paging.
+//! Key lifecycle on the admin listener: enforced rotation (`require-rotation`), ending a grace
+//! period early (`end-grace`), key usage, and the audit log with paging.
 
-use crate::admin::{keys_view, KeysView, ADMIN_ACTOR, MAX_ADMIN_BODY_BYTES};
+use crate::admin::{keys_view, Actor, KeysView, ADMIN_ACTOR, MAX_ADMIN_BODY_BYTES};
 use crate::clock::{parse_deadline, rfc3339};
 use crate::error::{read_body, ApiError};
 use crate::keys::changes::{self, Change, Origin};
@@ -23,6 +23,7 @@ const MAX_AUDIT_PAGE: usize = 500;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/keys/require-rotation", post(require_rotation))
+        .route("/admin/keys/end-grace", post(end_grace))
         .route("/admin/keys/usage", get(usage))
         .route("/admin/audit", get(audit))
         .route("/admin/notices", get(notices))
@@ -89,6 +90,84 @@ async fn require_rotation(
         .await
         .map_err(|e| e.into_api("the requirement"))?;
     Ok(Json(keys_view(&state, &applied.ring)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EndGrace {
+    key_type: String,
+}
+
+/// One earlier value whose grace period was ended.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Ended {
+    key_type: KeySlot,
+    version: u64,
+}
+
+/// The keys, and the earlier values whose grace period this call ended (none when none ran).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EndGraceView {
+    #[serde(flatten)]
+    keys: KeysView,
+    ended: Vec<Ended>,
+}
+
+/// `POST /admin/keys/end-grace {"keyType": "Primary"}`: every earlier value of the key still in a
+/// grace period stops verifying now (audited); a key regenerated after a leak is then revoked
+/// for good.
+async fn end_grace(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<EndGraceView>, ApiError> {
+    let body = read_body(body, &headers, MAX_ADMIN_BODY_BYTES).await?;
+    let request: EndGrace = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::bad_request(
+            "InvalidRequestBody",
+            r#"the body must be JSON like {"keyType": "Primary"}"#,
+        )
+    })?;
+    let slot: KeySlot =
+        request
+            .key_type
+            .parse()
+            .map_err(|e: hubbub_proto::keys::UnknownKeySlot| {
+                ApiError::bad_request("InvalidKeyType", e.to_string())
+            })?;
+    if slot == KeySlot::Salt {
+        return Err(ApiError::bad_request(
+            "InvalidKeyType",
+            "grace periods are for Primary or Secondary, not Salt",
+        ));
+    }
+    let origin = Origin {
+        actor,
+        source: Some(peer.ip().to_string()),
+    };
+    let applied = changes::apply(
+        &state.keys,
+        &state.backplane,
+        Change::EndGrace { slot },
+        origin,
+    )
+    .await
+    .map_err(|e| e.into_api("ending the grace period"))?;
+    Ok(Json(EndGraceView {
+        keys: keys_view(&state, &applied.ring),
+        ended: applied
+            .ended
+            .iter()
+            .map(|k| Ended {
+                key_type: k.slot,
+                version: k.version,
+            })
+            .collect(),
+    }))
 }
 
 #[derive(Serialize)]

@@ -59,8 +59,10 @@ pub enum Change {
         deadline: UnixMillis,
         reason: String,
     },
-    /// Old values whose grace period is over stop verifying.
-    EndGrace,
+    /// Old values whose grace period is over stop verifying (the housekeeper's change).
+    ExpireGrace,
+    /// Every earlier value of `slot` still in a grace period stops verifying now.
+    EndGrace { slot: KeySlot },
 }
 
 /// Who asked for a change, and from where (never key material).
@@ -125,7 +127,8 @@ impl Change {
                 value,
                 grace_until,
             } => {
-                let (next, old_version) = ring.regenerated(*slot, value.clone(), now, *grace_until);
+                let (next, old_version, ended) =
+                    ring.regenerated(*slot, value.clone(), now, *grace_until);
                 let new_version = old_version + 1;
                 let record = AuditEvent {
                     old_version: Some(old_version),
@@ -139,10 +142,15 @@ impl Change {
                     dedup: Some(format!("regenerated/{}/{new_version}", slot.as_str())),
                     ..event("regenerated", *slot)
                 };
+                let mut events = vec![record];
+                let why = format!(
+                    "ended by regenerating the {slot} key without a grace period (version {new_version})"
+                );
+                events.extend(ended.iter().map(|key| grace_ended(event, key, &why)));
                 Some(Planned {
                     ring: next,
-                    events: vec![record],
-                    ended: Vec::new(),
+                    events,
+                    ended,
                 })
             }
             Change::RequireRotation {
@@ -172,18 +180,23 @@ impl Change {
                     ended: Vec::new(),
                 })
             }
-            Change::EndGrace => {
-                let (next, ended) = ring.without_ended_grace(now);
+            Change::ExpireGrace | Change::EndGrace { .. } => {
+                let (next, ended, why) = match self {
+                    Change::EndGrace { slot } => {
+                        let (next, ended) = ring.without_grace_of(*slot, now);
+                        (next, ended, "ended early")
+                    }
+                    _ => {
+                        let (next, ended) = ring.without_ended_grace(now);
+                        (next, ended, "")
+                    }
+                };
                 if ended.is_empty() {
                     return None;
                 }
                 let events = ended
                     .iter()
-                    .map(|key| AuditEvent {
-                        old_version: Some(key.version),
-                        dedup: Some(format!("grace_ended/{}/{}", key.slot.as_str(), key.version)),
-                        ..event("grace_ended", key.slot)
-                    })
+                    .map(|key| grace_ended(event, key, why))
                     .collect();
                 Some(Planned {
                     ring: next,
@@ -198,7 +211,7 @@ impl Change {
         match self {
             Change::Regenerate { .. } => "key regenerated",
             Change::RequireRotation { .. } => "key rotation required",
-            Change::EndGrace => "grace period ended",
+            Change::ExpireGrace | Change::EndGrace { .. } => "grace period ended",
         }
     }
 }
@@ -212,7 +225,8 @@ pub async fn apply(
     origin: Origin,
 ) -> Result<Applied, KeyChangeError> {
     let now = keys.clock().now_millis();
-    if matches!(change, Change::EndGrace) && !keys.current().retiring.iter().any(|k| k.until <= now)
+    if matches!(change, Change::ExpireGrace)
+        && !keys.current().retiring.iter().any(|k| k.until <= now)
     {
         // The common case, every housekeeping tick: nothing to ask of the store or the cluster.
         return Ok(Applied {
@@ -243,6 +257,20 @@ pub async fn apply(
         ring,
         ended: planned.ended,
     })
+}
+
+/// The `grace_ended` event of one earlier value (`why`: empty when its time was simply over).
+fn grace_ended(
+    event: impl Fn(&'static str, KeySlot) -> AuditEvent,
+    key: &RetiringKey,
+    why: &str,
+) -> AuditEvent {
+    AuditEvent {
+        old_version: Some(key.version),
+        detail: (!why.is_empty()).then(|| why.to_string()),
+        dedup: Some(format!("grace_ended/{}/{}", key.slot.as_str(), key.version)),
+        ..event("grace_ended", key.slot)
+    }
 }
 
 /// The audit event for a key disabled by its passed rotation deadline, recorded once.
@@ -376,11 +404,11 @@ mod tests {
         assert!(!has_old(&ring, 62_000));
         assert_eq!(store.retiring_keys().unwrap().len(), 1);
         assert!(
-            local(&keys, Change::EndGrace).ended.is_empty(),
+            local(&keys, Change::ExpireGrace).ended.is_empty(),
             "not over yet"
         );
         clock.set_millis(62_000);
-        let applied = local(&keys, Change::EndGrace);
+        let applied = local(&keys, Change::ExpireGrace);
         assert_eq!(applied.ended.len(), 1);
         assert!(applied.ring.retiring.is_empty());
         assert!(store.retiring_keys().unwrap().is_empty());
@@ -388,6 +416,102 @@ mod tests {
         assert_eq!(
             (last.event.as_str(), last.actor.as_str()),
             ("grace_ended", "admin")
+        );
+    }
+
+    fn verifies(ring: &KeyRing, value: &Secret, now: UnixMillis) -> bool {
+        ring.candidates(now)
+            .iter()
+            .any(|c| c.key == value.expose().as_bytes())
+    }
+
+    fn events(store: &crate::store::Store) -> Vec<(String, Option<u64>, Option<String>)> {
+        store
+            .audit(None, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.event, r.old_version, r.detail))
+            .collect()
+    }
+
+    #[test]
+    fn regenerating_without_grace_revokes_values_still_in_a_grace_period() {
+        let (_dir, keys, store, _) = keys();
+        let leaked = keys.current().primary.value.clone();
+        let week = Some(Duration::from_secs(7 * 24 * 3600));
+        let ring = regenerate(&keys, KeySlot::Primary, week);
+        assert!(verifies(&ring, &leaked, 3_000), "kept by the grace period");
+        let ring = regenerate(&keys, KeySlot::Primary, None);
+        assert!(
+            !verifies(&ring, &leaked, 3_000),
+            "revoked by the second regeneration"
+        );
+        assert!(ring.retiring.is_empty());
+        assert!(store.retiring_keys().unwrap().is_empty(), "on disk too");
+        let last = events(&store).pop().unwrap();
+        assert_eq!((last.0.as_str(), last.1), ("grace_ended", Some(1)));
+        assert!(last.2.unwrap().contains("without a grace period"));
+    }
+
+    #[test]
+    fn a_grace_period_can_be_ended_early_for_one_slot() {
+        let (_dir, keys, store, _) = keys();
+        let old_primary = keys.current().primary.value.clone();
+        let old_secondary = keys.current().secondary.value.clone();
+        let hour = Some(Duration::from_secs(3600));
+        regenerate(&keys, KeySlot::Primary, hour);
+        regenerate(&keys, KeySlot::Secondary, hour);
+        let applied = local(
+            &keys,
+            Change::EndGrace {
+                slot: KeySlot::Primary,
+            },
+        );
+        assert_eq!(applied.ended.len(), 1);
+        assert!(!verifies(&applied.ring, &old_primary, 3_000));
+        assert!(
+            verifies(&applied.ring, &old_secondary, 3_000),
+            "the other slot's grace runs on"
+        );
+        let last = events(&store).pop().unwrap();
+        assert_eq!(
+            (last.0.as_str(), last.2.as_deref()),
+            ("grace_ended", Some("ended early"))
+        );
+        let nothing = local(
+            &keys,
+            Change::EndGrace {
+                slot: KeySlot::Primary,
+            },
+        );
+        assert!(nothing.ended.is_empty(), "nothing left to end");
+    }
+
+    #[test]
+    fn a_rotation_deadline_also_ends_the_grace_of_earlier_values() {
+        let (_dir, keys, _store, _) = keys();
+        let first = keys.current().primary.value.clone();
+        let week = Some(Duration::from_secs(7 * 24 * 3600));
+        regenerate(&keys, KeySlot::Primary, week);
+        // Required after a regeneration with grace: the retiring value stops at the deadline.
+        let ring = local(
+            &keys,
+            Change::RequireRotation {
+                slot: KeySlot::Primary,
+                deadline: 60_000,
+                reason: "leaked".into(),
+            },
+        )
+        .ring;
+        assert!(verifies(&ring, &first, 59_999));
+        assert!(!verifies(&ring, &first, 60_000));
+        // Regenerated with grace while a deadline is set: the old value ends at the deadline.
+        let second = ring.primary.value.clone();
+        let ring = regenerate(&keys, KeySlot::Primary, week);
+        assert!(verifies(&ring, &second, 59_999));
+        assert!(
+            !verifies(&ring, &second, 60_000),
+            "grace never outlives the deadline"
         );
     }
 

@@ -74,7 +74,13 @@ async fn housekeeping(state: &AppState) {
         return;
     }
     backplane.share_usage(&state.keys).await;
-    let ended = changes::apply(&state.keys, backplane, Change::EndGrace, Origin::policy()).await;
+    let ended = changes::apply(
+        &state.keys,
+        backplane,
+        Change::ExpireGrace,
+        Origin::policy(),
+    )
+    .await;
     log_grace_ended(ended.map(|applied| applied.ended));
     let now = state.keys.clock().now_millis();
     let ring = state.keys.current();

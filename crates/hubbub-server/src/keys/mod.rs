@@ -206,8 +206,9 @@ mod tests {
         let (_dir, keys, store, _) = keys();
         let ring = keys.current();
         let value = Secret::new("new-value".into());
-        let (next, old_version) =
+        let (next, old_version, ended) =
             ring.regenerated(KeySlot::Secondary, value.clone(), 5_000, Some(9_000));
+        assert!(ended.is_empty(), "with a grace period nothing else ends");
         assert_eq!(old_version, 1);
         assert_eq!(
             (next.secondary.version, next.secondary.created_at),

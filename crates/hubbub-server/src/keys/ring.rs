@@ -65,16 +65,19 @@ impl KeyRing {
     }
 
     /// The ring after `slot` got `value` at `now` (its version + 1): a rotation requirement on the
-    /// slot is cleared, and the old value keeps verifying until `grace_until` when one is given.
-    /// Returns the new ring and the slot's previous version.
+    /// slot is cleared. With `grace_until` the old value keeps verifying until then (but never
+    /// past a rotation deadline it had); without, every earlier value of the slot still in a
+    /// grace period stops verifying too, so regenerating after a leak revokes. Returns the new
+    /// ring, the slot's previous version, and the earlier values whose grace this ended.
     pub fn regenerated(
         &self,
         slot: KeySlot,
         value: Secret,
         now: UnixMillis,
         grace_until: Option<UnixMillis>,
-    ) -> (KeyRing, u64) {
+    ) -> (KeyRing, u64, Vec<RetiringKey>) {
         let old = self.slot(slot);
+        let deadline = self.requirement(slot).map(|r| r.deadline);
         let mut ring = self.with_slot(
             slot,
             SlotKey {
@@ -83,23 +86,40 @@ impl KeyRing {
                 created_at: now,
             },
         );
-        if let Some(until) = grace_until {
-            ring.retiring
-                .retain(|k| !(k.slot == slot && k.version == old.version));
-            ring.retiring.push(RetiringKey {
-                slot,
-                version: old.version,
-                value: old.value.clone(),
-                until,
-            });
+        let mut ended = Vec::new();
+        match grace_until {
+            Some(until) => {
+                ring.retiring
+                    .retain(|k| !(k.slot == slot && k.version == old.version));
+                ring.retiring.push(RetiringKey {
+                    slot,
+                    version: old.version,
+                    value: old.value.clone(),
+                    until: deadline.map_or(until, |d| until.min(d)),
+                });
+            }
+            None => {
+                let (of_slot, kept) = ring.retiring.into_iter().partition(|k| k.slot == slot);
+                ring.retiring = kept;
+                ended = of_slot;
+                ended.retain(|k: &RetiringKey| k.until > now);
+            }
         }
-        (ring, old.version)
+        (ring, old.version, ended)
     }
 
-    /// The ring with `requirement` replacing any requirement on its slot.
+    /// The ring with `requirement` replacing any requirement on its slot. Earlier values of the
+    /// slot still in a grace period stop verifying at its deadline at the latest.
     pub fn with_requirement(&self, requirement: RotationRequirement) -> KeyRing {
         let mut ring = self.clone();
         ring.requirements.retain(|r| r.slot != requirement.slot);
+        for key in ring
+            .retiring
+            .iter_mut()
+            .filter(|k| k.slot == requirement.slot)
+        {
+            key.until = key.until.min(requirement.deadline);
+        }
         ring.requirements.push(requirement);
         ring
     }
@@ -110,6 +130,17 @@ impl KeyRing {
         let (ended, kept) = self.retiring.iter().cloned().partition(|k| k.until <= now);
         ring.retiring = kept;
         (ring, ended)
+    }
+
+    /// The ring without any earlier value of `slot` (its grace ended now, early), and the values
+    /// whose grace was still running.
+    pub fn without_grace_of(&self, slot: KeySlot, now: UnixMillis) -> (KeyRing, Vec<RetiringKey>) {
+        let mut ring = self.clone();
+        let (of_slot, kept): (Vec<RetiringKey>, _) =
+            self.retiring.iter().cloned().partition(|k| k.slot == slot);
+        ring.retiring = kept;
+        let running = of_slot.into_iter().filter(|k| k.until > now).collect();
+        (ring, running)
     }
 
     /// Keys that may verify an access token now: primary, secondary, then old values whose grace
