@@ -43,6 +43,25 @@ pub fn validate_id(kind: &'static str, id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Longest user event name.
+pub const MAX_EVENT_NAME_CHARS: usize = 128;
+
+/// User event names (the `event` of `sendEvent` and `invoke`): 1 to 128 visible ASCII characters
+/// (letters, digits, punctuation), and not `.` or `..`. They become a CloudEvents header
+/// (`ce-type`, `ce-eventName`) and, through `{event}`, a segment of the handler's URL, so they
+/// can neither hold what a header cannot nor change the URL's path.
+pub fn validate_event(event: &str) -> Result<(), String> {
+    let visible = event.bytes().all(|b| b.is_ascii_graphic());
+    if (1..=MAX_EVENT_NAME_CHARS).contains(&event.len()) && visible && event != "." && event != ".."
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "the event name must have 1 to {MAX_EVENT_NAME_CHARS} visible ASCII characters (letters, digits, punctuation) and not be '.' or '..'"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +83,23 @@ mod tests {
         assert!(validate_group("").is_err());
         assert!(validate_group("   ").is_err());
         assert!(validate_group(&"g".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn event_names() {
+        for ok in ["message", "my-event_2", "a.b", "x/y?z#", &"e".repeat(128)] {
+            assert!(validate_event(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "with space",
+            "\u{1}x",
+            "caf\u{e9}",
+            &"e".repeat(129),
+        ] {
+            assert!(validate_event(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -30,7 +30,7 @@ impl Upstream {
         let entry = match &result {
             Ok(()) => Validation::Passed(Instant::now()),
             Err(reason) => {
-                self.problem(&url, reason);
+                self.problem(handler, hub, &url, reason);
                 Validation::Failed(Instant::now(), reason.clone())
             }
         };

@@ -131,14 +131,27 @@ impl EventHandler {
             .any(|e| e.eq_ignore_ascii_case(event))
     }
 
-    /// The URL for one event of one hub.
+    /// The URL for one event of one hub: `{hub}` and `{event}` are percent-encoded as path
+    /// segments (every byte but letters, digits, `-`, `.`, `_` and `~`), so a name can never add
+    /// a segment, a query or a fragment; `.` and `..` are refused as event names before this.
     pub fn url(&self, hub: &str, event: &str) -> String {
-        let encode =
-            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
         self.url_template
-            .replace("{hub}", &encode(hub))
-            .replace("{event}", &encode(event))
+            .replace("{hub}", &path_segment(hub))
+            .replace("{event}", &path_segment(event))
     }
+}
+
+/// `text` percent-encoded for one URL path segment.
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 impl HubProperties {

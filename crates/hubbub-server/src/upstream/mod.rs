@@ -118,6 +118,26 @@ enum Validation {
     Failed(Instant, String),
 }
 
+/// Handler problems kept at most (one per hub and handler).
+pub const MAX_PROBLEMS: usize = 1024;
+/// Longest URL shown in a problem or a log line (characters).
+const MAX_SHOWN_URL: usize = 256;
+/// Longest reason shown in a problem or a log line (characters).
+const MAX_SHOWN_REASON: usize = 512;
+
+/// The problem map's key: the hub and the handler's template, not the URL of one event.
+fn problem_key(handler: &EventHandler, hub: &str) -> String {
+    format!("{hub}\n{}", handler.url_template)
+}
+
+/// At most `max` characters of `text`, with `…` when cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 /// A handler failure operators can see in the admin API.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -189,7 +209,8 @@ impl Upstream {
         }
     }
 
-    /// Recent failures per handler URL (abuse protection, errors, timeouts).
+    /// Recent failures, one per hub and handler (abuse protection, errors, timeouts), sorted by
+    /// URL.
     pub fn problems(&self) -> Vec<HandlerProblem> {
         let mut list: Vec<_> = self
             .problems
@@ -202,29 +223,35 @@ impl Upstream {
         list
     }
 
-    fn problem(&self, url: &str, reason: &str) {
-        // Handler URLs may carry a secret in the query (`?code=…`): log without it.
-        let shown = url.split(['?', '#']).next().unwrap_or(url);
-        tracing::warn!(url = shown, reason, "event handler problem");
+    /// Records a handler's latest failure: one entry per hub and handler (whatever the event in
+    /// its URL), at most [`MAX_PROBLEMS`] in all, and the URL and reason cut short, so that no
+    /// client can grow the map or the log.
+    fn problem(&self, handler: &EventHandler, hub: &str, url: &str, reason: &str) {
+        // Handler URLs may carry a secret in the query (`?code=…`): show them without it.
+        let shown = shorten(url.split(['?', '#']).next().unwrap_or(url), MAX_SHOWN_URL);
+        let reason = shorten(reason, MAX_SHOWN_REASON);
+        tracing::warn!(url = %shown, reason = %reason, "event handler problem");
         let now = self.keys.clock().now_millis();
-        self.problems
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                url.to_string(),
-                HandlerProblem {
-                    url: url.to_string(),
-                    reason: reason.to_string(),
-                    at: rfc3339(now),
-                },
-            );
+        let mut problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        let key = problem_key(handler, hub);
+        if problems.len() >= MAX_PROBLEMS && !problems.contains_key(&key) {
+            return;
+        }
+        problems.insert(
+            key,
+            HandlerProblem {
+                url: shown,
+                reason,
+                at: rfc3339(now),
+            },
+        );
     }
 
-    fn clear_problem(&self, url: &str) {
+    fn clear_problem(&self, handler: &EventHandler, hub: &str) {
         self.problems
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(url);
+            .remove(&problem_key(handler, hub));
     }
 
     /// A new `ce-id`; retries of one event keep theirs.
@@ -300,7 +327,7 @@ impl Upstream {
             .map_err(|_| "shutting down".to_string())?;
         let mut response = request.send().await.map_err(|e| {
             let reason = describe(&e);
-            self.problem(&url, &reason);
+            self.problem(handler, &ctx.hub, &url, &reason);
             reason
         })?;
         let status = response.status().as_u16();
@@ -310,15 +337,20 @@ impl Upstream {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 let reason =
                     format!("the handler's response is larger than {MAX_RESPONSE_BYTES} bytes");
-                self.problem(&url, &reason);
+                self.problem(handler, &ctx.hub, &url, &reason);
                 return Err(reason);
             }
             body.extend_from_slice(&chunk);
         }
         if (200..300).contains(&status) {
-            self.clear_problem(&url);
+            self.clear_problem(handler, &ctx.hub);
         } else if !(400..500).contains(&status) || ce_type != "azure.webpubsub.sys.connect" {
-            self.problem(&url, &format!("the handler answered {status}"));
+            self.problem(
+                handler,
+                &ctx.hub,
+                &url,
+                &format!("the handler answered {status}"),
+            );
         }
         Ok((status, headers, Bytes::from(body)))
     }
@@ -395,7 +427,7 @@ impl Upstream {
             }
         };
         if let ConnectOutcome::Fail(reason) = &outcome {
-            self.problem(&handler.url(&ctx.hub, "connect"), reason);
+            self.problem(handler, &ctx.hub, &handler.url(&ctx.hub, "connect"), reason);
         }
         Some(outcome)
     }

@@ -2,6 +2,7 @@
 //! invocations, acks, permissions), `message` events and group messages of simple clients.
 
 use super::*;
+use crate::dataplane::names::validate_event;
 
 /// Handles one data frame from the client, as its protocol reads it.
 pub(super) fn on_frame(
@@ -178,6 +179,12 @@ fn on_request(
             ack_id,
             data,
         } => {
+            if let Err(message) = validate_event(&event) {
+                if ack_id.is_none() {
+                    tracing::debug!(connection_id = %connection.id, "ignored an event with an invalid name");
+                }
+                return ack(connection, ack_id, Err(("BadRequest", message)));
+            }
             if !has_handler(state, hub, &event) {
                 return ack(
                     connection,
@@ -215,6 +222,12 @@ fn on_request(
             event,
             data,
         } => {
+            if let Err(message) = validate_event(&event) {
+                return connection.reply(&Reply::Invoked {
+                    invocation_id: &invocation_id,
+                    result: Err(("BadRequest", &message)),
+                });
+            }
             if !has_handler(state, hub, &event) {
                 let message = no_handler(hub, &event);
                 return connection.reply(&Reply::Invoked {

@@ -1,0 +1,123 @@
+//! What a stranger's client cannot do: event names that would grow memory and logs or change a
+//! handler's URL path are refused at the edge; a failing handler is one problem, whatever the
+//! events; other connections keep working meanwhile.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use common::app_server::{allow_origin, AppServer, Recorded};
+use common::{next_json, send_json, TestServer};
+use hubbub_proto::keys::KeySlot;
+use serde_json::json;
+use std::sync::Arc;
+
+const JSON: &str = "json.webpubsub.azure.v1";
+
+#[tokio::test]
+async fn event_names_are_checked_at_the_edge_and_cannot_change_the_handler_url() {
+    // The app answers `ok` events and fails every other one.
+    let app = AppServer::start(Arc::new(|r: &Recorded| {
+        if r.method == Method::OPTIONS {
+            return allow_origin();
+        }
+        match r.header("ce-eventName") {
+            Some("ok") | Some("a/b") => StatusCode::OK.into_response(),
+            _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    }))
+    .await;
+    let t = TestServer::start().await;
+    // The pattern of Azure's samples: `{event}` in the URL, every user event.
+    let settings = json!({"eventHandlers": [{"urlTemplate": format!("{}/api/{{hub}}/{{event}}", app.url), "userEventPattern": "*"}]});
+    let put = t
+        .http
+        .put(t.admin_url("/admin/hubs/hub"))
+        .bearer_auth(t.admin_token())
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let key = t.key(KeySlot::Primary);
+    let token = t.client_token(&key, "hub", None, &[], &[]);
+    let (mut attacker, _) = t.json_client("hub", &token, JSON).await;
+    let (mut bystander, _) = t.json_client("hub", &token, JSON).await;
+
+    // A control character and 300,000 `é`: refused with an ack error; nothing goes upstream.
+    let huge = format!("\u{1}{}", "é".repeat(300_000));
+    for (ack_id, name) in [(1, huge.as_str()), (2, ".."), (3, "."), (4, "with space")] {
+        send_json(
+            &mut attacker,
+            json!({"type": "event", "event": name, "ackId": ack_id, "dataType": "text", "data": "x"}),
+        )
+        .await;
+        let ack = next_json(&mut attacker).await;
+        assert_eq!(
+            (
+                ack["ackId"].as_u64(),
+                ack["success"].as_bool(),
+                ack["error"]["name"].as_str()
+            ),
+            (Some(ack_id), Some(false), Some("BadRequest")),
+            "{ack}"
+        );
+        assert!(
+            ack.to_string().len() < 1024,
+            "the error does not echo the name"
+        );
+    }
+    // An invocation with a bad name gets an error answer too.
+    send_json(
+        &mut attacker,
+        json!({"type": "invoke", "invocationId": "i1", "event": "..", "dataType": "text", "data": "x"}),
+    )
+    .await;
+    let answer = next_json(&mut attacker).await;
+    assert_eq!(
+        (answer["type"].as_str(), answer["error"]["name"].as_str()),
+        (Some("invokeResponse"), Some("BadRequest"))
+    );
+
+    // A name with a `/` stays one path segment of the URL the app server agreed to.
+    send_json(
+        &mut attacker,
+        json!({"type": "event", "event": "a/b", "ackId": 5, "dataType": "text", "data": "x"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut attacker).await["success"], true);
+    let posts = app.posts();
+    assert_eq!(posts.len(), 1, "only the valid event went upstream");
+    assert_eq!(posts[0].path, "/api/hub/a%2Fb");
+
+    // Many failing events with different names: one problem for the handler, bounded in size.
+    for n in 0..50 {
+        send_json(
+            &mut attacker,
+            json!({"type": "event", "event": format!("fail-{n}-{}", "x".repeat(100)), "ackId": 100 + n, "dataType": "text", "data": "x"}),
+        )
+        .await;
+        let ack = next_json(&mut attacker).await;
+        assert_eq!(ack["success"], false);
+    }
+    let problems = t.admin_json("/admin/event-handlers").await;
+    let problems = problems.as_array().expect("a list of problems");
+    assert_eq!(problems.len(), 1, "one per hub and handler: {problems:?}");
+    assert!(problems[0].to_string().len() < 2048);
+
+    // The other connection was never affected.
+    send_json(
+        &mut attacker,
+        json!({"type": "event", "event": "ok", "ackId": 999, "dataType": "text", "data": "x"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut attacker).await["success"], true);
+    let sent = t
+        .send_to_all(
+            "hub",
+            &t.rest_token(&key, "/api/hubs/hub/:send?api-version=2024-12-01"),
+        )
+        .await;
+    assert_eq!(sent.status(), 202);
+    assert_eq!(next_json(&mut bystander).await["type"], "message");
+}
