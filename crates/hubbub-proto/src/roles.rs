@@ -67,27 +67,50 @@ impl GroupPattern {
         Some(Self(tokens))
     }
 
+    /// Whether `group` matches, in time linear in the group's length times the pattern's (the
+    /// pattern's positions are followed all at once, so no input makes it backtrack).
     pub fn matches(&self, group: &str) -> bool {
-        let chars: Vec<char> = group.chars().collect();
-        matches_from(&self.0, &chars)
+        let tokens = &self.0;
+        let mut current = vec![false; tokens.len() + 1];
+        current[0] = true;
+        skip_empty_stars(tokens, &mut current);
+        for c in group.chars() {
+            let mut next = vec![false; tokens.len() + 1];
+            for (i, token) in tokens.iter().enumerate() {
+                if !current[i] {
+                    continue;
+                }
+                match token {
+                    PatternToken::Literal(l) if *l == c => next[i + 1] = true,
+                    PatternToken::Literal(_) => {}
+                    PatternToken::AnyOne if c != '.' => next[i + 1] = true,
+                    PatternToken::AnyOne => {}
+                    // A star takes this character and may take more.
+                    PatternToken::AnyInSegment if c != '.' => next[i] = true,
+                    PatternToken::AnyInSegment => {}
+                    PatternToken::AnyAcrossSegments => next[i] = true,
+                }
+            }
+            skip_empty_stars(tokens, &mut next);
+            if !next.contains(&true) {
+                return false;
+            }
+            current = next;
+        }
+        current[tokens.len()]
     }
 }
 
-fn matches_from(tokens: &[PatternToken], text: &[char]) -> bool {
-    match tokens.split_first() {
-        None => text.is_empty(),
-        Some((PatternToken::Literal(c), rest)) => {
-            text.first() == Some(c) && matches_from(rest, &text[1..])
-        }
-        Some((PatternToken::AnyOne, rest)) => {
-            text.first().is_some_and(|&c| c != '.') && matches_from(rest, &text[1..])
-        }
-        Some((PatternToken::AnyInSegment, rest)) => {
-            let limit = text.iter().position(|&c| c == '.').unwrap_or(text.len());
-            (0..=limit).any(|skip| matches_from(rest, &text[skip..]))
-        }
-        Some((PatternToken::AnyAcrossSegments, rest)) => {
-            (0..=text.len()).any(|skip| matches_from(rest, &text[skip..]))
+/// A star may match nothing: where one is reached, so is the position after it.
+fn skip_empty_stars(tokens: &[PatternToken], reached: &mut [bool]) {
+    for (i, token) in tokens.iter().enumerate() {
+        if reached[i]
+            && matches!(
+                token,
+                PatternToken::AnyInSegment | PatternToken::AnyAcrossSegments
+            )
+        {
+            reached[i + 1] = true;
         }
     }
 }
@@ -274,6 +297,20 @@ mod tests {
         assert!(!p.allows(Permission::SendToGroup, "room."));
         assert!(p.allows(Permission::SendToGroup, "news.a.b.c"));
         assert!(!p.allows(Permission::JoinLeaveGroup, "news.a"));
+    }
+
+    #[test]
+    fn patterns_that_would_backtrack_answer_at_once() {
+        // Five stars against a long name that almost matches: exponential for a backtracking
+        // matcher, linear here.
+        let p = GroupPattern::parse("*a**a*a*b").unwrap();
+        let long = "a".repeat(1024);
+        assert!(!p.matches(&long));
+        assert!(p.matches(&format!("{long}b")));
+        let segments = GroupPattern::parse("*.*.*.*.*").unwrap();
+        assert!(!segments.matches(&"a.".repeat(500)));
+        assert!(segments.matches("a.b.c.d.e"));
+        assert!(!segments.matches("a.b.c.d"));
     }
 
     #[test]
