@@ -78,6 +78,13 @@ async fn concurrent_regenerations_on_two_nodes_all_take_effect_and_converge() {
     for node in [&a, &b, &c] {
         assert_eq!(node.broadcast(&key, "x").await, 202, "node {}", node.id);
     }
+    // The key bucket keeps the current ring only: no old key value survives in its history.
+    let bucket = nats.stream("KV_hubbub_keys").await;
+    assert_eq!(bucket["config"]["max_msgs_per_subject"], 1, "{bucket}");
+    assert_eq!(bucket["state"]["messages"], 1, "{bucket}");
+    // A `nats://` URL without TLS settings is warned about at start.
+    let stderr = a.stop_for_stderr();
+    assert!(stderr.contains("not encrypted"), "{stderr}");
     // Each node's audit log holds every regeneration, copied from the cluster's stream.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -111,6 +111,18 @@ impl Hubbub {
         self.child.wait().expect("reaped");
     }
 
+    /// Stops the server and returns everything it wrote to stderr (its warnings and errors).
+    pub fn stop_for_stderr(mut self) -> String {
+        use std::io::Read;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        stderr
+    }
+
     /// SIGTERM, then waits; returns the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();

@@ -42,7 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Opens the key-value bucket `bucket`, creating it when no node has yet. The bucket's stream is
 /// created directly with the standard key-value settings (async-nats's own bucket creation cannot
-/// read nats-server 2.9's replies); `history` revisions are kept per key.
+/// read nats-server 2.9's replies); `history` revisions are kept per key, and an existing bucket
+/// that keeps more is cut down to that.
 pub(crate) async fn open_kv_bucket(
     js: &jetstream::Context,
     bucket: &str,
@@ -51,6 +52,7 @@ pub(crate) async fn open_kv_bucket(
     replicas: usize,
 ) -> Result<jetstream::kv::Store, String> {
     if let Ok(store) = js.get_key_value(bucket).await {
+        keep_at_most(js, bucket, history).await;
         return Ok(store);
     }
     let created = js
@@ -72,6 +74,28 @@ pub(crate) async fn open_kv_bucket(
     js.get_key_value(bucket)
         .await
         .map_err(|e| created_error.unwrap_or_else(|| e.to_string()))
+}
+
+/// Lowers an existing bucket's kept revisions per key to `history` (JetStream then drops the older
+/// ones). A failure is logged: the bucket still works.
+async fn keep_at_most(js: &jetstream::Context, bucket: &str, history: i64) {
+    let name = format!("KV_{bucket}");
+    let Ok(stream) = js.get_stream(&name).await else {
+        return;
+    };
+    let mut config = stream.cached_info().config.clone();
+    if config.max_messages_per_subject <= history {
+        return;
+    }
+    config.max_messages_per_subject = history;
+    match js.update_stream(config).await {
+        Ok(_) => tracing::info!(
+            bucket,
+            history,
+            "the bucket now keeps fewer revisions per key"
+        ),
+        Err(e) => tracing::warn!(bucket, error = %e, "could not lower the bucket's kept revisions"),
+    }
 }
 
 /// Follows every entry of a key-value bucket until shutdown. The watch starts with the current
@@ -291,6 +315,12 @@ impl Cluster {
                 })
             }
         };
+        if config.tls_ca.is_none() && config.urls.iter().any(|u| u.starts_with("nats://")) {
+            tracing::warn!(
+                nats = %urls,
+                "the connection to NATS is not encrypted (nats:// with no cluster_tls_ca) unless the NATS server requires TLS; keys cross it: use tls:// URLs and cluster_tls_ca"
+            );
+        }
         let mut js = jetstream::new(client.clone());
         js.set_timeout(REQUEST_TIMEOUT);
         let jetstream_error = |reason: String| ClusterError::JetStream {

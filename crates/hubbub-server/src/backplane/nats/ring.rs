@@ -21,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 pub const BUCKET: &str = "hubbub_keys";
 pub const RING_KEY: &str = "ring";
-/// Revisions of the ring kept in the bucket.
-const HISTORY: i64 = 16;
+/// Revisions of the ring kept in the bucket: the current one only, so that no old key value
+/// survives a regeneration in the bucket's history (a bucket made with more is cut down at start).
+const HISTORY: i64 = 1;
 /// A change that keeps losing the race this often gives up (only under pathological contention).
 const MAX_CAS_ATTEMPTS: usize = 64;
 /// How often a node re-reads the ring even without a watch event (belt and braces).

@@ -24,6 +24,7 @@ fn nats_binary() -> PathBuf {
 pub struct Nats {
     child: Option<Child>,
     port: u16,
+    monitor: u16,
     store: tempfile::TempDir,
 }
 
@@ -32,6 +33,7 @@ impl Nats {
         let mut nats = Self {
             child: None,
             port: free_port(),
+            monitor: free_port(),
             store: tempfile::tempdir().expect("temp dir"),
         };
         nats.restart();
@@ -47,6 +49,8 @@ impl Nats {
                 "127.0.0.1",
                 "-p",
                 &self.port.to_string(),
+                "-m",
+                &self.monitor.to_string(),
                 "-sd",
             ])
             .arg(self.store.path())
@@ -85,6 +89,23 @@ impl Nats {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A JetStream stream's details from the monitoring endpoint (`config`, `state`).
+    pub async fn stream(&self, name: &str) -> Value {
+        let url = format!(
+            "http://127.0.0.1:{}/jsz?accounts=true&streams=true&config=true",
+            self.monitor
+        );
+        let jsz = crate::common::get_json(&reqwest::Client::new(), &url, None).await;
+        jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+            .find(|d| d["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 }
 

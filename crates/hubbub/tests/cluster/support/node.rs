@@ -64,6 +64,14 @@ impl Node {
         }
     }
 
+    /// Stops the node and returns what it wrote to stderr.
+    pub fn stop_for_stderr(mut self) -> String {
+        self.hubbub
+            .take()
+            .map(Hubbub::stop_for_stderr)
+            .unwrap_or_default()
+    }
+
     pub fn running(&self) -> &Hubbub {
         self.hubbub.as_ref().expect("running")
     }
