@@ -121,3 +121,39 @@ async fn event_names_are_checked_at_the_edge_and_cannot_change_the_handler_url()
     assert_eq!(sent.status(), 202);
     assert_eq!(next_json(&mut bystander).await["type"], "message");
 }
+
+#[tokio::test]
+async fn portal_sign_in_is_rate_limited_per_address() {
+    let t = TestServer::start().await;
+    let client = |from: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(from))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    };
+    let sign_in = |client: reqwest::Client, token: String| {
+        let url = t.admin_url("/portal/login");
+        async move {
+            client
+                .post(url)
+                .form(&[("token", token)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let guesser = client([127, 0, 0, 1]);
+    for _ in 0..5 {
+        let wrong = sign_in(guesser.clone(), "not-the-token".into()).await;
+        assert_eq!(wrong.status(), 401);
+    }
+    // The sixth try in the minute is refused, even with the right token.
+    let refused = sign_in(guesser.clone(), t.admin_token()).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    // Another address signs in as usual.
+    let other = sign_in(client([127, 0, 0, 2]), t.admin_token()).await;
+    assert_eq!(other.status(), 303, "{:?}", other.headers());
+    assert!(other.headers().contains_key("set-cookie"));
+}

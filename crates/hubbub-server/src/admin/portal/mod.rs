@@ -96,7 +96,19 @@ async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Form(form): Form<LoginForm>,
 ) -> Response {
+    if let Err(wait) = state.portal.may_sign_in(peer.ip()) {
+        tracing::warn!(source = %peer.ip(), "portal sign-in refused: too many failed sign-ins");
+        let mut response = html_page(login_page(&format!(
+            "Too many failed sign-ins from this address; try again in {wait} s."
+        )));
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     if !state.admin_token.matches(form.token.trim()) {
+        state.portal.failed(peer.ip());
         tracing::warn!(source = %peer.ip(), "portal sign-in with a wrong admin token");
         let mut response = html_page(login_page("That is not the admin token of this instance."));
         *response.status_mut() = StatusCode::UNAUTHORIZED;
