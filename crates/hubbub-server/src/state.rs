@@ -47,6 +47,8 @@ pub struct AppState {
     pub portal: Arc<crate::admin::portal::sessions::Sessions>,
     /// The last (time, delivered messages) sample, for the portal's message rate.
     pub rate_sample: Arc<std::sync::Mutex<Option<(std::time::Instant, u64)>>>,
+    /// Open connections and limit counters of the public and admin listeners.
+    pub listeners: Arc<crate::listener::Listeners>,
     /// What the nodes share: this node alone, or its membership of a cluster.
     pub backplane: Backplane,
     /// Cancelled when the server shuts down.

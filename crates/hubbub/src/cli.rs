@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service (creates keys and data directory on first start).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Show or regenerate the access keys of a running server.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -118,6 +118,18 @@ pub struct ServeArgs {
     /// How long an event handler may take to answer, in seconds [default: 20].
     #[arg(long, env = "HUBBUB_EVENT_HANDLER_TIMEOUT_SECS")]
     pub event_handler_timeout_secs: Option<u64>,
+    /// Time a connection gets to send complete request headers, in seconds (1-300); a slower
+    /// one is closed (both listeners) [default: 10].
+    #[arg(long, env = "HUBBUB_HTTP_HEADER_TIMEOUT_SECS")]
+    pub http_header_timeout_secs: Option<u64>,
+    /// Time an HTTP keep-alive connection may sit idle between requests, in seconds (1-3600);
+    /// WebSockets are not affected (both listeners) [default: 60].
+    #[arg(long, env = "HUBBUB_HTTP_IDLE_TIMEOUT_SECS")]
+    pub http_idle_timeout_secs: Option<u64>,
+    /// Open connections the public listener accepts, WebSockets included; further ones are
+    /// refused with 503 [default: 20000].
+    #[arg(long, env = "HUBBUB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Key age policy: access keys older than this many days are due for rotation [default: off].
     #[arg(long, env = "HUBBUB_KEY_MAX_AGE_DAYS")]
     pub key_max_age_days: Option<u32>,
@@ -155,6 +167,9 @@ impl ServeArgs {
             keep_alive_secs: self.keep_alive_secs,
             reconnect_grace_secs: self.reconnect_grace_secs,
             event_handler_timeout_secs: self.event_handler_timeout_secs,
+            http_header_timeout_secs: self.http_header_timeout_secs,
+            http_idle_timeout_secs: self.http_idle_timeout_secs,
+            max_connections: self.max_connections,
             hubs: None,
             key_max_age_days: self.key_max_age_days,
             maintenance_interval_ms: None,
