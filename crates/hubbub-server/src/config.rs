@@ -28,7 +28,8 @@ pub const DEFAULT_HTTP_IDLE_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
 /// Raw settings, every field optional: what one source (file, environment, flags) says.
-#[derive(Debug, Default, Clone, Deserialize)]
+/// `Debug` shows no NATS user or password and no notification secret.
+#[derive(Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct Settings {
     pub data_dir: Option<PathBuf>,
@@ -72,6 +73,44 @@ pub struct Settings {
     pub cluster_replicas: Option<usize>,
     /// This node's id in the cluster, carried in its connection ids (default: random).
     pub node_id: Option<String>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cluster = self.cluster.as_ref().map(|urls| {
+            urls.iter()
+                .flat_map(|u| u.split(','))
+                .map(crate::backplane::nats::config::redact_url)
+                .collect::<Vec<_>>()
+        });
+        f.debug_struct("Settings")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("public_endpoint", &self.public_endpoint)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("token_leeway_secs", &self.token_leeway_secs)
+            .field("keep_alive_secs", &self.keep_alive_secs)
+            .field("reconnect_grace_secs", &self.reconnect_grace_secs)
+            .field(
+                "event_handler_timeout_secs",
+                &self.event_handler_timeout_secs,
+            )
+            .field("http_header_timeout_secs", &self.http_header_timeout_secs)
+            .field("http_idle_timeout_secs", &self.http_idle_timeout_secs)
+            .field("max_connections", &self.max_connections)
+            .field("key_max_age_days", &self.key_max_age_days)
+            .field("maintenance_interval_ms", &self.maintenance_interval_ms)
+            .field("notifications", &self.notifications)
+            .field("hubs", &self.hubs)
+            .field("cluster", &cluster)
+            .field("cluster_creds", &self.cluster_creds)
+            .field("cluster_tls_ca", &self.cluster_tls_ca)
+            .field("cluster_replicas", &self.cluster_replicas)
+            .field("node_id", &self.node_id)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -420,5 +459,27 @@ mod tests {
         assert_eq!(config.max_connections, 100);
         let err = toml::from_str::<Settings>("lisen = \"x\"").unwrap_err();
         assert!(err.message().contains("unknown field"));
+    }
+
+    #[test]
+    fn debug_shows_no_nats_password_or_notification_secret() {
+        let settings: Settings = toml::from_str(
+            r#"cluster = ["nats://hubbub:nats-password@nats.example.com:4222"]
+               [notifications]
+               smtp_host = "smtp.example.com"
+               smtp_password = "smtp-password-value"
+               webhook_url = "https://hooks.example.com/x"
+               webhook_secret = "webhook-secret-value""#,
+        )
+        .unwrap();
+        let text = format!("{settings:?}");
+        for secret in [
+            "nats-password",
+            "smtp-password-value",
+            "webhook-secret-value",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("nats.example.com:4222"), "{text}");
     }
 }

@@ -82,7 +82,8 @@ pub struct HubArgs {
     pub admin: AdminArgs,
 }
 
-#[derive(Debug, Args)]
+/// `Debug` shows the settings as `Settings` does: no NATS user or password.
+#[derive(Args)]
 pub struct ServeArgs {
     /// TOML config file; flags and HUBBUB_* environment variables override it.
     #[arg(long, env = "HUBBUB_CONFIG")]
@@ -150,6 +151,15 @@ pub struct ServeArgs {
     /// This node's id in the cluster: 1-32 letters, digits or _ [default: random].
     #[arg(long, env = "HUBBUB_NODE_ID")]
     pub node_id: Option<String>,
+}
+
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("config", &self.config)
+            .field("settings", &self.settings())
+            .finish()
+    }
 }
 
 impl ServeArgs {
@@ -244,8 +254,8 @@ impl From<KeyType> for KeySlot {
     }
 }
 
-/// How a CLI command reaches the running server.
-#[derive(Debug, Clone, Args)]
+/// How a CLI command reaches the running server. `Debug` hides the admin token.
+#[derive(Clone, Args)]
 pub struct AdminArgs {
     /// The admin listener's URL.
     #[arg(
@@ -260,4 +270,45 @@ pub struct AdminArgs {
     /// Data directory holding the admin token file.
     #[arg(long, env = "HUBBUB_DATA_DIR", default_value = "./hubbub-data")]
     pub data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for AdminArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminArgs")
+            .field("admin_url", &self.admin_url)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_admin_token_or_nats_password() {
+        let cli = Cli::parse_from([
+            "hubbub",
+            "key",
+            "show",
+            "--admin-token",
+            "admin-token-value",
+        ]);
+        let text = format!("{cli:?}");
+        assert!(!text.contains("admin-token-value"), "{text}");
+        assert!(text.contains("[redacted]"), "{text}");
+        let cli = Cli::parse_from([
+            "hubbub",
+            "serve",
+            "--cluster",
+            "nats://hubbub:nats-password@nats.example.com:4222",
+        ]);
+        let text = format!("{cli:?}");
+        assert!(!text.contains("nats-password"), "{text}");
+        assert!(text.contains("nats.example.com:4222"), "{text}");
+    }
 }
