@@ -20,9 +20,16 @@ pub const DEFAULT_KEEP_ALIVE_SECS: u64 = 20;
 pub const DEFAULT_EVENT_HANDLER_TIMEOUT_SECS: u64 = 20;
 /// How long a dropped reliable session is kept (clients give up after 30 s).
 pub const DEFAULT_RECONNECT_GRACE_SECS: u64 = 60;
+/// How long a connection may take to send complete request headers.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT_SECS: u64 = 10;
+/// How long an HTTP keep-alive connection may sit idle between requests.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Open connections (WebSockets included) the public listener accepts.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
 /// Raw settings, every field optional: what one source (file, environment, flags) says.
-#[derive(Debug, Default, Clone, Deserialize)]
+/// `Debug` shows no NATS user or password and no notification secret.
+#[derive(Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct Settings {
     pub data_dir: Option<PathBuf>,
@@ -40,6 +47,12 @@ pub struct Settings {
     pub reconnect_grace_secs: Option<u64>,
     /// How long an event handler may take to answer, in seconds (1-300).
     pub event_handler_timeout_secs: Option<u64>,
+    /// Time a connection gets to send complete request headers, in seconds (1-300).
+    pub http_header_timeout_secs: Option<u64>,
+    /// Time an HTTP keep-alive connection may sit idle between requests, in seconds (1-3600).
+    pub http_idle_timeout_secs: Option<u64>,
+    /// Open connections the public listener accepts, WebSockets included (1-1,000,000).
+    pub max_connections: Option<usize>,
     /// Key age policy: keys older than this many days are due for rotation (off by default).
     pub key_max_age_days: Option<u32>,
     /// How often key housekeeping runs, in milliseconds (tests shorten it).
@@ -62,6 +75,44 @@ pub struct Settings {
     pub node_id: Option<String>,
 }
 
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cluster = self.cluster.as_ref().map(|urls| {
+            urls.iter()
+                .flat_map(|u| u.split(','))
+                .map(crate::backplane::nats::config::redact_url)
+                .collect::<Vec<_>>()
+        });
+        f.debug_struct("Settings")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("public_endpoint", &self.public_endpoint)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("token_leeway_secs", &self.token_leeway_secs)
+            .field("keep_alive_secs", &self.keep_alive_secs)
+            .field("reconnect_grace_secs", &self.reconnect_grace_secs)
+            .field(
+                "event_handler_timeout_secs",
+                &self.event_handler_timeout_secs,
+            )
+            .field("http_header_timeout_secs", &self.http_header_timeout_secs)
+            .field("http_idle_timeout_secs", &self.http_idle_timeout_secs)
+            .field("max_connections", &self.max_connections)
+            .field("key_max_age_days", &self.key_max_age_days)
+            .field("maintenance_interval_ms", &self.maintenance_interval_ms)
+            .field("notifications", &self.notifications)
+            .field("hubs", &self.hubs)
+            .field("cluster", &cluster)
+            .field("cluster_creds", &self.cluster_creds)
+            .field("cluster_tls_ca", &self.cluster_tls_ca)
+            .field("cluster_replicas", &self.cluster_replicas)
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the config file {path}: {source}")]
@@ -81,6 +132,12 @@ pub enum ConfigError {
     BadLeeway(i64),
     #[error("the event handler timeout must be between 1 and 300 seconds, not {0}")]
     BadHandlerTimeout(u64),
+    #[error("the HTTP header timeout must be between 1 and 300 seconds, not {0}")]
+    BadHeaderTimeout(u64),
+    #[error("the HTTP idle timeout must be between 1 and 3600 seconds, not {0}")]
+    BadIdleTimeout(u64),
+    #[error("max_connections must be between 1 and 1000000, not {0}")]
+    BadMaxConnections(usize),
     #[error("[notifications]: {0}")]
     BadNotifications(String),
     #[error("key_max_age_days must be at least 1")]
@@ -125,6 +182,11 @@ impl Settings {
             event_handler_timeout_secs: self
                 .event_handler_timeout_secs
                 .or(lower.event_handler_timeout_secs),
+            http_header_timeout_secs: self
+                .http_header_timeout_secs
+                .or(lower.http_header_timeout_secs),
+            http_idle_timeout_secs: self.http_idle_timeout_secs.or(lower.http_idle_timeout_secs),
+            max_connections: self.max_connections.or(lower.max_connections),
             hubs: self.hubs.or(lower.hubs),
             key_max_age_days: self.key_max_age_days.or(lower.key_max_age_days),
             maintenance_interval_ms: self
@@ -187,6 +249,22 @@ impl Settings {
         if !(1..=300).contains(&event_handler_timeout_secs) {
             return Err(ConfigError::BadHandlerTimeout(event_handler_timeout_secs));
         }
+        let http_header_timeout_secs = self
+            .http_header_timeout_secs
+            .unwrap_or(DEFAULT_HTTP_HEADER_TIMEOUT_SECS);
+        if !(1..=300).contains(&http_header_timeout_secs) {
+            return Err(ConfigError::BadHeaderTimeout(http_header_timeout_secs));
+        }
+        let http_idle_timeout_secs = self
+            .http_idle_timeout_secs
+            .unwrap_or(DEFAULT_HTTP_IDLE_TIMEOUT_SECS);
+        if !(1..=3600).contains(&http_idle_timeout_secs) {
+            return Err(ConfigError::BadIdleTimeout(http_idle_timeout_secs));
+        }
+        let max_connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if !(1..=1_000_000).contains(&max_connections) {
+            return Err(ConfigError::BadMaxConnections(max_connections));
+        }
         let mut hubs = Vec::new();
         for (name, properties) in self.hubs.unwrap_or_default() {
             crate::api::validate_hub(&name)
@@ -222,6 +300,9 @@ impl Settings {
             maintenance_interval,
             key_max_age_days: self.key_max_age_days,
             event_handler_timeout: Duration::from_secs(event_handler_timeout_secs),
+            http_header_timeout: Duration::from_secs(http_header_timeout_secs),
+            http_idle_timeout: Duration::from_secs(http_idle_timeout_secs),
+            max_connections,
             hubs,
             keep_alive: Duration::from_secs(keep_alive_secs),
             reconnect_grace: Duration::from_secs(reconnect_grace_secs),
@@ -257,6 +338,12 @@ pub struct Config {
     pub keep_alive: Duration,
     pub reconnect_grace: Duration,
     pub event_handler_timeout: Duration,
+    /// Time a connection gets to send complete request headers (both listeners).
+    pub http_header_timeout: Duration,
+    /// Time an HTTP keep-alive connection may sit idle between requests (both listeners).
+    pub http_idle_timeout: Duration,
+    /// Open connections the public listener accepts (the admin listener's cap is fixed).
+    pub max_connections: usize,
     pub key_max_age_days: Option<u32>,
     pub maintenance_interval: Duration,
     pub notifications: crate::keys::notices::NotificationSettings,
@@ -278,6 +365,9 @@ impl std::fmt::Debug for Config {
             .field("token_leeway_secs", &self.token_leeway_secs)
             .field("keep_alive", &self.keep_alive)
             .field("reconnect_grace", &self.reconnect_grace)
+            .field("http_header_timeout", &self.http_header_timeout)
+            .field("http_idle_timeout", &self.http_idle_timeout)
+            .field("max_connections", &self.max_connections)
             .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
@@ -295,6 +385,9 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert!(config.public_endpoints.is_empty());
         assert_eq!(config.token_leeway_secs, 300);
+        assert_eq!(config.http_header_timeout, Duration::from_secs(10));
+        assert_eq!(config.http_idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.max_connections, 20_000);
     }
 
     #[test]
@@ -341,7 +434,52 @@ mod tests {
             ..Default::default()
         })
         .contains("cannot share"));
+        assert!(bad(Settings {
+            http_header_timeout_secs: Some(0),
+            ..Default::default()
+        })
+        .contains("header timeout"));
+        assert!(bad(Settings {
+            http_idle_timeout_secs: Some(7200),
+            ..Default::default()
+        })
+        .contains("idle timeout"));
+        assert!(bad(Settings {
+            max_connections: Some(0),
+            ..Default::default()
+        })
+        .contains("max_connections"));
+        let limits: Settings = toml::from_str(
+            "http_header_timeout_secs = 5\nhttp_idle_timeout_secs = 30\nmax_connections = 100",
+        )
+        .unwrap();
+        let config = limits.validate().unwrap();
+        assert_eq!(config.http_header_timeout, Duration::from_secs(5));
+        assert_eq!(config.http_idle_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_connections, 100);
         let err = toml::from_str::<Settings>("lisen = \"x\"").unwrap_err();
         assert!(err.message().contains("unknown field"));
+    }
+
+    #[test]
+    fn debug_shows_no_nats_password_or_notification_secret() {
+        let settings: Settings = toml::from_str(
+            r#"cluster = ["nats://hubbub:nats-password@nats.example.com:4222"]
+               [notifications]
+               smtp_host = "smtp.example.com"
+               smtp_password = "smtp-password-value"
+               webhook_url = "https://hooks.example.com/x"
+               webhook_secret = "webhook-secret-value""#,
+        )
+        .unwrap();
+        let text = format!("{settings:?}");
+        for secret in [
+            "nats-password",
+            "smtp-password-value",
+            "webhook-secret-value",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("nats.example.com:4222"), "{text}");
     }
 }

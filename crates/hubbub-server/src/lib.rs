@@ -13,6 +13,7 @@
 //! | [`upstream`] | events to app servers (CloudEvents) and the per-hub settings that route them |
 //! | [`admin`] | the admin listener: keys, ARM twins, hub settings, lifecycle, portal, metrics |
 //! | [`store`] | durable state in SQLite: keys, admin token, hub settings, audit log, usage, notices |
+//! | [`listener`] | a listener's connections: the cap, the header and idle timeouts, their counters |
 //! | [`server`] | the wiring: opens the store, joins the backplane, binds the listeners, shuts down |
 //! | [`state`] | `AppState`: the cheap-to-clone handles handlers need |
 //! | [`config`] | settings from file < environment < flags, validated before any port is bound |
@@ -29,6 +30,7 @@ pub mod config;
 pub mod dataplane;
 pub mod error;
 pub mod keys;
+pub mod listener;
 pub mod protocols;
 pub mod secret;
 pub mod server;

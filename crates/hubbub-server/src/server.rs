@@ -1,9 +1,10 @@
 //! Starts Hubbub: opens the store, binds the public and admin listeners, serves HTTP (or HTTPS)
-//! on them, and shuts down gracefully on request.
+//! on them within their limits (`listener`), and shuts down gracefully on request.
 
 use crate::backplane::Backplane;
 use crate::config::Config;
 use crate::keys::Keys;
+use crate::listener::{self, Held, Limits, ListenerStats, Listeners, Slot, Track, Tracked};
 use crate::state::{AppState, ClientSettings};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
@@ -16,11 +17,13 @@ use hubbub_proto::audience::PublicEndpoint;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -193,22 +196,32 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         notifications: Arc::new(config.notifications.clone()),
         portal: Arc::default(),
         rate_sample: Arc::default(),
+        listeners: Arc::new(Listeners::default()),
     };
     let shutdown = state.shutdown.clone();
     state.backplane.serve(Arc::new(state.clone()));
 
+    let limits = |max_connections| Limits {
+        max_connections,
+        header_timeout: config.http_header_timeout,
+        idle_timeout: config.http_idle_timeout,
+    };
     let tasks = TaskTracker::new();
     tasks.spawn(serve(
         public,
         api::router(state.clone()).merge(ws::router(state.clone())),
         tls.clone(),
         shutdown.clone(),
+        limits(config.max_connections),
+        Arc::clone(&state.listeners.public),
     ));
     tasks.spawn(serve(
         admin_listener,
         admin::router(state.clone()),
         None,
         shutdown.clone(),
+        limits(listener::ADMIN_MAX_CONNECTIONS),
+        Arc::clone(&state.listeners.admin),
     ));
     tasks.spawn(crate::keys::lifecycle::run(
         state.clone(),
@@ -290,19 +303,24 @@ impl RunningServer {
     }
 }
 
-/// Accepts connections until shutdown, serving each with HTTP/1.1 or HTTP/2 (and upgrades).
+/// Accepts connections until shutdown, serving each with HTTP/1.1 or HTTP/2 (and upgrades)
+/// within the listener's limits.
 async fn serve(
-    listener: TcpListener,
+    tcp: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
+    limits: Limits,
+    stats: Arc<ListenerStats>,
 ) {
     let graceful = GracefulShutdown::new();
+    // A full listener answers plain HTTP with a 503; TLS connections are just closed.
+    let busy = tls.is_none().then(listener::busy_response);
     loop {
         let (stream, peer) = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
+            accepted = tcp.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
                     // Typically out of file descriptors: back off instead of spinning.
@@ -312,22 +330,21 @@ async fn serve(
                 }
             },
         };
+        let Some(slot) = stats.admit(limits.max_connections) else {
+            listener::refuse(stream, busy.as_deref());
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(request)
-        });
+        let connection = Connection {
+            app: app.clone(),
+            peer,
+            limits,
+            stats: Arc::clone(&stats),
+        };
         let watcher = graceful.watcher();
         match tls.clone() {
             None => {
-                tokio::spawn(async move {
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    let _ = watcher.watch(conn).await;
-                });
+                tokio::spawn(connection.serve(stream, slot, watcher));
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
@@ -345,21 +362,58 @@ async fn serve(
                                 return;
                             }
                         };
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    let _ = watcher.watch(conn).await;
+                    connection.serve(stream, slot, watcher).await;
                 });
             }
         }
     }
-    drop(listener);
+    drop(tcp);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("some connections did not finish within the shutdown grace period");
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    app: Router,
+    peer: SocketAddr,
+    limits: Limits,
+    stats: Arc<ListenerStats>,
+}
+
+impl Connection {
+    /// Serves HTTP on the stream until the client leaves, the connection is upgraded, or it
+    /// overstays a limit.
+    async fn serve<S>(self, stream: S, slot: Slot, watcher: Watcher)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            app,
+            peer,
+            limits,
+            stats,
+        } = self;
+        let track = Track::new(slot);
+        let requests = Arc::clone(&track);
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let in_flight = requests.begin(request.version());
+            let response = app.clone().oneshot(request);
+            async move {
+                let response = response.await?;
+                Ok::<_, Infallible>(response.map(|body| Held::new(body, in_flight)))
+            }
+        });
+        let io = TokioIo::new(Tracked::new(stream, Arc::clone(&track)));
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let conn = builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        listener::watch(watcher.watch(conn), &track, &limits, &stats).await;
     }
 }
 

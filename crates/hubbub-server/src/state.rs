@@ -27,7 +27,8 @@ pub struct ClientSettings {
     pub reconnect_grace: Duration,
 }
 
-#[derive(Clone, Debug)]
+/// `Debug` shows no key, token or notification secret.
+#[derive(Clone)]
 pub struct AppState {
     pub keys: Keys,
     /// Every public endpoint; the first one is used in connection strings.
@@ -47,10 +48,27 @@ pub struct AppState {
     pub portal: Arc<crate::admin::portal::sessions::Sessions>,
     /// The last (time, delivered messages) sample, for the portal's message rate.
     pub rate_sample: Arc<std::sync::Mutex<Option<(std::time::Instant, u64)>>>,
+    /// Open connections and limit counters of the public and admin listeners.
+    pub listeners: Arc<crate::listener::Listeners>,
     /// What the nodes share: this node alone, or its membership of a cluster.
     pub backplane: Backplane,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("keys", &self.keys)
+            .field("endpoints", &self.endpoints)
+            .field("admin_token", &self.admin_token)
+            .field("token_leeway_secs", &self.token_leeway_secs)
+            .field("client", &self.client)
+            .field("key_max_age_days", &self.key_max_age_days)
+            .field("notifications", &self.notifications)
+            .field("backplane", &self.backplane)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AppState {

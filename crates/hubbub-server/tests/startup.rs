@@ -116,3 +116,41 @@ async fn a_busy_port_is_reported() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_state_and_the_config_print_no_secret() {
+    let notifications: hubbub_server::keys::notices::NotificationSettings = toml::from_str(
+        r#"email_to = ["ops@example.com"]
+           smtp_host = "smtp.example.com"
+           smtp_password = "smtp-password-value"
+           webhook_url = "https://hooks.example.com/services/path-token"
+           webhook_secret = "webhook-secret-value""#,
+    )
+    .unwrap();
+    let settings = Settings {
+        notifications: Some(notifications),
+        ..Settings::default()
+    };
+    let t = TestServer::start_with(settings.clone()).await;
+    let mut secrets = vec![
+        "smtp-password-value".to_string(),
+        "webhook-secret-value".into(),
+        "path-token".into(),
+        t.admin_token(),
+    ];
+    secrets.extend(KeySlot::ALL.iter().map(|slot| t.key(*slot)));
+    let config = TestServer::config(&t.data_dir(), settings.clone(), ManualClock::starting_now());
+    for text in [
+        format!("{:?}", t.running().state),
+        format!("{:#?}", t.running().state),
+        format!("{:?}", t.running()),
+        format!("{settings:?}"),
+        format!("{config:?}"),
+    ] {
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "a secret in {text}");
+        }
+    }
+    let state = format!("{:?}", t.running().state);
+    assert!(state.contains("[redacted]"), "{state}");
+}

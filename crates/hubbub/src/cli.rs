@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service (creates keys and data directory on first start).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Show or regenerate the access keys of a running server.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -82,7 +82,8 @@ pub struct HubArgs {
     pub admin: AdminArgs,
 }
 
-#[derive(Debug, Args)]
+/// `Debug` shows the settings as `Settings` does: no NATS user or password.
+#[derive(Args)]
 pub struct ServeArgs {
     /// TOML config file; flags and HUBBUB_* environment variables override it.
     #[arg(long, env = "HUBBUB_CONFIG")]
@@ -118,6 +119,18 @@ pub struct ServeArgs {
     /// How long an event handler may take to answer, in seconds [default: 20].
     #[arg(long, env = "HUBBUB_EVENT_HANDLER_TIMEOUT_SECS")]
     pub event_handler_timeout_secs: Option<u64>,
+    /// Time a connection gets to send complete request headers, in seconds (1-300); a slower
+    /// one is closed (both listeners) [default: 10].
+    #[arg(long, env = "HUBBUB_HTTP_HEADER_TIMEOUT_SECS")]
+    pub http_header_timeout_secs: Option<u64>,
+    /// Time an HTTP keep-alive connection may sit idle between requests, in seconds (1-3600);
+    /// WebSockets are not affected (both listeners) [default: 60].
+    #[arg(long, env = "HUBBUB_HTTP_IDLE_TIMEOUT_SECS")]
+    pub http_idle_timeout_secs: Option<u64>,
+    /// Open connections the public listener accepts, WebSockets included; further ones are
+    /// refused with 503 [default: 20000].
+    #[arg(long, env = "HUBBUB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Key age policy: access keys older than this many days are due for rotation [default: off].
     #[arg(long, env = "HUBBUB_KEY_MAX_AGE_DAYS")]
     pub key_max_age_days: Option<u32>,
@@ -140,6 +153,15 @@ pub struct ServeArgs {
     pub node_id: Option<String>,
 }
 
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("config", &self.config)
+            .field("settings", &self.settings())
+            .finish()
+    }
+}
+
 impl ServeArgs {
     /// Flags (and environment) as settings, to be laid over the config file.
     pub fn settings(&self) -> Settings {
@@ -155,6 +177,9 @@ impl ServeArgs {
             keep_alive_secs: self.keep_alive_secs,
             reconnect_grace_secs: self.reconnect_grace_secs,
             event_handler_timeout_secs: self.event_handler_timeout_secs,
+            http_header_timeout_secs: self.http_header_timeout_secs,
+            http_idle_timeout_secs: self.http_idle_timeout_secs,
+            max_connections: self.max_connections,
             hubs: None,
             key_max_age_days: self.key_max_age_days,
             maintenance_interval_ms: None,
@@ -236,8 +261,8 @@ impl From<KeyType> for KeySlot {
     }
 }
 
-/// How a CLI command reaches the running server.
-#[derive(Debug, Clone, Args)]
+/// How a CLI command reaches the running server. `Debug` hides the admin token.
+#[derive(Clone, Args)]
 pub struct AdminArgs {
     /// The admin listener's URL.
     #[arg(
@@ -252,4 +277,45 @@ pub struct AdminArgs {
     /// Data directory holding the admin token file.
     #[arg(long, env = "HUBBUB_DATA_DIR", default_value = "./hubbub-data")]
     pub data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for AdminArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminArgs")
+            .field("admin_url", &self.admin_url)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_admin_token_or_nats_password() {
+        let cli = Cli::parse_from([
+            "hubbub",
+            "key",
+            "show",
+            "--admin-token",
+            "admin-token-value",
+        ]);
+        let text = format!("{cli:?}");
+        assert!(!text.contains("admin-token-value"), "{text}");
+        assert!(text.contains("[redacted]"), "{text}");
+        let cli = Cli::parse_from([
+            "hubbub",
+            "serve",
+            "--cluster",
+            "nats://hubbub:nats-password@nats.example.com:4222",
+        ]);
+        let text = format!("{cli:?}");
+        assert!(!text.contains("nats-password"), "{text}");
+        assert!(text.contains("nats.example.com:4222"), "{text}");
+    }
 }

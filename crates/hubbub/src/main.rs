@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            cli::Command::Serve(args) => serve::run(args).await,
+            cli::Command::Serve(args) => serve::run(*args).await,
             cli::Command::Key(key) => client::key(key).await,
             cli::Command::Hub(hub) => client::hub(hub).await,
             cli::Command::Audit { since, json, admin } => client::audit(since, json, admin).await,

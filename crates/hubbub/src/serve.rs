@@ -28,10 +28,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What an operator needs to start using the instance. Connection strings carry a key, so they
-/// are printed only on the first start (when they were just made); `hubbub key show` shows them
-/// any time.
+/// Prints the banner on stdout: connection strings only when stdout is a terminal.
 fn print_banner(server: &RunningServer) {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    print!("{}", banner(server, terminal));
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+/// What an operator needs to start using the instance. Connection strings carry a key, so they
+/// are shown only on the first start (when they were just made) and only on a terminal: stdout
+/// sent to a file or a log collector would keep them. `hubbub key show` shows them any time.
+fn banner(server: &RunningServer, terminal: bool) -> String {
     let endpoint = server.state.primary_endpoint();
     let scheme = if server.tls { "https" } else { "http" };
     let mut out = String::new();
@@ -58,7 +66,7 @@ fn print_banner(server: &RunningServer) {
         "admin token file: {}\n",
         server.admin_token_file.display()
     ));
-    if server.first_start {
+    if server.first_start && terminal {
         let keys = server.state.keys.current().web_pub_sub_keys(&endpoint);
         out.push_str(&format!(
             "primary connection string: {}\n",
@@ -68,13 +76,18 @@ fn print_banner(server: &RunningServer) {
             "secondary connection string: {}\n",
             keys.secondary_connection_string
         ));
+    } else if server.first_start {
+        out.push_str(&format!(
+            "connection strings: not printed (stdout is not a terminal); run `hubbub key show \
+             --admin-url http://{} --data-dir {}`\n",
+            server.admin_addr,
+            server.state.keys.store().data_dir().display()
+        ));
     } else {
         out.push_str("connection strings: run `hubbub key show`\n");
     }
     out.push_str("Hubbub is ready.\n");
-    print!("{out}");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    out
 }
 
 async fn wait_for_signal() {
@@ -96,4 +109,59 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connection_strings_are_shown_on_a_terminal_only_and_only_at_the_first_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = || Settings {
+            data_dir: Some(dir.path().join("data")),
+            listen: Some("127.0.0.1:0".into()),
+            admin_listen: Some("127.0.0.1:0".into()),
+            ..Settings::default()
+        };
+        let server = hubbub_server::start(settings().validate().unwrap())
+            .await
+            .unwrap();
+        let keys = server
+            .state
+            .keys
+            .current()
+            .web_pub_sub_keys(&server.state.primary_endpoint());
+        let on_terminal = banner(&server, true);
+        assert!(
+            on_terminal.contains(&format!(
+                "primary connection string: {}\n",
+                keys.primary_connection_string
+            )),
+            "{on_terminal}"
+        );
+        assert!(on_terminal.contains(&keys.secondary_connection_string));
+        let piped = banner(&server, false);
+        assert!(piped.contains("New Hubbub instance"), "{piped}");
+        assert!(!piped.contains("AccessKey="), "{piped}");
+        assert!(
+            piped.contains(&format!(
+                "run `hubbub key show --admin-url http://{}",
+                server.admin_addr
+            )),
+            "{piped}"
+        );
+        assert!(piped.ends_with("Hubbub is ready.\n"));
+        server.shutdown().await;
+
+        let again = hubbub_server::start(settings().validate().unwrap())
+            .await
+            .unwrap();
+        for terminal in [true, false] {
+            let text = banner(&again, terminal);
+            assert!(!text.contains("AccessKey="), "{text}");
+            assert!(text.contains("run `hubbub key show`"), "{text}");
+        }
+        again.shutdown().await;
+    }
 }

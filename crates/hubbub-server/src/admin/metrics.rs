@@ -163,10 +163,59 @@ pub fn render(state: &AppState) -> String {
         "hubbub_event_handler_problems {}",
         state.upstream.problems().len()
     );
+    listener_metrics(&mut out, &state.listeners);
     if let Some(stats) = state.backplane.stats() {
         backplane_metrics(&mut out, &stats);
     }
     out
+}
+
+/// Open connections per listener and the connections its limits turned away or closed.
+fn listener_metrics(out: &mut String, listeners: &crate::listener::Listeners) {
+    let both = [("public", &listeners.public), ("admin", &listeners.admin)];
+    metric(
+        out,
+        "hubbub_http_connections",
+        "gauge",
+        "Open TCP connections per listener (WebSockets included).",
+    );
+    for (listener, stats) in both {
+        let _ = writeln!(
+            out,
+            "hubbub_http_connections{{listener=\"{listener}\"}} {}",
+            stats.open()
+        );
+    }
+    metric(
+        out,
+        "hubbub_limit_rejections_total",
+        "counter",
+        "Connections refused because the listener was full (max_connections), or closed because they did not send request headers in time (header_timeout).",
+    );
+    for (listener, stats) in both {
+        for (limit, count) in [
+            ("max_connections", stats.refused()),
+            ("header_timeout", stats.header_timeouts()),
+        ] {
+            let _ = writeln!(
+                out,
+                "hubbub_limit_rejections_total{{limit=\"{limit}\",listener=\"{listener}\"}} {count}"
+            );
+        }
+    }
+    metric(
+        out,
+        "hubbub_http_idle_closed_total",
+        "counter",
+        "HTTP keep-alive connections closed after sitting idle (http_idle_timeout_secs).",
+    );
+    for (listener, stats) in both {
+        let _ = writeln!(
+            out,
+            "hubbub_http_idle_closed_total{{listener=\"{listener}\"}} {}",
+            stats.idle_closed()
+        );
+    }
 }
 
 /// The connection to the other nodes and the messages crossing it (cluster mode).

@@ -5,6 +5,7 @@
 //! leaves each slot with its old value or its new one: the change is one SQLite transaction.
 
 mod audit;
+mod files;
 mod lifecycle;
 mod notices;
 
@@ -149,6 +150,12 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the operating system's random source failed: {0}")]
     Random(getrandom::Error),
+    #[error("the database file {path} is accessible to other users (mode {mode}) and cannot be made private ({reason}); as its owner run `chmod 600 {path}`, or run Hubbub as the user that owns it")]
+    Exposed {
+        path: PathBuf,
+        mode: String,
+        reason: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
     File {
         path: PathBuf,
@@ -200,11 +207,13 @@ pub struct Store {
 }
 
 impl Store {
-    /// Creates the data directory if missing, opens (or creates) the database and migrates it.
+    /// Creates the data directory if missing, opens (or creates) the database (its files private,
+    /// mode 0600) and migrates it.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         prepare_data_dir(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
         let existed = path.exists();
+        files::make_private(&path)?;
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE

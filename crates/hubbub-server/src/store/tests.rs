@@ -187,3 +187,75 @@ fn admin_token_file_is_private_and_rewritten_when_missing() {
         .unwrap();
     assert!(path.exists());
 }
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// In a data directory anyone may list (0755), the database and the -wal and -shm files SQLite
+/// makes beside it are private, whatever the umask.
+#[cfg(unix)]
+#[test]
+fn the_database_and_its_wal_and_shm_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = Store::open(&data).unwrap();
+    store.load_or_init(1_000).unwrap();
+    store.put_hub_settings("chat", "{}", 2_000).unwrap();
+    // Still open: the WAL and the shared-memory index exist now.
+    for path in files::database_files(store.path()) {
+        assert!(path.exists(), "{}", path.display());
+        assert_eq!(format!("{:o}", mode(&path)), "600", "{}", path.display());
+    }
+}
+
+/// The same under a umask that takes nothing away and one that takes everything from others:
+/// the test above, run again in a process of its own with each.
+#[cfg(unix)]
+#[test]
+fn the_database_files_are_private_under_any_umask() {
+    let exe = std::env::current_exe().unwrap();
+    for umask in ["000", "077"] {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umask {umask} && exec \"$0\" --exact \
+                 store::tests::the_database_and_its_wal_and_shm_are_private"
+            ))
+            .arg(&exe)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "under umask {umask}: {text}");
+        assert!(text.contains("1 passed"), "under umask {umask}: {text}");
+    }
+}
+
+/// A database left readable by others (an older version, a restore, a copy) is made private at
+/// the next start, -wal and -shm included.
+#[cfg(unix)]
+#[test]
+fn an_existing_database_readable_by_others_is_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(dir.path()).unwrap();
+    let keys = first.load_or_init(1_000).unwrap().keys;
+    // Kept open so that its -wal and -shm stay, as after a crash.
+    let files = files::database_files(first.path());
+    for path in &files {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let again = Store::open(dir.path()).unwrap();
+    for path in &files {
+        assert_eq!(format!("{:o}", mode(path)), "600", "{}", path.display());
+    }
+    assert_eq!(
+        again.load_or_init(2_000).unwrap().keys.primary.value,
+        keys.primary.value
+    );
+}

@@ -223,6 +223,35 @@ impl TestServer {
         response.json().await.expect("json")
     }
 
+    /// A new TCP connection to the public listener, for speaking (or half-speaking) HTTP by hand.
+    pub async fn raw_public(&self) -> tokio::net::TcpStream {
+        tokio::net::TcpStream::connect(self.running().public_addr)
+            .await
+            .expect("TCP connect")
+    }
+
+    /// The value of one series of `/metrics` (`name{labels}` exactly as rendered), read on a
+    /// connection of its own (so an idle timeout never meets a pooled one).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("http client");
+        let text = client
+            .get(self.admin_url("/metrics"))
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .expect("metrics request sent")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+    }
+
     pub async fn keys(&self) -> Value {
         let response = self.admin_get("/admin/keys").await;
         assert_eq!(response.status(), 200);
@@ -256,6 +285,60 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
     assert_eq!(header.as_deref(), Some(code));
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
     body
+}
+
+/// Sends `GET path` on a raw keep-alive HTTP/1.1 connection and reads the whole response
+/// (within 10 s): its status and body. None when the server closed the connection instead.
+pub async fn raw_get(stream: &mut tokio::net::TcpStream, path: &str) -> Option<(u16, String)> {
+    use tokio::io::AsyncWriteExt;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    tokio::time::timeout(Duration::from_secs(10), read_response(stream))
+        .await
+        .expect("a response or a close within 10 s")
+}
+
+/// Reads one HTTP/1.1 response with a `content-length`: its status and body.
+pub async fn read_response(stream: &mut tokio::net::TcpStream) -> Option<(u16, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                let status = head.split_whitespace().nth(1)?.parse().ok()?;
+                return Some((status, body.to_string()));
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Waits (at most `limit`) until the server closes `stream`; false if it is still open then.
+/// Anything the server sends before closing is discarded.
+pub async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
 }
 
 /// Polls `check` until it returns true, for at most `limit`.

@@ -49,8 +49,8 @@ pub trait Channel: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), String>>;
 }
 
-/// `[notifications]` in the config file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+/// `[notifications]` in the config file. `Debug` shows no password, secret or webhook path.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationSettings {
     #[serde(default)]
@@ -66,6 +66,36 @@ pub struct NotificationSettings {
     pub webhook_secret: Option<String>,
     /// First retry delay in seconds (doubles per attempt, at most an hour); default 30.
     pub retry_base_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for NotificationSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: &Option<String>| set.as_ref().map(|_| "[redacted]");
+        f.debug_struct("NotificationSettings")
+            .field("email_to", &self.email_to)
+            .field("email_from", &self.email_from)
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("smtp_security", &self.smtp_security)
+            .field("smtp_username", &self.smtp_username)
+            .field("smtp_password", &redacted(&self.smtp_password))
+            .field("webhook_url", &self.webhook_url.as_deref().map(url_origin))
+            .field("webhook_secret", &redacted(&self.webhook_secret))
+            .field("retry_base_secs", &self.retry_base_secs)
+            .finish()
+    }
+}
+
+/// A webhook URL's scheme and host only: chat webhooks carry their secret in the path.
+fn url_origin(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(url) => format!(
+            "{}://{}/[redacted]",
+            url.scheme(),
+            url.host_str().unwrap_or_default()
+        ),
+        Err(_) => "[redacted]".into(),
+    }
 }
 
 impl NotificationSettings {
@@ -164,5 +194,30 @@ mod tests {
         };
         assert!(good.validate().is_ok());
         assert_eq!(good.channels(), ["email", "webhook"]);
+    }
+
+    #[test]
+    fn debug_shows_no_password_secret_or_webhook_path() {
+        let settings = NotificationSettings {
+            email_to: vec!["ops@example.com".into()],
+            smtp_host: Some("smtp.example.com".into()),
+            smtp_username: Some("hubbub".into()),
+            smtp_password: Some("smtp-password-value".into()),
+            webhook_url: Some("https://hooks.example.com/services/T0/B0/path-token".into()),
+            webhook_secret: Some("webhook-secret-value".into()),
+            ..Default::default()
+        };
+        for text in [format!("{settings:?}"), format!("{settings:#?}")] {
+            for secret in ["smtp-password-value", "webhook-secret-value", "path-token"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+            assert!(text.contains("smtp.example.com"), "{text}");
+            assert!(
+                text.contains("https://hooks.example.com/[redacted]"),
+                "{text}"
+            );
+        }
+        let unset = format!("{:?}", NotificationSettings::default());
+        assert!(unset.contains("smtp_password: None"), "{unset}");
     }
 }
