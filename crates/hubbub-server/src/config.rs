@@ -53,6 +53,10 @@ pub struct Settings {
     pub http_idle_timeout_secs: Option<u64>,
     /// Open connections the public listener accepts, WebSockets included (1-1,000,000).
     pub max_connections: Option<usize>,
+    /// Groups one client connection may be in (1-100,000).
+    pub max_groups_per_connection: Option<usize>,
+    /// Connections one user id may have open in one hub on this node (1-1,000,000).
+    pub max_connections_per_user: Option<usize>,
     /// Key age policy: keys older than this many days are due for rotation (off by default).
     pub key_max_age_days: Option<u32>,
     /// How often key housekeeping runs, in milliseconds (tests shorten it).
@@ -100,6 +104,8 @@ impl std::fmt::Debug for Settings {
             .field("http_header_timeout_secs", &self.http_header_timeout_secs)
             .field("http_idle_timeout_secs", &self.http_idle_timeout_secs)
             .field("max_connections", &self.max_connections)
+            .field("max_groups_per_connection", &self.max_groups_per_connection)
+            .field("max_connections_per_user", &self.max_connections_per_user)
             .field("key_max_age_days", &self.key_max_age_days)
             .field("maintenance_interval_ms", &self.maintenance_interval_ms)
             .field("notifications", &self.notifications)
@@ -138,6 +144,10 @@ pub enum ConfigError {
     BadIdleTimeout(u64),
     #[error("max_connections must be between 1 and 1000000, not {0}")]
     BadMaxConnections(usize),
+    #[error("max_groups_per_connection must be between 1 and 100000, not {0}")]
+    BadMaxGroups(usize),
+    #[error("max_connections_per_user must be between 1 and 1000000, not {0}")]
+    BadMaxPerUser(usize),
     #[error("[notifications]: {0}")]
     BadNotifications(String),
     #[error("key_max_age_days must be at least 1")]
@@ -187,6 +197,12 @@ impl Settings {
                 .or(lower.http_header_timeout_secs),
             http_idle_timeout_secs: self.http_idle_timeout_secs.or(lower.http_idle_timeout_secs),
             max_connections: self.max_connections.or(lower.max_connections),
+            max_groups_per_connection: self
+                .max_groups_per_connection
+                .or(lower.max_groups_per_connection),
+            max_connections_per_user: self
+                .max_connections_per_user
+                .or(lower.max_connections_per_user),
             hubs: self.hubs.or(lower.hubs),
             key_max_age_days: self.key_max_age_days.or(lower.key_max_age_days),
             maintenance_interval_ms: self
@@ -265,6 +281,20 @@ impl Settings {
         if !(1..=1_000_000).contains(&max_connections) {
             return Err(ConfigError::BadMaxConnections(max_connections));
         }
+        let hub_limits = crate::dataplane::hub::HubLimits {
+            groups_per_connection: self
+                .max_groups_per_connection
+                .unwrap_or(crate::dataplane::hub::DEFAULT_MAX_GROUPS_PER_CONNECTION),
+            connections_per_user: self
+                .max_connections_per_user
+                .unwrap_or(crate::dataplane::hub::DEFAULT_MAX_CONNECTIONS_PER_USER),
+        };
+        if !(1..=100_000).contains(&hub_limits.groups_per_connection) {
+            return Err(ConfigError::BadMaxGroups(hub_limits.groups_per_connection));
+        }
+        if !(1..=1_000_000).contains(&hub_limits.connections_per_user) {
+            return Err(ConfigError::BadMaxPerUser(hub_limits.connections_per_user));
+        }
         let mut hubs = Vec::new();
         for (name, properties) in self.hubs.unwrap_or_default() {
             crate::api::validate_hub(&name)
@@ -303,6 +333,7 @@ impl Settings {
             http_header_timeout: Duration::from_secs(http_header_timeout_secs),
             http_idle_timeout: Duration::from_secs(http_idle_timeout_secs),
             max_connections,
+            hub_limits,
             hubs,
             keep_alive: Duration::from_secs(keep_alive_secs),
             reconnect_grace: Duration::from_secs(reconnect_grace_secs),
@@ -344,6 +375,8 @@ pub struct Config {
     pub http_idle_timeout: Duration,
     /// Open connections the public listener accepts (the admin listener's cap is fixed).
     pub max_connections: usize,
+    /// Groups per connection and connections per user.
+    pub hub_limits: crate::dataplane::hub::HubLimits,
     pub key_max_age_days: Option<u32>,
     pub maintenance_interval: Duration,
     pub notifications: crate::keys::notices::NotificationSettings,
@@ -368,6 +401,7 @@ impl std::fmt::Debug for Config {
             .field("http_header_timeout", &self.http_header_timeout)
             .field("http_idle_timeout", &self.http_idle_timeout)
             .field("max_connections", &self.max_connections)
+            .field("hub_limits", &self.hub_limits)
             .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }

@@ -150,7 +150,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     ));
     // Cluster mode: join before serving, so a node that cannot reach NATS never serves.
     let shutdown = CancellationToken::new();
-    let hubs: Arc<crate::dataplane::hub::Hubs> = Arc::default();
+    let hubs = Arc::new(crate::dataplane::hub::Hubs::with_limits(config.hub_limits));
     let hub_settings = Arc::new(hub_settings);
     let backplane = match &config.cluster {
         Some(cluster) => {

@@ -157,3 +157,99 @@ async fn portal_sign_in_is_rate_limited_per_address() {
     assert_eq!(other.status(), 303, "{:?}", other.headers());
     assert!(other.headers().contains_key("set-cookie"));
 }
+
+#[tokio::test]
+async fn a_connection_joins_at_most_its_group_limit_and_others_are_unaffected() {
+    let t = TestServer::start_with(hubbub_server::Settings {
+        max_groups_per_connection: Some(3),
+        ..Default::default()
+    })
+    .await;
+    let key = t.key(KeySlot::Primary);
+    let roles = ["webpubsub.joinLeaveGroup"];
+    let token = t.client_token(&key, "hub", None, &roles, &[]);
+    let (mut greedy, connected) = t.json_client("hub", &token, JSON).await;
+    let (mut other, _) = t.json_client("hub", &token, JSON).await;
+    let id = connected["connectionId"].as_str().unwrap().to_string();
+    for n in 1..=4u64 {
+        send_json(
+            &mut greedy,
+            json!({"type": "joinGroup", "group": format!("g{n}"), "ackId": n}),
+        )
+        .await;
+        let ack = next_json(&mut greedy).await;
+        if n <= 3 {
+            assert_eq!(ack["success"], true, "{ack}");
+        } else {
+            assert_eq!(
+                (ack["success"].as_bool(), ack["error"]["name"].as_str()),
+                (Some(false), Some("BadRequest")),
+                "{ack}"
+            );
+        }
+    }
+    // Over REST too: a clear 400, nothing joined.
+    let path = format!("/api/hubs/hub/groups/g9/connections/{id}?api-version=2024-12-01");
+    let refused = t
+        .rest_request(reqwest::Method::PUT, &key, &path)
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(refused, 400, "TooManyGroups").await;
+    // Another connection joins as usual.
+    send_json(
+        &mut other,
+        json!({"type": "joinGroup", "group": "g4", "ackId": 1}),
+    )
+    .await;
+    assert_eq!(next_json(&mut other).await["success"], true);
+    let metrics = t.admin_text("/metrics").await;
+    assert!(
+        metrics.contains(
+            "hubbub_limit_rejections_total{limit=\"groups_per_connection\",listener=\"public\"} 2"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_opens_at_most_its_connection_limit_and_others_are_unaffected() {
+    let t = TestServer::start_with(hubbub_server::Settings {
+        max_connections_per_user: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let key = t.key(KeySlot::Primary);
+    let url = |user: &str| {
+        format!(
+            "/client/hubs/hub?access_token={}",
+            t.client_token(&key, "hub", Some(user), &[], &[])
+        )
+    };
+    let first = t.ws_connect(&url("u"), Some(JSON)).await.expect("first");
+    let _second = t.ws_connect(&url("u"), Some(JSON)).await.expect("second");
+    assert_eq!(
+        t.ws_connect(&url("u"), Some(JSON)).await.err(),
+        Some(429),
+        "the third connection of the user is refused"
+    );
+    let _other_user = t
+        .ws_connect(&url("v"), Some(JSON))
+        .await
+        .expect("another user");
+    // A connection closed makes room again.
+    drop(first);
+    assert!(
+        common::eventually(std::time::Duration::from_secs(10), || async {
+            t.ws_connect(&url("u"), Some(JSON)).await.is_ok()
+        })
+        .await
+    );
+    let metrics = t.admin_text("/metrics").await;
+    assert!(
+        metrics.contains(
+            "hubbub_limit_rejections_total{limit=\"connections_per_user\",listener=\"public\"} "
+        ) && !metrics.contains("connections_per_user\",listener=\"public\"} 0"),
+        "{metrics}"
+    );
+}

@@ -131,6 +131,13 @@ pub struct ServeArgs {
     /// refused with 503 [default: 20000].
     #[arg(long, env = "HUBBUB_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Groups one client connection may be in; a join beyond it is refused [default: 1000].
+    #[arg(long, env = "HUBBUB_MAX_GROUPS_PER_CONNECTION")]
+    pub max_groups_per_connection: Option<usize>,
+    /// Connections one user id may have open in one hub on this node; a further one is refused
+    /// with 429 [default: 1000].
+    #[arg(long, env = "HUBBUB_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<usize>,
     /// Key age policy: access keys older than this many days are due for rotation [default: off].
     #[arg(long, env = "HUBBUB_KEY_MAX_AGE_DAYS")]
     pub key_max_age_days: Option<u32>,
@@ -180,6 +187,8 @@ impl ServeArgs {
             http_header_timeout_secs: self.http_header_timeout_secs,
             http_idle_timeout_secs: self.http_idle_timeout_secs,
             max_connections: self.max_connections,
+            max_groups_per_connection: self.max_groups_per_connection,
+            max_connections_per_user: self.max_connections_per_user,
             hubs: None,
             key_max_age_days: self.key_max_age_days,
             maintenance_interval_ms: None,

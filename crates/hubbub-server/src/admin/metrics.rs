@@ -163,15 +163,40 @@ pub fn render(state: &AppState) -> String {
         "hubbub_event_handler_problems {}",
         state.upstream.problems().len()
     );
-    listener_metrics(&mut out, &state.listeners);
+    listener_metrics(&mut out, &state.listeners, &client_limits(state));
     if let Some(stats) = state.backplane.stats() {
         backplane_metrics(&mut out, &stats);
     }
     out
 }
 
+/// What the per-client limits refused, as (limit, listener, count): joins beyond a connection's
+/// group limit and connections beyond a user's (public listener), sign-ins beyond the portal's
+/// rate limit (admin listener).
+fn client_limits(state: &AppState) -> [(&'static str, &'static str, u64); 3] {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counts = state.hubs.limit_counts();
+    [
+        (
+            "groups_per_connection",
+            "public",
+            counts.groups_per_connection.load(Relaxed),
+        ),
+        (
+            "connections_per_user",
+            "public",
+            counts.connections_per_user.load(Relaxed),
+        ),
+        ("portal_sign_in", "admin", state.portal.refused_sign_ins()),
+    ]
+}
+
 /// Open connections per listener and the connections its limits turned away or closed.
-fn listener_metrics(out: &mut String, listeners: &crate::listener::Listeners) {
+fn listener_metrics(
+    out: &mut String,
+    listeners: &crate::listener::Listeners,
+    client_limits: &[(&str, &str, u64)],
+) {
     let both = [("public", &listeners.public), ("admin", &listeners.admin)];
     metric(
         out,
@@ -190,7 +215,7 @@ fn listener_metrics(out: &mut String, listeners: &crate::listener::Listeners) {
         out,
         "hubbub_limit_rejections_total",
         "counter",
-        "Connections refused because the listener was full (max_connections), or closed because they did not send request headers in time (header_timeout).",
+        "Connections refused because the listener was full (max_connections), or closed because they did not send request headers in time (header_timeout); joins beyond a connection's group limit (groups_per_connection), connections beyond a user's limit (connections_per_user), portal sign-ins beyond the rate limit (portal_sign_in).",
     );
     for (listener, stats) in both {
         for (limit, count) in [
@@ -202,6 +227,12 @@ fn listener_metrics(out: &mut String, listeners: &crate::listener::Listeners) {
                 "hubbub_limit_rejections_total{{limit=\"{limit}\",listener=\"{listener}\"}} {count}"
             );
         }
+    }
+    for (limit, listener, count) in client_limits {
+        let _ = writeln!(
+            out,
+            "hubbub_limit_rejections_total{{limit=\"{limit}\",listener=\"{listener}\"}} {count}"
+        );
     }
     metric(
         out,

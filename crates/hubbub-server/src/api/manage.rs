@@ -61,6 +61,9 @@ pub async fn add_connection_to_group(
     validate_id("connection id", &connection)?;
     let id = connection.clone();
     let answers = ask(&state, &hub, Ask::AddConnectionToGroup { id, group }, found).await?;
+    if let Some(refused) = answers.iter().find_map(|a| a.refused.clone()) {
+        return Err(ApiError::bad_request("TooManyGroups", refused));
+    }
     if any_ok(&answers) {
         Ok(StatusCode::OK)
     } else {

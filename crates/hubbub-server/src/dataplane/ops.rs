@@ -5,7 +5,7 @@
 
 use super::connection::Connection;
 use super::delivery::Target;
-use super::hub::{canonical_hub, Hubs};
+use super::hub::{canonical_hub, Hubs, JoinError};
 use super::session::Session;
 use hubbub_proto::roles::Permission;
 use serde::{Deserialize, Serialize};
@@ -185,6 +185,9 @@ pub struct Answer {
     /// A reliable session handed over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<Box<Session>>,
+    /// Why a limit refused the operation there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 impl Answer {
@@ -194,6 +197,11 @@ impl Answer {
             ..Default::default()
         }
     }
+}
+
+/// The refusal of a join beyond the connection's group limit.
+pub fn too_many_groups(groups: usize) -> String {
+    format!("the connection is in {groups} groups, the most it may be in")
 }
 
 /// Stop at the first node that found (or did) it.
@@ -254,10 +262,15 @@ pub fn answer(hubs: &Hubs, question: &Question) -> Answered {
                 joined: false,
             }
         }
-        Ask::AddConnectionToGroup { id, group } => {
-            let ok = hub.join(id, group);
-            joined(ok, ok)
-        }
+        Ask::AddConnectionToGroup { id, group } => match hub.join(id, group) {
+            Ok(()) => joined(true, true),
+            Err(JoinError::NoSuchConnection) => Answered::default(),
+            Err(JoinError::TooManyGroups(groups)) => Answer {
+                refused: Some(too_many_groups(groups)),
+                ..Answer::default()
+            }
+            .into(),
+        },
         Ask::RemoveConnectionFromGroup { id, group } => {
             hub.leave(id, group);
             Answer::ok(hub.connection(id).is_some()).into()
@@ -299,6 +312,7 @@ pub fn answer(hubs: &Hubs, question: &Question) -> Answered {
             let (page, _) = hub.list_group(group, after.as_deref(), *limit);
             Answer {
                 session: None,
+                refused: None,
                 ok: !page.is_empty(),
                 connections: page
                     .into_iter()

@@ -2,7 +2,9 @@
 //! invocations, acks, permissions), `message` events and group messages of simple clients.
 
 use super::*;
+use crate::dataplane::hub::JoinError;
 use crate::dataplane::names::validate_event;
+use crate::dataplane::ops::too_many_groups;
 
 /// Handles one data frame from the client, as its protocol reads it.
 pub(super) fn on_frame(
@@ -135,8 +137,13 @@ fn on_request(
                     if !first {
                         return Err(duplicate(ack_id));
                     }
-                    hub.join(&connection.id, &group);
-                    Ok(())
+                    hub.join(&connection.id, &group).map_err(|e| match e {
+                        JoinError::TooManyGroups(groups) => ("BadRequest", too_many_groups(groups)),
+                        JoinError::NoSuchConnection => (
+                            "InternalServerError",
+                            "the connection has left its hub".to_string(),
+                        ),
+                    })
                 });
             ack_join(state, connection, ack_id, result);
         }

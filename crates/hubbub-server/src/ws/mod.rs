@@ -295,6 +295,16 @@ async fn handle(
         }
     }
 
+    if let Some(user) = user_id.as_deref() {
+        if !state.hubs.admits_user(&hub_name, user) {
+            let most = state.hubs.limits().connections_per_user;
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyConnections",
+                format!("this user has {most} connections to the hub, the most it may have"),
+            ));
+        }
+    }
     let groups: Vec<String> = groups
         .into_iter()
         .filter(|g| api::validate_group(g).is_ok())

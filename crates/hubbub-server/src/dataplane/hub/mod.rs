@@ -7,6 +7,7 @@ use super::filter::{Filter, FilterSubject};
 use super::message::Outgoing;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Whom a message, a close or a question is for within a hub.
@@ -44,12 +45,52 @@ pub enum Interest {
 /// Where hubs report interest changes. Called under the hub's lock, in order: it must not block.
 pub type InterestSink = Arc<dyn Fn(Interest) + Send + Sync>;
 
+/// Groups a connection may be in, by default.
+pub const DEFAULT_MAX_GROUPS_PER_CONNECTION: usize = 1000;
+/// Connections one user id may have open in one hub on this node, by default.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 1000;
+
+/// What one client may grow in a hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubLimits {
+    pub groups_per_connection: usize,
+    pub connections_per_user: usize,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        Self {
+            groups_per_connection: DEFAULT_MAX_GROUPS_PER_CONNECTION,
+            connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
+        }
+    }
+}
+
+/// How often the hub limits were hit, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LimitCounts {
+    /// Joins refused because the connection was in the most groups it may be in.
+    pub groups_per_connection: AtomicU64,
+    /// Connections refused because their user had the most it may have.
+    pub connections_per_user: AtomicU64,
+}
+
+/// Why a connection did not join a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    NoSuchConnection,
+    /// The connection is in this many groups, the most it may be in.
+    TooManyGroups(usize),
+}
+
 /// Every hub of the instance, by lower-case name.
 #[derive(Default)]
 pub struct Hubs {
     hubs: RwLock<HashMap<Arc<str>, Arc<Hub>>>,
     /// Where hubs report the groups and users their connections need (none on a single node).
     interest: std::sync::OnceLock<InterestSink>,
+    limits: HubLimits,
+    counts: Arc<LimitCounts>,
 }
 
 impl std::fmt::Debug for Hubs {
@@ -64,6 +105,36 @@ pub fn canonical_hub(name: &str) -> String {
 }
 
 impl Hubs {
+    pub fn with_limits(limits: HubLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    pub fn limits(&self) -> HubLimits {
+        self.limits
+    }
+
+    /// How often the limits were hit.
+    pub fn limit_counts(&self) -> &LimitCounts {
+        &self.counts
+    }
+
+    /// Whether `user` may open one more connection in hub `hub` (counted when not).
+    pub fn admits_user(&self, hub: &str, user: &str) -> bool {
+        let open = self
+            .get(hub)
+            .map_or(0, |hub| hub.user_connection_count(user));
+        let admitted = open < self.limits.connections_per_user;
+        if !admitted {
+            self.counts
+                .connections_per_user
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        admitted
+    }
+
     /// Hubs created from now on report interest changes to `sink`.
     pub fn set_interest(&self, sink: InterestSink) {
         let _ = self.interest.set(sink);
@@ -89,7 +160,12 @@ impl Hubs {
             if let Some(sink) = &sink {
                 sink(Interest::Hub(Arc::clone(&key)));
             }
-            Arc::new(Hub::new(key, sink))
+            Arc::new(Hub::with_limits(
+                key,
+                sink,
+                self.limits,
+                Arc::clone(&self.counts),
+            ))
         }))
     }
 
@@ -130,6 +206,8 @@ struct HubInner {
     groups: HashMap<Arc<str>, HashSet<Arc<str>>>,
     /// user -> connection ids.
     users: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    limits: HubLimits,
+    counts: Arc<LimitCounts>,
     /// The hub's name and where first-joins and last-leaves are reported (if anywhere).
     sink: Option<(Arc<str>, InterestSink)>,
 }
@@ -141,12 +219,18 @@ impl HubInner {
         }
     }
 
-    fn join(&mut self, connection_id: &str, group: &str) -> bool {
+    fn join(&mut self, connection_id: &str, group: &str) -> Result<(), JoinError> {
         let Some(member) = self.connections.get_mut(connection_id) else {
-            return false;
+            return Err(JoinError::NoSuchConnection);
         };
         if member.groups.contains(group) {
-            return true;
+            return Ok(());
+        }
+        if member.groups.len() >= self.limits.groups_per_connection {
+            self.counts
+                .groups_per_connection
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(JoinError::TooManyGroups(member.groups.len()));
         }
         let group: Arc<str> = match self.groups.get_key_value(group) {
             Some((existing, _)) => Arc::clone(existing),
@@ -159,7 +243,7 @@ impl HubInner {
         if first {
             self.notify(|hub| Interest::Group(hub, group, true));
         }
-        true
+        Ok(())
     }
 
     fn leave(&mut self, connection_id: &str, group: &str) {
@@ -232,11 +316,25 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
+    #[cfg(test)]
     fn new(name: Arc<str>, sink: Option<InterestSink>) -> Self {
+        Self::with_limits(name, sink, HubLimits::default(), Arc::default())
+    }
+
+    fn with_limits(
+        name: Arc<str>,
+        sink: Option<InterestSink>,
+        limits: HubLimits,
+        counts: Arc<LimitCounts>,
+    ) -> Self {
         Self {
             inner: RwLock::new(HubInner {
                 sink: sink.map(|s| (Arc::clone(&name), s)),
-                ..HubInner::default()
+                limits,
+                counts,
+                connections: HashMap::new(),
+                groups: HashMap::new(),
+                users: HashMap::new(),
             }),
             name,
             delivered: Default::default(),
@@ -282,7 +380,8 @@ impl Hub {
             },
         );
         for group in groups {
-            inner.join(&id, group);
+            // Beyond the connection's group limit a join is refused (and counted).
+            let _ = inner.join(&id, group);
         }
     }
 
@@ -338,8 +437,14 @@ impl Hub {
     }
 
     /// Joins a connection to a group; false when the connection is unknown.
-    pub fn join(&self, connection_id: &str, group: &str) -> bool {
+    /// Joins a connection to a group (at once if it is in it already).
+    pub fn join(&self, connection_id: &str, group: &str) -> Result<(), JoinError> {
         self.write().join(connection_id, group)
+    }
+
+    /// How many connections `user` has open here.
+    pub fn user_connection_count(&self, user: &str) -> usize {
+        self.read().users.get(user).map_or(0, HashSet::len)
     }
 
     pub fn leave(&self, connection_id: &str, group: &str) {
@@ -353,7 +458,8 @@ impl Hub {
     pub fn add_user_to_group(&self, user: &str, group: &str) {
         let mut inner = self.write();
         for id in inner.user_connections(user) {
-            inner.join(&id, group);
+            // Beyond the connection's group limit a join is refused (and counted).
+            let _ = inner.join(&id, group);
         }
     }
 
@@ -383,7 +489,7 @@ impl Hub {
         for id in selected {
             for group in groups {
                 if add {
-                    inner.join(&id, group);
+                    let _ = inner.join(&id, group);
                 } else {
                     inner.leave(&id, group);
                 }
