@@ -40,6 +40,35 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The admin token in force: checked in constant time, replaced whole when it is rotated.
+pub struct AdminToken(arc_swap::ArcSwap<Secret>);
+
+impl AdminToken {
+    pub fn new(token: Secret) -> Self {
+        Self(arc_swap::ArcSwap::from_pointee(token))
+    }
+
+    pub fn matches(&self, offered: &str) -> bool {
+        self.0.load().matches(offered)
+    }
+
+    /// The token in force (to write it where the operator reads it).
+    pub fn current(&self) -> std::sync::Arc<Secret> {
+        self.0.load_full()
+    }
+
+    /// From now on only `token` is the admin token.
+    pub fn replace(&self, token: Secret) {
+        self.0.store(std::sync::Arc::new(token));
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken([redacted])")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

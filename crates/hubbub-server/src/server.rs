@@ -182,7 +182,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         upstream,
         keys,
         endpoints: endpoints.clone().into(),
-        admin_token: Arc::new(instance.admin_token.clone()),
+        admin_token: Arc::new(crate::secret::AdminToken::new(instance.admin_token.clone())),
         token_leeway_secs: config.token_leeway_secs,
         hubs,
         client: ClientSettings {

@@ -8,7 +8,6 @@ use crate::dataplane::delivery::{self, Delivered, Delivery};
 use crate::dataplane::hub::{Hub, Hubs};
 use crate::dataplane::ops::{self, Answer, Ask, Question};
 use crate::keys::Keys;
-use crate::secret::Secret;
 use crate::upstream::hub_settings::HubSettings;
 use crate::upstream::{EventContext, Upstream};
 use futures_util::future::BoxFuture;
@@ -33,7 +32,7 @@ pub struct AppState {
     pub keys: Keys,
     /// Every public endpoint; the first one is used in connection strings.
     pub endpoints: Arc<[PublicEndpoint]>,
-    pub admin_token: Arc<Secret>,
+    pub admin_token: Arc<crate::secret::AdminToken>,
     pub token_leeway_secs: i64,
     pub hubs: Arc<Hubs>,
     pub hub_settings: Arc<HubSettings>,

@@ -26,6 +26,9 @@ pub enum Command {
     /// Manage hub settings (event handlers, anonymous connections), like `az webpubsub hub`.
     #[command(subcommand)]
     Hub(HubCommand),
+    /// The admin token of a running server.
+    #[command(subcommand)]
+    AdminToken(AdminTokenCommand),
     /// Print the audit log: every key event, who made it and from where.
     Audit {
         /// Only events at or after this RFC 3339 time.
@@ -34,6 +37,20 @@ pub enum Command {
         /// Print JSON (one object per event) instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminTokenCommand {
+    /// Replace the admin token with a new one: the old one stops working at once, portal
+    /// sessions are signed out, and the data directory's admin-token file gets the new one.
+    /// Prints the new token's file (and, with --print, the token) as JSON.
+    Rotate {
+        /// Also print the new token (for a server whose data directory is elsewhere).
+        #[arg(long)]
+        print: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },

@@ -1,6 +1,6 @@
 //! CLI commands that talk to a running server through its admin API.
 
-use crate::cli::{AccessKeyType, AdminArgs, HubArgs, HubCommand, KeyCommand};
+use crate::cli::{AccessKeyType, AdminArgs, AdminTokenCommand, HubArgs, HubCommand, KeyCommand};
 use anyhow::{anyhow, bail, Context};
 use hubbub_proto::error::ErrorDetail;
 use hubbub_proto::keys::{KeySlot, WebPubSubKeys};
@@ -275,6 +275,21 @@ fn event_handler(pairs: &[String]) -> anyhow::Result<serde_json::Value> {
         handler["userEventPattern"] = serde_json::json!(pattern);
     }
     Ok(handler)
+}
+
+pub async fn admin_token(command: AdminTokenCommand) -> anyhow::Result<()> {
+    let AdminTokenCommand::Rotate { print, admin } = command;
+    let mut rotated: serde_json::Value = Admin::new(&admin)?
+        .post("/admin/admin-token/rotate", &serde_json::json!({}))
+        .await?;
+    if !print {
+        if let Some(object) = rotated.as_object_mut() {
+            object.remove("adminToken");
+        }
+    }
+    eprintln!("The admin token was rotated: the old one no longer works, portal sessions were signed out.");
+    println!("{}", serde_json::to_string_pretty(&rotated)?);
+    Ok(())
 }
 
 struct Admin {

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
             cli::Command::Serve(args) => serve::run(*args).await,
             cli::Command::Key(key) => client::key(key).await,
             cli::Command::Hub(hub) => client::hub(hub).await,
+            cli::Command::AdminToken(command) => client::admin_token(command).await,
             cli::Command::Audit { since, json, admin } => client::audit(since, json, admin).await,
         }
     });

@@ -589,3 +589,56 @@ fn regenerating_without_grace_end_grace_and_deadlines_revoke_keys_kept_by_a_grac
         "{details:?}"
     );
 }
+
+#[test]
+fn the_admin_token_rotates_and_the_old_one_stops_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Hubbub::start(dir.path());
+    let token_file = dir.path().join("admin-token");
+    let old = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let rotated = server.cli(&["admin-token", "rotate"]);
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let printed = stdout_json(&rotated);
+    assert!(
+        printed.get("adminToken").is_none(),
+        "not printed without --print: {printed}"
+    );
+    let new = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_ne!(new, old);
+    assert!(!String::from_utf8_lossy(&rotated.stdout).contains(&new));
+    // The old token is refused, the new one (read from the file) works.
+    let with_old = common::cli(
+        &["key", "show", "--admin-token", &old],
+        &server.admin_url(),
+        dir.path(),
+    );
+    assert!(!with_old.status.success());
+    assert!(String::from_utf8_lossy(&with_old.stderr).contains("refused the admin token"));
+    assert!(server.cli(&["key", "show"]).status.success());
+    // Recorded, with who and from where, never the token.
+    let audit = server.cli(&["audit", "--json"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert!(text.contains("admin_token_rotated"), "{text}");
+    assert!(!text.contains(&new) && !text.contains(&old));
+    // It survives a restart.
+    let status = server.terminate();
+    assert!(status.success());
+    let again = Hubbub::start(dir.path());
+    assert!(again.cli(&["key", "show"]).status.success());
+    let stale = common::cli(
+        &["key", "show", "--admin-token", &old],
+        &again.admin_url(),
+        dir.path(),
+    );
+    assert!(!stale.status.success());
+}

@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/admin/keys", get(show_keys))
         .route("/admin/keys/regenerate", post(regenerate))
+        .route("/admin/admin-token/rotate", post(rotate_admin_token))
         .merge(crate::admin::hubs::routes())
         .merge(crate::admin::lifecycle::routes())
         .route("/metrics", get(crate::admin::metrics::handler))
@@ -383,6 +384,40 @@ async fn regenerate(
     let (slot, grace) = parse_regenerate_with_grace(&body)?;
     let ring = regenerate_slot(&state, slot, peer, grace, actor).await?;
     Ok(Json(keys_view(&state, &ring)))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RotatedAdminToken {
+    admin_token: String,
+    admin_token_file: String,
+}
+
+/// `POST /admin/admin-token/rotate`: a fresh admin token, durable (and in the admin token file)
+/// before it answers; the old one stops working at once and portal sessions are signed out.
+async fn rotate_admin_token(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
+) -> Result<Json<RotatedAdminToken>, ApiError> {
+    let store = Arc::clone(state.keys.store());
+    let now = state.keys.clock().now_millis();
+    let source = peer.ip().to_string();
+    let (token, file) =
+        tokio::task::spawn_blocking(move || store.rotate_admin_token(now, actor, Some(&source)))
+            .await
+            .map_err(|_| ApiError::internal("the rotation was interrupted"))?
+            .map_err(|e| {
+                tracing::error!(error = %e, "the admin token could not be rotated");
+                ApiError::internal("the admin token could not be rotated; the old one still works")
+            })?;
+    state.admin_token.replace(token.clone());
+    state.portal.end_all();
+    tracing::info!(actor, "admin token rotated");
+    Ok(Json(RotatedAdminToken {
+        admin_token: token.expose().to_string(),
+        admin_token_file: file.display().to_string(),
+    }))
 }
 
 /// The ARM operations on `Microsoft.SignalRService/webPubSub/{name}`, matched case-insensitively

@@ -433,6 +433,39 @@ impl Store {
             > 0)
     }
 
+    /// Replaces the admin token with a fresh one, recording the event in the same durable
+    /// transaction, then rewrites the admin token file. (A crash between the two leaves the file
+    /// behind; the next start rewrites it from the database.) Returns the new token and the file.
+    pub fn rotate_admin_token(
+        &self,
+        at: UnixMillis,
+        actor: &str,
+        source: Option<&str>,
+    ) -> Result<(Secret, PathBuf), StoreError> {
+        let token = Secret::generate().map_err(StoreError::Random)?;
+        {
+            let mut conn = self.lock();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE instance SET admin_token = ?1 WHERE id = 1",
+                [token.expose()],
+            )?;
+            audit::append(
+                &tx,
+                &AuditEntry {
+                    at,
+                    event: "admin_token_rotated",
+                    actor,
+                    source,
+                    ..AuditEntry::default()
+                },
+            )?;
+            tx.commit()?;
+        }
+        let file = self.ensure_admin_token_file(&token)?;
+        Ok((token, file))
+    }
+
     /// Writes the admin token file (mode 0600) if it is missing or differs from the stored token.
     /// Written to a temporary file, synced and renamed, so it is never seen half-written.
     pub fn ensure_admin_token_file(&self, token: &Secret) -> Result<PathBuf, StoreError> {

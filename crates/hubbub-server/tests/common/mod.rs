@@ -111,7 +111,12 @@ impl TestServer {
     }
 
     pub fn admin_token(&self) -> String {
-        self.running().state.admin_token.expose().to_string()
+        self.running()
+            .state
+            .admin_token
+            .current()
+            .expose()
+            .to_string()
     }
 
     pub fn key(&self, slot: hubbub_proto::keys::KeySlot) -> String {

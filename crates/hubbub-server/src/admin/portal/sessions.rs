@@ -112,6 +112,14 @@ impl Sessions {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// Signs every session out (the admin token they signed in with was rotated).
+    pub fn end_all(&self) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     pub(super) fn end(&self, id: &str) {
         self.sessions
             .lock()
