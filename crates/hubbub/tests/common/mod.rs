@@ -187,3 +187,44 @@ pub async fn get_json(
     let response = request.send().await.expect("GET request sent");
     response.json().await.expect("a JSON body")
 }
+
+/// Sends one REST request signed with `key`, as an SDK would.
+pub fn rest_send(server: &Hubbub, key: &str) -> u16 {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let port = server.public_addr.rsplit(':').next().unwrap().to_string();
+    let path = "/api/hubs/chat/:send?api-version=2024-12-01";
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let header = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = b64(
+        serde_json::json!({"aud": format!("http://localhost:{port}{path}"), "exp": exp})
+            .to_string()
+            .as_bytes(),
+    );
+    let input = format!("{header}.{claims}");
+    let signature = b64(&hubbub_proto::jwt::hmac_sha256(
+        key.as_bytes(),
+        input.as_bytes(),
+    ));
+    let token = format!("{input}.{signature}");
+    let url = format!("http://{}{path}", server.public_addr);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let response = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(token)
+            .header("content-type", "text/plain")
+            .body("x")
+            .send()
+            .await
+            .expect("request sent");
+        response.status().as_u16()
+    })
+}

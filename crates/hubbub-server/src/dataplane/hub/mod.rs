@@ -7,8 +7,14 @@ use super::filter::{Filter, FilterSubject};
 use super::message::Outgoing;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub use interest::{Interest, InterestSink};
+pub use limits::{
+    HubLimits, JoinError, LimitCounts, DEFAULT_MAX_CONNECTIONS_PER_USER,
+    DEFAULT_MAX_GROUPS_PER_CONNECTION,
+};
+pub use registry::{canonical_hub, Hubs};
 
 /// Whom a message, a close or a question is for within a hub.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,155 +33,6 @@ impl Target {
             Target::Connection(id) => Some(id),
             _ => None,
         }
-    }
-}
-
-/// What this node's connections need, reported as it changes: a backplane that subscribes to
-/// other nodes' messages by interest follows it.
-#[derive(Debug, Clone)]
-pub enum Interest {
-    /// A hub got its first local connection (hub-wide sends are wanted from now on).
-    Hub(Arc<str>),
-    /// A group got its first local member (`true`) or lost its last (`false`).
-    Group(Arc<str>, Arc<str>, bool),
-    /// A user got a first local connection (`true`) or lost the last (`false`).
-    User(Arc<str>, Arc<str>, bool),
-}
-
-/// Where hubs report interest changes. Called under the hub's lock, in order: it must not block.
-pub type InterestSink = Arc<dyn Fn(Interest) + Send + Sync>;
-
-/// Groups a connection may be in, by default.
-pub const DEFAULT_MAX_GROUPS_PER_CONNECTION: usize = 1000;
-/// Connections one user id may have open in one hub on this node, by default.
-pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 1000;
-
-/// What one client may grow in a hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HubLimits {
-    pub groups_per_connection: usize,
-    pub connections_per_user: usize,
-}
-
-impl Default for HubLimits {
-    fn default() -> Self {
-        Self {
-            groups_per_connection: DEFAULT_MAX_GROUPS_PER_CONNECTION,
-            connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
-        }
-    }
-}
-
-/// How often the hub limits were hit, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct LimitCounts {
-    /// Joins refused because the connection was in the most groups it may be in.
-    pub groups_per_connection: AtomicU64,
-    /// Connections refused because their user had the most it may have.
-    pub connections_per_user: AtomicU64,
-}
-
-/// Why a connection did not join a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JoinError {
-    NoSuchConnection,
-    /// The connection is in this many groups, the most it may be in.
-    TooManyGroups(usize),
-}
-
-/// Every hub of the instance, by lower-case name.
-#[derive(Default)]
-pub struct Hubs {
-    hubs: RwLock<HashMap<Arc<str>, Arc<Hub>>>,
-    /// Where hubs report the groups and users their connections need (none on a single node).
-    interest: std::sync::OnceLock<InterestSink>,
-    limits: HubLimits,
-    counts: Arc<LimitCounts>,
-}
-
-impl std::fmt::Debug for Hubs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hubs").finish_non_exhaustive()
-    }
-}
-
-/// Hub names are case-insensitive; this is the canonical form.
-pub fn canonical_hub(name: &str) -> String {
-    name.to_ascii_lowercase()
-}
-
-impl Hubs {
-    pub fn with_limits(limits: HubLimits) -> Self {
-        Self {
-            limits,
-            ..Self::default()
-        }
-    }
-
-    pub fn limits(&self) -> HubLimits {
-        self.limits
-    }
-
-    /// How often the limits were hit.
-    pub fn limit_counts(&self) -> &LimitCounts {
-        &self.counts
-    }
-
-    /// Whether `user` may open one more connection in hub `hub` (counted when not).
-    pub fn admits_user(&self, hub: &str, user: &str) -> bool {
-        let open = self
-            .get(hub)
-            .map_or(0, |hub| hub.user_connection_count(user));
-        let admitted = open < self.limits.connections_per_user;
-        if !admitted {
-            self.counts
-                .connections_per_user
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        admitted
-    }
-
-    /// Hubs created from now on report interest changes to `sink`.
-    pub fn set_interest(&self, sink: InterestSink) {
-        let _ = self.interest.set(sink);
-    }
-
-    pub fn get(&self, name: &str) -> Option<Arc<Hub>> {
-        let key = canonical_hub(name);
-        self.hubs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key.as_str())
-            .cloned()
-    }
-
-    pub fn get_or_create(&self, name: &str) -> Arc<Hub> {
-        if let Some(hub) = self.get(name) {
-            return hub;
-        }
-        let key: Arc<str> = canonical_hub(name).into();
-        let mut hubs = self.hubs.write().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(hubs.entry(Arc::clone(&key)).or_insert_with(|| {
-            let sink = self.interest.get().cloned();
-            if let Some(sink) = &sink {
-                sink(Interest::Hub(Arc::clone(&key)));
-            }
-            Arc::new(Hub::with_limits(
-                key,
-                sink,
-                self.limits,
-                Arc::clone(&self.counts),
-            ))
-        }))
-    }
-
-    pub fn all(&self) -> Vec<Arc<Hub>> {
-        self.hubs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
     }
 }
 
@@ -667,5 +524,8 @@ impl Hub {
     }
 }
 
+mod interest;
+mod limits;
+mod registry;
 #[cfg(test)]
 mod tests;

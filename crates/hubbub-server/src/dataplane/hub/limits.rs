@@ -1,0 +1,42 @@
+//! What one client may grow in a hub: groups per connection, connections per user; and how
+//! often those limits were hit.
+
+use std::sync::atomic::AtomicU64;
+
+/// Groups a connection may be in, by default.
+pub const DEFAULT_MAX_GROUPS_PER_CONNECTION: usize = 1000;
+/// Connections one user id may have open in one hub on this node, by default.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 1000;
+
+/// What one client may grow in a hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubLimits {
+    pub groups_per_connection: usize,
+    pub connections_per_user: usize,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        Self {
+            groups_per_connection: DEFAULT_MAX_GROUPS_PER_CONNECTION,
+            connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
+        }
+    }
+}
+
+/// How often the hub limits were hit, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LimitCounts {
+    /// Joins refused because the connection was in the most groups it may be in.
+    pub groups_per_connection: AtomicU64,
+    /// Connections refused because their user had the most it may have.
+    pub connections_per_user: AtomicU64,
+}
+
+/// Why a connection did not join a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    NoSuchConnection,
+    /// The connection is in this many groups, the most it may be in.
+    TooManyGroups(usize),
+}
