@@ -55,7 +55,9 @@ proptest! {
             None => format!("{scheme}://{host}"),
         };
         let parsed = ConnectionString::parse(&ConnectionString::render(&endpoint, &key)).unwrap();
-        prop_assert_eq!(parsed.endpoint.trim_end_matches('/'), endpoint.as_str());
+        // The same URL: a scheme's default port (`http://a:80`) may be dropped on the way.
+        let same = |a: &str| url::Url::parse(a).map(|u| u.to_string()).unwrap_or_default();
+        prop_assert_eq!(same(&parsed.endpoint), same(&endpoint));
         prop_assert_eq!(parsed.access_key, key);
     }
 
