@@ -29,6 +29,23 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/notices", get(notices))
 }
 
+/// An access key's slot from a request's `keyType` (`Primary` or `Secondary`; `what` says what
+/// the salt cannot have).
+fn access_slot(key_type: &str, what: &str) -> Result<KeySlot, ApiError> {
+    let slot: KeySlot = key_type
+        .parse()
+        .map_err(|e: hubbub_proto::keys::UnknownKeySlot| {
+            ApiError::bad_request("InvalidKeyType", e.to_string())
+        })?;
+    if slot == KeySlot::Salt {
+        return Err(ApiError::bad_request(
+            "InvalidKeyType",
+            format!("{what} for Primary or Secondary, not Salt"),
+        ));
+    }
+    Ok(slot)
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RequireRotation {
@@ -50,19 +67,7 @@ async fn require_rotation(
             r#"the body must be JSON like {"keyType": "Primary", "by": "7d", "reason": "..."}"#,
         )
     })?;
-    let slot: KeySlot =
-        request
-            .key_type
-            .parse()
-            .map_err(|e: hubbub_proto::keys::UnknownKeySlot| {
-                ApiError::bad_request("InvalidKeyType", e.to_string())
-            })?;
-    if slot == KeySlot::Salt {
-        return Err(ApiError::bad_request(
-            "InvalidKeyType",
-            "rotation can be required for Primary or Secondary, not Salt",
-        ));
-    }
+    let slot = access_slot(&request.key_type, "rotation can be required")?;
     let now = state.keys.clock().now_millis();
     let deadline = parse_deadline(&request.by, now).ok_or_else(|| {
         ApiError::bad_request(
@@ -132,19 +137,7 @@ async fn end_grace(
             r#"the body must be JSON like {"keyType": "Primary"}"#,
         )
     })?;
-    let slot: KeySlot =
-        request
-            .key_type
-            .parse()
-            .map_err(|e: hubbub_proto::keys::UnknownKeySlot| {
-                ApiError::bad_request("InvalidKeyType", e.to_string())
-            })?;
-    if slot == KeySlot::Salt {
-        return Err(ApiError::bad_request(
-            "InvalidKeyType",
-            "grace periods are for Primary or Secondary, not Salt",
-        ));
-    }
+    let slot = access_slot(&request.key_type, "grace periods are")?;
     let origin = Origin {
         actor,
         source: Some(peer.ip().to_string()),

@@ -300,11 +300,6 @@ impl Bus {
         self.sink.settling()
     }
 
-    /// The largest message the NATS server takes.
-    pub fn max_payload(&self) -> usize {
-        self.max_payload
-    }
-
     /// Lets this node answer questions from the others (from now until shutdown).
     pub fn serve(&self, node: Arc<dyn Node>) {
         *self
