@@ -73,6 +73,9 @@ pub struct Settings {
     pub cluster_creds: Option<PathBuf>,
     /// A PEM CA certificate to verify the NATS servers with; TLS is then required.
     pub cluster_tls_ca: Option<PathBuf>,
+    /// A file holding the secret every node shares (kept outside NATS): it authenticates the
+    /// messages between nodes and seals what they keep in NATS. Required in cluster mode.
+    pub cluster_secret_file: Option<PathBuf>,
     /// Replicas of the cluster's key-value bucket and audit stream (1-5; default 1).
     pub cluster_replicas: Option<usize>,
     /// This node's id in the cluster, carried in its connection ids (default: random).
@@ -113,6 +116,7 @@ impl std::fmt::Debug for Settings {
             .field("cluster", &cluster)
             .field("cluster_creds", &self.cluster_creds)
             .field("cluster_tls_ca", &self.cluster_tls_ca)
+            .field("cluster_secret_file", &self.cluster_secret_file)
             .field("cluster_replicas", &self.cluster_replicas)
             .field("node_id", &self.node_id)
             .finish()
@@ -212,6 +216,7 @@ impl Settings {
             cluster: self.cluster.or(lower.cluster),
             cluster_creds: self.cluster_creds.or(lower.cluster_creds),
             cluster_tls_ca: self.cluster_tls_ca.or(lower.cluster_tls_ca),
+            cluster_secret_file: self.cluster_secret_file.or(lower.cluster_secret_file),
             cluster_replicas: self.cluster_replicas.or(lower.cluster_replicas),
             node_id: self.node_id.or(lower.node_id),
         }
@@ -316,6 +321,7 @@ impl Settings {
             self.cluster,
             self.cluster_creds,
             self.cluster_tls_ca,
+            self.cluster_secret_file,
             self.cluster_replicas,
             self.node_id,
         )

@@ -169,6 +169,11 @@ pub struct ServeArgs {
     /// PEM CA certificate to verify the NATS servers with; TLS is then required.
     #[arg(long, env = "HUBBUB_CLUSTER_TLS_CA")]
     pub cluster_tls_ca: Option<PathBuf>,
+    /// File with the secret every node shares, outside NATS (one line of at least 32
+    /// characters, e.g. from `openssl rand -base64 32`): it authenticates messages between nodes
+    /// and seals what they keep in NATS. Required with --cluster.
+    #[arg(long, env = "HUBBUB_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// Replicas of the cluster's key bucket and audit stream, 1-5 [default: 1].
     #[arg(long, env = "HUBBUB_CLUSTER_REPLICAS")]
     pub cluster_replicas: Option<usize>,
@@ -213,6 +218,7 @@ impl ServeArgs {
             cluster: (!self.cluster.is_empty()).then(|| self.cluster.clone()),
             cluster_creds: self.cluster_creds.clone(),
             cluster_tls_ca: self.cluster_tls_ca.clone(),
+            cluster_secret_file: self.cluster_secret_file.clone(),
             cluster_replicas: self.cluster_replicas,
             node_id: self.node_id.clone(),
         }

@@ -279,6 +279,21 @@ fn backplane_metrics(out: &mut String, stats: &crate::backplane::Stats) {
             "hubbub_cluster_messages_total{{direction=\"{direction}\"}} {count}"
         );
     }
+    metric(
+        out,
+        "hubbub_cluster_refused_total",
+        "counter",
+        "Messages between nodes and values in the cluster's buckets refused because no node with this cluster secret wrote them (unsigned, forged, altered, replayed too late, or sealed with another secret).",
+    );
+    for (what, count) in [
+        ("message", stats.refused_messages),
+        ("value", stats.refused_values),
+    ] {
+        let _ = writeln!(
+            out,
+            "hubbub_cluster_refused_total{{what=\"{what}\"}} {count}"
+        );
+    }
 }
 
 fn escape(label: &str) -> String {

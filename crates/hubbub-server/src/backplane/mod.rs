@@ -67,6 +67,9 @@ pub struct Stats {
     pub published: u64,
     pub received: u64,
     pub dropped: u64,
+    /// Messages and stored values refused: not written by a node with the cluster secret.
+    pub refused_messages: u64,
+    pub refused_values: u64,
 }
 
 /// One node, or this node's membership of a cluster. Cheap to clone.

@@ -94,6 +94,30 @@ impl Store {
         Ok(())
     }
 
+    /// The generation of the cluster key ring this node installed last (0: none yet). Kept so
+    /// that a restarted node still refuses an older ring replayed into NATS.
+    pub fn ring_generation(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let generation: Option<i64> = conn
+            .query_row(
+                "SELECT seq FROM cluster_mirror WHERE name = 'ring_generation'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(generation.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Records the generation of the cluster key ring just installed.
+    pub fn set_ring_generation(&self, generation: u64) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO cluster_mirror (name, seq) VALUES ('ring_generation', ?1)
+             ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+            [i64::try_from(generation).unwrap_or(i64::MAX)],
+        )?;
+        Ok(())
+    }
+
     /// How far the audit stream created at `stream_created` was copied. A stream other than the
     /// one copied so far (created anew after JetStream lost it) is copied from its start.
     pub fn audit_mirror_position(&self, stream_created: i64) -> Result<u64, StoreError> {

@@ -3,7 +3,8 @@
 
 use crate::common::{get_json, wait_timeout, BIN};
 use crate::support::{
-    cluster, converged, free_port, primary_regenerations, Nats, NatsCluster, Node, SERIAL,
+    cluster, converged, free_port, primary_regenerations, secret_file, Nats, NatsCluster, Node,
+    CLUSTER_SECRET, SERIAL,
 };
 use serde_json::json;
 use std::process::{Command, Stdio};
@@ -28,6 +29,8 @@ fn unreachable_nats_at_start_is_one_clear_error_and_a_failed_exit() {
             "--cluster",
             &format!("nats://someone:pa55word@127.0.0.1:{port}"),
         ])
+        .arg("--cluster-secret-file")
+        .arg(secret_file(dir.path(), CLUSTER_SECRET))
         .env("HUBBUB_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -16,3 +16,4 @@ mod management;
 mod messages;
 mod sessions;
 mod settings_usage_notices;
+mod trust;

@@ -4,6 +4,7 @@
 //! their answers are gathered with bounded time: never more than [`ASK_TIMEOUT`].
 
 use super::routing::{group_subject, hub_subject, node_subject, user_subject, Kind};
+use super::wire::Wire;
 use super::Cluster;
 use crate::dataplane::delivery::Target;
 use crate::dataplane::ops::{Answer, Question};
@@ -47,13 +48,13 @@ impl Cluster {
             return Vec::new();
         }
         let payload: bytes::Bytes = serde_json::to_vec(question).unwrap_or_default().into();
-        let inbox = self.client.new_inbox();
-        let Ok(mut replies) = self.client.subscribe(inbox.clone()).await else {
+        let inbox = self.wire.client.new_inbox();
+        let Ok(mut replies) = self.wire.client.subscribe(inbox.clone()).await else {
             return Vec::new();
         };
         if self
-            .client
-            .publish_with_reply(subject, inbox, payload)
+            .wire
+            .publish_request(subject, inbox, payload)
             .await
             .is_err()
         {
@@ -73,6 +74,9 @@ impl Cluster {
             if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
                 break;
             }
+            if !self.wire.check(&reply) {
+                continue;
+            }
             if let Ok(answer) = serde_json::from_slice::<Answer>(&reply.payload) {
                 let done = enough(&answer);
                 answers.push(answer);
@@ -87,17 +91,12 @@ impl Cluster {
 
 /// One request to one node's subject, answered by one node (or by nobody within
 /// [`ASK_TIMEOUT`]).
-pub(crate) async fn request(
-    client: &async_nats::Client,
-    node: &str,
-    question: &Question,
-) -> Option<Answer> {
+pub(crate) async fn request(wire: &Wire, node: &str, question: &Question) -> Option<Answer> {
     let payload: bytes::Bytes = serde_json::to_vec(question).ok()?.into();
-    let subject = node_subject(node, Kind::Ask);
-    match tokio::time::timeout(ASK_TIMEOUT, client.request(subject, payload)).await {
-        Ok(Ok(reply)) => serde_json::from_slice(&reply.payload).ok(),
-        _ => None,
-    }
+    let reply = wire
+        .request(node_subject(node, Kind::Ask), payload, ASK_TIMEOUT)
+        .await?;
+    serde_json::from_slice(&reply).ok()
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Key events in the cluster: the node that makes a change publishes its audit entry to the
 //! `hubbub_audit` stream; every node copies the stream, in order and exactly once, into its own
 //! audit log (the SQLite table the portal, the CLI and `/metrics` read), remembering the last
-//! stream sequence it copied.
+//! stream sequence it copied. Events are sealed with the cluster secret: an event that no node
+//! wrote is refused, never copied.
 
 use super::ClusterError;
 use crate::clock::UnixMillis;
@@ -16,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 pub const STREAM: &str = "hubbub_audit";
 pub const SUBJECT: &str = "hubbub.audit";
+/// What a sealed event is bound to.
+const SEAL_CONTEXT: &str = "hubbub_audit";
 
 pub(crate) async fn open_stream(
     js: &jetstream::Context,
@@ -66,11 +69,12 @@ struct AuditDoc {
 pub(crate) struct AuditLog {
     js: jetstream::Context,
     node_id: String,
+    wire: super::wire::Wire,
 }
 
 impl AuditLog {
-    pub(crate) fn new(js: jetstream::Context, node_id: String) -> Self {
-        Self { js, node_id }
+    pub(crate) fn new(js: jetstream::Context, node_id: String, wire: super::wire::Wire) -> Self {
+        Self { js, node_id, wire }
     }
 
     /// Publishes an event and waits for the stream to store it. `dedup` names the event so that
@@ -91,7 +95,10 @@ impl AuditLog {
             detail: entry.detail.map(str::to_owned),
             node: self.node_id.clone(),
         };
-        let payload: bytes::Bytes = serde_json::to_vec(&doc).unwrap_or_default().into();
+        let payload = self
+            .wire
+            .secret
+            .seal(SEAL_CONTEXT, &serde_json::to_vec(&doc).unwrap_or_default());
         let mut headers = async_nats::HeaderMap::new();
         if let Some(id) = dedup {
             headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
@@ -112,7 +119,7 @@ impl AuditLog {
 pub(crate) async fn mirror(
     js: jetstream::Context,
     replicas: usize,
-    client: async_nats::Client,
+    wire: super::wire::Wire,
     store: Arc<Store>,
     mut reconnects: tokio::sync::watch::Receiver<u64>,
     shutdown: CancellationToken,
@@ -149,7 +156,7 @@ pub(crate) async fn mirror(
         };
         let consumer = stream
             .create_consumer(consumer::push::OrderedConfig {
-                deliver_subject: client.new_inbox(),
+                deliver_subject: wire.client.new_inbox(),
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: last + 1,
                 },
@@ -194,9 +201,12 @@ pub(crate) async fn mirror(
             };
             let Ok(info) = message.info() else { continue };
             let seq = info.stream_sequence;
-            let doc: AuditDoc = match serde_json::from_slice(&message.payload) {
-                Ok(doc) => doc,
-                Err(_) => {
+            let opened = wire.open(SEAL_CONTEXT, &message.payload);
+            let doc: AuditDoc = match opened.map(|plain| serde_json::from_slice(&plain)) {
+                Some(Ok(doc)) => doc,
+                // Refused (counted and logged): not copied.
+                None => continue,
+                Some(Err(_)) => {
                     tracing::warn!(seq, "skipped an unreadable audit event");
                     continue;
                 }

@@ -154,7 +154,7 @@ struct Dispatch {
     node_id: Arc<str>,
     hubs: Arc<Hubs>,
     stats: Arc<BusStats>,
-    client: async_nats::Client,
+    wire: super::wire::Wire,
     /// Set once the node is served; cleared at shutdown (it holds the cluster itself).
     node: std::sync::RwLock<Option<Arc<dyn Node>>>,
     /// Reliable sessions this node handed over, and where they went.
@@ -165,6 +165,9 @@ struct Dispatch {
 
 impl Dispatch {
     async fn on_message(&self, message: async_nats::Message) {
+        if !self.wire.check(&message) {
+            return;
+        }
         match message.subject.as_str().rsplit('.').next() {
             Some("m") => {
                 self.stats.received.fetch_add(1, Ordering::Relaxed);
@@ -172,7 +175,7 @@ impl Dispatch {
                     // A connection that is not here: if its session moved on, so does this.
                     if let Some(node) = self.moved.get(&id).filter(|n| **n != *self.node_id) {
                         let subject = node_subject(&node, Kind::Message);
-                        if let Err(e) = self.client.publish(subject, message.payload).await {
+                        if let Err(e) = self.wire.publish(subject, message.payload).await {
                             tracing::debug!(error = %e, "a message could not be passed on");
                         }
                     }
@@ -209,7 +212,7 @@ impl Dispatch {
                     // A connection that is not here: if its session moved on, ask there.
                     if let Some(node) = self.moved.get(id).filter(|n| **n != *self.node_id) {
                         if let Some(relayed) =
-                            super::ask::request(&self.client, &node, &question).await
+                            super::ask::request(&self.wire, &node, &question).await
                         {
                             if let Ask::Handover { to, .. } = &question.ask {
                                 if relayed.session.is_some() {
@@ -221,7 +224,7 @@ impl Dispatch {
                     }
                 }
                 let payload = serde_json::to_vec(&answer).unwrap_or_default();
-                if let Err(e) = self.client.publish(reply, payload.into()).await {
+                if let Err(e) = self.wire.publish(reply.to_string(), payload.into()).await {
                     tracing::debug!(error = %e, "an answer could not be sent");
                 }
             }
@@ -242,19 +245,20 @@ impl Bus {
     /// Subscribes to this node's own subject and starts the publisher and the interest manager;
     /// from now on the hubs report interest here.
     pub async fn start(
-        client: async_nats::Client,
+        wire: super::wire::Wire,
         node_id: Arc<str>,
         hubs: Arc<Hubs>,
         moved: Arc<Moved>,
         shutdown: CancellationToken,
     ) -> Result<Self, String> {
+        let client = wire.client.clone();
         let stats = Arc::new(BusStats::default());
         let dispatch = Arc::new(Dispatch {
             node_id: Arc::clone(&node_id),
             moved,
             hubs: Arc::clone(&hubs),
             stats: Arc::clone(&stats),
-            client: client.clone(),
+            wire: wire.clone(),
             node: std::sync::RwLock::new(None),
             max_payload: client.server_info().max_payload,
         });
@@ -264,7 +268,7 @@ impl Bus {
             .map_err(|e| e.to_string())?;
         let reader = tokio::spawn(read(own, Arc::clone(&dispatch)));
         let (outbox, queued) = mpsc::channel(OUTBOX_CAPACITY);
-        tokio::spawn(publish(client.clone(), queued, shutdown.clone()));
+        tokio::spawn(publish(wire, queued, shutdown.clone()));
         let (tx, changes) = mpsc::unbounded_channel();
         let (done_tx, done) = watch::channel(0);
         let sink = InterestSink(Arc::new(SinkInner {
@@ -367,9 +371,9 @@ impl Bus {
     }
 }
 
-/// Hands queued messages to the NATS client, in order.
+/// Hands queued messages to the NATS client, in order, signed.
 async fn publish(
-    client: async_nats::Client,
+    wire: super::wire::Wire,
     mut queued: mpsc::Receiver<(String, Bytes)>,
     shutdown: CancellationToken,
 ) {
@@ -381,7 +385,7 @@ async fn publish(
         let Some((subject, payload)) = next else {
             return;
         };
-        if let Err(e) = client.publish(subject, payload).await {
+        if let Err(e) = wire.publish(subject, payload).await {
             tracing::debug!(error = %e, "a message could not be handed to NATS");
         }
     }

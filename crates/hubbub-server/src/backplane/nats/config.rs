@@ -2,8 +2,10 @@
 //! password), and this node's id: configured, or made at first start and kept in the data
 //! directory.
 
+use super::seal::ClusterSecret;
 use super::ClusterError;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Largest replica count of the bucket and the stream (a JetStream limit).
 pub const MAX_REPLICAS: usize = 5;
@@ -15,6 +17,8 @@ pub struct ClusterConfig {
     pub urls: Vec<String>,
     pub creds: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
+    /// Authenticates messages between nodes and seals what they keep in NATS.
+    pub secret: Arc<ClusterSecret>,
     pub replicas: usize,
     /// Given in the settings; otherwise the one kept in the data directory (made at first start).
     pub node_id: Option<String>,
@@ -26,6 +30,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("urls", &self.redacted_urls())
             .field("creds", &self.creds)
             .field("tls_ca", &self.tls_ca)
+            .field("secret", &self.secret)
             .field("replicas", &self.replicas)
             .field("node_id", &self.node_id)
             .finish()
@@ -105,6 +110,7 @@ impl ClusterConfig {
         urls: Option<Vec<String>>,
         creds: Option<PathBuf>,
         tls_ca: Option<PathBuf>,
+        secret_file: Option<PathBuf>,
         replicas: Option<usize>,
         node_id: Option<String>,
     ) -> Result<Option<Self>, String> {
@@ -117,9 +123,14 @@ impl ClusterConfig {
             .map(str::to_owned)
             .collect();
         if urls.is_empty() {
-            if creds.is_some() || tls_ca.is_some() || replicas.is_some() || node_id.is_some() {
+            if creds.is_some()
+                || tls_ca.is_some()
+                || secret_file.is_some()
+                || replicas.is_some()
+                || node_id.is_some()
+            {
                 return Err(
-                    "cluster_creds, cluster_tls_ca, cluster_replicas and node_id need cluster (the NATS URLs)"
+                    "cluster_creds, cluster_tls_ca, cluster_secret_file, cluster_replicas and node_id need cluster (the NATS URLs)"
                         .into(),
                 );
             }
@@ -147,10 +158,15 @@ impl ClusterConfig {
                 id.chars().take(40).collect::<String>()
             ));
         }
+        let Some(secret_file) = secret_file else {
+            return Err("cluster mode needs cluster_secret_file: a file with a secret every node shares and NATS never sees (one line of at least 32 characters, e.g. `openssl rand -base64 32 > cluster.secret; chmod 600 cluster.secret`)".into());
+        };
+        let secret = Arc::new(ClusterSecret::from_file(&secret_file)?);
         Ok(Some(Self {
             urls,
             creds,
             tls_ca,
+            secret,
             replicas,
             node_id,
         }))
@@ -171,10 +187,16 @@ mod tests {
 
     #[test]
     fn settings_are_checked_and_urls_never_show_passwords() {
-        assert!(ClusterConfig::from_settings(None, None, None, None, None)
-            .unwrap()
-            .is_none());
-        let err = ClusterConfig::from_settings(None, None, None, Some(3), None).unwrap_err();
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("cluster.secret");
+        std::fs::write(&secret, "a-cluster-secret-of-at-least-32-characters\n").unwrap();
+        let secret = || Some(secret.clone());
+        assert!(
+            ClusterConfig::from_settings(None, None, None, None, None, None)
+                .unwrap()
+                .is_none()
+        );
+        let err = ClusterConfig::from_settings(None, None, None, None, Some(3), None).unwrap_err();
         assert!(err.contains("need cluster"), "{err}");
         let config = ClusterConfig::from_settings(
             Some(vec![
@@ -183,6 +205,7 @@ mod tests {
             ]),
             None,
             None,
+            secret(),
             Some(3),
             Some("node_1".into()),
         )
@@ -192,13 +215,38 @@ mod tests {
         assert_eq!(config.node_id.as_deref(), Some("node_1"));
         let shown = format!("{config:?}");
         assert!(
-            !shown.contains("s3cret") && !shown.contains("alice"),
+            !shown.contains("s3cret") && !shown.contains("alice") && !shown.contains("32-char"),
             "{shown}"
         );
+        let needs_secret = ClusterConfig::from_settings(
+            Some(vec!["nats://h:1".into()]),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            needs_secret.contains("cluster_secret_file"),
+            "{needs_secret}"
+        );
+        let missing = dir.path().join("absent");
+        let err = ClusterConfig::from_settings(
+            Some(vec!["nats://h:1".into()]),
+            None,
+            None,
+            Some(missing),
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(err.contains("cannot read the cluster secret file"), "{err}");
         let err = ClusterConfig::from_settings(
             Some(vec!["http://bob:pw@h:1".into()]),
             None,
             None,
+            secret(),
             None,
             None,
         )
@@ -209,6 +257,7 @@ mod tests {
                 Some(vec!["nats://h:1".into()]),
                 None,
                 None,
+                secret(),
                 None,
                 Some(bad.into())
             )
@@ -218,6 +267,7 @@ mod tests {
             Some(vec!["nats://h:1".into()]),
             None,
             None,
+            secret(),
             Some(6),
             None
         )

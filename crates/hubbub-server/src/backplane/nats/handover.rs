@@ -87,7 +87,7 @@ impl Cluster {
                 to: self.node_id.to_string(),
             },
         );
-        let answer = request(&self.client, &node, &question).await?;
+        let answer = request(&self.wire, &node, &question).await?;
         answer.session.map(|s| *s)
     }
 
@@ -101,10 +101,10 @@ impl Cluster {
         let Ok(payload) = serde_json::to_vec(&question) else {
             return;
         };
-        let client = self.client.clone();
+        let wire = self.wire.clone();
         let subject = node_subject(node, Kind::Ask);
         tokio::spawn(async move {
-            let _ = client.publish(subject, payload.into()).await;
+            let _ = wire.publish(subject, payload.into()).await;
         });
     }
 }

@@ -3,6 +3,9 @@
 //! on any node is written to the bucket; every node watches the bucket and applies each entry to
 //! its own settings (SQLite first, then memory), so event handlers and policies are the same on
 //! every node. A hub's settings are replaced whole, so the last write wins, as with ARM's PUT.
+//! Entries are sealed with the cluster secret, bound to their key; a removal is a sealed `null`
+//! (a bucket delete, which cannot be sealed, is ignored). An entry that does not open is refused,
+//! and at join this node writes its own settings for that hub over it.
 
 use super::{Cluster, ClusterError};
 use crate::upstream::hub_settings::{HubProperties, HubSettings};
@@ -18,6 +21,30 @@ pub const BUCKET: &str = "hubbub_hubs";
 
 fn key(hub: &str) -> String {
     format!("h_{}", URL_SAFE_NO_PAD.encode(hub.as_bytes()))
+}
+
+/// What a hub's sealed entry is bound to.
+fn context(key: &str) -> String {
+    format!("{BUCKET}/{key}")
+}
+
+/// A hub's settings (`None`: removed) as a sealed entry.
+fn seal(wire: &super::wire::Wire, key: &str, properties: Option<&HubProperties>) -> bytes::Bytes {
+    let json = serde_json::to_vec(&properties).unwrap_or_default();
+    wire.secret.seal(&context(key), &json)
+}
+
+/// The settings in a sealed entry: `Err` when it does not open (refused, counted) or does not
+/// parse.
+fn open(
+    wire: &super::wire::Wire,
+    key: &str,
+    value: &[u8],
+) -> Result<Option<HubProperties>, String> {
+    let plain = wire
+        .open(&context(key), value)
+        .ok_or("not sealed with this cluster's secret")?;
+    serde_json::from_slice(&plain).map_err(|e| e.to_string())
 }
 
 fn hub_of(key: &str) -> Option<String> {
@@ -60,6 +87,7 @@ async fn apply(
 /// cluster's (dropping hubs the cluster does not have).
 pub(crate) async fn adopt(
     kv: &kv::Store,
+    wire: &super::wire::Wire,
     settings: &Arc<HubSettings>,
     now: i64,
 ) -> Result<(), ClusterError> {
@@ -73,8 +101,8 @@ pub(crate) async fn adopt(
         .map_err(|e| failed(e.to_string()))?;
     if keys.is_empty() {
         for (hub, properties) in settings.all() {
-            let value = serde_json::to_vec(&*properties).unwrap_or_default();
-            kv.put(key(&hub), value.into())
+            let key = key(&hub);
+            kv.put(&key, seal(wire, &key, Some(&properties)))
                 .await
                 .map_err(|e| failed(e.to_string()))?;
         }
@@ -86,12 +114,21 @@ pub(crate) async fn adopt(
         let Some(value) = kv.get(&key).await.map_err(|e| failed(e.to_string()))? else {
             continue;
         };
-        match serde_json::from_slice::<HubProperties>(&value) {
-            Ok(properties) => {
+        match open(wire, &key, &value) {
+            Ok(Some(properties)) => {
                 apply(settings, hub.clone(), Some(properties), now).await?;
                 cluster_hubs.insert(hub);
             }
-            Err(e) => tracing::error!(%hub, error = %e, "ignored unreadable hub settings"),
+            Ok(None) => {}
+            Err(e) => {
+                // Kept here, and written back sealed: no node wrote what is there.
+                tracing::warn!(%hub, error = %e, "refused the cluster's settings of a hub; writing this node's back");
+                cluster_hubs.insert(hub.clone());
+                let ours = settings.find(&hub);
+                kv.put(&key, seal(wire, &key, ours.as_deref()))
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+            }
         }
     }
     for hub in settings.all().into_keys() {
@@ -115,15 +152,13 @@ impl Cluster {
         if !self.connected() {
             return Err(ClusterError::Unavailable);
         }
-        let written = match &properties {
-            Some(p) => self
-                .hubs
-                .put(key(hub), serde_json::to_vec(p).unwrap_or_default().into())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            None => self.hubs.delete(key(hub)).await.map_err(|e| e.to_string()),
-        };
+        let key = key(hub);
+        let written = self
+            .hubs
+            .put(&key, seal(&self.wire, &key, properties.as_ref()))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         if let Err(reason) = written {
             tracing::warn!(%reason, "a hub settings change did not reach NATS");
             return Err(ClusterError::Unavailable);
@@ -145,14 +180,15 @@ pub(crate) async fn watch(
             continue;
         };
         let properties = match entry.operation {
-            kv::Operation::Put => match serde_json::from_slice::<HubProperties>(&entry.value) {
-                Ok(p) => Some(p),
+            kv::Operation::Put => match open(&cluster.wire, &entry.key, &entry.value) {
+                Ok(p) => p,
                 Err(e) => {
-                    tracing::error!(%hub, error = %e, "ignored unreadable hub settings");
+                    tracing::debug!(%hub, error = %e, "ignored hub settings");
                     continue;
                 }
             },
-            kv::Operation::Delete | kv::Operation::Purge => None,
+            // Removals are sealed `null` entries; a bare delete is no node's.
+            kv::Operation::Delete | kv::Operation::Purge => continue,
         };
         if settings.find(&hub).as_deref() == properties.as_ref() {
             continue;

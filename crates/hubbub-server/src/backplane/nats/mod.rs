@@ -15,6 +15,8 @@
 //! | [`notices`] | rotation notices claimed in the `hubbub_notices` bucket, so one node sends each |
 //! | [`handover`] | reliable sessions moving to the node their client recovered on |
 //! | [`routing`] | subjects of hubs, groups, users and nodes; forward entries of moved sessions |
+//! | [`seal`] | the cluster secret: signatures on messages, sealed values in the buckets |
+//! | [`wire`] | the NATS connection that signs what it sends and checks what it receives |
 
 pub mod ask;
 pub mod audit;
@@ -25,7 +27,9 @@ pub mod hubs;
 pub mod notices;
 pub mod ring;
 pub mod routing;
+pub mod seal;
 pub mod usage;
+pub mod wire;
 
 pub use config::{node_id, redact_url, valid_node_id, ClusterConfig, MAX_REPLICAS, NODE_ID_FILE};
 
@@ -209,7 +213,8 @@ impl From<ClusterError> for SharedError {
 /// This node's membership of the cluster. Cheap to share (`Arc`).
 pub struct Cluster {
     pub node_id: Arc<str>,
-    client: async_nats::Client,
+    /// The NATS connection, signing and checking with the cluster secret.
+    pub(crate) wire: wire::Wire,
     pub(crate) ring: ring::RingSync,
     /// The `hubbub_hubs` bucket.
     pub(crate) hubs: async_nats::jetstream::kv::Store,
@@ -342,14 +347,20 @@ impl Cluster {
         let notices_kv = notices::open_bucket(&js, config.replicas)
             .await
             .map_err(jetstream_error)?;
-        let ring = ring::RingSync::new(kv, js.clone(), config.replicas, keys.clone());
-        ring.adopt().await?;
-        hubs::adopt(&hubs_kv, hub_settings, keys.clock().now_millis()).await?;
-        let audit = audit::AuditLog::new(js.clone(), node_id.clone());
+        let wire = wire::Wire {
+            client: client.clone(),
+            secret: Arc::clone(&config.secret),
+            refused: Arc::default(),
+        };
+        let ring =
+            ring::RingSync::new(kv, js.clone(), config.replicas, keys.clone(), wire.clone())?;
+        ring.adopt(true).await?;
+        hubs::adopt(&hubs_kv, &wire, hub_settings, keys.clock().now_millis()).await?;
+        let audit = audit::AuditLog::new(js.clone(), node_id.clone(), wire.clone());
         let node_id: Arc<str> = node_id.into();
         let moved = Arc::<routing::Moved>::default();
         let bus = bus::Bus::start(
-            client.clone(),
+            wire.clone(),
             Arc::clone(&node_id),
             Arc::clone(hubs),
             Arc::clone(&moved),
@@ -362,7 +373,7 @@ impl Cluster {
         })?;
         let cluster = Arc::new(Self {
             node_id,
-            client,
+            wire,
             ring,
             hubs: hubs_kv,
             usage: usage_kv,
@@ -387,7 +398,7 @@ impl Cluster {
         tokio::spawn(audit::mirror(
             js,
             config.replicas,
-            cluster.client.clone(),
+            cluster.wire.clone(),
             keys.store().clone(),
             cluster.reconnects(),
             shutdown,
@@ -432,12 +443,14 @@ impl Cluster {
             published: stats.published.load(Relaxed),
             received: stats.received.load(Relaxed),
             dropped: stats.dropped.load(Relaxed),
+            refused_messages: self.wire.refused.messages.load(Relaxed),
+            refused_values: self.wire.refused.values.load(Relaxed),
         }
     }
 
     /// Whether the NATS connection is up right now.
     pub fn connected(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
+        self.wire.client.connection_state() == async_nats::connection::State::Connected
     }
 
     /// A receiver that changes whenever NATS (re)connects.

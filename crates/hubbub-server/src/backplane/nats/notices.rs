@@ -2,7 +2,9 @@
 //! each notice is claimed in the `hubbub_notices` bucket (a create, which only one node can win)
 //! and only the winner queues and sends it. A node that restarts recognises its own claims. A
 //! claimed notice stays with its node: if that node is gone for good before sending, the notice is
-//! not sent by another (the portal and `key notices` on that node's data show it pending).
+//! not sent by another (the portal and `key notices` on that node's data show it pending). A
+//! claim is the claiming node's id sealed with the cluster secret; a claim that does not open
+//! (no node made it) is taken over with a compare-and-set, so it cannot silence a notice.
 
 use super::Cluster;
 use crate::backplane::Claim;
@@ -22,6 +24,11 @@ pub(crate) async fn open_bucket(
         replicas,
     )
     .await
+}
+
+/// What a sealed claim is bound to.
+fn context(key: &str) -> String {
+    format!("{BUCKET}/{key}")
 }
 
 /// A notice's dedup key as a bucket key (hex: bucket keys allow few characters).
@@ -51,19 +58,31 @@ impl Cluster {
             return Claim::Unknown;
         }
         let key = claim_key(dedup);
+        let ours = self
+            .wire
+            .secret
+            .seal(&context(&key), self.node_id.as_bytes());
         let claimed = tokio::time::timeout(
             super::REQUEST_TIMEOUT,
-            self.notices
-                .create(&key, self.node_id.as_bytes().to_vec().into()),
+            self.notices.create(&key, ours.clone()),
         )
         .await;
         match claimed {
             Ok(Ok(_)) => Claim::Mine,
             Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                match tokio::time::timeout(super::REQUEST_TIMEOUT, self.notices.get(&key)).await {
-                    Ok(Ok(Some(owner))) if owner.as_ref() == self.node_id.as_bytes() => Claim::Mine,
-                    Ok(Ok(Some(_))) => Claim::Theirs,
-                    _ => Claim::Unknown,
+                let entry =
+                    tokio::time::timeout(super::REQUEST_TIMEOUT, self.notices.entry(&key)).await;
+                let Ok(Ok(Some(entry))) = entry else {
+                    return Claim::Unknown;
+                };
+                match self.wire.open(&context(&key), &entry.value) {
+                    Some(owner) if owner == self.node_id.as_bytes() => Claim::Mine,
+                    Some(_) => Claim::Theirs,
+                    // No node made this claim: take it over (one node wins the race).
+                    None => match self.notices.update(&key, ours, entry.revision).await {
+                        Ok(_) => Claim::Mine,
+                        Err(_) => Claim::Unknown,
+                    },
                 }
             }
             _ => Claim::Unknown,

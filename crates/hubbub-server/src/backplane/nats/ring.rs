@@ -4,7 +4,11 @@
 //! reapplies its change, so concurrent changes on several nodes all take effect, one after the
 //! other. Every node watches the key and installs each new ring (local SQLite mirror first, then
 //! the in-memory swap); a generation number inside the document keeps an older ring from ever
-//! replacing a newer one.
+//! replacing a newer one. The document is sealed with the cluster secret (see
+//! [`seal`](super::seal)): NATS never holds a key in clear, and a ring written by anyone without
+//! the secret is refused. The last installed generation is kept in the local store, so a ring
+//! replayed from an earlier recording (a revoked key brought back) is refused after a restart
+//! too, and this node's newer ring is written back over it.
 
 use super::{Cluster, ClusterError};
 use crate::clock::UnixMillis;
@@ -21,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 pub const BUCKET: &str = "hubbub_keys";
 pub const RING_KEY: &str = "ring";
+/// What a sealed ring is bound to: a value sealed for another bucket or key does not open here.
+const SEAL_CONTEXT: &str = "hubbub_keys/ring";
 /// Revisions of the ring kept in the bucket: the current one only, so that no old key value
 /// survives a regeneration in the bucket's history (a bucket made with more is cut down at start).
 const HISTORY: i64 = 1;
@@ -179,8 +185,19 @@ impl RingDoc {
         })
     }
 
-    pub(crate) fn encode(&self) -> bytes::Bytes {
-        serde_json::to_vec(self).unwrap_or_default().into()
+    /// The document sealed for the bucket.
+    pub(crate) fn seal(&self, secret: &super::seal::ClusterSecret) -> bytes::Bytes {
+        secret.seal(SEAL_CONTEXT, &serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// The document of a sealed bucket value.
+    pub(crate) fn open(wire: &super::wire::Wire, sealed: &[u8]) -> Result<Self, ClusterError> {
+        let plain = wire.open(SEAL_CONTEXT, sealed).ok_or_else(|| {
+            ClusterError::BadRing(
+                "it is not sealed with this node's cluster secret: another node has a different cluster_secret_file, the ring was written before cluster secrets (then remove it with `nats kv del hubbub_keys ring` and start one node: it writes its own keys, which every node mirrors), or something other than a Hubbub node wrote it".into(),
+            )
+        })?;
+        Self::decode(&plain)
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, ClusterError> {
@@ -195,6 +212,15 @@ impl RingDoc {
     }
 }
 
+/// The ring in the bucket as read.
+enum Current {
+    Missing,
+    /// The document and its bucket revision.
+    Ring(RingDoc, u64),
+    /// A value that does not open with the cluster secret, at this revision.
+    Refused(u64, ClusterError),
+}
+
 /// Keeps this node's key ring equal to the cluster's.
 pub(crate) struct RingSync {
     kv: kv::Store,
@@ -202,19 +228,29 @@ pub(crate) struct RingSync {
     js: jetstream::Context,
     replicas: usize,
     keys: Keys,
-    /// The generation installed last; held while a ring is installed, so installs are ordered.
+    wire: super::wire::Wire,
+    /// The generation installed last (kept in the store across restarts); held while a ring is
+    /// installed, so installs are ordered.
     installed: tokio::sync::Mutex<u64>,
 }
 
 impl RingSync {
-    pub(crate) fn new(kv: kv::Store, js: jetstream::Context, replicas: usize, keys: Keys) -> Self {
-        Self {
+    pub(crate) fn new(
+        kv: kv::Store,
+        js: jetstream::Context,
+        replicas: usize,
+        keys: Keys,
+        wire: super::wire::Wire,
+    ) -> Result<Self, ClusterError> {
+        let installed = keys.store().ring_generation()?;
+        Ok(Self {
             kv,
             js,
             replicas,
             keys,
-            installed: tokio::sync::Mutex::new(0),
-        }
+            wire,
+            installed: tokio::sync::Mutex::new(installed),
+        })
     }
 
     pub(crate) fn clock(&self) -> crate::clock::SharedClock {
@@ -230,23 +266,54 @@ impl RingSync {
         }
         let ring = doc.ring()?;
         let keys = self.keys.clone();
-        let ring = tokio::task::spawn_blocking(move || keys.install(ring))
-            .await
-            .map_err(|_| ClusterError::Failed("the key ring install was interrupted".into()))??;
+        let generation = doc.generation;
+        let ring = tokio::task::spawn_blocking(move || {
+            let ring = keys.install(ring)?;
+            keys.store().set_ring_generation(generation)?;
+            Ok::<_, crate::store::StoreError>(ring)
+        })
+        .await
+        .map_err(|_| ClusterError::Failed("the key ring install was interrupted".into()))??;
         *installed = doc.generation;
         Ok(ring)
     }
 
-    /// At start (and after NATS comes back): adopts the cluster's ring, or seeds the bucket with
-    /// this node's ring when it has none (a create that fails if another node seeded it first).
-    pub(crate) async fn adopt(&self) -> Result<Arc<KeyRing>, ClusterError> {
+    /// At start (`joining`), after NATS comes back and every few seconds: adopts the cluster's
+    /// ring, or seeds the bucket with this node's ring when it has none (a create that fails if
+    /// another node seeded it first). A ring older than the one installed here is replaced with
+    /// this node's. A ring that does not open with the cluster secret is refused: at start the
+    /// node does not start (its secret may be the wrong one); once running, it writes its own
+    /// ring (the cluster's, as last installed) over it.
+    pub(crate) async fn adopt(&self, joining: bool) -> Result<Arc<KeyRing>, ClusterError> {
         loop {
             match self.read().await? {
-                Some((doc, _)) => return self.install(&doc).await,
-                None => {
+                Current::Ring(doc, revision) => {
+                    let installed = *self.installed.lock().await;
+                    if doc.generation >= installed {
+                        return self.install(&doc).await;
+                    }
+                    // An older ring than this node installed: a replay, or a bucket restored
+                    // from an old copy. This node's ring (the newer one) goes back.
+                    tracing::warn!(
+                        cluster = doc.generation,
+                        installed,
+                        "the cluster's key ring is older than the one this node installed; writing this node's ring back"
+                    );
+                    if self.write_back(revision).await? {
+                        return Ok(self.keys.current());
+                    }
+                }
+                Current::Refused(_, error) if joining => return Err(error),
+                Current::Refused(revision, _) => {
+                    tracing::warn!("the cluster's key ring was written by something without the cluster secret; writing this node's ring back");
+                    if self.write_back(revision).await? {
+                        return Ok(self.keys.current());
+                    }
+                }
+                Current::Missing => {
                     let generation = (*self.installed.lock().await).max(1);
                     let doc = RingDoc::new(&self.keys.current(), generation);
-                    match self.kv.create(RING_KEY, doc.encode()).await {
+                    match self.kv.create(RING_KEY, doc.seal(&self.wire.secret)).await {
                         Ok(_) => {
                             tracing::info!("seeded the cluster's key bucket with this node's keys");
                             *self.installed.lock().await = generation;
@@ -260,19 +327,38 @@ impl RingSync {
         }
     }
 
+    /// Writes this node's ring, at the generation installed here, over bucket revision
+    /// `revision`. `false`: the bucket changed meanwhile (read it again).
+    async fn write_back(&self, revision: u64) -> Result<bool, ClusterError> {
+        let installed = (*self.installed.lock().await).max(1);
+        let ours = RingDoc::new(&self.keys.current(), installed);
+        match self
+            .kv
+            .update(RING_KEY, ours.seal(&self.wire.secret), revision)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(unavailable(e.to_string())),
+        }
+    }
+
     /// The current document and its bucket revision.
-    async fn read(&self) -> Result<Option<(RingDoc, u64)>, ClusterError> {
+    async fn read(&self) -> Result<Current, ClusterError> {
         let entry = self
             .kv
             .entry(RING_KEY)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-        match entry {
+        Ok(match entry {
             Some(entry) if entry.operation == kv::Operation::Put => {
-                Ok(Some((RingDoc::decode(&entry.value)?, entry.revision)))
+                match RingDoc::open(&self.wire, &entry.value) {
+                    Ok(doc) => Current::Ring(doc, entry.revision),
+                    Err(error) => Current::Refused(entry.revision, error),
+                }
             }
-            _ => Ok(None),
-        }
+            _ => Current::Missing,
+        })
     }
 
     /// Applies `change` to the cluster's ring with compare-and-set, re-reading and reapplying
@@ -287,16 +373,25 @@ impl RingSync {
             return Err(ClusterError::Unavailable);
         }
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let Some((doc, revision)) = self.read().await? else {
-                self.adopt().await?;
-                continue;
+            let installed = *self.installed.lock().await;
+            let (doc, revision) = match self.read().await? {
+                Current::Ring(doc, revision) if doc.generation >= installed => (doc, revision),
+                // Missing, refused, or older than installed here: put right first.
+                Current::Ring(..) | Current::Missing | Current::Refused(..) => {
+                    self.adopt(false).await?;
+                    continue;
+                }
             };
             let current = doc.ring()?;
             let Some((next, out)) = change(&current) else {
                 return Ok((self.install(&doc).await?, None));
             };
             let next = RingDoc::new(&next, doc.generation + 1);
-            match self.kv.update(RING_KEY, next.encode(), revision).await {
+            match self
+                .kv
+                .update(RING_KEY, next.seal(&self.wire.secret), revision)
+                .await
+            {
                 Ok(_) => return Ok((self.install(&next).await?, Some(out))),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tracing::debug!("lost a key-ring race; re-reading and reapplying");
@@ -359,13 +454,14 @@ pub(crate) async fn watch(cluster: Arc<Cluster>, shutdown: CancellationToken) {
                 }
                 next = watch.next() => match next {
                     Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
-                        match RingDoc::decode(&entry.value) {
+                        match RingDoc::open(&sync.wire, &entry.value) {
                             Ok(doc) => {
                                 if let Err(e) = sync.install(&doc).await {
                                     tracing::error!(error = %e, "could not install the cluster's key ring");
                                 }
                             }
-                            Err(e) => tracing::error!(error = %e, "ignored an unreadable key ring"),
+                            // Counted and logged as refused.
+                            Err(e) => tracing::debug!(error = %e, "ignored a key ring"),
                         }
                     }
                     Some(Ok(_)) => {}
@@ -382,13 +478,13 @@ pub(crate) async fn watch(cluster: Arc<Cluster>, shutdown: CancellationToken) {
 
 async fn resync(cluster: &Cluster) {
     let sync = &cluster.ring;
-    let mut result = sync.adopt().await;
+    let mut result = sync.adopt(false).await;
     if matches!(result, Err(ClusterError::Unavailable)) && cluster.connected() {
         // NATS answers but the bucket is gone (a server restarted without its store): create it
         // again; `adopt` then seeds it from this node's ring, so no key is lost.
         if open_bucket(&sync.js, sync.replicas).await.is_ok() {
             tracing::warn!("the cluster's key bucket was missing; created it again");
-            result = sync.adopt().await;
+            result = sync.adopt(false).await;
         }
     }
     match result {
@@ -427,7 +523,14 @@ mod tests {
                 until: 50,
             }],
         };
-        let doc = RingDoc::decode(&RingDoc::new(&ring, 4).encode()).unwrap();
+        let secret = super::super::seal::ClusterSecret::from_text(
+            "a-cluster-secret-of-at-least-32-characters",
+        )
+        .unwrap();
+        let sealed = RingDoc::new(&ring, 4).seal(&secret);
+        assert!(!sealed.windows(2).any(|w| w == b"\"p"), "sealed, not JSON");
+        let plain = secret.open(SEAL_CONTEXT, &sealed).unwrap();
+        let doc = RingDoc::decode(&plain).unwrap();
         assert_eq!(doc.generation, 4);
         let back = doc.ring().unwrap();
         assert_eq!(back.primary.value, ring.primary.value);

@@ -1,7 +1,8 @@
 //! Key usage across the cluster: every node puts its own counters (primary and secondary) under
 //! its node id in the `hubbub_usage` bucket at each housekeeping tick, and watches the bucket to
 //! add up the other nodes' counters, so the portal, the CLI and `/metrics` show the cluster's
-//! usage on any node. A node that is gone keeps its last counters in the sums.
+//! usage on any node. A node that is gone keeps its last counters in the sums. Entries are
+//! sealed with the cluster secret, bound to their node: counters no node wrote are refused.
 
 use super::Cluster;
 use crate::keys::usage::Usage;
@@ -13,6 +14,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub const BUCKET: &str = "hubbub_usage";
+
+/// What a node's sealed counters are bound to.
+fn context(node: &str) -> String {
+    format!("{BUCKET}/{node}")
+}
 
 pub(crate) async fn open_bucket(
     js: &jetstream::Context,
@@ -28,8 +34,11 @@ impl Cluster {
             return;
         }
         let records = keys.local_usage();
-        let payload = serde_json::to_vec(&records).unwrap_or_default();
-        if let Err(e) = self.usage.put(&*self.node_id, payload.into()).await {
+        let payload = self.wire.secret.seal(
+            &context(&self.node_id),
+            &serde_json::to_vec(&records).unwrap_or_default(),
+        );
+        if let Err(e) = self.usage.put(&*self.node_id, payload).await {
             tracing::debug!(error = %e, "usage counters not shared this time");
         }
     }
@@ -45,7 +54,10 @@ pub(crate) async fn watch(cluster: Arc<Cluster>, keys: Keys, shutdown: Cancellat
         }
         match entry.operation {
             kv::Operation::Put => {
-                if let Ok(records) = serde_json::from_slice::<[UsageRecord; 2]>(&entry.value) {
+                let plain = cluster.wire.open(&context(&entry.key), &entry.value);
+                if let Some(Ok(records)) =
+                    plain.map(|p| serde_json::from_slice::<[UsageRecord; 2]>(&p))
+                {
                     others.insert(entry.key, records);
                 }
             }

@@ -18,6 +18,18 @@ use std::time::{Duration, Instant};
 /// The tests measure latencies and run several processes each: one at a time.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The secret the nodes of the test cluster share.
+pub const CLUSTER_SECRET: &str = "the-test-cluster-secret-shared-by-every-node";
+
+/// Writes a cluster secret file (0600) into `dir` and returns its path.
+pub fn secret_file(dir: &std::path::Path, secret: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("cluster.secret");
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

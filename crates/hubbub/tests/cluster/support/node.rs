@@ -16,6 +16,8 @@ pub struct Node {
     pub hubbub: Option<Hubbub>,
     _dir: tempfile::TempDir,
     pub id: String,
+    /// What `serve` was started with, for a restart.
+    args: Vec<String>,
     http: reqwest::Client,
 }
 
@@ -51,17 +53,31 @@ impl Node {
 
     /// Starts `serve` with `args`, its data in `dir`.
     pub fn launch(dir: tempfile::TempDir, id: &str, args: &[&str]) -> Self {
-        let hubbub = Hubbub::start_with(&dir.path().join("data"), args, &[])
+        let secret = super::secret_file(dir.path(), super::CLUSTER_SECRET);
+        let mut args = args.to_vec();
+        args.extend(["--cluster-secret-file", secret.to_str().unwrap()]);
+        let hubbub = Hubbub::start_with(&dir.path().join("data"), &args, &[])
             .unwrap_or_else(|stderr| panic!("node {id} did not start: {stderr}"));
         Self {
             hubbub: Some(hubbub),
             _dir: dir,
             id: id.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
         }
+    }
+
+    /// Stops the node (SIGTERM) and starts it again with the same data directory and settings.
+    pub fn restart(&mut self) {
+        let data_dir = self.running().data_dir.clone();
+        self.hubbub.take().unwrap().terminate();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let hubbub = Hubbub::start_with(&data_dir, &args, &[])
+            .unwrap_or_else(|stderr| panic!("node {} did not restart: {stderr}", self.id));
+        self.hubbub = Some(hubbub);
     }
 
     /// Stops the node and returns what it wrote to stderr.
