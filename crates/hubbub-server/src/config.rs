@@ -57,6 +57,12 @@ pub struct Settings {
     pub max_groups_per_connection: Option<usize>,
     /// Connections one user id may have open in one hub on this node (1-1,000,000).
     pub max_connections_per_user: Option<usize>,
+    /// User events one connection may have waiting for the event handler (1-10,000).
+    pub event_queue_per_connection: Option<usize>,
+    /// Un-acknowledged messages a reliable connection may have (1-100,000).
+    pub reliable_buffer_messages: Option<usize>,
+    /// Un-acknowledged bytes a reliable connection may have (64 KiB-1 GiB).
+    pub reliable_buffer_bytes: Option<usize>,
     /// Key age policy: keys older than this many days are due for rotation (off by default).
     pub key_max_age_days: Option<u32>,
     /// How often key housekeeping runs, in milliseconds (tests shorten it).
@@ -109,6 +115,12 @@ impl std::fmt::Debug for Settings {
             .field("max_connections", &self.max_connections)
             .field("max_groups_per_connection", &self.max_groups_per_connection)
             .field("max_connections_per_user", &self.max_connections_per_user)
+            .field(
+                "event_queue_per_connection",
+                &self.event_queue_per_connection,
+            )
+            .field("reliable_buffer_messages", &self.reliable_buffer_messages)
+            .field("reliable_buffer_bytes", &self.reliable_buffer_bytes)
             .field("key_max_age_days", &self.key_max_age_days)
             .field("maintenance_interval_ms", &self.maintenance_interval_ms)
             .field("notifications", &self.notifications)
@@ -152,6 +164,13 @@ pub enum ConfigError {
     BadMaxGroups(usize),
     #[error("max_connections_per_user must be between 1 and 1000000, not {0}")]
     BadMaxPerUser(usize),
+    #[error("{name} must be between {min} and {max}, not {value}")]
+    OutOfRange {
+        name: &'static str,
+        min: usize,
+        max: usize,
+        value: usize,
+    },
     #[error("[notifications]: {0}")]
     BadNotifications(String),
     #[error("key_max_age_days must be at least 1")]
@@ -166,6 +185,26 @@ pub enum ConfigError {
     SameAddress(SocketAddr),
     #[error("cluster: {0}")]
     BadCluster(String),
+}
+
+/// `value` (or `default` when unset), if within `range`.
+fn within(
+    name: &'static str,
+    value: Option<usize>,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize, ConfigError> {
+    let value = value.unwrap_or(default);
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::OutOfRange {
+            name,
+            min: *range.start(),
+            max: *range.end(),
+            value,
+        })
+    }
 }
 
 impl Settings {
@@ -207,6 +246,13 @@ impl Settings {
             max_connections_per_user: self
                 .max_connections_per_user
                 .or(lower.max_connections_per_user),
+            event_queue_per_connection: self
+                .event_queue_per_connection
+                .or(lower.event_queue_per_connection),
+            reliable_buffer_messages: self
+                .reliable_buffer_messages
+                .or(lower.reliable_buffer_messages),
+            reliable_buffer_bytes: self.reliable_buffer_bytes.or(lower.reliable_buffer_bytes),
             hubs: self.hubs.or(lower.hubs),
             key_max_age_days: self.key_max_age_days.or(lower.key_max_age_days),
             maintenance_interval_ms: self
@@ -293,6 +339,24 @@ impl Settings {
             connections_per_user: self
                 .max_connections_per_user
                 .unwrap_or(crate::dataplane::hub::DEFAULT_MAX_CONNECTIONS_PER_USER),
+            event_queue: within(
+                "event_queue_per_connection",
+                self.event_queue_per_connection,
+                crate::dataplane::hub::DEFAULT_EVENT_QUEUE,
+                1..=10_000,
+            )?,
+            reliable_buffer_messages: within(
+                "reliable_buffer_messages",
+                self.reliable_buffer_messages,
+                crate::dataplane::connection::MAX_UNACKED_MESSAGES,
+                1..=100_000,
+            )?,
+            reliable_buffer_bytes: within(
+                "reliable_buffer_bytes",
+                self.reliable_buffer_bytes,
+                crate::dataplane::connection::MAX_UNACKED_BYTES,
+                64 * 1024..=1024 * 1024 * 1024,
+            )?,
         };
         if !(1..=100_000).contains(&hub_limits.groups_per_connection) {
             return Err(ConfigError::BadMaxGroups(hub_limits.groups_per_connection));

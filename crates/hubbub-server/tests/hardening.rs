@@ -253,3 +253,111 @@ async fn a_user_opens_at_most_its_connection_limit_and_others_are_unaffected() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn events_beyond_a_connections_queue_are_refused_and_others_keep_sending() {
+    // A handler that accepts and never answers: every event waits for it.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let t = TestServer::start_with(hubbub_server::Settings {
+        event_queue_per_connection: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let settings = json!({"eventHandlers": [{"urlTemplate": format!("{silent_url}/{{event}}"), "userEventPattern": "*"}]});
+    let put = t
+        .http
+        .put(t.admin_url("/admin/hubs/hub"))
+        .bearer_auth(t.admin_token())
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let key = t.key(KeySlot::Primary);
+    let token = t.client_token(&key, "hub", None, &[], &[]);
+    let (mut busy, _) = t.json_client("hub", &token, JSON).await;
+    let (mut other, _) = t.json_client("hub", &token, JSON).await;
+    // One in flight, two queued: the fourth is refused at once with a clear ack.
+    for n in 1..=4u64 {
+        send_json(
+            &mut busy,
+            json!({"type": "event", "event": "e", "ackId": n, "dataType": "text", "data": "x"}),
+        )
+        .await;
+    }
+    let ack = next_json(&mut busy).await;
+    assert_eq!(
+        (ack["ackId"].as_u64(), ack["success"].as_bool()),
+        (Some(4), Some(false)),
+        "{ack}"
+    );
+    assert_eq!(ack["error"]["name"], "InvocationFailed", "{ack}");
+    // Another connection's events are queued as usual (its own queue), not refused.
+    send_json(
+        &mut other,
+        json!({"type": "event", "event": "e", "ackId": 1, "dataType": "text", "data": "x"}),
+    )
+    .await;
+    assert!(common::silent_for(&mut other, std::time::Duration::from_millis(500)).await);
+    assert_eq!(
+        t.metric("hubbub_limit_rejections_total{limit=\"event_queue\",listener=\"public\"}")
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_reliable_client_that_never_acknowledges_is_closed_at_its_buffer_limit() {
+    use tokio_tungstenite::tungstenite::Message;
+    let t = TestServer::start_with(hubbub_server::Settings {
+        reliable_buffer_messages: Some(5),
+        ..Default::default()
+    })
+    .await;
+    let key = t.key(KeySlot::Primary);
+    let token = t.client_token(&key, "hub", None, &[], &[]);
+    let (mut hoarder, _) = t
+        .json_client("hub", &token, "json.reliable.webpubsub.azure.v1")
+        .await;
+    let (mut other, _) = t.json_client("hub", &token, JSON).await;
+    let rest = t.rest_token(&key, "/api/hubs/hub/:send");
+    for _ in 0..6 {
+        assert_eq!(t.send_to_all("hub", &rest).await.status(), 202);
+    }
+    // Five sequenced messages, then a 1008 `SlowClient` close: its buffer would hold a sixth.
+    let mut sequenced = 0;
+    let close = loop {
+        match common::next_frame(&mut hoarder).await {
+            Some(Message::Text(text)) => {
+                let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if frame["type"] == "message" {
+                    sequenced += 1;
+                }
+            }
+            Some(Message::Close(frame)) => break frame,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame");
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (1008, "SlowClient")
+    );
+    assert!(sequenced <= 5, "no more than the buffer holds: {sequenced}");
+    // The other client got all six.
+    for _ in 0..6 {
+        assert_eq!(next_json(&mut other).await["type"], "message");
+    }
+    assert_eq!(
+        t.metric("hubbub_limit_rejections_total{limit=\"reliable_buffer\",listener=\"public\"}")
+            .await,
+        Some(1.0)
+    );
+}

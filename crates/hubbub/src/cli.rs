@@ -155,6 +155,18 @@ pub struct ServeArgs {
     /// with 429 [default: 1000].
     #[arg(long, env = "HUBBUB_MAX_CONNECTIONS_PER_USER")]
     pub max_connections_per_user: Option<usize>,
+    /// User events one connection may have waiting for the event handler; a further one is
+    /// refused (1-10000) [default: 64].
+    #[arg(long, env = "HUBBUB_EVENT_QUEUE_PER_CONNECTION")]
+    pub event_queue_per_connection: Option<usize>,
+    /// Un-acknowledged messages a reliable connection may have before it is closed as too slow
+    /// (1-100000) [default: 1000].
+    #[arg(long, env = "HUBBUB_RELIABLE_BUFFER_MESSAGES")]
+    pub reliable_buffer_messages: Option<usize>,
+    /// Un-acknowledged bytes a reliable connection may have before it is closed as too slow
+    /// (65536-1073741824) [default: 16777216].
+    #[arg(long, env = "HUBBUB_RELIABLE_BUFFER_BYTES")]
+    pub reliable_buffer_bytes: Option<usize>,
     /// Key age policy: access keys older than this many days are due for rotation [default: off].
     #[arg(long, env = "HUBBUB_KEY_MAX_AGE_DAYS")]
     pub key_max_age_days: Option<u32>,
@@ -211,6 +223,9 @@ impl ServeArgs {
             max_connections: self.max_connections,
             max_groups_per_connection: self.max_groups_per_connection,
             max_connections_per_user: self.max_connections_per_user,
+            event_queue_per_connection: self.event_queue_per_connection,
+            reliable_buffer_messages: self.reliable_buffer_messages,
+            reliable_buffer_bytes: self.reliable_buffer_bytes,
             hubs: None,
             key_max_age_days: self.key_max_age_days,
             maintenance_interval_ms: None,

@@ -173,10 +173,18 @@ pub fn render(state: &AppState) -> String {
 /// What the per-client limits refused, as (limit, listener, count): joins beyond a connection's
 /// group limit and connections beyond a user's (public listener), sign-ins beyond the portal's
 /// rate limit (admin listener).
-fn client_limits(state: &AppState) -> [(&'static str, &'static str, u64); 3] {
+fn client_limits(state: &AppState) -> [(&'static str, &'static str, u64); 6] {
     use std::sync::atomic::Ordering::Relaxed;
     let counts = state.hubs.limit_counts();
+    let buffers = state.hubs.connection_limits();
     [
+        ("event_queue", "public", counts.event_queue.load(Relaxed)),
+        (
+            "reliable_buffer",
+            "public",
+            buffers.reliable_buffer_overflows.load(Relaxed),
+        ),
+        ("outbox", "public", buffers.outbox_overflows.load(Relaxed)),
         (
             "groups_per_connection",
             "public",
@@ -215,7 +223,7 @@ fn listener_metrics(
         out,
         "hubbub_limit_rejections_total",
         "counter",
-        "Connections refused because the listener was full (max_connections), or closed because they did not send request headers in time (header_timeout); joins beyond a connection's group limit (groups_per_connection), connections beyond a user's limit (connections_per_user), portal sign-ins beyond the rate limit (portal_sign_in).",
+        "Connections refused because the listener was full (max_connections), or closed because they did not send request headers in time (header_timeout); joins beyond a connection's group limit (groups_per_connection), connections beyond a user's limit (connections_per_user), user events beyond a connection's queue for the event handler (event_queue), reliable connections closed because their recovery buffer overflowed (reliable_buffer), connections closed as too slow to read (outbox), portal sign-ins beyond the rate limit (portal_sign_in).",
     );
     for (listener, stats) in both {
         for (limit, count) in [

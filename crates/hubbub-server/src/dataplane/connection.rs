@@ -15,10 +15,45 @@ use tokio::time::Instant;
 pub const MAX_PENDING_FRAMES: usize = 10_000;
 /// Bytes waiting for a writer before the client counts as too slow.
 pub const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
-/// Un-acknowledged messages a reliable connection may have (the service's documented limit).
+/// Un-acknowledged messages a reliable connection may have, by default (the service's
+/// documented limit).
 pub const MAX_UNACKED_MESSAGES: usize = 1000;
-/// Un-acknowledged bytes a reliable connection may have.
+/// Un-acknowledged bytes a reliable connection may have, by default.
 pub const MAX_UNACKED_BYTES: usize = 16 * 1024 * 1024;
+
+/// What one connection's buffers may hold (configurable), and how often a connection outgrew
+/// them. One per node, shared by its connections.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    /// Un-acknowledged messages and bytes of a reliable connection (its recovery buffer).
+    pub unacked_messages: usize,
+    pub unacked_bytes: usize,
+    /// Reliable connections closed because their recovery buffer overflowed.
+    pub reliable_buffer_overflows: std::sync::atomic::AtomicU64,
+    /// Connections closed because frames waiting for their socket overflowed (`SlowClient`).
+    pub outbox_overflows: std::sync::atomic::AtomicU64,
+}
+
+impl ConnectionLimits {
+    pub fn new(unacked_messages: usize, unacked_bytes: usize) -> Self {
+        Self {
+            unacked_messages,
+            unacked_bytes,
+            reliable_buffer_overflows: Default::default(),
+            outbox_overflows: Default::default(),
+        }
+    }
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self::new(MAX_UNACKED_MESSAGES, MAX_UNACKED_BYTES)
+    }
+}
+
+/// The limits of connections made without a node's (tests, tools).
+static DEFAULT_LIMITS: std::sync::LazyLock<Arc<ConnectionLimits>> =
+    std::sync::LazyLock::new(Arc::default);
 /// Client `ackId`s remembered for `Duplicate` answers.
 pub const ACK_ID_WINDOW: usize = 1024;
 
@@ -141,6 +176,7 @@ pub struct Connection {
     outbox: Mutex<Outbox>,
     /// Wakes the writer when the outbox goes from empty to not empty, or a close is requested.
     pub wake: Notify,
+    limits: Arc<ConnectionLimits>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -178,7 +214,14 @@ impl Connection {
                 ..Default::default()
             }),
             wake: Notify::new(),
+            limits: Arc::clone(&DEFAULT_LIMITS),
         }
+    }
+
+    /// This connection with the node's buffer limits (instead of the defaults).
+    pub fn with_limits(mut self, limits: &Arc<ConnectionLimits>) -> Self {
+        self.limits = Arc::clone(limits);
+        self
     }
 
     fn outbox(&self) -> MutexGuard<'_, Outbox> {
@@ -207,9 +250,12 @@ impl Connection {
             outbox
                 .unacked
                 .push_back((sequence_id, frame.clone(), message.expires_at));
-            if outbox.unacked.len() > MAX_UNACKED_MESSAGES
-                || outbox.unacked_bytes > MAX_UNACKED_BYTES
+            if outbox.unacked.len() > self.limits.unacked_messages
+                || outbox.unacked_bytes > self.limits.unacked_bytes
             {
+                self.limits
+                    .reliable_buffer_overflows
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // The session cannot be recovered once its buffer overflowed.
                 outbox.close = Some(CloseRequest {
                     code: CLOSE_POLICY,
@@ -251,6 +297,9 @@ impl Connection {
         outbox.pending_bytes += frame_len(&frame);
         outbox.pending.push_back((frame, expires_at));
         if outbox.pending.len() > MAX_PENDING_FRAMES || outbox.pending_bytes > MAX_PENDING_BYTES {
+            self.limits
+                .outbox_overflows
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let code = if self.protocol.is_reliable() {
                 CLOSE_POLICY
             } else {

@@ -112,13 +112,16 @@ pub fn restore(
     session: &Session,
 ) -> (Arc<Hub>, Arc<Connection>) {
     let hub = hubs.get_or_create(hub_name);
-    let connection = Arc::new(Connection::new(
-        id.into(),
-        Arc::clone(&hub.name),
-        session.user_id.as_deref().map(Into::into),
-        Protocol::json_reliable(),
-        session.permissions.clone(),
-    ));
+    let connection = Arc::new(
+        Connection::new(
+            id.into(),
+            Arc::clone(&hub.name),
+            session.user_id.as_deref().map(Into::into),
+            Protocol::json_reliable(),
+            session.permissions.clone(),
+        )
+        .with_limits(hubs.connection_limits()),
+    );
     connection.state().upstream_state = session.upstream_state.clone();
     connection.restore(session.buffer());
     hub.add(Arc::clone(&connection), &session.groups);

@@ -18,9 +18,6 @@ pub(super) enum Job {
     Frame { data_type: DataType, data: Bytes },
 }
 
-/// Events waiting per connection before new ones are refused.
-pub(super) const EVENT_QUEUE: usize = 64;
-
 /// A connection's queue of user events; its worker task starts with the first event.
 #[derive(Default)]
 pub(super) struct EventQueue {
@@ -64,7 +61,7 @@ pub(super) fn ack_join(
 
 impl EventQueue {
     /// Queues a job, starting the connection's event worker on first use; gives the job back
-    /// when the queue is full.
+    /// (and counts it) when the queue holds `event_queue` jobs already.
     pub(super) fn push(
         &mut self,
         state: &AppState,
@@ -72,13 +69,20 @@ impl EventQueue {
         job: Job,
     ) -> Result<(), Job> {
         let sender = self.sender.get_or_insert_with(|| {
-            let (sender, receiver) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+            let (sender, receiver) = tokio::sync::mpsc::channel(state.hubs.limits().event_queue);
             state
                 .sockets
                 .spawn(run_events(receiver, state.clone(), Arc::clone(connection)));
             sender
         });
-        sender.try_send(job).map_err(|e| e.into_inner())
+        sender.try_send(job).map_err(|e| {
+            state
+                .hubs
+                .limit_counts()
+                .event_queue
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            e.into_inner()
+        })
     }
 }
 

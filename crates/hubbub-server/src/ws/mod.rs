@@ -310,13 +310,16 @@ async fn handle(
         .filter(|g| api::validate_group(g).is_ok())
         .collect();
     let permissions = Permissions::from_roles(roles.iter().map(String::as_str));
-    let connection = Arc::new(Connection::new(
-        connection_id,
-        hub_name.as_str().into(),
-        user_id.map(Into::into),
-        protocol.clone(),
-        permissions,
-    ));
+    let connection = Arc::new(
+        Connection::new(
+            connection_id,
+            hub_name.as_str().into(),
+            user_id.map(Into::into),
+            protocol.clone(),
+            permissions,
+        )
+        .with_limits(state.hubs.connection_limits()),
+    );
     connection.state().upstream_state = upstream_state;
     let mut upgrade = configure(upgrade, &protocol);
     if let Some(custom) = custom_protocol {

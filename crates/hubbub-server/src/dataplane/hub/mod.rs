@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use interest::{Interest, InterestSink};
 pub use limits::{
-    HubLimits, JoinError, LimitCounts, DEFAULT_MAX_CONNECTIONS_PER_USER,
+    HubLimits, JoinError, LimitCounts, DEFAULT_EVENT_QUEUE, DEFAULT_MAX_CONNECTIONS_PER_USER,
     DEFAULT_MAX_GROUPS_PER_CONNECTION,
 };
 pub use registry::{canonical_hub, Hubs};

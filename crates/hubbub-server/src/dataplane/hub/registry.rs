@@ -2,6 +2,7 @@
 //! limits, reporting interest where a backplane follows it.
 
 use super::{Hub, HubLimits, Interest, InterestSink, LimitCounts};
+use crate::dataplane::connection::ConnectionLimits;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -13,6 +14,8 @@ pub struct Hubs {
     interest: std::sync::OnceLock<InterestSink>,
     limits: HubLimits,
     counts: Arc<LimitCounts>,
+    /// The buffer limits every connection of this node shares (made on first use).
+    connection_limits: std::sync::OnceLock<Arc<ConnectionLimits>>,
 }
 
 impl std::fmt::Debug for Hubs {
@@ -41,6 +44,16 @@ impl Hubs {
     /// How often the limits were hit.
     pub fn limit_counts(&self) -> &LimitCounts {
         &self.counts
+    }
+
+    /// The buffer limits of this node's connections, and how often they were outgrown.
+    pub fn connection_limits(&self) -> &Arc<ConnectionLimits> {
+        self.connection_limits.get_or_init(|| {
+            Arc::new(ConnectionLimits::new(
+                self.limits.reliable_buffer_messages,
+                self.limits.reliable_buffer_bytes,
+            ))
+        })
     }
 
     /// Whether `user` may open one more connection in hub `hub` (counted when not).
