@@ -24,6 +24,8 @@ pub const DEFAULT_RECONNECT_GRACE_SECS: u64 = 60;
 pub const DEFAULT_HTTP_HEADER_TIMEOUT_SECS: u64 = 10;
 /// How long an HTTP keep-alive connection may sit idle between requests.
 pub const DEFAULT_HTTP_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Days an earlier key value stays recognised (its callers listed as stale) after it was replaced.
+pub const DEFAULT_STALE_KEY_WINDOW_DAYS: u32 = 30;
 /// Open connections (WebSockets included) the public listener accepts.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
@@ -37,6 +39,8 @@ pub struct Settings {
     pub admin_listen: Option<String>,
     /// Every public URL clients and app servers use; the first one goes into connection strings.
     pub public_endpoint: Option<Vec<String>>,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client's address.
+    pub trusted_proxies: Option<Vec<String>>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// Clock skew tolerated on token expiry and not-before, in seconds.
@@ -65,6 +69,9 @@ pub struct Settings {
     pub reliable_buffer_bytes: Option<usize>,
     /// Key age policy: keys older than this many days are due for rotation (off by default).
     pub key_max_age_days: Option<u32>,
+    /// How long an earlier key value is recognised after it was replaced, in days (1-3650):
+    /// tokens it signed are refused with a message naming the key, and their callers listed.
+    pub stale_key_window_days: Option<u32>,
     /// How often key housekeeping runs, in milliseconds (tests shorten it).
     pub maintenance_interval_ms: Option<u64>,
     /// Where notices about keys go (email, webhook).
@@ -101,6 +108,7 @@ impl std::fmt::Debug for Settings {
             .field("listen", &self.listen)
             .field("admin_listen", &self.admin_listen)
             .field("public_endpoint", &self.public_endpoint)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("token_leeway_secs", &self.token_leeway_secs)
@@ -122,6 +130,7 @@ impl std::fmt::Debug for Settings {
             .field("reliable_buffer_messages", &self.reliable_buffer_messages)
             .field("reliable_buffer_bytes", &self.reliable_buffer_bytes)
             .field("key_max_age_days", &self.key_max_age_days)
+            .field("stale_key_window_days", &self.stale_key_window_days)
             .field("maintenance_interval_ms", &self.maintenance_interval_ms)
             .field("notifications", &self.notifications)
             .field("hubs", &self.hubs)
@@ -185,6 +194,8 @@ pub enum ConfigError {
     SameAddress(SocketAddr),
     #[error("cluster: {0}")]
     BadCluster(String),
+    #[error("{0}")]
+    BadSetting(String),
 }
 
 /// `value` (or `default` when unset), if within `range`.
@@ -227,6 +238,7 @@ impl Settings {
             listen: self.listen.or(lower.listen),
             admin_listen: self.admin_listen.or(lower.admin_listen),
             public_endpoint: self.public_endpoint.or(lower.public_endpoint),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             token_leeway_secs: self.token_leeway_secs.or(lower.token_leeway_secs),
@@ -255,6 +267,7 @@ impl Settings {
             reliable_buffer_bytes: self.reliable_buffer_bytes.or(lower.reliable_buffer_bytes),
             hubs: self.hubs.or(lower.hubs),
             key_max_age_days: self.key_max_age_days.or(lower.key_max_age_days),
+            stale_key_window_days: self.stale_key_window_days.or(lower.stale_key_window_days),
             maintenance_interval_ms: self
                 .maintenance_interval_ms
                 .or(lower.maintenance_interval_ms),
@@ -399,6 +412,12 @@ impl Settings {
             notifications,
             maintenance_interval,
             key_max_age_days: self.key_max_age_days,
+            stale_key_window_days: within(
+                "stale_key_window_days",
+                self.stale_key_window_days.map(|d| d as usize),
+                DEFAULT_STALE_KEY_WINDOW_DAYS as usize,
+                1..=3650,
+            )? as u32,
             event_handler_timeout: Duration::from_secs(event_handler_timeout_secs),
             http_header_timeout: Duration::from_secs(http_header_timeout_secs),
             http_idle_timeout: Duration::from_secs(http_idle_timeout_secs),
@@ -413,6 +432,10 @@ impl Settings {
             listen,
             admin_listen,
             public_endpoints,
+            trusted_proxies: crate::peer::TrustedProxies::parse(
+                &self.trusted_proxies.unwrap_or_default(),
+            )
+            .map_err(|e| ConfigError::BadSetting(format!("trusted_proxies: {e}")))?,
             tls,
             token_leeway_secs,
             clock: Arc::new(SystemClock),
@@ -434,6 +457,7 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Empty means "derive from the bound public address": `http(s)://localhost:<port>`.
     pub public_endpoints: Vec<PublicEndpoint>,
+    pub trusted_proxies: crate::peer::TrustedProxies,
     pub tls: Option<TlsFiles>,
     pub token_leeway_secs: i64,
     pub keep_alive: Duration,
@@ -448,6 +472,8 @@ pub struct Config {
     /// Groups per connection and connections per user.
     pub hub_limits: crate::dataplane::hub::HubLimits,
     pub key_max_age_days: Option<u32>,
+    /// Days an earlier key value stays recognised after it was replaced.
+    pub stale_key_window_days: u32,
     pub maintenance_interval: Duration,
     pub notifications: crate::keys::notices::NotificationSettings,
     /// Hub settings declared in the config file, applied at start.

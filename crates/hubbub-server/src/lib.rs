@@ -31,6 +31,7 @@ pub mod dataplane;
 pub mod error;
 pub mod keys;
 pub mod listener;
+pub mod peer;
 pub mod protocols;
 pub mod secret;
 pub mod server;

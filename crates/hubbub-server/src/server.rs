@@ -193,6 +193,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         shutdown,
         backplane,
         key_max_age_days: config.key_max_age_days,
+        stale_key_window_days: config.stale_key_window_days,
+        trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         notifications: Arc::new(config.notifications.clone()),
         portal: Arc::default(),
         rate_sample: Arc::default(),

@@ -34,6 +34,8 @@ pub struct AppState {
     pub endpoints: Arc<[PublicEndpoint]>,
     pub admin_token: Arc<crate::secret::AdminToken>,
     pub token_leeway_secs: i64,
+    /// Proxies whose `X-Forwarded-For` names a caller's address.
+    pub trusted_proxies: Arc<crate::peer::TrustedProxies>,
     pub hubs: Arc<Hubs>,
     pub hub_settings: Arc<HubSettings>,
     pub upstream: Arc<Upstream>,
@@ -42,6 +44,8 @@ pub struct AppState {
     pub sockets: TaskTracker,
     /// Key age policy: keys older than this many days are due for rotation.
     pub key_max_age_days: Option<u32>,
+    /// Days an earlier key value is recognised after it was replaced (stale callers).
+    pub stale_key_window_days: u32,
     pub notifications: Arc<crate::keys::notices::NotificationSettings>,
     /// Portal sign-in sessions.
     pub portal: Arc<crate::admin::portal::sessions::Sessions>,

@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// into connection strings [default: http://localhost:<public port>].
     #[arg(long, env = "HUBBUB_PUBLIC_ENDPOINT", value_delimiter = ',')]
     pub public_endpoint: Vec<String>,
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose X-Forwarded-For names the
+    /// caller's address in the stale-callers list [default: none; the peer address is used].
+    #[arg(long, env = "HUBBUB_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     /// PEM certificate chain: serve HTTPS and WSS on the public listener.
     #[arg(long, env = "HUBBUB_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -170,6 +174,11 @@ pub struct ServeArgs {
     /// Key age policy: access keys older than this many days are due for rotation [default: off].
     #[arg(long, env = "HUBBUB_KEY_MAX_AGE_DAYS")]
     pub key_max_age_days: Option<u32>,
+    /// Days a regenerated key value stays recognised: tokens it signed are refused with a
+    /// message naming the key, and their callers listed (`hubbub key stale-callers`), 1-3650
+    /// [default: 30].
+    #[arg(long, env = "HUBBUB_STALE_KEY_WINDOW_DAYS")]
+    pub stale_key_window_days: Option<u32>,
     /// Cluster mode: the NATS JetStream server URL(s) to join, comma-separated
     /// (nats://host:4222 or tls://host:4222). Nodes joined to the same NATS share keys, hub
     /// messages and the audit log [default: a single node].
@@ -212,6 +221,8 @@ impl ServeArgs {
             admin_listen: self.admin_listen.clone(),
             public_endpoint: (!self.public_endpoint.is_empty())
                 .then(|| self.public_endpoint.clone()),
+            trusted_proxies: (!self.trusted_proxies.is_empty())
+                .then(|| self.trusted_proxies.clone()),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             token_leeway_secs: self.token_leeway_secs,
@@ -228,6 +239,7 @@ impl ServeArgs {
             reliable_buffer_bytes: self.reliable_buffer_bytes,
             hubs: None,
             key_max_age_days: self.key_max_age_days,
+            stale_key_window_days: self.stale_key_window_days,
             maintenance_interval_ms: None,
             notifications: None,
             cluster: (!self.cluster.is_empty()).then(|| self.cluster.clone()),
@@ -261,6 +273,15 @@ pub enum KeyCommand {
     },
     /// Show how much each access key was used: totals, the last hour, the last use.
     Usage(AdminArgs),
+    /// Show who still signs tokens with a regenerated key value: key, version, kind, hub,
+    /// source address, user agent, count, first and last seen.
+    StaleCallers {
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Show the latest notices about keys (email, webhook) and how their delivery went.
     Notices(AdminArgs),
     /// Demand that a key be rotated by a deadline; after it the key stops authenticating.

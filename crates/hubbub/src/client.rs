@@ -34,6 +34,16 @@ pub async fn key(command: KeyCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&usage)?);
             return Ok(());
         }
+        KeyCommand::StaleCallers { json, admin } => {
+            let callers: serde_json::Value =
+                Admin::new(&admin)?.get("/admin/keys/stale-callers").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&callers)?);
+            } else {
+                print_stale_callers(&callers);
+            }
+            return Ok(());
+        }
         KeyCommand::RequireRotation {
             key_type,
             by,
@@ -141,6 +151,34 @@ async fn confirm_unused(admin: &Admin, slot: KeySlot, yes: bool) -> anyhow::Resu
         Ok(())
     } else {
         bail!("not regenerated")
+    }
+}
+
+/// The stale callers as a table, or a line saying there are none.
+fn print_stale_callers(callers: &serde_json::Value) {
+    let rows = callers["value"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        println!("No caller used a regenerated key value.");
+        return;
+    }
+    println!(
+        "{:<10} {:>7} {:<10} {:<16} {:<22} {:>7}  {:<24} user agent",
+        "key", "version", "kind", "hub", "source", "count", "last seen"
+    );
+    for row in rows {
+        let text = |name: &str| row[name].as_str().unwrap_or_default().to_string();
+        let number = |name: &str| row[name].as_u64().unwrap_or_default();
+        println!(
+            "{:<10} {:>7} {:<10} {:<16} {:<22} {:>7}  {:<24} {}",
+            text("keyType"),
+            number("version"),
+            text("kind"),
+            text("hub"),
+            text("sourceAddress"),
+            number("count"),
+            text("lastSeenAt"),
+            text("userAgent")
+        );
     }
 }
 

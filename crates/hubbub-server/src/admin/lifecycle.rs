@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/keys/require-rotation", post(require_rotation))
         .route("/admin/keys/end-grace", post(end_grace))
         .route("/admin/keys/usage", get(usage))
+        .route("/admin/keys/stale-callers", get(stale_callers))
         .route("/admin/audit", get(audit))
         .route("/admin/notices", get(notices))
 }
@@ -186,6 +187,46 @@ async fn usage(State(state): State<AppState>) -> Json<HashMap<&'static str, Slot
         }
     }
     Json(out)
+}
+
+/// One caller seen with a token signed by a regenerated key value.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StaleCallerView {
+    pub key_type: &'static str,
+    pub version: u64,
+    pub kind: String,
+    pub hub: String,
+    pub source_address: String,
+    pub user_agent: String,
+    pub count: u64,
+    pub first_seen_at: String,
+    pub last_seen_at: String,
+}
+
+/// Every stale caller this node knows, most recently seen first.
+pub fn stale_caller_views(state: &AppState) -> Vec<StaleCallerView> {
+    state
+        .keys
+        .stale_callers()
+        .list()
+        .into_iter()
+        .map(|c| StaleCallerView {
+            key_type: c.slot.as_str(),
+            version: c.version,
+            kind: c.kind,
+            hub: c.hub,
+            source_address: c.source_address,
+            user_agent: c.user_agent,
+            count: c.count,
+            first_seen_at: rfc3339(c.first_seen_at),
+            last_seen_at: rfc3339(c.last_seen_at),
+        })
+        .collect()
+}
+
+async fn stale_callers(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "value": stale_caller_views(&state) }))
 }
 
 #[derive(Serialize)]

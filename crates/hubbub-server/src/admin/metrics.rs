@@ -128,6 +128,19 @@ pub fn render(state: &AppState) -> String {
     }
     metric(
         &mut out,
+        "hubbub_key_stale_authentications_total",
+        "counter",
+        "Tokens refused because a regenerated value of the access key signed them (stale callers; see /admin/keys/stale-callers).",
+    );
+    for slot in [KeySlot::Primary, KeySlot::Secondary] {
+        let _ = writeln!(
+            out,
+            "hubbub_key_stale_authentications_total{{slot=\"{slot}\"}} {}",
+            state.keys.stale_callers().refused(slot)
+        );
+    }
+    metric(
+        &mut out,
         "hubbub_connections",
         "gauge",
         "Client connections per hub (including reliable sessions waiting to resume).",

@@ -128,10 +128,32 @@ impl FromRequestParts<AppState> for RestCaller {
                 Ok(RestCaller { slot })
             }
             Err(e) => {
+                if let crate::keys::auth::AuthError::StaleKey { slot, version, .. } = &e {
+                    let origin = crate::peer::Origin::of(parts, &state.trusted_proxies);
+                    state.keys.record_stale(
+                        *slot,
+                        *version,
+                        &crate::keys::stale::Caller {
+                            kind: crate::keys::stale::CallKind::Rest,
+                            hub: hub_of_path(parts.uri.path()),
+                            source_address: &origin.address,
+                            user_agent: origin.user_agent.as_deref(),
+                        },
+                    );
+                }
                 tracing::debug!(path = parts.uri.path(), reason = %e, "REST request refused");
                 Err(e.into())
             }
         }
+    }
+}
+
+/// The hub a REST path names (`/api/hubs/{hub}/...`), as written; empty for other paths.
+fn hub_of_path(path: &str) -> &str {
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    match (segments.next(), segments.next(), segments.next()) {
+        (Some("api"), Some("hubs"), Some(hub)) => hub,
+        _ => "",
     }
 }
 

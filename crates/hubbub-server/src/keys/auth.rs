@@ -20,6 +20,12 @@ pub enum AuthError {
     Audience(#[from] AudienceError),
     #[error("the {slot} key must be rotated and no longer authenticates ({reason}); use the other key, or regenerate this one")]
     RotationRequired { slot: KeySlot, reason: String },
+    #[error("The token was signed with the {slot} key version {version}, which was regenerated at {}. Update this app's connection string.", crate::clock::rfc3339(*.replaced_at))]
+    StaleKey {
+        slot: KeySlot,
+        version: u64,
+        replaced_at: crate::clock::UnixMillis,
+    },
 }
 
 impl From<AuthError> for ApiError {
@@ -69,7 +75,11 @@ fn verify_access_key(
 ) -> Result<KeySlot, AuthError> {
     let candidates = ring.candidates(now);
     let keys: Vec<&[u8]> = candidates.iter().map(|c| c.key).collect();
-    let matched = candidates[decoded.verify_signature(&keys)?];
+    let matched = match decoded.verify_signature(&keys) {
+        Ok(index) => candidates[index],
+        Err(JwtError::BadSignature) => return Err(stale_or_bad(decoded, ring)),
+        Err(e) => return Err(e.into()),
+    };
     if !matched.retiring {
         if let Some(requirement) = ring.disabled(matched.slot, now) {
             return Err(AuthError::RotationRequired {
@@ -79,6 +89,27 @@ fn verify_access_key(
         }
     }
     Ok(matched.slot)
+}
+
+/// A token no accepted key signed: if an earlier value of an access slot (still recognised)
+/// signed it, says which and when it was regenerated; otherwise a bad signature.
+fn stale_or_bad(decoded: &jwt::UnverifiedToken<'_>, ring: &KeyRing) -> AuthError {
+    let previous: Vec<&[u8]> = ring
+        .previous
+        .iter()
+        .map(|k| k.value.expose().as_bytes())
+        .collect();
+    match decoded.verify_signature(&previous) {
+        Ok(index) => {
+            let key = &ring.previous[index];
+            AuthError::StaleKey {
+                slot: key.slot,
+                version: key.version,
+                replaced_at: key.replaced_at,
+            }
+        }
+        Err(_) => AuthError::Token(JwtError::BadSignature),
+    }
 }
 
 /// What a verified client access token grants.

@@ -59,8 +59,9 @@ pub enum Change {
         deadline: UnixMillis,
         reason: String,
     },
-    /// Old values whose grace period is over stop verifying (the housekeeper's change).
-    ExpireGrace,
+    /// Old values whose grace period is over stop verifying, and earlier values replaced before
+    /// `forget_before` are no longer recognised (the housekeeper's change).
+    ExpireGrace { forget_before: UnixMillis },
     /// Every earlier value of `slot` still in a grace period stops verifying now.
     EndGrace { slot: KeySlot },
 }
@@ -180,18 +181,19 @@ impl Change {
                     ended: Vec::new(),
                 })
             }
-            Change::ExpireGrace | Change::EndGrace { .. } => {
+            Change::ExpireGrace { .. } | Change::EndGrace { .. } => {
                 let (next, ended, why) = match self {
                     Change::EndGrace { slot } => {
                         let (next, ended) = ring.without_grace_of(*slot, now);
                         (next, ended, "ended early")
                     }
-                    _ => {
-                        let (next, ended) = ring.without_ended_grace(now);
+                    Change::ExpireGrace { forget_before } => {
+                        let (next, ended) = ring.without_ended_grace(now, *forget_before);
                         (next, ended, "")
                     }
+                    _ => unreachable!("matched above"),
                 };
-                if ended.is_empty() {
+                if ended.is_empty() && next.previous.len() == ring.previous.len() {
                     return None;
                 }
                 let events = ended
@@ -211,7 +213,7 @@ impl Change {
         match self {
             Change::Regenerate { .. } => "key regenerated",
             Change::RequireRotation { .. } => "key rotation required",
-            Change::ExpireGrace | Change::EndGrace { .. } => "grace period ended",
+            Change::ExpireGrace { .. } | Change::EndGrace { .. } => "grace period ended",
         }
     }
 }
@@ -225,14 +227,18 @@ pub async fn apply(
     origin: Origin,
 ) -> Result<Applied, KeyChangeError> {
     let now = keys.clock().now_millis();
-    if matches!(change, Change::ExpireGrace)
-        && !keys.current().retiring.iter().any(|k| k.until <= now)
-    {
-        // The common case, every housekeeping tick: nothing to ask of the store or the cluster.
-        return Ok(Applied {
-            ring: keys.current(),
-            ended: Vec::new(),
-        });
+    if let Change::ExpireGrace { forget_before } = change {
+        let ring = keys.current();
+        if !ring.retiring.iter().any(|k| k.until <= now)
+            && !ring.previous.iter().any(|k| k.replaced_at < forget_before)
+        {
+            // The common case, every housekeeping tick: nothing to ask of the store or the
+            // cluster.
+            return Ok(Applied {
+                ring,
+                ended: Vec::new(),
+            });
+        }
     }
     let described = change.describe();
     let (ring, planned) = backplane
@@ -404,11 +410,13 @@ mod tests {
         assert!(!has_old(&ring, 62_000));
         assert_eq!(store.retiring_keys().unwrap().len(), 1);
         assert!(
-            local(&keys, Change::ExpireGrace).ended.is_empty(),
+            local(&keys, Change::ExpireGrace { forget_before: 0 })
+                .ended
+                .is_empty(),
             "not over yet"
         );
         clock.set_millis(62_000);
-        let applied = local(&keys, Change::ExpireGrace);
+        let applied = local(&keys, Change::ExpireGrace { forget_before: 0 });
         assert_eq!(applied.ended.len(), 1);
         assert!(applied.ring.retiring.is_empty());
         assert!(store.retiring_keys().unwrap().is_empty());

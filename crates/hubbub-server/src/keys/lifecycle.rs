@@ -74,10 +74,12 @@ async fn housekeeping(state: &AppState) {
         return;
     }
     backplane.share_usage(&state.keys).await;
+    let window = i64::from(state.stale_key_window_days) * 24 * 3600 * 1000;
+    let forget_before = state.keys.clock().now_millis() - window;
     let ended = changes::apply(
         &state.keys,
         backplane,
-        Change::ExpireGrace,
+        Change::ExpireGrace { forget_before },
         Origin::policy(),
     )
     .await;

@@ -7,6 +7,7 @@
 //! | [`changes`] | every key change (regenerate, require rotation, end grace), written once |
 //! | [`auth`] | verifies REST and client tokens against the ring |
 //! | [`usage`] | per-key usage counters: lock-free on the hot path, saved periodically |
+//! | [`stale`] | callers still signing with a regenerated key value, bounded, saved periodically |
 //! | [`lifecycle`] | the housekeeper: usage, grace periods, disabled keys, notices |
 //! | [`notices`] | notices about keys by email and webhook, queued once, retried until delivered |
 
@@ -15,6 +16,7 @@ pub mod changes;
 pub mod lifecycle;
 pub mod notices;
 pub mod ring;
+pub mod stale;
 pub mod usage;
 
 pub use ring::{Candidate, KeyRing, Planned, SlotKey, ACCESS_SLOTS};
@@ -39,6 +41,8 @@ struct Inner {
     usage: Usage,
     /// Cluster mode: the other nodes' usage of each access slot, summed.
     remote_usage: ArcSwap<[crate::store::UsageRecord; 2]>,
+    /// Callers seen with tokens signed by a regenerated key value.
+    stale: stale::StaleCallers,
 }
 
 impl std::fmt::Debug for Keys {
@@ -69,7 +73,9 @@ impl Keys {
             salt: stored.salt.clone(),
             requirements: store.rotation_requirements()?,
             retiring: store.retiring_keys()?,
+            previous: store.previous_keys()?,
         };
+        let store_stale = store.stale_callers()?;
         let usage = Usage::default();
         for slot in ACCESS_SLOTS {
             if let Some(index) = slot_index(slot) {
@@ -83,6 +89,7 @@ impl Keys {
             write: Mutex::new(()),
             usage,
             remote_usage: ArcSwap::from_pointee(Default::default()),
+            stale: stale::StaleCallers::load(store_stale),
         })))
     }
 
@@ -140,6 +147,35 @@ impl Keys {
         }
     }
 
+    /// Records a caller refused because an earlier value of `slot` signed its token.
+    pub fn record_stale(&self, slot: KeySlot, version: u64, caller: &stale::Caller<'_>) {
+        self.0
+            .stale
+            .record(slot, version, caller, self.0.clock.now_millis());
+    }
+
+    /// The callers seen with tokens an earlier key value signed, and their counts.
+    pub fn stale_callers(&self) -> &stale::StaleCallers {
+        &self.0.stale
+    }
+
+    /// Saves the stale callers if they changed, forgetting those of versions no longer
+    /// recognised. Blocking (SQLite).
+    pub fn save_stale_callers(&self) -> Result<(), StoreError> {
+        let ring = self.current();
+        self.0.stale.retain_versions(|slot, version| {
+            ring.previous
+                .iter()
+                .any(|k| k.slot == slot && k.version == version)
+        });
+        let Some(callers) = self.0.stale.take_changed() else {
+            return Ok(());
+        };
+        self.0.store.save_stale_callers(&callers).inspect_err(|_| {
+            self.0.stale.mark_changed();
+        })
+    }
+
     /// A slot's usage: this node's, plus the other nodes' in cluster mode.
     pub fn usage(&self, slot: KeySlot) -> Option<UsageSnapshot> {
         let now = self.0.clock.now_millis();
@@ -165,14 +201,18 @@ impl Keys {
         self.0.remote_usage.store(Arc::new(records));
     }
 
-    /// Writes the usage counters to the store. Blocking.
+    /// Writes the usage counters (and the stale callers, if they changed) to the store.
+    /// Blocking.
     pub fn save_usage(&self) -> Result<(), StoreError> {
         let now = self.0.clock.now_millis();
         let records: Vec<_> = ACCESS_SLOTS
             .iter()
             .filter_map(|&slot| slot_index(slot).map(|i| (slot, self.0.usage.to_record(i, now))))
             .collect();
-        self.0.store.save_usage(&records, Usage::oldest_minute(now))
+        self.0
+            .store
+            .save_usage(&records, Usage::oldest_minute(now))?;
+        self.save_stale_callers()
     }
 }
 
@@ -235,9 +275,9 @@ mod tests {
             ..requirement
         });
         assert_eq!(next.requirements.len(), 1, "one requirement per slot");
-        let (after, ended) = next.without_ended_grace(9_000);
+        let (after, ended) = next.without_ended_grace(9_000, 0);
         assert_eq!((ended.len(), after.retiring.len()), (1, 0));
-        let (_, none) = next.without_ended_grace(8_999);
+        let (_, none) = next.without_ended_grace(8_999, 0);
         assert!(none.is_empty());
 
         keys.install(after.clone()).unwrap();

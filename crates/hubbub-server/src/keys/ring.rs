@@ -4,7 +4,9 @@
 
 use crate::clock::UnixMillis;
 use crate::secret::Secret;
-use crate::store::{AuditEvent, RetiringKey, RingRows, RotationRequirement, StoredSlot};
+use crate::store::{
+    AuditEvent, PreviousKey, RetiringKey, RingRows, RotationRequirement, StoredSlot,
+};
 use hubbub_proto::connection_string::ConnectionString;
 use hubbub_proto::keys::{KeySlot, WebPubSubKeys};
 
@@ -21,7 +23,12 @@ pub struct KeyRing {
     pub requirements: Vec<RotationRequirement>,
     /// Old access-key values still accepted for verification.
     pub retiring: Vec<RetiringKey>,
+    /// Earlier access-key values, kept only to recognise the tokens they signed (stale callers).
+    pub previous: Vec<PreviousKey>,
 }
+
+/// Earlier values kept per access slot, at most (the oldest is forgotten first).
+pub const MAX_PREVIOUS_PER_SLOT: usize = 8;
 
 /// What a key change makes of a ring: the next ring, the audit events that record the change,
 /// and the old values it ended.
@@ -86,6 +93,27 @@ impl KeyRing {
                 created_at: now,
             },
         );
+        if slot != KeySlot::Salt {
+            ring.previous
+                .retain(|k| !(k.slot == slot && k.version == old.version));
+            ring.previous.push(PreviousKey {
+                slot,
+                version: old.version,
+                value: old.value.clone(),
+                replaced_at: now,
+            });
+            let of_slot = ring.previous.iter().filter(|k| k.slot == slot).count();
+            if of_slot > MAX_PREVIOUS_PER_SLOT {
+                let oldest = ring
+                    .previous
+                    .iter()
+                    .filter(|k| k.slot == slot)
+                    .map(|k| k.version)
+                    .min();
+                ring.previous
+                    .retain(|k| !(k.slot == slot && Some(k.version) == oldest));
+            }
+        }
         let mut ended = Vec::new();
         match grace_until {
             Some(until) => {
@@ -124,11 +152,17 @@ impl KeyRing {
         ring
     }
 
-    /// The old values whose grace period is over at `now`, and the ring without them.
-    pub fn without_ended_grace(&self, now: UnixMillis) -> (KeyRing, Vec<RetiringKey>) {
+    /// The old values whose grace period is over at `now`, and the ring without them and
+    /// without the earlier values replaced before `forget_before` (no longer recognised).
+    pub fn without_ended_grace(
+        &self,
+        now: UnixMillis,
+        forget_before: UnixMillis,
+    ) -> (KeyRing, Vec<RetiringKey>) {
         let mut ring = self.clone();
         let (ended, kept) = self.retiring.iter().cloned().partition(|k| k.until <= now);
         ring.retiring = kept;
+        ring.previous.retain(|k| k.replaced_at >= forget_before);
         (ring, ended)
     }
 
@@ -189,6 +223,7 @@ impl KeyRing {
             slots: KeySlot::ALL.map(|slot| (slot, self.slot(slot))),
             requirements: &self.requirements,
             retiring: &self.retiring,
+            previous: &self.previous,
         }
     }
 

@@ -37,6 +37,31 @@ pub struct RetiringKey {
     pub until: UnixMillis,
 }
 
+/// An earlier access-key value, kept after `replaced_at` only to recognise a token it signed
+/// (which is refused, and its caller recorded as stale); never accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousKey {
+    pub slot: KeySlot,
+    pub version: u64,
+    pub value: crate::secret::Secret,
+    pub replaced_at: UnixMillis,
+}
+
+/// A caller seen with a token signed by an earlier key value: one row per key version, kind
+/// (`rest` or `connection`), hub, source address and user agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StaleCaller {
+    pub slot: KeySlot,
+    pub version: u64,
+    pub kind: String,
+    pub hub: String,
+    pub source_address: String,
+    pub user_agent: String,
+    pub count: u64,
+    pub first_seen_at: UnixMillis,
+    pub last_seen_at: UnixMillis,
+}
+
 fn slot_of(name: String) -> rusqlite::Result<KeySlot> {
     name.parse()
         .map_err(|e: hubbub_proto::keys::UnknownKeySlot| {
@@ -136,5 +161,71 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Earlier access-key values still recognised, oldest first.
+    pub fn previous_keys(&self) -> Result<Vec<PreviousKey>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT slot, version, value, replaced_at FROM previous_keys ORDER BY replaced_at",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(PreviousKey {
+                slot: slot_of(r.get(0)?)?,
+                version: r.get::<_, i64>(1)? as u64,
+                value: crate::secret::Secret::new(r.get(2)?),
+                replaced_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The stale callers kept, most recently seen first.
+    pub fn stale_callers(&self) -> Result<Vec<StaleCaller>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT slot, version, kind, hub, source_address, user_agent, count, first_seen_at, last_seen_at
+             FROM stale_callers ORDER BY last_seen_at DESC",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StaleCaller {
+                slot: slot_of(r.get(0)?)?,
+                version: r.get::<_, i64>(1)? as u64,
+                kind: r.get(2)?,
+                hub: r.get(3)?,
+                source_address: r.get(4)?,
+                user_agent: r.get(5)?,
+                count: r.get::<_, i64>(6)? as u64,
+                first_seen_at: r.get(7)?,
+                last_seen_at: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces the stored stale callers with `callers` (already bounded by the caller).
+    pub fn save_stale_callers(&self, callers: &[StaleCaller]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM stale_callers", [])?;
+        for c in callers {
+            tx.execute(
+                "INSERT OR REPLACE INTO stale_callers (slot, version, kind, hub, source_address, user_agent, count, first_seen_at, last_seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    c.slot.as_str(),
+                    c.version as i64,
+                    c.kind,
+                    c.hub,
+                    c.source_address,
+                    c.user_agent,
+                    i64::try_from(c.count).unwrap_or(i64::MAX),
+                    c.first_seen_at,
+                    c.last_seen_at
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 }

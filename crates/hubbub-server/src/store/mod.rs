@@ -10,7 +10,7 @@ mod lifecycle;
 mod notices;
 
 pub use audit::{AuditEntry, AuditEvent, AuditRecord};
-pub use lifecycle::{RetiringKey, RotationRequirement, UsageRecord};
+pub use lifecycle::{PreviousKey, RetiringKey, RotationRequirement, StaleCaller, UsageRecord};
 pub use notices::{NewNotice, Notice};
 
 use crate::clock::UnixMillis;
@@ -124,6 +124,27 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         seq  INTEGER NOT NULL
     ) STRICT;",
+    // 6: earlier access-key values, kept to recognise (never accept) tokens they signed, and the
+    // callers seen with such tokens.
+    "CREATE TABLE previous_keys (
+        slot        TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        value       TEXT NOT NULL,
+        replaced_at INTEGER NOT NULL,
+        PRIMARY KEY (slot, version)
+    ) STRICT;
+    CREATE TABLE stale_callers (
+        slot           TEXT NOT NULL,
+        version        INTEGER NOT NULL,
+        kind           TEXT NOT NULL,
+        hub            TEXT NOT NULL,
+        source_address TEXT NOT NULL,
+        user_agent     TEXT NOT NULL,
+        count          INTEGER NOT NULL,
+        first_seen_at  INTEGER NOT NULL,
+        last_seen_at   INTEGER NOT NULL,
+        PRIMARY KEY (slot, version, kind, hub, source_address, user_agent)
+    ) STRICT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +216,7 @@ pub struct RingRows<'a> {
     pub slots: [(KeySlot, &'a StoredSlot); 3],
     pub requirements: &'a [RotationRequirement],
     pub retiring: &'a [RetiringKey],
+    pub previous: &'a [PreviousKey],
 }
 
 /// The database handle. One connection behind a mutex: writes are rare (key changes) and must be
@@ -395,6 +417,13 @@ impl Store {
             tx.execute(
                 "INSERT OR REPLACE INTO retiring_keys (slot, version, value, until) VALUES (?1, ?2, ?3, ?4)",
                 params![k.slot.as_str(), k.version as i64, k.value.expose(), k.until],
+            )?;
+        }
+        tx.execute("DELETE FROM previous_keys", [])?;
+        for k in ring.previous {
+            tx.execute(
+                "INSERT OR REPLACE INTO previous_keys (slot, version, value, replaced_at) VALUES (?1, ?2, ?3, ?4)",
+                params![k.slot.as_str(), k.version as i64, k.value.expose(), k.replaced_at],
             )?;
         }
         for event in events {

@@ -69,19 +69,21 @@ type Params = HashMap<String, String>;
 
 async fn upgrade_path(
     State(state): State<AppState>,
+    origin: crate::peer::Origin,
     Path(hub): Path<String>,
     Query(params): Query<Params>,
     RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    handle(state, hub, params, raw_query, headers, upgrade)
+    handle(state, origin, hub, params, raw_query, headers, upgrade)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn upgrade_query(
     State(state): State<AppState>,
+    origin: crate::peer::Origin,
     Query(params): Query<Params>,
     RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
@@ -91,7 +93,7 @@ async fn upgrade_query(
         return ApiError::bad_request("InvalidHubName", "the 'hub' query parameter is required")
             .into_response();
     };
-    handle(state, hub, params, raw_query, headers, upgrade)
+    handle(state, origin, hub, params, raw_query, headers, upgrade)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -122,6 +124,7 @@ fn configure(upgrade: WebSocketUpgrade, protocol: &Protocol) -> WebSocketUpgrade
 
 async fn handle(
     state: AppState,
+    origin: crate::peer::Origin,
     hub_name: String,
     params: Params,
     raw_query: Option<String>,
@@ -218,6 +221,18 @@ async fn handle(
                 state.token_leeway_secs,
             )
             .map_err(|e| {
+                if let crate::keys::auth::AuthError::StaleKey { slot, version, .. } = &e {
+                    state.keys.record_stale(
+                        *slot,
+                        *version,
+                        &crate::keys::stale::Caller {
+                            kind: crate::keys::stale::CallKind::Connection,
+                            hub: &hub_name,
+                            source_address: &origin.address,
+                            user_agent: origin.user_agent.as_deref(),
+                        },
+                    );
+                }
                 tracing::debug!(hub = %hub_name, reason = %e, "client connection refused");
                 ApiError::from(e)
             })?;

@@ -14,7 +14,7 @@ use super::{Cluster, ClusterError};
 use crate::clock::UnixMillis;
 use crate::keys::{KeyRing, Keys, SlotKey};
 use crate::secret::Secret;
-use crate::store::{RetiringKey, RotationRequirement};
+use crate::store::{PreviousKey, RetiringKey, RotationRequirement};
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use hubbub_proto::keys::KeySlot;
@@ -80,6 +80,15 @@ struct RetiringDoc {
     until: UnixMillis,
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PreviousDoc {
+    slot: String,
+    version: u64,
+    value: String,
+    replaced_at: UnixMillis,
+}
+
 /// The stored form of the ring. Holds key material: never logged.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -93,6 +102,8 @@ pub(crate) struct RingDoc {
     requirements: Vec<RequirementDoc>,
     #[serde(default)]
     retiring: Vec<RetiringDoc>,
+    #[serde(default)]
+    previous: Vec<PreviousDoc>,
 }
 
 fn slot_doc(key: &SlotKey) -> SlotDoc {
@@ -148,6 +159,16 @@ impl RingDoc {
                     until: k.until,
                 })
                 .collect(),
+            previous: ring
+                .previous
+                .iter()
+                .map(|k| PreviousDoc {
+                    slot: k.slot.as_str().into(),
+                    version: k.version,
+                    value: k.value.expose().to_string(),
+                    replaced_at: k.replaced_at,
+                })
+                .collect(),
         }
     }
 
@@ -179,6 +200,18 @@ impl RingDoc {
                         version: k.version,
                         value: Secret::new(k.value.clone()),
                         until: k.until,
+                    })
+                })
+                .collect::<Result<_, ClusterError>>()?,
+            previous: self
+                .previous
+                .iter()
+                .map(|k| {
+                    Ok(PreviousKey {
+                        slot: parse_slot(&k.slot)?,
+                        version: k.version,
+                        value: Secret::new(k.value.clone()),
+                        replaced_at: k.replaced_at,
                     })
                 })
                 .collect::<Result<_, ClusterError>>()?,
@@ -522,6 +555,12 @@ mod tests {
                 value: Secret::new("old".into()),
                 until: 50,
             }],
+            previous: vec![PreviousKey {
+                slot: KeySlot::Primary,
+                version: 2,
+                value: Secret::new("earlier".into()),
+                replaced_at: 40,
+            }],
         };
         let secret = super::super::seal::ClusterSecret::from_text(
             "a-cluster-secret-of-at-least-32-characters",
@@ -537,6 +576,7 @@ mod tests {
         assert_eq!(back.salt.version, 2);
         assert_eq!(back.requirements, ring.requirements);
         assert_eq!(back.retiring, ring.retiring);
+        assert_eq!(back.previous, ring.previous);
         let err = RingDoc::decode(br#"{"generation":1,"primary":{"value":"SECRET-KEY""#)
             .err()
             .unwrap()

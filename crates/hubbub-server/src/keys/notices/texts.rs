@@ -171,6 +171,7 @@ mod tests {
             salt: key("x"),
             requirements: Vec::new(),
             retiring: Vec::new(),
+            previous: Vec::new(),
         }
     }
 
