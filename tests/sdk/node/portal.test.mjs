@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { startHubbub, repoRoot } from "./harness.mjs";
+import { startHubbub, repoRoot, sdkClient, uniqueHub, expectRestError } from "./harness.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const ARTIFACTS = join(repoRoot, "test-artifacts", "portal");
@@ -142,6 +142,43 @@ test("portal: a wrong token is refused and nothing is reachable without a sessio
     await page.click("#sign-out");
     await page.waitForSelector("#token");
     assert.equal(await page.evaluate(async () => (await fetch("/admin/keys")).status), 401);
+  } finally {
+    await browser.close();
+    await hubbub.dispose();
+  }
+});
+
+test("portal: the keys page lists apps still using an old key and when a retiring value was last used", async () => {
+  const hubbub = await startHubbub();
+  const browser = await launch();
+  try {
+    const before = await hubbub.keyShow();
+    const hubName = uniqueHub("portalstale");
+    const old = sdkClient(before.primaryConnectionString, hubName);
+    await hubbub.keyRegenerate("primary");
+    await expectRestError(old.sendToAll("stale"), "old primary key");
+    // A secondary regenerated with a grace period: its earlier value still works, counted apart.
+    const oldSecondary = sdkClient(before.secondaryConnectionString, hubName);
+    const graced = await hubbub.cli([
+      "key", "regenerate", "--key-type", "secondary", "--grace", "1h", "--yes",
+      "--admin-url", hubbub.adminUrl, "--data-dir", hubbub.dataDir,
+    ]);
+    assert.equal(graced.code, 0, graced.stderr);
+    await oldSecondary.sendToAll("still in its grace period");
+
+    const page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
+    await signIn(page, hubbub, await hubbub.adminToken());
+    await page.waitForSelector("#stale-callers");
+    const row = page.locator('#stale-callers tr[data-kind="rest"]');
+    await row.waitFor();
+    const cells = await row.locator("td").allTextContents();
+    assert.equal(cells[0], "primary v1");
+    assert.equal(cells[2].toLowerCase(), hubName.toLowerCase());
+    assert.equal(cells[3], "127.0.0.1");
+    assert.match(cells[4], /azsdk-js/i);
+    const retiring = await page.textContent('p.retiring[data-slot="secondary"]');
+    assert.match(retiring, /retiring value last used \d+ s ago/);
+    await page.screenshot({ path: join(ARTIFACTS, "stale-callers.png"), fullPage: true });
   } finally {
     await browser.close();
     await hubbub.dispose();

@@ -171,6 +171,9 @@ struct SlotUsage {
     usage: UsageSnapshot,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_used_at: Option<String>,
+    /// The last use of an earlier value in its grace period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retiring_last_used_at: Option<String>,
 }
 
 async fn usage(State(state): State<AppState>) -> Json<HashMap<&'static str, SlotUsage>> {
@@ -181,6 +184,7 @@ async fn usage(State(state): State<AppState>) -> Json<HashMap<&'static str, Slot
                 slot.as_str(),
                 SlotUsage {
                     last_used_at: usage.last_used_at.map(rfc3339),
+                    retiring_last_used_at: usage.retiring_last_used_at.map(rfc3339),
                     usage,
                 },
             );

@@ -209,6 +209,9 @@ pub struct SlotView {
     pub authenticated_requests: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_used_at: Option<String>,
+    /// The last use of an earlier value in its grace period.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub retiring_last_used_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub usage: Option<crate::keys::usage::UsageSnapshot>,
 }
@@ -286,6 +289,7 @@ pub(crate) fn keys_view(state: &AppState, ring: &KeyRing) -> KeysView {
                 .collect(),
             authenticated_requests: usage.map(|u| u.authenticated_requests()),
             last_used_at: usage.and_then(|u| u.last_used_at).map(rfc3339),
+            retiring_last_used_at: usage.and_then(|u| u.retiring_last_used_at).map(rfc3339),
             usage,
         }
     };

@@ -121,11 +121,13 @@ impl FromRequestParts<AppState> for RestCaller {
             state.token_leeway_secs,
         );
         match result {
-            Ok(slot) => {
-                state
-                    .keys
-                    .record_use(slot, crate::keys::usage::UseKind::Rest);
-                Ok(RestCaller { slot })
+            Ok(signer) => {
+                state.keys.record_use(
+                    signer.slot,
+                    crate::keys::usage::UseKind::Rest,
+                    signer.retiring,
+                );
+                Ok(RestCaller { slot: signer.slot })
             }
             Err(e) => {
                 if let crate::keys::auth::AuthError::StaleKey { slot, version, .. } = &e {

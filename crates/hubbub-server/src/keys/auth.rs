@@ -48,7 +48,15 @@ pub fn bearer_token(header: Option<&str>) -> Result<&str, AuthError> {
     Ok(token)
 }
 
-/// Checks a REST token; on success returns the access slot whose key signed it.
+/// Which key signed a token: the access slot, and whether it was an earlier value of the slot in
+/// its grace period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signer {
+    pub slot: KeySlot,
+    pub retiring: bool,
+}
+
+/// Checks a REST token; on success returns the key that signed it.
 pub fn verify_rest_token(
     token: &str,
     ring: &KeyRing,
@@ -56,14 +64,14 @@ pub fn verify_rest_token(
     request_path: &str,
     now_millis: i64,
     leeway_secs: i64,
-) -> Result<KeySlot, AuthError> {
+) -> Result<Signer, AuthError> {
     let decoded = jwt::decode(token)?;
-    let slot = verify_access_key(&decoded, ring, now_millis)?;
+    let signer = verify_access_key(&decoded, ring, now_millis)?;
     decoded
         .claims
         .validate_time(now_millis.div_euclid(1000), leeway_secs)?;
     audience::check(&decoded.claims.audiences(), endpoints, request_path)?;
-    Ok(slot)
+    Ok(signer)
 }
 
 /// Verifies against the access keys (and old values in a grace period); refuses a key whose
@@ -72,7 +80,7 @@ fn verify_access_key(
     decoded: &jwt::UnverifiedToken<'_>,
     ring: &KeyRing,
     now: i64,
-) -> Result<KeySlot, AuthError> {
+) -> Result<Signer, AuthError> {
     let candidates = ring.candidates(now);
     let keys: Vec<&[u8]> = candidates.iter().map(|c| c.key).collect();
     let matched = match decoded.verify_signature(&keys) {
@@ -88,7 +96,10 @@ fn verify_access_key(
             });
         }
     }
-    Ok(matched.slot)
+    Ok(Signer {
+        slot: matched.slot,
+        retiring: matched.retiring,
+    })
 }
 
 /// A token no accepted key signed: if an earlier value of an access slot (still recognised)
@@ -120,6 +131,8 @@ pub struct ClientClaims {
     pub groups: Vec<String>,
     /// The access slot whose key signed the token; `Salt` for service-issued tokens.
     pub slot: KeySlot,
+    /// Signed by an earlier value of the slot in its grace period.
+    pub retiring: bool,
     /// Every claim, for the `connect` event.
     pub raw: serde_json::Map<String, serde_json::Value>,
 }
@@ -132,6 +145,7 @@ impl ClientClaims {
             roles: Vec::new(),
             groups: Vec::new(),
             slot: KeySlot::Salt,
+            retiring: false,
             raw: serde_json::Map::new(),
         }
     }
@@ -168,9 +182,12 @@ pub fn verify_client_token(
         .kid
         .as_deref()
         .is_some_and(|k| k.starts_with(SERVICE_KID_PREFIX));
-    let slot = if service_issued {
+    let signer = if service_issued {
         decoded.verify_signature(&[ring.salt.value.expose().as_bytes()])?;
-        KeySlot::Salt
+        Signer {
+            slot: KeySlot::Salt,
+            retiring: false,
+        }
     } else {
         verify_access_key(&decoded, ring, now_millis)?
     };
@@ -190,7 +207,8 @@ pub fn verify_client_token(
             .map(str::to_owned),
         roles,
         groups: strings(claims.get("webpubsub.group")),
-        slot,
+        slot: signer.slot,
+        retiring: signer.retiring,
         raw: claims.clone(),
     })
 }

@@ -140,10 +140,16 @@ impl Keys {
         Ok((next, Some(planned)))
     }
 
-    /// Counts one thing authenticated by an access slot. A few relaxed atomic operations.
-    pub fn record_use(&self, slot: KeySlot, kind: UseKind) {
+    /// Counts one thing authenticated by an access slot (by an earlier value in its grace
+    /// period when `retiring`, counted apart). A few relaxed atomic operations.
+    pub fn record_use(&self, slot: KeySlot, kind: UseKind, retiring: bool) {
         if let Some(index) = slot_index(slot) {
-            self.0.usage.record(index, kind, self.0.clock.now_millis());
+            let now = self.0.clock.now_millis();
+            if retiring {
+                self.0.usage.record_retiring(index, now);
+            } else {
+                self.0.usage.record(index, kind, now);
+            }
         }
     }
 
@@ -299,11 +305,17 @@ mod tests {
     #[test]
     fn usage_counts_per_access_slot_and_survives_a_reload() {
         let (_dir, keys, store, _) = keys();
-        keys.record_use(KeySlot::Secondary, UseKind::Rest);
-        keys.record_use(KeySlot::Secondary, UseKind::Connection);
+        keys.record_use(KeySlot::Secondary, UseKind::Rest, false);
+        keys.record_use(KeySlot::Secondary, UseKind::Connection, false);
+        keys.record_use(KeySlot::Secondary, UseKind::Rest, true);
         let usage = keys.usage(KeySlot::Secondary).unwrap();
         assert_eq!((usage.rest_requests, usage.client_connections), (1, 1));
         assert_eq!(usage.last_used_at, Some(2_000));
+        assert_eq!(
+            (usage.retiring_uses, usage.retiring_last_used_at),
+            (1, Some(2_000)),
+            "a value in its grace period is counted apart"
+        );
         assert!(keys.usage(KeySlot::Salt).is_none());
         keys.save_usage().unwrap();
         let instance = store.load_or_init(0).unwrap();

@@ -28,6 +28,9 @@ struct SlotCounters {
     connections: AtomicU64,
     last_used_at: AtomicI64,
     minutes: [Minute; WINDOW_MINUTES],
+    /// Uses of an earlier value of the slot in its grace period (not counted above).
+    retiring_uses: AtomicU64,
+    retiring_last_used_at: AtomicI64,
 }
 
 impl Default for SlotCounters {
@@ -37,6 +40,8 @@ impl Default for SlotCounters {
             connections: AtomicU64::new(0),
             last_used_at: AtomicI64::new(0),
             minutes: std::array::from_fn(|_| Minute::default()),
+            retiring_uses: AtomicU64::new(0),
+            retiring_last_used_at: AtomicI64::new(0),
         }
     }
 }
@@ -53,6 +58,10 @@ pub struct UsageSnapshot {
     pub client_connections_last_hour: u64,
     /// REST requests plus connections in the last 15 minutes.
     pub uses_last_15_minutes: u64,
+    /// Uses of an earlier value in its grace period (not counted above), and the last one.
+    pub retiring_uses: u64,
+    #[serde(skip, default)]
+    pub retiring_last_used_at: Option<UnixMillis>,
 }
 
 impl UsageSnapshot {
@@ -73,6 +82,8 @@ impl UsageSnapshot {
             client_connections_last_hour: self.client_connections_last_hour
                 + other.client_connections_last_hour,
             uses_last_15_minutes: self.uses_last_15_minutes + other.uses_last_15_minutes,
+            retiring_uses: self.retiring_uses + other.retiring_uses,
+            retiring_last_used_at: self.retiring_last_used_at.max(other.retiring_last_used_at),
         }
     }
 
@@ -93,6 +104,16 @@ fn minute_of(now: UnixMillis) -> i64 {
 }
 
 impl Usage {
+    /// Counts a use of an earlier value of `slot` in its grace period.
+    pub fn record_retiring(&self, slot: usize, now: UnixMillis) {
+        if let Some(counters) = self.slots.get(slot) {
+            counters.retiring_uses.fetch_add(1, Ordering::Relaxed);
+            counters
+                .retiring_last_used_at
+                .fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
     pub fn record(&self, slot: usize, kind: UseKind, now: UnixMillis) {
         let Some(counters) = self.slots.get(slot) else {
             return;
@@ -146,6 +167,7 @@ impl Usage {
             }
         }
         let last = counters.last_used_at.load(Ordering::Relaxed);
+        let retiring_last = counters.retiring_last_used_at.load(Ordering::Relaxed);
         UsageSnapshot {
             rest_requests: counters.rest.load(Ordering::Relaxed),
             client_connections: counters.connections.load(Ordering::Relaxed),
@@ -153,6 +175,8 @@ impl Usage {
             rest_requests_last_hour: rest_hour,
             client_connections_last_hour: connections_hour,
             uses_last_15_minutes: last_15,
+            retiring_uses: counters.retiring_uses.load(Ordering::Relaxed),
+            retiring_last_used_at: (retiring_last != 0).then_some(retiring_last),
         }
     }
 
@@ -174,11 +198,14 @@ impl Usage {
             .collect();
         minutes.sort_unstable();
         let last = counters.last_used_at.load(Ordering::Relaxed);
+        let retiring_last = counters.retiring_last_used_at.load(Ordering::Relaxed);
         UsageRecord {
             rest_requests: counters.rest.load(Ordering::Relaxed),
             client_connections: counters.connections.load(Ordering::Relaxed),
             last_used_at: (last != 0).then_some(last),
             minutes,
+            retiring_uses: counters.retiring_uses.load(Ordering::Relaxed),
+            retiring_last_used_at: (retiring_last != 0).then_some(retiring_last),
         }
     }
 
@@ -192,6 +219,12 @@ impl Usage {
         counters
             .last_used_at
             .store(record.last_used_at.unwrap_or(0), Ordering::Relaxed);
+        counters
+            .retiring_uses
+            .store(record.retiring_uses, Ordering::Relaxed);
+        counters
+            .retiring_last_used_at
+            .store(record.retiring_last_used_at.unwrap_or(0), Ordering::Relaxed);
         for (minute, rest, connections) in &record.minutes {
             let bucket = &counters.minutes[minute.rem_euclid(WINDOW_MINUTES as i64) as usize];
             bucket.minute.store(*minute, Ordering::Relaxed);
@@ -208,6 +241,8 @@ impl Usage {
             sum.rest_requests += record.rest_requests;
             sum.client_connections += record.client_connections;
             sum.last_used_at = sum.last_used_at.max(record.last_used_at);
+            sum.retiring_uses += record.retiring_uses;
+            sum.retiring_last_used_at = sum.retiring_last_used_at.max(record.retiring_last_used_at);
             for (minute, rest, connections) in &record.minutes {
                 let entry = minutes.entry(*minute).or_default();
                 entry.0 += rest;

@@ -14,6 +14,11 @@ pub struct UsageRecord {
     pub last_used_at: Option<UnixMillis>,
     /// (minute since the epoch, REST requests, client connections)
     pub minutes: Vec<(i64, u64, u64)>,
+    /// Uses of an earlier value in its grace period, and the last one.
+    #[serde(default)]
+    pub retiring_uses: u64,
+    #[serde(default)]
+    pub retiring_last_used_at: Option<UnixMillis>,
 }
 
 /// A demand that a key be rotated by a deadline.
@@ -80,9 +85,16 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (slot, record) in usage {
             tx.execute(
-                "INSERT OR REPLACE INTO usage_totals (slot, rest_requests, client_connections, last_used_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![slot.as_str(), record.rest_requests as i64, record.client_connections as i64, record.last_used_at],
+                "INSERT OR REPLACE INTO usage_totals (slot, rest_requests, client_connections, last_used_at, retiring_uses, retiring_last_used_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    slot.as_str(),
+                    record.rest_requests as i64,
+                    record.client_connections as i64,
+                    record.last_used_at,
+                    record.retiring_uses as i64,
+                    record.retiring_last_used_at
+                ],
             )?;
             tx.execute("DELETE FROM usage_minutes WHERE slot = ?1", [slot.as_str()])?;
             for (minute, rest, connections) in record
@@ -104,7 +116,8 @@ impl Store {
         let conn = self.lock();
         let mut record = conn
             .query_row(
-                "SELECT rest_requests, client_connections, last_used_at FROM usage_totals WHERE slot = ?1",
+                "SELECT rest_requests, client_connections, last_used_at, retiring_uses, retiring_last_used_at
+                 FROM usage_totals WHERE slot = ?1",
                 [slot.as_str()],
                 |r| {
                     Ok(UsageRecord {
@@ -112,6 +125,8 @@ impl Store {
                         client_connections: r.get::<_, i64>(1)? as u64,
                         last_used_at: r.get(2)?,
                         minutes: Vec::new(),
+                        retiring_uses: r.get::<_, i64>(3)? as u64,
+                        retiring_last_used_at: r.get(4)?,
                     })
                 },
             )

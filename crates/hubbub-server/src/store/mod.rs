@@ -124,8 +124,8 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         seq  INTEGER NOT NULL
     ) STRICT;",
-    // 6: earlier access-key values, kept to recognise (never accept) tokens they signed, and the
-    // callers seen with such tokens.
+    // 6: earlier access-key values, kept to recognise (never accept) tokens they signed, the
+    // callers seen with such tokens, and the uses of values in a grace period.
     "CREATE TABLE previous_keys (
         slot        TEXT NOT NULL,
         version     INTEGER NOT NULL,
@@ -144,7 +144,9 @@ const MIGRATIONS: &[&str] = &[
         first_seen_at  INTEGER NOT NULL,
         last_seen_at   INTEGER NOT NULL,
         PRIMARY KEY (slot, version, kind, hub, source_address, user_agent)
-    ) STRICT;",
+    ) STRICT;
+    ALTER TABLE usage_totals ADD COLUMN retiring_uses INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage_totals ADD COLUMN retiring_last_used_at INTEGER;",
 ];
 
 #[derive(Debug, thiserror::Error)]

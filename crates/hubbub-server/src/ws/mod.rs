@@ -239,7 +239,11 @@ async fn handle(
             if claims.slot != KeySlot::Salt {
                 state
                     .keys
-                    .record_use(claims.slot, crate::keys::usage::UseKind::Connection);
+                    .record_use(
+                        claims.slot,
+                        crate::keys::usage::UseKind::Connection,
+                        claims.retiring,
+                    );
             }
             claims
         }

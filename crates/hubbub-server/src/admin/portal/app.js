@@ -111,7 +111,7 @@ function keyCard(keys, slot) {
       el("div", {}, el("b", {}, "Total"), `${usage.restRequests || 0} REST · ${usage.clientConnections || 0} conn.`),
       s.dueAt ? el("div", {}, el("b", {}, "Due"), when(s.dueAt)) : null,
     ),
-    s.retiring && s.retiring.length ? el("p", { class: "muted" }, `The previous value is still accepted until ${when(s.retiring[0].until)} (retiring).`) : null,
+    s.retiring && s.retiring.length ? el("p", { class: "muted retiring", "data-slot": slot }, `The previous value is still accepted until ${when(s.retiring[0].until)} (retiring); retiring value last used ${ago(s.retiringLastUsedAt)}.`) : null,
     el("button", { class: "danger regenerate", "data-slot": slot, type: "button", onclick: () => confirmRegenerate(keys, slot) }, `Regenerate ${slot} key`),
   );
 }
@@ -141,8 +141,24 @@ function confirmRegenerate(keys, slot) {
   dialog.showModal();
 }
 
+function staleCallersCard(callers) {
+  const rows = callers.map((c) => el("tr", { "data-kind": c.kind },
+    el("td", {}, `${c.keyType} v${c.version}`), el("td", {}, c.kind), el("td", {}, c.hub),
+    el("td", { class: "mono" }, c.sourceAddress), el("td", {}, c.userAgent), el("td", {}, c.count),
+    el("td", {}, ago(c.lastSeenAt)),
+  ));
+  return el("section", { class: "card", id: "stale-callers" },
+    el("h2", {}, "Still using an old key"),
+    callers.length
+      ? el("div", { class: "table-wrap" }, el("table", {},
+          el("thead", {}, el("tr", {}, ...["Key", "Kind", "Hub", "Source", "User agent", "Count", "Last seen"].map((h) => el("th", {}, h)))),
+          el("tbody", {}, ...rows)))
+      : el("p", { class: "muted" }, "No app has used a regenerated key value."),
+  );
+}
+
 async function showKeys() {
-  const keys = await api("/admin/keys");
+  const [keys, stale] = await Promise.all([api("/admin/keys"), api("/admin/keys/stale-callers")]);
   banner(keys);
   const endpoint = keys.primaryConnectionString.split(";")[0].replace("Endpoint=", "");
   page.replaceChildren(
@@ -150,6 +166,7 @@ async function showKeys() {
     el("p", { class: "muted" }, "Both keys are valid at the same time. Rotate one while the other keeps your apps working."),
     el("section", { class: "card" }, el("div", { class: "field" }, el("label", {}, "Endpoint"), el("span", { class: "secret mono", id: "endpoint" }, endpoint))),
     el("div", { class: "grid" }, keyCard(keys, "primary"), keyCard(keys, "secondary")),
+    staleCallersCard(stale.value),
     el("section", { class: "card" },
       el("h2", {}, "Rotate a key without downtime"),
       el("ol", { class: "runbook" },
