@@ -14,6 +14,8 @@ use std::sync::Mutex;
 
 /// Callers kept, at most.
 pub const MAX_STALE_CALLERS: usize = 1000;
+/// Callers a node shares with the others (its most recent ones), at most.
+pub const MAX_SHARED_CALLERS: usize = 200;
 /// Characters kept of a user agent, a hub name and a source address.
 const MAX_FIELD_CHARS: usize = 256;
 
@@ -56,6 +58,8 @@ pub struct StaleCallers {
     dirty: AtomicBool,
     /// Stale tokens refused since start, per access slot (primary, secondary).
     refused: [AtomicU64; 2],
+    /// Cluster mode: the callers the other nodes saw.
+    remote: Mutex<Vec<StaleCaller>>,
 }
 
 impl StaleCallers {
@@ -117,22 +121,55 @@ impl StaleCallers {
         self.dirty.store(true, Ordering::Relaxed);
     }
 
-    /// Every caller, most recently seen first.
-    pub fn list(&self) -> Vec<StaleCaller> {
+    /// The callers this node saw, most recently seen first.
+    pub fn local(&self) -> Vec<StaleCaller> {
         let mut list: Vec<StaleCaller> = self.callers().values().cloned().collect();
-        list.sort_by(|a, b| {
-            b.last_seen_at
-                .cmp(&a.last_seen_at)
-                .then_with(|| a.hub.cmp(&b.hub))
-        });
+        sort(&mut list);
         list
     }
 
-    /// The callers to save, if anything changed since the last call.
+    /// Cluster mode: the callers the other nodes saw (replacing what they said before).
+    pub fn set_remote(&self, callers: Vec<StaleCaller>) {
+        *self.remote.lock().unwrap_or_else(|p| p.into_inner()) = callers;
+    }
+
+    /// Every caller, this node's and (in a cluster) the others', most recently seen first; a
+    /// caller seen by several nodes is one row with their counts added.
+    pub fn list(&self) -> Vec<StaleCaller> {
+        let mut merged: HashMap<Identity, StaleCaller> = self.callers().clone();
+        let remote = self
+            .remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for caller in remote {
+            let kind = match caller.kind.as_str() {
+                "rest" => CallKind::Rest,
+                "connection" => CallKind::Connection,
+                _ => continue,
+            };
+            match merged.entry(identity(&caller, kind)) {
+                std::collections::hash_map::Entry::Occupied(mut seen) => {
+                    let seen = seen.get_mut();
+                    seen.count += caller.count;
+                    seen.first_seen_at = seen.first_seen_at.min(caller.first_seen_at);
+                    seen.last_seen_at = seen.last_seen_at.max(caller.last_seen_at);
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(caller);
+                }
+            }
+        }
+        let mut list: Vec<StaleCaller> = merged.into_values().collect();
+        sort(&mut list);
+        list
+    }
+
+    /// This node's callers to save, if anything changed since the last call.
     pub fn take_changed(&self) -> Option<Vec<StaleCaller>> {
         self.dirty
             .swap(false, Ordering::Relaxed)
-            .then(|| self.list())
+            .then(|| self.local())
     }
 
     /// Marks the callers as not saved (a save failed).
@@ -154,6 +191,15 @@ impl StaleCallers {
             self.dirty.store(true, Ordering::Relaxed);
         }
     }
+}
+
+fn sort(list: &mut [StaleCaller]) {
+    list.sort_by(|a, b| {
+        b.last_seen_at
+            .cmp(&a.last_seen_at)
+            .then_with(|| a.hub.cmp(&b.hub))
+            .then_with(|| a.source_address.cmp(&b.source_address))
+    });
 }
 
 fn identity(c: &StaleCaller, kind: CallKind) -> Identity {
@@ -235,5 +281,30 @@ mod tests {
 
         stale.retain_versions(|slot, _| slot == KeySlot::Primary);
         assert!(stale.list().is_empty());
+    }
+
+    #[test]
+    fn a_caller_seen_by_several_nodes_is_one_row() {
+        let stale = StaleCallers::default();
+        let app = caller(CallKind::Rest, "10.0.0.1", Some("app"));
+        stale.record(KeySlot::Primary, 1, &app, 5_000);
+        let mut theirs = stale.local()[0].clone();
+        theirs.count = 4;
+        theirs.first_seen_at = 1_000;
+        theirs.last_seen_at = 4_000;
+        let mut other = theirs.clone();
+        other.source_address = "10.0.0.2".into();
+        stale.set_remote(vec![theirs, other]);
+        let list = stale.list();
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            (list[0].count, list[0].first_seen_at, list[0].last_seen_at),
+            (5, 1_000, 5_000)
+        );
+        assert_eq!(
+            stale.local().len(),
+            1,
+            "only this node's are saved and shared"
+        );
     }
 }

@@ -237,13 +237,11 @@ async fn handle(
                 ApiError::from(e)
             })?;
             if claims.slot != KeySlot::Salt {
-                state
-                    .keys
-                    .record_use(
-                        claims.slot,
-                        crate::keys::usage::UseKind::Connection,
-                        claims.retiring,
-                    );
+                state.keys.record_use(
+                    claims.slot,
+                    crate::keys::usage::UseKind::Connection,
+                    claims.retiring,
+                );
             }
             claims
         }

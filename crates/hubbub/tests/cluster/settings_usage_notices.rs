@@ -106,6 +106,36 @@ async fn key_usage_is_added_up_across_nodes() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_callers_seen_on_any_node_are_listed_on_every_node() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let fast = "maintenance_interval_ms = 100\n";
+    let [a, b, c] = ["a", "b", "c"].map(|id| Node::start_with(&nats, id, fast));
+    let (old, _) = converged(&[&a, &b, &c]).await;
+    let (status, body) = a.regenerate("Primary").await;
+    assert_eq!(status, 200, "{body}");
+    converged(&[&a, &b, &c]).await;
+    // The old key, refused on B (twice) and C (once), from the same address and agent.
+    for node in [&b, &b, &c] {
+        assert_eq!(node.broadcast(&old, "x").await, 401);
+    }
+    for node in [&a, &b, &c] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let list = node.admin_json("/admin/keys/stale-callers").await;
+            let rows = list["value"].as_array().cloned().unwrap_or_default();
+            if rows.len() == 1 && rows[0]["count"] == 3 {
+                assert_eq!(rows[0]["keyType"], "primary", "{list}");
+                assert_eq!(rows[0]["version"], 1, "{list}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {} shows {list}", node.id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// The webhook receiver's answer to every notice.
 fn webhook_ok(_: &Request) -> &'static str {
     "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
