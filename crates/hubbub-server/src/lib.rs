@@ -33,6 +33,7 @@ pub mod keys;
 pub mod listener;
 pub mod peer;
 pub mod protocols;
+pub mod revocations;
 pub mod secret;
 pub mod server;
 pub mod state;

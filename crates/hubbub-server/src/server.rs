@@ -195,6 +195,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         key_max_age_days: config.key_max_age_days,
         stale_key_window_days: config.stale_key_window_days,
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+        revocations: Arc::default(),
         notifications: Arc::new(config.notifications.clone()),
         portal: Arc::default(),
         rate_sample: Arc::default(),
@@ -229,6 +230,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         state.clone(),
         config.maintenance_interval,
     ));
+    tasks.spawn(state.clone().watch_revocations());
     tasks.close();
 
     Ok(RunningServer {

@@ -55,6 +55,8 @@ pub struct AppState {
     pub listeners: Arc<crate::listener::Listeners>,
     /// What the nodes share: this node alone, or its membership of a cluster.
     pub backplane: Backplane,
+    /// Revocations this node has enforced (connections closed).
+    pub revocations: Arc<crate::revocations::Enforced>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
 }

@@ -304,6 +304,18 @@ pub enum KeyCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Revoke a key after a leak: a new value now, no earlier value accepted any more, and with
+    /// --disconnect every live connection whose token a value of this key signed is closed (on
+    /// every node). Connections signed with the other key stay.
+    Revoke {
+        #[arg(long, value_enum)]
+        key_type: KeyType,
+        /// Also close the live connections whose token this key signed.
+        #[arg(long)]
+        disconnect: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -56,6 +56,24 @@ pub async fn key(command: KeyCommand) -> anyhow::Result<()> {
                 .post("/admin/keys/require-rotation", &body)
                 .await?
         }
+        KeyCommand::Revoke {
+            key_type,
+            disconnect,
+            admin,
+        } => {
+            let slot = KeySlot::from(key_type);
+            let body = serde_json::json!({ "keyType": slot, "disconnect": disconnect });
+            let view: serde_json::Value = Admin::new(&admin)?
+                .post("/admin/keys/revoke", &body)
+                .await?;
+            let version = view["revoked"]["version"].as_u64().unwrap_or_default();
+            eprintln!("Revoked the {slot} key: version {version} and every earlier value no longer authenticate.");
+            if disconnect {
+                let closed = view["closedConnections"].as_u64().unwrap_or_default();
+                eprintln!("Closed {closed} connection(s) on this node whose token it signed; every other node closes its own.");
+            }
+            view
+        }
         KeyCommand::EndGrace { key_type, admin } => {
             let slot = access_slot(key_type);
             let body = serde_json::json!({ "keyType": slot });

@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/keys/require-rotation", post(require_rotation))
         .route("/admin/keys/end-grace", post(end_grace))
+        .route("/admin/keys/revoke", post(revoke))
         .route("/admin/keys/usage", get(usage))
         .route("/admin/keys/stale-callers", get(stale_callers))
         .route("/admin/audit", get(audit))
@@ -161,6 +162,87 @@ async fn end_grace(
                 version: k.version,
             })
             .collect(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Revoke {
+    key_type: String,
+    #[serde(default)]
+    disconnect: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RevokedView {
+    #[serde(flatten)]
+    keys: KeysView,
+    /// The slot and the version that is no longer accepted (nor any earlier one).
+    revoked: Ended,
+    disconnect: bool,
+    /// Connections this node closed (each node closes its own, and audits the count).
+    closed_connections: usize,
+}
+
+/// `POST /admin/keys/revoke {"keyType","disconnect"}`: a new value now, no earlier value accepted
+/// any more, and with `disconnect` the connections a value of the slot signed closed on every
+/// node.
+async fn revoke(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<RevokedView>, ApiError> {
+    let body = read_body(body, &headers, MAX_ADMIN_BODY_BYTES).await?;
+    let request: Revoke = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::bad_request(
+            "InvalidRequestBody",
+            r#"the body must be JSON like {"keyType": "Primary", "disconnect": true}"#,
+        )
+    })?;
+    let slot: KeySlot =
+        request
+            .key_type
+            .parse()
+            .map_err(|e: hubbub_proto::keys::UnknownKeySlot| {
+                ApiError::bad_request("InvalidKeyType", e.to_string())
+            })?;
+    let value = crate::secret::Secret::generate()
+        .map_err(|e| changes::KeyChangeError::from(crate::store::StoreError::Random(e)))
+        .map_err(|e| e.into_api("the key"))?;
+    let origin = Origin {
+        actor,
+        source: Some(peer.ip().to_string()),
+    };
+    let change = Change::Revoke {
+        slot,
+        value,
+        disconnect: request.disconnect,
+    };
+    let applied = changes::apply(&state.keys, &state.backplane, change, origin)
+        .await
+        .map_err(|e| e.into_api("revoking the key"))?;
+    let closed_connections = if request.disconnect {
+        let revocation = applied
+            .ring
+            .revocations
+            .iter()
+            .find(|r| r.slot == slot)
+            .copied();
+        state.enforce_revocations(revocation.as_ref()).await
+    } else {
+        0
+    };
+    Ok(Json(RevokedView {
+        keys: keys_view(&state, &applied.ring),
+        revoked: Ended {
+            key_type: slot,
+            version: applied.ring.slot(slot).version.saturating_sub(1),
+        },
+        disconnect: request.disconnect,
+        closed_connections,
     }))
 }
 

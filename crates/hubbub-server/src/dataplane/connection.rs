@@ -5,6 +5,7 @@ use crate::dataplane::message::Outgoing;
 pub use crate::protocols::Protocol;
 use crate::protocols::Reply;
 use axum::extract::ws::{Message, Utf8Bytes};
+use hubbub_proto::keys::KeySlot;
 use hubbub_proto::roles::Permissions;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -177,6 +178,9 @@ pub struct Connection {
     /// Wakes the writer when the outbox goes from empty to not empty, or a close is requested.
     pub wake: Notify,
     limits: Arc<ConnectionLimits>,
+    /// The access slot and the version of its value that signed the connection's token (a small
+    /// pair, never the key); `None` for anonymous connections.
+    pub signed_by: Option<(KeySlot, u64)>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -215,7 +219,14 @@ impl Connection {
             }),
             wake: Notify::new(),
             limits: Arc::clone(&DEFAULT_LIMITS),
+            signed_by: None,
         }
+    }
+
+    /// This connection, remembering which key value signed its token.
+    pub fn signed_by(mut self, signer: Option<(KeySlot, u64)>) -> Self {
+        self.signed_by = signer;
+        self
     }
 
     /// This connection with the node's buffer limits (instead of the defaults).

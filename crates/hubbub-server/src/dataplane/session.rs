@@ -19,6 +19,9 @@ pub struct Session {
     pub upstream_state: Option<String>,
     pub next_sequence_id: u64,
     pub unacked: Vec<Unacked>,
+    /// Which key value signed the session's token (see [`Connection::signed_by`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<(hubbub_proto::keys::KeySlot, u64)>,
 }
 
 /// One message the client has not acknowledged, as it was framed for the client.
@@ -86,6 +89,7 @@ pub fn take(hub: &Hub, id: &str) -> Taken {
         )
     };
     Taken::Session(Session {
+        signed_by: connection.signed_by,
         user_id: connection.user_id.as_deref().map(str::to_owned),
         groups,
         permissions,
@@ -120,7 +124,8 @@ pub fn restore(
             Protocol::json_reliable(),
             session.permissions.clone(),
         )
-        .with_limits(hubs.connection_limits()),
+        .with_limits(hubs.connection_limits())
+        .signed_by(session.signed_by),
     );
     connection.state().upstream_state = session.upstream_state.clone();
     connection.restore(session.buffer());
@@ -148,6 +153,7 @@ mod tests {
                 frame: r#"{"type":"message","sequenceId":8}"#.into(),
                 ttl_ms: Some(500),
             }],
+            signed_by: Some((hubbub_proto::keys::KeySlot::Secondary, 3)),
         };
         let json = serde_json::to_string(&session).unwrap();
         let back: Session = serde_json::from_str(&json).unwrap();

@@ -53,6 +53,8 @@ pub fn bearer_token(header: Option<&str>) -> Result<&str, AuthError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Signer {
     pub slot: KeySlot,
+    /// The version of the value that signed it.
+    pub version: u64,
     pub retiring: bool,
 }
 
@@ -98,6 +100,7 @@ fn verify_access_key(
     }
     Ok(Signer {
         slot: matched.slot,
+        version: matched.version,
         retiring: matched.retiring,
     })
 }
@@ -131,6 +134,8 @@ pub struct ClientClaims {
     pub groups: Vec<String>,
     /// The access slot whose key signed the token; `Salt` for service-issued tokens.
     pub slot: KeySlot,
+    /// The version of the value that signed it (0 for anonymous connections).
+    pub version: u64,
     /// Signed by an earlier value of the slot in its grace period.
     pub retiring: bool,
     /// Every claim, for the `connect` event.
@@ -145,6 +150,7 @@ impl ClientClaims {
             roles: Vec::new(),
             groups: Vec::new(),
             slot: KeySlot::Salt,
+            version: 0,
             retiring: false,
             raw: serde_json::Map::new(),
         }
@@ -186,6 +192,7 @@ pub fn verify_client_token(
         decoded.verify_signature(&[ring.salt.value.expose().as_bytes()])?;
         Signer {
             slot: KeySlot::Salt,
+            version: ring.salt.version,
             retiring: false,
         }
     } else {
@@ -208,6 +215,7 @@ pub fn verify_client_token(
         roles,
         groups: strings(claims.get("webpubsub.group")),
         slot: signer.slot,
+        version: signer.version,
         retiring: signer.retiring,
         raw: claims.clone(),
     })

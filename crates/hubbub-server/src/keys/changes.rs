@@ -64,6 +64,14 @@ pub enum Change {
     ExpireGrace { forget_before: UnixMillis },
     /// Every earlier value of `slot` still in a grace period stops verifying now.
     EndGrace { slot: KeySlot },
+    /// `slot` gets `value` now and no earlier value of it verifies any more (as a regeneration
+    /// without grace); with `disconnect`, every node closes the connections a value of the slot
+    /// signed.
+    Revoke {
+        slot: KeySlot,
+        value: Secret,
+        disconnect: bool,
+    },
 }
 
 /// Who asked for a change, and from where (never key material).
@@ -154,6 +162,42 @@ impl Change {
                     ended,
                 })
             }
+            Change::Revoke {
+                slot,
+                value,
+                disconnect,
+            } => {
+                let (mut next, old_version, ended) =
+                    ring.regenerated(*slot, value.clone(), now, None);
+                let new_version = old_version + 1;
+                if *disconnect {
+                    next.revocations.retain(|r| r.slot != *slot);
+                    next.revocations.push(crate::keys::Revocation {
+                        slot: *slot,
+                        up_to_version: old_version,
+                        at: now,
+                    });
+                }
+                let record = AuditEvent {
+                    old_version: Some(old_version),
+                    new_version: Some(new_version),
+                    detail: Some(if *disconnect {
+                        format!("revoked; connections signed with versions up to {old_version} are closed")
+                    } else {
+                        "revoked; open connections stay".to_string()
+                    }),
+                    dedup: Some(format!("revoked/{}/{new_version}", slot.as_str())),
+                    ..event("revoked", *slot)
+                };
+                let mut events = vec![record];
+                let why = format!("ended by revoking the {slot} key (version {new_version})");
+                events.extend(ended.iter().map(|key| grace_ended(event, key, &why)));
+                Some(Planned {
+                    ring: next,
+                    events,
+                    ended,
+                })
+            }
             Change::RequireRotation {
                 slot,
                 deadline,
@@ -214,6 +258,7 @@ impl Change {
             Change::Regenerate { .. } => "key regenerated",
             Change::RequireRotation { .. } => "key rotation required",
             Change::ExpireGrace { .. } | Change::EndGrace { .. } => "grace period ended",
+            Change::Revoke { .. } => "key revoked",
         }
     }
 }

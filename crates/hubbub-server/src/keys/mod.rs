@@ -19,7 +19,7 @@ pub mod ring;
 pub mod stale;
 pub mod usage;
 
-pub use ring::{Candidate, KeyRing, Planned, SlotKey, ACCESS_SLOTS};
+pub use ring::{Candidate, KeyRing, Planned, Revocation, SlotKey, ACCESS_SLOTS};
 
 use crate::clock::SharedClock;
 use crate::store::{AuditEvent, Instance, Store, StoreError};
@@ -43,6 +43,8 @@ struct Inner {
     remote_usage: ArcSwap<[crate::store::UsageRecord; 2]>,
     /// Callers seen with tokens signed by a regenerated key value.
     stale: stale::StaleCallers,
+    /// Bumped whenever a new ring is swapped in.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -74,6 +76,7 @@ impl Keys {
             requirements: store.rotation_requirements()?,
             retiring: store.retiring_keys()?,
             previous: store.previous_keys()?,
+            revocations: Vec::new(),
         };
         let store_stale = store.stale_callers()?;
         let usage = Usage::default();
@@ -90,7 +93,14 @@ impl Keys {
             usage,
             remote_usage: ArcSwap::from_pointee(Default::default()),
             stale: stale::StaleCallers::load(store_stale),
+            changed: tokio::sync::watch::Sender::new(0),
         })))
+    }
+
+    /// A receiver that changes whenever a new ring is in force (a change here, or one another
+    /// node made).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.changed.subscribe()
     }
 
     /// The current snapshot. Lock-free.
@@ -117,6 +127,7 @@ impl Keys {
         self.0.store.save_ring(&ring.rows(), &[])?;
         let ring = Arc::new(ring);
         self.0.ring.store(Arc::clone(&ring));
+        self.0.changed.send_modify(|n| *n += 1);
         Ok(ring)
     }
 
@@ -137,6 +148,7 @@ impl Keys {
         self.0.store.save_ring(&planned.ring.rows(), &entries)?;
         let next = Arc::new(planned.ring.clone());
         self.0.ring.store(Arc::clone(&next));
+        self.0.changed.send_modify(|n| *n += 1);
         Ok((next, Some(planned)))
     }
 

@@ -25,6 +25,26 @@ pub struct KeyRing {
     pub retiring: Vec<RetiringKey>,
     /// Earlier access-key values, kept only to recognise the tokens they signed (stale callers).
     pub previous: Vec<PreviousKey>,
+    /// The latest revocation with disconnect of each slot: every node closes its connections
+    /// whose token a value of the slot up to that version signed. Not kept in the store (no
+    /// connection outlives a restart); carried by the cluster's ring.
+    pub revocations: Vec<Revocation>,
+}
+
+/// Connections whose token a value of `slot` up to `up_to_version` signed are to be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revocation {
+    pub slot: KeySlot,
+    pub up_to_version: u64,
+    pub at: UnixMillis,
+}
+
+impl Revocation {
+    /// Whether a connection whose token `signed_by` signed is to be closed.
+    pub fn covers(&self, signed_by: Option<(KeySlot, u64)>) -> bool {
+        signed_by.is_some_and(|(slot, version)| slot == self.slot && version <= self.up_to_version)
+    }
 }
 
 /// Earlier values kept per access slot, at most (the oldest is forgotten first).
@@ -46,6 +66,8 @@ pub const ACCESS_SLOTS: [KeySlot; 2] = [KeySlot::Primary, KeySlot::Secondary];
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
     pub slot: KeySlot,
+    /// The version of the value (the slot's current one, or an earlier one in its grace).
+    pub version: u64,
     pub key: &'a [u8],
     /// An old value in its grace period.
     pub retiring: bool,
@@ -183,11 +205,13 @@ impl KeyRing {
         let mut keys = vec![
             Candidate {
                 slot: KeySlot::Primary,
+                version: self.primary.version,
                 key: self.primary.value.expose().as_bytes(),
                 retiring: false,
             },
             Candidate {
                 slot: KeySlot::Secondary,
+                version: self.secondary.version,
                 key: self.secondary.value.expose().as_bytes(),
                 retiring: false,
             },
@@ -198,6 +222,7 @@ impl KeyRing {
                 .filter(|k| k.until > now)
                 .map(|k| Candidate {
                     slot: k.slot,
+                    version: k.version,
                     key: k.value.expose().as_bytes(),
                     retiring: true,
                 }),

@@ -250,6 +250,7 @@ async fn handle(
         }
         None => return Err(crate::keys::auth::AuthError::MissingToken.into()),
     };
+    let signer = token.map(|_| (claims.slot, claims.version));
     let upgrade = upgrade.map_err(|_| not_an_upgrade())?;
     let connection_id: Arc<str> = new_connection_id(state.backplane.node_id()).into();
     let mut user_id = claims.user_id.clone();
@@ -335,7 +336,8 @@ async fn handle(
             protocol.clone(),
             permissions,
         )
-        .with_limits(state.hubs.connection_limits()),
+        .with_limits(state.hubs.connection_limits())
+        .signed_by(signer),
     );
     connection.state().upstream_state = upstream_state;
     let mut upgrade = configure(upgrade, &protocol);

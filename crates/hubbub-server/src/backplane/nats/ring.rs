@@ -104,6 +104,8 @@ pub(crate) struct RingDoc {
     retiring: Vec<RetiringDoc>,
     #[serde(default)]
     previous: Vec<PreviousDoc>,
+    #[serde(default)]
+    revocations: Vec<crate::keys::Revocation>,
 }
 
 fn slot_doc(key: &SlotKey) -> SlotDoc {
@@ -169,6 +171,7 @@ impl RingDoc {
                     replaced_at: k.replaced_at,
                 })
                 .collect(),
+            revocations: ring.revocations.clone(),
         }
     }
 
@@ -215,6 +218,7 @@ impl RingDoc {
                     })
                 })
                 .collect::<Result<_, ClusterError>>()?,
+            revocations: self.revocations.clone(),
         })
     }
 
@@ -561,6 +565,11 @@ mod tests {
                 value: Secret::new("earlier".into()),
                 replaced_at: 40,
             }],
+            revocations: vec![crate::keys::Revocation {
+                slot: KeySlot::Primary,
+                up_to_version: 2,
+                at: 40,
+            }],
         };
         let secret = super::super::seal::ClusterSecret::from_text(
             "a-cluster-secret-of-at-least-32-characters",
@@ -577,6 +586,7 @@ mod tests {
         assert_eq!(back.requirements, ring.requirements);
         assert_eq!(back.retiring, ring.retiring);
         assert_eq!(back.previous, ring.previous);
+        assert_eq!(back.revocations, ring.revocations);
         let err = RingDoc::decode(br#"{"generation":1,"primary":{"value":"SECRET-KEY""#)
             .err()
             .unwrap()

@@ -468,6 +468,26 @@ impl Hub {
             .collect()
     }
 
+    /// Closes every connection `matches` picks (reliable sessions too, attached or not), telling
+    /// clients `reason`. Returns the connections this call removed.
+    pub fn close_matching(
+        &self,
+        matches: impl Fn(&Connection) -> bool,
+        reason: &str,
+    ) -> Vec<Arc<Connection>> {
+        let victims: Vec<Arc<Connection>> = self
+            .read()
+            .connections
+            .values()
+            .filter(|m| matches(&m.connection))
+            .map(|m| Arc::clone(&m.connection))
+            .collect();
+        victims
+            .into_iter()
+            .filter(|c| self.close(c, reason))
+            .collect()
+    }
+
     /// Ends a connection for good: it leaves the hub now; its socket is closed by its writer.
     /// False when it had already left.
     pub fn close(&self, connection: &Arc<Connection>, reason: &str) -> bool {

@@ -172,6 +172,7 @@ mod tests {
             requirements: Vec::new(),
             retiring: Vec::new(),
             previous: Vec::new(),
+            revocations: Vec::new(),
         }
     }
 
