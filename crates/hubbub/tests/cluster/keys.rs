@@ -1,5 +1,6 @@
-//! Keys across nodes: a regeneration on one node is enforced on every node within a second, and
-//! concurrent regenerations on two nodes all take effect and converge.
+//! Keys across nodes: a regeneration on one node is enforced on every node within a second,
+//! concurrent regenerations on two nodes all take effect and converge, and a revocation with
+//! disconnect made on one node closes that key's connections on every node.
 
 use crate::support::{cluster, converged, primary_regenerations, Nats, SERIAL};
 use std::time::{Duration, Instant};
@@ -98,5 +99,51 @@ async fn concurrent_regenerations_on_two_nodes_all_take_effect_and_converge() {
             "node c's audit log has {regenerated} primary regenerations: {audit}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_with_disconnect_on_one_node_closes_that_keys_connections_on_every_node() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let [a, b, c] = cluster(&nats);
+    let (primary, _) = converged(&[&a, &b, &c]).await;
+    let secondary = a.keys().await["secondaryKey"].as_str().unwrap().to_string();
+    let (mut primary_on_b, _) = b.client(&primary, "u1", &[]).await;
+    let (mut primary_on_c, _) = c.client(&primary, "u2", &[]).await;
+    let (mut secondary_on_c, _) = c.client(&secondary, "u3", &[]).await;
+
+    let body = serde_json::json!({"keyType": "Primary", "disconnect": true});
+    let response = a
+        .admin(reqwest::Method::POST, "/admin/keys/revoke", Some(body))
+        .await;
+    assert_eq!(response.status(), 200);
+    let view: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(view["closedConnections"], 0, "A had none of them");
+
+    for client in [&mut primary_on_b, &mut primary_on_c] {
+        let frame = client.close_frame().await.expect("a close frame");
+        assert!(frame.reason.contains("revoked"), "{frame:?}");
+    }
+    assert_eq!(a.broadcast(&secondary, "still here").await, 202);
+    assert_eq!(
+        secondary_on_c.next_data().await.as_deref(),
+        Some("still here")
+    );
+    // Each node audited what it closed; every node's log has both.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let audit = a.audit().await;
+        let closed = audit["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "connections_closed")
+            .count();
+        if closed == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{audit}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
