@@ -10,10 +10,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
 import net, { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import {
   WebPubSubClient, WebPubSubJsonProtocol, WebPubSubJsonReliableProtocol,
 } from "@azure/web-pubsub-client";
@@ -49,11 +50,17 @@ async function startNats() {
   proc.stderr.setEncoding("utf8");
   proc.stderr.on("data", (d) => { stderr += d; });
   await waitFor(() => /Server is ready/.test(stderr), { timeoutMs: 15_000, what: "nats-server ready" });
+  // The secret the nodes share, kept outside NATS.
+  const secretFile = join(dir, "..", `${basename(dir)}.cluster-secret`);
+  await writeFile(secretFile, `${randomBytes(32).toString("base64")}\n`, { mode: 0o600 });
   return {
     url: `nats://127.0.0.1:${port}`,
+    /** The flags a node of this cluster starts with. */
+    args: (id) => ["--cluster", `nats://127.0.0.1:${port}`, "--cluster-secret-file", secretFile, "--node-id", id],
     async dispose() {
       proc.kill("SIGKILL");
       await rm(dir, { recursive: true, force: true });
+      await rm(secretFile, { force: true });
     },
   };
 }
@@ -80,7 +87,7 @@ test("a broadcast, a group send and a user send through node A reach SDK clients
   const clients = [];
   try {
     for (const id of ["a", "b", "c"]) {
-      nodes.push(await startHubbub({ extraArgs: ["--cluster", nats.url, "--node-id", id] }));
+      nodes.push(await startHubbub({ extraArgs: nats.args(id) }));
     }
     const [a, b, c] = nodes;
     const keys = await a.keyShow();
@@ -137,7 +144,7 @@ test("a regeneration on node B is enforced by node A and node C for the SDK's RE
   const nodes = [];
   try {
     for (const id of ["a", "b", "c"]) {
-      nodes.push(await startHubbub({ extraArgs: ["--cluster", nats.url, "--node-id", id] }));
+      nodes.push(await startHubbub({ extraArgs: nats.args(id) }));
     }
     const [a, b, c] = nodes;
     const old = (await a.keyShow()).primaryKey;
@@ -219,7 +226,7 @@ test("behind a load balancer, a killed node's reliable clients reconnect to anot
     const endpoint = `http://localhost:${lb.port}`;
     for (const id of ["a", "b", "c"]) {
       const node = await startHubbub({
-        extraArgs: ["--cluster", nats.url, "--node-id", id, "--public-endpoint", endpoint],
+        extraArgs: [...nats.args(id), "--public-endpoint", endpoint],
       });
       nodes.push(node);
       lb.backends.push(node.publicPort);
@@ -282,7 +289,7 @@ test("behind a load balancer, a reliable client whose recovery lands on another 
     const endpoint = `http://localhost:${lb.port}`;
     for (const id of ["a", "b", "c"]) {
       const node = await startHubbub({
-        extraArgs: ["--cluster", nats.url, "--node-id", id, "--public-endpoint", endpoint],
+        extraArgs: [...nats.args(id), "--public-endpoint", endpoint],
       });
       nodes.set(id, node);
       lb.backends.push(node.publicPort);

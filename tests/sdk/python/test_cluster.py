@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import os
 import shutil
@@ -78,13 +79,18 @@ def cluster():
     root = Path(tempfile.mkdtemp(prefix="hubbub-cluster-py-"))
     nats = Nats(root)
     nats.start()
+    # The secret the nodes share, kept outside NATS.
+    secret = root / "cluster.secret"
+    secret.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    secret.chmod(0o600)
     nodes = []
     try:
         for node_id in ("a", "b", "c"):
             data, logs = root / node_id / "data", root / node_id / "logs"
             data.mkdir(parents=True)
             logs.mkdir(parents=True)
-            node = Hubbub(data, logs, extra_args=["--cluster", nats.url, "--node-id", node_id])
+            node = Hubbub(data, logs, extra_args=["--cluster", nats.url, "--cluster-secret-file", str(secret),
+                                                       "--node-id", node_id])
             node.start()
             nodes.append(node)
         yield nats, nodes

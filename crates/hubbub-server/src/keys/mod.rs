@@ -8,14 +8,18 @@
 //! | [`auth`] | verifies REST and client tokens against the ring |
 //! | [`usage`] | per-key usage counters: lock-free on the hot path, saved periodically |
 //! | [`stale`] | callers still signing with a regenerated key value, bounded, saved periodically |
-//! | [`lifecycle`] | the housekeeper: usage, grace periods, disabled keys, notices |
+//! | [`lifecycle`] | the housekeeper: usage, grace periods, disabled keys, notices, rotation steps |
+//! | [`policy`] | rotation policies: alternating active and standby slots, and their sinks |
+//! | [`sinks`] | writing the active connection string to files, commands and webhooks |
 //! | [`notices`] | notices about keys by email and webhook, queued once, retried until delivered |
 
 pub mod auth;
 pub mod changes;
 pub mod lifecycle;
 pub mod notices;
+pub mod policy;
 pub mod ring;
+pub mod sinks;
 pub mod stale;
 pub mod usage;
 
@@ -77,6 +81,7 @@ impl Keys {
             retiring: store.retiring_keys()?,
             previous: store.previous_keys()?,
             revocations: Vec::new(),
+            policy: store.rotation_policy()?,
         };
         let store_stale = store.stale_callers()?;
         let usage = Usage::default();

@@ -29,6 +29,8 @@ pub struct KeyRing {
     /// whose token a value of the slot up to that version signed. Not kept in the store (no
     /// connection outlives a restart); carried by the cluster's ring.
     pub revocations: Vec<Revocation>,
+    /// The rotation policy, if one is set.
+    pub policy: Option<super::policy::RotationPolicy>,
 }
 
 /// Connections whose token a value of `slot` up to `up_to_version` signed are to be closed.
@@ -249,6 +251,7 @@ impl KeyRing {
             requirements: &self.requirements,
             retiring: &self.retiring,
             previous: &self.previous,
+            policy: self.policy.as_ref(),
         }
     }
 

@@ -146,7 +146,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (slot, version, kind, hub, source_address, user_agent)
     ) STRICT;
     ALTER TABLE usage_totals ADD COLUMN retiring_uses INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE usage_totals ADD COLUMN retiring_last_used_at INTEGER;",
+    ALTER TABLE usage_totals ADD COLUMN retiring_last_used_at INTEGER;
+    CREATE TABLE rotation_policy (
+        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        policy TEXT NOT NULL
+    ) STRICT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +223,7 @@ pub struct RingRows<'a> {
     pub requirements: &'a [RotationRequirement],
     pub retiring: &'a [RetiringKey],
     pub previous: &'a [PreviousKey],
+    pub policy: Option<&'a crate::keys::policy::RotationPolicy>,
 }
 
 /// The database handle. One connection behind a mutex: writes are rare (key changes) and must be
@@ -428,11 +433,31 @@ impl Store {
                 params![k.slot.as_str(), k.version as i64, k.value.expose(), k.replaced_at],
             )?;
         }
+        tx.execute("DELETE FROM rotation_policy", [])?;
+        if let Some(policy) = ring.policy {
+            tx.execute(
+                "INSERT INTO rotation_policy (id, policy) VALUES (1, ?1)",
+                [serde_json::to_string(policy).unwrap_or_default()],
+            )?;
+        }
         for event in events {
             audit::append(&tx, event)?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The rotation policy, if one is set.
+    pub fn rotation_policy(
+        &self,
+    ) -> Result<Option<crate::keys::policy::RotationPolicy>, StoreError> {
+        let conn = self.lock();
+        let text: Option<String> = conn
+            .query_row("SELECT policy FROM rotation_policy WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     /// Every hub's settings JSON.

@@ -42,6 +42,7 @@ fn saving_a_ring_writes_the_keys_and_their_events_in_one_transaction() {
         requirements: &[],
         retiring: &[],
         previous: &[],
+        policy: None,
     };
     let event = AuditEntry {
         at: 5_000,

@@ -106,6 +106,8 @@ pub(crate) struct RingDoc {
     previous: Vec<PreviousDoc>,
     #[serde(default)]
     revocations: Vec<crate::keys::Revocation>,
+    #[serde(default)]
+    policy: Option<crate::keys::policy::RotationPolicy>,
 }
 
 fn slot_doc(key: &SlotKey) -> SlotDoc {
@@ -172,6 +174,7 @@ impl RingDoc {
                 })
                 .collect(),
             revocations: ring.revocations.clone(),
+            policy: ring.policy.clone(),
         }
     }
 
@@ -219,6 +222,7 @@ impl RingDoc {
                 })
                 .collect::<Result<_, ClusterError>>()?,
             revocations: self.revocations.clone(),
+            policy: self.policy.clone(),
         })
     }
 
@@ -253,7 +257,7 @@ impl RingDoc {
 enum Current {
     Missing,
     /// The document and its bucket revision.
-    Ring(RingDoc, u64),
+    Ring(Box<RingDoc>, u64),
     /// A value that does not open with the cluster secret, at this revision.
     Refused(u64, ClusterError),
 }
@@ -390,7 +394,7 @@ impl RingSync {
         Ok(match entry {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 match RingDoc::open(&self.wire, &entry.value) {
-                    Ok(doc) => Current::Ring(doc, entry.revision),
+                    Ok(doc) => Current::Ring(Box::new(doc), entry.revision),
                     Err(error) => Current::Refused(entry.revision, error),
                 }
             }
@@ -570,6 +574,7 @@ mod tests {
                 up_to_version: 2,
                 at: 40,
             }],
+            policy: None,
         };
         let secret = super::super::seal::ClusterSecret::from_text(
             "a-cluster-secret-of-at-least-32-characters",

@@ -173,6 +173,7 @@ mod tests {
             retiring: Vec::new(),
             previous: Vec::new(),
             revocations: Vec::new(),
+            policy: None,
         }
     }
 
