@@ -41,6 +41,10 @@ pub struct Settings {
     pub public_endpoint: Option<Vec<String>>,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client's address.
     pub trusted_proxies: Option<Vec<String>>,
+    /// Directories a rotation policy's file sinks may write in (default: `<data dir>/sinks`).
+    pub sink_dirs: Option<Vec<PathBuf>>,
+    /// Whether a rotation policy may run commands as sinks (default: false).
+    pub allow_exec_sinks: Option<bool>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// Clock skew tolerated on token expiry and not-before, in seconds.
@@ -109,6 +113,8 @@ impl std::fmt::Debug for Settings {
             .field("admin_listen", &self.admin_listen)
             .field("public_endpoint", &self.public_endpoint)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("sink_dirs", &self.sink_dirs)
+            .field("allow_exec_sinks", &self.allow_exec_sinks)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("token_leeway_secs", &self.token_leeway_secs)
@@ -239,6 +245,8 @@ impl Settings {
             admin_listen: self.admin_listen.or(lower.admin_listen),
             public_endpoint: self.public_endpoint.or(lower.public_endpoint),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            sink_dirs: self.sink_dirs.or(lower.sink_dirs),
+            allow_exec_sinks: self.allow_exec_sinks.or(lower.allow_exec_sinks),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             token_leeway_secs: self.token_leeway_secs.or(lower.token_leeway_secs),
@@ -426,6 +434,22 @@ impl Settings {
             hubs,
             keep_alive: Duration::from_secs(keep_alive_secs),
             reconnect_grace: Duration::from_secs(reconnect_grace_secs),
+            sink_rules: crate::keys::policy::SinkRules {
+                dirs: self
+                    .sink_dirs
+                    .clone()
+                    .unwrap_or_else(|| {
+                        let data_dir = self
+                            .data_dir
+                            .clone()
+                            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+                        vec![data_dir.join("sinks")]
+                    })
+                    .into_iter()
+                    .map(|d| std::path::absolute(&d).unwrap_or(d))
+                    .collect(),
+                allow_exec: self.allow_exec_sinks.unwrap_or(false),
+            },
             data_dir: self
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -458,6 +482,7 @@ pub struct Config {
     /// Empty means "derive from the bound public address": `http(s)://localhost:<port>`.
     pub public_endpoints: Vec<PublicEndpoint>,
     pub trusted_proxies: crate::peer::TrustedProxies,
+    pub sink_rules: crate::keys::policy::SinkRules,
     pub tls: Option<TlsFiles>,
     pub token_leeway_secs: i64,
     pub keep_alive: Duration,

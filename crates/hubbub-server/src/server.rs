@@ -196,6 +196,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         stale_key_window_days: config.stale_key_window_days,
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         revocations: Arc::default(),
+        sink_retries: Arc::default(),
+        sink_rules: Arc::new(config.sink_rules.clone()),
         notifications: Arc::new(config.notifications.clone()),
         portal: Arc::default(),
         rate_sample: Arc::default(),

@@ -57,6 +57,10 @@ pub struct AppState {
     pub backplane: Backplane,
     /// Revocations this node has enforced (connections closed).
     pub revocations: Arc<crate::revocations::Enforced>,
+    /// Sinks of the rotation policy that failed here, and when to try them again.
+    pub sink_retries: Arc<crate::keys::rotation::SinkRetries>,
+    /// Where file sinks may write, and whether command sinks may run.
+    pub sink_rules: Arc<crate::keys::policy::SinkRules>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
 }

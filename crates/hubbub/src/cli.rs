@@ -122,6 +122,13 @@ pub struct ServeArgs {
     /// caller's address in the stale-callers list [default: none; the peer address is used].
     #[arg(long, env = "HUBBUB_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
+    /// Directories a rotation policy's file sinks may write in, comma-separated
+    /// [default: <data dir>/sinks].
+    #[arg(long, env = "HUBBUB_SINK_DIRS", value_delimiter = ',')]
+    pub sink_dirs: Vec<PathBuf>,
+    /// Let a rotation policy run commands as sinks (they run as this process's user).
+    #[arg(long, env = "HUBBUB_ALLOW_EXEC_SINKS")]
+    pub allow_exec_sinks: bool,
     /// PEM certificate chain: serve HTTPS and WSS on the public listener.
     #[arg(long, env = "HUBBUB_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -223,6 +230,8 @@ impl ServeArgs {
                 .then(|| self.public_endpoint.clone()),
             trusted_proxies: (!self.trusted_proxies.is_empty())
                 .then(|| self.trusted_proxies.clone()),
+            sink_dirs: (!self.sink_dirs.is_empty()).then(|| self.sink_dirs.clone()),
+            allow_exec_sinks: self.allow_exec_sinks.then_some(true),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             token_leeway_secs: self.token_leeway_secs,
@@ -304,6 +313,12 @@ pub enum KeyCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Run one rotation step of the policy now: the standby key gets a new value and becomes
+    /// active, and the sinks get its connection string.
+    Rotate(AdminArgs),
+    /// Set, show or clear the rotation policy (rotation with no human step).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Revoke a key after a leak: a new value now, no earlier value accepted any more, and with
     /// --disconnect every live connection whose token a value of this key signed is closed (on
     /// every node). Connections signed with the other key stay.
@@ -316,6 +331,38 @@ pub enum KeyCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Rotate on alternating keys every period; the sinks are written at once with the active
+    /// connection string, and at every step.
+    Set {
+        /// The period between steps: 30d, 12h, 90m (at least 10s).
+        #[arg(long)]
+        every: String,
+        /// Postpone a step while the standby key was used within this window (at most 60m), and
+        /// send a notice naming its callers.
+        #[arg(long)]
+        only_if_idle: Option<String>,
+        /// A file to hold the active connection string (replaced atomically, mode 0600); inside
+        /// one of the server's sink_dirs. Repeatable.
+        #[arg(long)]
+        sink_file: Vec<String>,
+        /// A shell command run with HUBBUB_CONNECTION_STRING and HUBBUB_KEY_TYPE set (the server
+        /// needs allow_exec_sinks = true). Repeatable.
+        #[arg(long)]
+        sink_exec: Vec<String>,
+        /// A URL to POST the active connection string to, signed like the notices. Repeatable.
+        #[arg(long)]
+        sink_webhook: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show the policy: the active key, the next step, the sinks and the last outcome.
+    Show(AdminArgs),
+    /// Remove the policy (the keys stay as they are).
+    Clear(AdminArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

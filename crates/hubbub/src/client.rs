@@ -1,6 +1,8 @@
 //! CLI commands that talk to a running server through its admin API.
 
-use crate::cli::{AccessKeyType, AdminArgs, AdminTokenCommand, HubArgs, HubCommand, KeyCommand};
+use crate::cli::{
+    AccessKeyType, AdminArgs, AdminTokenCommand, HubArgs, HubCommand, KeyCommand, PolicyCommand,
+};
 use anyhow::{anyhow, bail, Context};
 use hubbub_proto::error::ErrorDetail;
 use hubbub_proto::keys::{KeySlot, WebPubSubKeys};
@@ -55,6 +57,54 @@ pub async fn key(command: KeyCommand) -> anyhow::Result<()> {
             Admin::new(&admin)?
                 .post("/admin/keys/require-rotation", &body)
                 .await?
+        }
+        KeyCommand::Rotate(admin) => {
+            let policy: serde_json::Value = Admin::new(&admin)?
+                .post("/admin/keys/rotate", &serde_json::json!({}))
+                .await?;
+            print_policy(&policy)?;
+            return Ok(());
+        }
+        KeyCommand::Policy(command) => {
+            let policy: serde_json::Value =
+                match command {
+                    PolicyCommand::Set {
+                        every,
+                        only_if_idle,
+                        sink_file,
+                        sink_exec,
+                        sink_webhook,
+                        admin,
+                    } => {
+                        let mut sinks = Vec::new();
+                        sinks.extend(sink_file.into_iter().map(
+                            |path| serde_json::json!({"kind": "file", "path": absolute(&path)}),
+                        ));
+                        sinks.extend(sink_exec.into_iter().map(
+                            |command| serde_json::json!({"kind": "exec", "command": command}),
+                        ));
+                        sinks.extend(
+                            sink_webhook
+                                .into_iter()
+                                .map(|url| serde_json::json!({"kind": "webhook", "url": url})),
+                        );
+                        let mut body = serde_json::json!({ "every": every, "sinks": sinks });
+                        if let Some(window) = only_if_idle {
+                            body["onlyIfIdle"] = serde_json::json!(window);
+                        }
+                        Admin::new(&admin)?.put("/admin/keys/policy", &body).await?
+                    }
+                    PolicyCommand::Show(admin) => {
+                        Admin::new(&admin)?.get("/admin/keys/policy").await?
+                    }
+                    PolicyCommand::Clear(admin) => {
+                        Admin::new(&admin)?.delete("/admin/keys/policy").await?;
+                        eprintln!("Rotation policy cleared; the keys stay as they are.");
+                        return Ok(());
+                    }
+                };
+            print_policy(&policy)?;
+            return Ok(());
         }
         KeyCommand::Revoke {
             key_type,
@@ -170,6 +220,22 @@ async fn confirm_unused(admin: &Admin, slot: KeySlot, yes: bool) -> anyhow::Resu
     } else {
         bail!("not regenerated")
     }
+}
+
+/// A file sink's path made absolute against the current directory (the server checks it).
+fn absolute(path: &str) -> String {
+    std::path::absolute(path)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| path.to_string())
+}
+
+/// The policy as JSON on stdout; a sink failure on stderr, and a failed exit.
+fn print_policy(policy: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(policy)?);
+    if let Some(error) = policy["sinkError"].as_str() {
+        bail!("a sink did not take the connection string (it is retried): {error}");
+    }
+    Ok(())
 }
 
 /// The stale callers as a table, or a line saying there are none.

@@ -5,6 +5,7 @@
 pub mod hubs;
 pub mod lifecycle;
 pub mod metrics;
+pub mod policy;
 pub mod portal;
 
 use crate::clock::rfc3339;
@@ -37,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/admin-token/rotate", post(rotate_admin_token))
         .merge(crate::admin::hubs::routes())
         .merge(crate::admin::lifecycle::routes())
+        .merge(crate::admin::policy::routes())
         .route("/metrics", get(crate::admin::metrics::handler))
         .route("/admin/overview", get(overview))
         .fallback(fallback)

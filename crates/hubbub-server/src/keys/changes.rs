@@ -64,6 +64,15 @@ pub enum Change {
     ExpireGrace { forget_before: UnixMillis },
     /// Every earlier value of `slot` still in a grace period stops verifying now.
     EndGrace { slot: KeySlot },
+    /// Sets (or with `None` clears) the rotation policy.
+    SetPolicy(Option<super::policy::RotationPolicy>),
+    /// One rotation step: the standby slot gets `value` and becomes active. With `due_only`, only
+    /// when the policy's step is due (the housekeeper's change; in a cluster one node wins).
+    RotateStep { value: Secret, due_only: bool },
+    /// The due step is put off until `until`, for `reason` (the standby key is still in use).
+    PostponeStep { until: UnixMillis, reason: String },
+    /// The sinks received the active value `(slot, version)`.
+    SinksDelivered { slot: KeySlot, version: u64 },
     /// `slot` gets `value` now and no earlier value of it verifies any more (as a regeneration
     /// without grace); with `disconnect`, every node closes the connections a value of the slot
     /// signed.
@@ -160,6 +169,125 @@ impl Change {
                     ring: next,
                     events,
                     ended,
+                })
+            }
+            Change::SetPolicy(policy) => {
+                if ring.policy == *policy {
+                    return None;
+                }
+                let mut next = ring.clone();
+                next.policy = policy.clone();
+                let record = match policy {
+                    Some(p) => AuditEvent {
+                        detail: Some(format!(
+                            "every {} s, active key {}{}, {} sink(s)",
+                            p.every_ms / 1000,
+                            p.active,
+                            p.only_if_idle_ms
+                                .map(|w| format!(
+                                    ", only if the standby key was idle {} s",
+                                    w / 1000
+                                ))
+                                .unwrap_or_default(),
+                            p.sinks.len()
+                        )),
+                        ..event("rotation_policy_set", p.active)
+                    },
+                    None => AuditEvent {
+                        slot: None,
+                        ..event("rotation_policy_cleared", KeySlot::Primary)
+                    },
+                };
+                Some(Planned {
+                    ring: next,
+                    events: vec![record],
+                    ended: Vec::new(),
+                })
+            }
+            Change::RotateStep { value, due_only } => {
+                let policy = ring.policy.as_ref()?;
+                if *due_only && policy.next_step_at > now {
+                    return None;
+                }
+                let standby = policy.standby();
+                let (mut next, old_version, ended) =
+                    ring.regenerated(standby, value.clone(), now, None);
+                let new_version = old_version + 1;
+                let mut stepped = policy.clone();
+                stepped.active = standby;
+                stepped.next_step_at = now + policy.every_ms;
+                stepped.last_outcome = Some(super::policy::Outcome {
+                    at: now,
+                    result: "rotated".into(),
+                    detail: format!(
+                        "the {standby} key (version {new_version}) is active; the {} key stays valid until the next step",
+                        policy.active
+                    ),
+                });
+                next.policy = Some(stepped);
+                let record = AuditEvent {
+                    old_version: Some(old_version),
+                    new_version: Some(new_version),
+                    detail: Some(format!("rotation step: the {standby} key is now active")),
+                    dedup: Some(format!("rotation_step/{}/{new_version}", standby.as_str())),
+                    ..event("rotation_step", standby)
+                };
+                let mut events = vec![record];
+                let why =
+                    format!("ended by a rotation step (the {standby} key, version {new_version})");
+                events.extend(ended.iter().map(|key| grace_ended(event, key, &why)));
+                Some(Planned {
+                    ring: next,
+                    events,
+                    ended,
+                })
+            }
+            Change::PostponeStep { until, reason } => {
+                let policy = ring.policy.as_ref()?;
+                if policy.next_step_at > now {
+                    return None;
+                }
+                let mut postponed = policy.clone();
+                postponed.next_step_at = *until;
+                postponed.last_outcome = Some(super::policy::Outcome {
+                    at: now,
+                    result: "postponed".into(),
+                    detail: reason.clone(),
+                });
+                let mut next = ring.clone();
+                next.policy = Some(postponed);
+                let record = AuditEvent {
+                    detail: Some(format!("until {}: {reason}", crate::clock::rfc3339(*until))),
+                    ..event("rotation_postponed", policy.standby())
+                };
+                Some(Planned {
+                    ring: next,
+                    events: vec![record],
+                    ended: Vec::new(),
+                })
+            }
+            Change::SinksDelivered { slot, version } => {
+                let policy = ring.policy.as_ref()?;
+                if policy.delivered == Some((*slot, *version)) {
+                    return None;
+                }
+                let mut delivered = policy.clone();
+                delivered.delivered = Some((*slot, *version));
+                let mut next = ring.clone();
+                next.policy = Some(delivered);
+                let record = AuditEvent {
+                    new_version: Some(*version),
+                    detail: Some(format!(
+                        "{} sink(s) hold the {slot} connection string",
+                        policy.sinks.len()
+                    )),
+                    dedup: Some(format!("sinks_written/{}/{version}", slot.as_str())),
+                    ..event("sinks_written", *slot)
+                };
+                Some(Planned {
+                    ring: next,
+                    events: vec![record],
+                    ended: Vec::new(),
                 })
             }
             Change::Revoke {
@@ -259,6 +387,10 @@ impl Change {
             Change::RequireRotation { .. } => "key rotation required",
             Change::ExpireGrace { .. } | Change::EndGrace { .. } => "grace period ended",
             Change::Revoke { .. } => "key revoked",
+            Change::SetPolicy(_) => "rotation policy changed",
+            Change::RotateStep { .. } => "rotation step",
+            Change::PostponeStep { .. } => "rotation step postponed",
+            Change::SinksDelivered { .. } => "sinks written",
         }
     }
 }

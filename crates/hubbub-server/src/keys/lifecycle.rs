@@ -36,7 +36,7 @@ pub async fn run(state: AppState, tick: Duration) {
         if ticks.is_multiple_of(SAVE_USAGE_EVERY) {
             save_usage(&state).await;
         }
-        housekeeping(&state).await;
+        housekeeping(&state, &http).await;
         if !state.notifications.channels().is_empty() {
             let now = state.keys.clock().now_millis();
             notices::deliver(state.keys.store(), &state.notifications, &http, now).await;
@@ -68,7 +68,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// claimed by one node), and records keys disabled by a passed deadline (once, ever). Every
 /// change goes through the backplane; skipped while the other nodes cannot be reached, since
 /// every node's housekeeper sees the same facts.
-async fn housekeeping(state: &AppState) {
+async fn housekeeping(state: &AppState, http: &reqwest::Client) {
     let backplane = &state.backplane;
     if !backplane.reachable() {
         return;
@@ -84,6 +84,7 @@ async fn housekeeping(state: &AppState) {
     )
     .await;
     log_grace_ended(ended.map(|applied| applied.ended));
+    super::rotation::run_due(state, http).await;
     let now = state.keys.clock().now_millis();
     let ring = state.keys.current();
     queue_claimed_notices(state, &ring, now).await;

@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod notices;
 pub mod policy;
 pub mod ring;
+pub mod rotation;
 pub mod sinks;
 pub mod stale;
 pub mod usage;
@@ -217,6 +218,22 @@ impl Keys {
     pub fn local_usage(&self) -> [crate::store::UsageRecord; 2] {
         let now = self.0.clock.now_millis();
         [0, 1].map(|index| self.0.usage.to_record(index, now))
+    }
+
+    /// REST requests and connections `slot`'s current value authenticated within `window_ms`
+    /// (by the minute, at most the last hour), on this node and (in a cluster) the others.
+    pub fn uses_within(&self, slot: KeySlot, window_ms: i64) -> u64 {
+        let Some(index) = slot_index(slot) else {
+            return 0;
+        };
+        let since = Usage::minute(self.0.clock.now_millis() - window_ms);
+        let remote: u64 = self.0.remote_usage.load()[index]
+            .minutes
+            .iter()
+            .filter(|(minute, _, _)| *minute >= since)
+            .map(|(_, rest, connections)| rest + connections)
+            .sum();
+        self.0.usage.uses_since(index, since) + remote
     }
 
     /// Cluster mode: the other nodes' usage, summed per access slot.

@@ -91,3 +91,69 @@ impl RotationPolicy {
         other(self.active)
     }
 }
+
+/// What sinks a policy may have on this node: file sinks only under `dirs` (default: the data
+/// directory's `sinks`), command sinks only when allowed (they run as this process's user).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkRules {
+    pub dirs: Vec<std::path::PathBuf>,
+    pub allow_exec: bool,
+}
+
+impl SinkRules {
+    /// Whether `sink` may be used; the reason when not.
+    pub fn check(
+        &self,
+        sink: &Sink,
+        notifications: &crate::keys::notices::NotificationSettings,
+    ) -> Result<(), String> {
+        match sink {
+            Sink::File { path } => {
+                let path = std::path::Path::new(path);
+                let inside = path.is_absolute()
+                    && !path
+                        .components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                    && path
+                        .parent()
+                        .is_some_and(|parent| self.dirs.iter().any(|dir| parent.starts_with(dir)));
+                if inside {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "a file sink must be an absolute path inside one of the sink_dirs ({})",
+                        self.dirs
+                            .iter()
+                            .map(|d| d.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }
+            }
+            Sink::Exec { command } => {
+                if !self.allow_exec {
+                    Err("command sinks are off; start hubbub with allow_exec_sinks = true to allow them".into())
+                } else if command.trim().is_empty() || command.len() > 4096 {
+                    Err("a command sink needs a command of at most 4096 characters".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Sink::Webhook { url } => {
+                let parsed = url::Url::parse(url)
+                    .map_err(|_| "a webhook sink needs an http(s) URL".to_string())?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err("a webhook sink needs an http(s) URL".into());
+                }
+                if notifications
+                    .webhook_secret
+                    .as_deref()
+                    .is_none_or(|s| s.len() < 16)
+                {
+                    return Err("a webhook sink is signed with the notifications webhook_secret: set one (at least 16 characters)".into());
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -59,6 +59,7 @@ async fn write_file(path: &Path, delivery: &Delivery<'_>) -> Result<(), String> 
         }
         let write = || -> std::io::Result<()> {
             use std::io::Write;
+            std::fs::create_dir_all(dir)?;
             let mut file = options.open(&temporary)?;
             file.write_all(text.as_bytes())?;
             file.sync_all()?;

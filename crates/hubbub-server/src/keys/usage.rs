@@ -180,6 +180,24 @@ impl Usage {
         }
     }
 
+    /// REST requests and connections of `slot` in the minutes from `since_minute` on.
+    pub fn uses_since(&self, slot: usize, since_minute: i64) -> u64 {
+        let Some(counters) = self.slots.get(slot) else {
+            return 0;
+        };
+        counters
+            .minutes
+            .iter()
+            .filter(|b| b.minute.load(Ordering::Relaxed) >= since_minute)
+            .map(|b| b.rest.load(Ordering::Relaxed) + b.connections.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The minute `now` falls in.
+    pub fn minute(now: UnixMillis) -> i64 {
+        minute_of(now)
+    }
+
     /// What to store for one slot.
     pub fn to_record(&self, slot: usize, now: UnixMillis) -> UsageRecord {
         let counters = &self.slots[slot.min(1)];
