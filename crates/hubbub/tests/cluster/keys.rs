@@ -147,3 +147,43 @@ async fn revoke_with_disconnect_on_one_node_closes_that_keys_connections_on_ever
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_rotation_step_is_taken_once_by_one_of_three_nodes() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let fast = "maintenance_interval_ms = 100\n";
+    let [a, b, c] = ["a", "b", "c"].map(|id| crate::support::Node::start_with(&nats, id, fast));
+    converged(&[&a, &b, &c]).await;
+    let body = serde_json::json!({"every": "10s"});
+    let response = b
+        .admin(reqwest::Method::PUT, "/admin/keys/policy", Some(body))
+        .await;
+    assert_eq!(response.status(), 200);
+    let secondary_before = a.keys().await["secondaryKey"].clone();
+    // Every node sees the policy; the step is due in 10 s and all three housekeepers race for it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut active = Vec::new();
+        for node in [&a, &b, &c] {
+            active.push(node.admin_json("/admin/keys/policy").await["activeKeyType"].clone());
+        }
+        if active.iter().all(|x| x == "secondary") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{active:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let audit = c.audit().await;
+    let steps: Vec<_> = audit["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "rotation_step")
+        .collect();
+    assert_eq!(steps.len(), 1, "one step for one due time: {steps:?}");
+    assert_eq!(steps[0]["actor"], "policy");
+    assert_ne!(a.keys().await["secondaryKey"], secondary_before);
+    converged(&[&a, &b, &c]).await;
+}
