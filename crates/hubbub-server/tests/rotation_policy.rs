@@ -102,7 +102,16 @@ async fn steps_alternate_the_keys_and_the_sink_always_holds_a_working_one() {
 #[tokio::test]
 async fn a_due_step_waits_while_the_standby_key_is_in_use() {
     let sinks = tempfile::tempdir().unwrap();
-    let t = TestServer::start_with(sink_settings(sinks.path())).await;
+    // Notices go to a webhook nobody answers: they are queued (and retried) all the same.
+    let t = TestServer::start_with(Settings {
+        notifications: Some(hubbub_server::keys::notices::NotificationSettings {
+            webhook_url: Some("http://127.0.0.1:9/hooks".into()),
+            webhook_secret: Some("a-webhook-secret-of-some-length".into()),
+            ..Default::default()
+        }),
+        ..sink_settings(sinks.path())
+    })
+    .await;
     let response = t
         .http
         .put(t.admin_url("/admin/keys/policy"))
@@ -132,6 +141,16 @@ async fn a_due_step_waits_while_the_standby_key_is_in_use() {
         "{policy}"
     );
     assert_eq!(t.key(KeySlot::Secondary), secondary, "not regenerated");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            t.admin_json("/admin/notices")
+                .await
+                .to_string()
+                .contains("rotation_postponed")
+        })
+        .await,
+        "a notice says the step was postponed"
+    );
     // Once nothing used it for the window, the step happens.
     t.clock.advance_secs(20 * 60);
     assert!(

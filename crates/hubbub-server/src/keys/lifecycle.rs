@@ -136,10 +136,15 @@ fn log_disabled(requirement: &RotationRequirement) {
 /// Each due notice is queued by the one node that claims it, so operators get it once, not once
 /// per node (on a single node, every notice is this node's; the store queues each once).
 async fn queue_claimed_notices(state: &AppState, ring: &KeyRing, now: UnixMillis) {
+    let due = notices::due(ring, state.key_max_age_days, now, &state.primary_endpoint());
+    queue_notices(state, due, now).await;
+}
+
+/// Queues each notice once: in a cluster, on the one node that claims it.
+pub async fn queue_notices(state: &AppState, due: Vec<crate::store::NewNotice>, now: UnixMillis) {
     if state.notifications.channels().is_empty() {
         return;
     }
-    let due = notices::due(ring, state.key_max_age_days, now, &state.primary_endpoint());
     for notice in due {
         match state.backplane.claim_notice(&notice.dedup).await {
             Claim::Unknown => continue,

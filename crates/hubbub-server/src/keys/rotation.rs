@@ -205,6 +205,13 @@ pub async fn deliver(
                 if let Err(e) = state.backplane.record(&state.keys, event).await {
                     tracing::warn!(error = %e, "could not record a failed sink");
                 }
+                let notice = super::notices::texts::sink_failed(
+                    policy.active,
+                    version,
+                    &reason,
+                    &state.primary_endpoint(),
+                );
+                super::lifecycle::queue_notices(state, vec![notice], now).await;
             }
             Err(reason)
         }

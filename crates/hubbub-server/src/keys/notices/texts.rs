@@ -17,7 +17,7 @@ struct Draft<'a> {
     slot: KeySlot,
     version: u64,
     /// Makes the dedup key unique per warning window.
-    dedup_tail: &'a str,
+    dedup_tail: String,
     subject: String,
     lines: Vec<String>,
     extra: serde_json::Value,
@@ -76,7 +76,7 @@ pub fn due(
                 kind: "rotation_required",
                 slot,
                 version,
-                dedup_tail: "",
+                dedup_tail: String::new(),
                 subject: format!("The {slot} key must be rotated by {deadline}"),
                 lines: vec![
                     format!("The {slot} key must be rotated by {deadline}."),
@@ -90,7 +90,7 @@ pub fn due(
                     kind: "key_disabled",
                     slot,
                     version,
-                    dedup_tail: "",
+                    dedup_tail: String::new(),
                     subject: format!("The {slot} key no longer authenticates"),
                     lines: vec![format!("The {slot} key passed its rotation deadline ({deadline}) and no longer authenticates."), reason],
                     extra,
@@ -100,7 +100,7 @@ pub fn due(
                     kind: "rotation_deadline_near",
                     slot,
                     version,
-                    dedup_tail: "",
+                    dedup_tail: String::new(),
                     subject: format!("The {slot} key must be rotated within a day"),
                     lines: vec![
                         format!("The {slot} key must be rotated by {deadline}."),
@@ -119,7 +119,7 @@ pub fn due(
                     kind: "key_age_due",
                     slot,
                     version,
-                    dedup_tail: ":due",
+                    dedup_tail: ":due".into(),
                     subject: format!("The {slot} key is older than {days} days"),
                     lines: vec![format!(
                         "The {slot} key reached the maximum age of {days} days on {when}."
@@ -139,7 +139,8 @@ pub fn due(
                         30 => ":30d",
                         7 => ":7d",
                         _ => ":1d",
-                    },
+                    }
+                    .into(),
                     subject: format!("The {slot} key is due for rotation within {window} days"),
                     lines: vec![format!(
                         "The {slot} key reaches the maximum age of {days} days on {when}."
@@ -149,10 +150,49 @@ pub fn due(
             }
         }
     }
+    if let Some(policy) = &ring.policy {
+        if let Some(outcome) = policy
+            .last_outcome
+            .as_ref()
+            .filter(|o| o.result == "postponed")
+        {
+            let standby = policy.standby();
+            drafts.push(Draft {
+                kind: "rotation_postponed",
+                slot: standby,
+                version: ring.slot(standby).version,
+                dedup_tail: format!(":{}", outcome.at),
+                subject: format!("The rotation of the {standby} key was postponed: it is still in use"),
+                lines: vec![
+                    format!("The rotation policy's step was postponed until {}.", rfc3339(policy.next_step_at)),
+                    format!("Why: {}.", outcome.detail),
+                    format!("Move these apps to the {} connection string (the sinks hold it).", policy.active),
+                ],
+                extra: serde_json::json!({"nextStepAt": rfc3339(policy.next_step_at), "reason": outcome.detail}),
+            });
+        }
+    }
     drafts
         .into_iter()
         .map(|d| d.into_notice(endpoint))
         .collect()
+}
+
+/// The notice for a sink that did not take the active connection string.
+pub fn sink_failed(slot: KeySlot, version: u64, reason: &str, endpoint: &str) -> NewNotice {
+    Draft {
+        kind: "sink_failed",
+        slot,
+        version,
+        dedup_tail: String::new(),
+        subject: format!("A sink did not take the {slot} connection string"),
+        lines: vec![
+            format!("The rotation policy could not write the {slot} connection string (version {version}) to a sink; it is tried again."),
+            format!("Why: {reason}"),
+        ],
+        extra: serde_json::json!({"reason": reason}),
+    }
+    .into_notice(endpoint)
 }
 
 #[cfg(test)]
