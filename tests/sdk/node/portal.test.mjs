@@ -184,3 +184,30 @@ test("portal: the keys page lists apps still using an old key and when a retirin
     await hubbub.dispose();
   }
 });
+
+test("portal: the keys page shows the rotation policy: active key, next step, sinks, last outcome", async () => {
+  const hubbub = await startHubbub();
+  const browser = await launch();
+  try {
+    const cli = (args) => hubbub.cli([...args, "--admin-url", hubbub.adminUrl, "--data-dir", hubbub.dataDir]);
+    const page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
+    await signIn(page, hubbub, await hubbub.adminToken());
+    await page.waitForSelector("#policy");
+    assert.match(await page.textContent("#policy"), /No rotation policy/);
+
+    const sink = join(hubbub.dataDir, "sinks", "portal-cs");
+    assert.equal((await cli(["key", "policy", "set", "--every", "30d", "--sink-file", sink])).code, 0);
+    assert.equal((await cli(["key", "rotate"])).code, 0);
+    await page.reload();
+    await page.waitForSelector("#policy-active");
+    assert.equal(await page.textContent("#policy-active"), "secondary");
+    assert.equal(await page.textContent("#policy-in-step"), "hold the active key");
+    assert.match(await page.textContent("#policy"), new RegExp(`file ${sink.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
+    assert.match(await page.textContent("#policy-outcome"), /Last: rotated .* the secondary key \(version 2\) is active/);
+    await page.screenshot({ path: join(ARTIFACTS, "policy.png"), fullPage: true });
+  } finally {
+    await browser.close();
+    await hubbub.dispose();
+  }
+});
+

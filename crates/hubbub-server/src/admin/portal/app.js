@@ -157,8 +157,39 @@ function staleCallersCard(callers) {
   );
 }
 
+function sinkText(sink) {
+  if (sink.kind === "file") return `file ${sink.path}`;
+  if (sink.kind === "exec") return `command ${sink.command}`;
+  return `webhook ${sink.url}`;
+}
+
+function policyCard(policy) {
+  if (!policy) {
+    return el("section", { class: "card", id: "policy" },
+      el("h2", {}, "Rotation policy"),
+      el("p", { class: "muted" }, "No rotation policy. Set one to rotate the keys with no human step:"),
+      el("p", { class: "mono" }, "hubbub key policy set --every 30d --sink-file <path>"));
+  }
+  const days = (s) => (s % 86400 === 0 ? `${s / 86400} days` : s % 3600 === 0 ? `${s / 3600} h` : `${s} s`);
+  const outcome = policy.lastOutcome;
+  return el("section", { class: "card", id: "policy" },
+    el("h2", {}, "Rotation policy"),
+    el("div", { class: "meta" },
+      el("div", {}, el("b", {}, "Active key"), el("span", { id: "policy-active" }, policy.activeKeyType)),
+      el("div", {}, el("b", {}, "Every"), days(policy.everySeconds)),
+      el("div", {}, el("b", {}, "Next step"), el("span", { id: "policy-next" }, when(policy.nextStepAt))),
+      policy.onlyIfIdleSeconds ? el("div", {}, el("b", {}, "Only if idle"), `${policy.onlyIfIdleSeconds / 60} min`) : null,
+      el("div", {}, el("b", {}, "Sinks"), el("span", { id: "policy-in-step" }, policy.inStep ? "hold the active key" : "not updated yet")),
+    ),
+    policy.sinks.length ? el("ul", { class: "sinks" }, ...policy.sinks.map((s) => el("li", { class: "mono" }, sinkText(s)))) : null,
+    outcome ? el("p", { class: "muted", id: "policy-outcome" }, `Last: ${outcome.result} ${ago(outcome.at)}: ${outcome.detail}`) : null,
+  );
+}
+
 async function showKeys() {
-  const [keys, stale] = await Promise.all([api("/admin/keys"), api("/admin/keys/stale-callers")]);
+  const [keys, stale, policy] = await Promise.all([
+    api("/admin/keys"), api("/admin/keys/stale-callers"), api("/admin/keys/policy").catch(() => null),
+  ]);
   banner(keys);
   const endpoint = keys.primaryConnectionString.split(";")[0].replace("Endpoint=", "");
   page.replaceChildren(
@@ -167,6 +198,7 @@ async function showKeys() {
     el("section", { class: "card" }, el("div", { class: "field" }, el("label", {}, "Endpoint"), el("span", { class: "secret mono", id: "endpoint" }, endpoint))),
     el("div", { class: "grid" }, keyCard(keys, "primary"), keyCard(keys, "secondary")),
     staleCallersCard(stale.value),
+    policyCard(policy),
     el("section", { class: "card" },
       el("h2", {}, "Rotate a key without downtime"),
       el("ol", { class: "runbook" },
