@@ -197,6 +197,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         revocations: Arc::default(),
         sink_retries: Arc::default(),
+        key_events: Arc::default(),
         sink_rules: Arc::new(config.sink_rules.clone()),
         notifications: Arc::new(config.notifications.clone()),
         portal: Arc::default(),

@@ -57,6 +57,8 @@ pub struct AppState {
     pub backplane: Backplane,
     /// Revocations this node has enforced (connections closed).
     pub revocations: Arc<crate::revocations::Enforced>,
+    /// How far the audit log has been read for key events (CloudEvents).
+    pub key_events: Arc<crate::keys::events::Cursor>,
     /// Sinks of the rotation policy that failed here, and when to try them again.
     pub sink_retries: Arc<crate::keys::rotation::SinkRetries>,
     /// Where file sinks may write, and whether command sinks may run.

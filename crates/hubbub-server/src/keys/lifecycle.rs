@@ -88,6 +88,7 @@ async fn housekeeping(state: &AppState, http: &reqwest::Client) {
     let now = state.keys.clock().now_millis();
     let ring = state.keys.current();
     queue_claimed_notices(state, &ring, now).await;
+    super::events::queue(state, now).await;
     for requirement in ring
         .requirements
         .iter()
@@ -156,7 +157,8 @@ pub async fn queue_notices(state: &AppState, due: Vec<crate::store::NewNotice>, 
                 );
                 let queued_notice = notice.clone();
                 let queued = blocking(move || {
-                    store.queue_notice(&queued_notice, &notifications.channels(), now)
+                    let channels = notifications.channels_for(&queued_notice.kind);
+                    store.queue_notice(&queued_notice, &channels, now)
                 })
                 .await;
                 if !matches!(queued, Some(Ok(_))) {

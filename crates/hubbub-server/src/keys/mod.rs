@@ -11,10 +11,12 @@
 //! | [`lifecycle`] | the housekeeper: usage, grace periods, disabled keys, notices, rotation steps |
 //! | [`policy`] | rotation policies: alternating active and standby slots, and their sinks |
 //! | [`sinks`] | writing the active connection string to files, commands and webhooks |
+//! | [`events`] | key events (from the audit log) and first stale callers, for CloudEvents |
 //! | [`notices`] | notices about keys by email and webhook, queued once, retried until delivered |
 
 pub mod auth;
 pub mod changes;
+pub mod events;
 pub mod lifecycle;
 pub mod notices;
 pub mod policy;

@@ -191,6 +191,16 @@ impl Store {
     }
 
     /// Events oldest first: at or after `since`, with an id above `after_id`, at most `limit`.
+    /// The id of the latest audit event (0 when the log is empty).
+    pub fn audit_last_id(&self) -> Result<i64, StoreError> {
+        let conn = self.lock();
+        Ok(
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM audit_log", [], |r| {
+                r.get(0)
+            })?,
+        )
+    }
+
     pub fn audit(
         &self,
         since: Option<UnixMillis>,

@@ -38,10 +38,13 @@ pub struct Notice {
     pub last_error: Option<String>,
     #[serde(skip)]
     pub sent_at: Option<UnixMillis>,
+    /// What makes it unique (the same on every node and channel).
+    #[serde(skip)]
+    pub dedup: String,
 }
 
 const COLUMNS: &str =
-    "id, channel, kind, subject, body, payload, created_at, status, attempts, last_error, sent_at";
+    "id, channel, kind, subject, body, payload, created_at, status, attempts, last_error, sent_at, dedup";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Notice> {
     Ok(Notice {
@@ -56,6 +59,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Notice> {
         attempts: r.get::<_, i64>(8)? as u32,
         last_error: r.get(9)?,
         sent_at: r.get(10)?,
+        dedup: r.get(11)?,
     })
 }
 

@@ -6,10 +6,12 @@
 //! |---|---|
 //! | [`email`] | email over SMTP (lettre) |
 //! | [`webhook`] | a signed HTTP POST (`X-Hubbub-Signature`) |
+//! | [`cloudevents`] | every key event as a signed CloudEvent 1.0 (structured JSON) |
 //!
 //! Adding a channel: a module here implementing [`Channel`], its settings in
 //! [`NotificationSettings`], and its line in [`CHANNELS`].
 
+pub mod cloudevents;
 pub mod email;
 pub mod texts;
 pub mod webhook;
@@ -24,7 +26,8 @@ use serde::Deserialize;
 use std::time::Duration;
 
 /// Every channel notices can go out on, by the name the store queues them under.
-pub static CHANNELS: &[&dyn Channel] = &[&email::Email, &webhook::Webhook];
+pub static CHANNELS: &[&dyn Channel] =
+    &[&email::Email, &webhook::Webhook, &cloudevents::CloudEvents];
 
 /// What a channel needs to send one notice.
 pub struct Sending<'a> {
@@ -39,6 +42,11 @@ pub trait Channel: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Whether the settings turn this channel on.
     fn configured(&self, settings: &NotificationSettings) -> bool;
+    /// Whether notices of `kind` go out on this channel (key events that are not notices go to
+    /// CloudEvents only).
+    fn wants(&self, kind: &str) -> bool {
+        !cloudevents::EVENT_ONLY_KINDS.contains(&kind)
+    }
     /// Checks this channel's settings (when configured), before any port is bound.
     fn validate(&self, settings: &NotificationSettings) -> Result<(), String>;
     /// Sends one notice; the error says why, without secrets (it is stored and logged).
@@ -64,6 +72,8 @@ pub struct NotificationSettings {
     pub smtp_password: Option<String>,
     pub webhook_url: Option<String>,
     pub webhook_secret: Option<String>,
+    /// Where key events go as CloudEvents 1.0 (signed with `webhook_secret`).
+    pub cloudevents_url: Option<String>,
     /// First retry delay in seconds (doubles per attempt, at most an hour); default 30.
     pub retry_base_secs: Option<u64>,
 }
@@ -81,6 +91,10 @@ impl std::fmt::Debug for NotificationSettings {
             .field("smtp_password", &redacted(&self.smtp_password))
             .field("webhook_url", &self.webhook_url.as_deref().map(url_origin))
             .field("webhook_secret", &redacted(&self.webhook_secret))
+            .field(
+                "cloudevents_url",
+                &self.cloudevents_url.as_deref().map(url_origin),
+            )
             .field("retry_base_secs", &self.retry_base_secs)
             .finish()
     }
@@ -104,6 +118,15 @@ impl NotificationSettings {
             .iter()
             .filter(|c| c.configured(self))
             .try_for_each(|c| c.validate(self))
+    }
+
+    /// The configured channels that take notices of `kind`.
+    pub fn channels_for(&self, kind: &str) -> Vec<&'static str> {
+        CHANNELS
+            .iter()
+            .filter(|c| c.configured(self) && c.wants(kind))
+            .map(|c| c.name())
+            .collect()
     }
 
     /// The configured channels' names.

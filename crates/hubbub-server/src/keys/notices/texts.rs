@@ -178,6 +178,29 @@ pub fn due(
         .collect()
 }
 
+/// A key event that is not a notice (a regeneration, a revocation, a rotation step, the first
+/// stale caller of a version): it goes to CloudEvents only.
+pub fn key_event(
+    kind: &str,
+    slot: KeySlot,
+    version: u64,
+    subject: String,
+    line: String,
+    extra: serde_json::Value,
+    endpoint: &str,
+) -> NewNotice {
+    Draft {
+        kind,
+        slot,
+        version,
+        dedup_tail: String::new(),
+        subject,
+        lines: vec![line],
+        extra,
+    }
+    .into_notice(endpoint)
+}
+
 /// The notice for a sink that did not take the active connection string.
 pub fn sink_failed(slot: KeySlot, version: u64, reason: &str, endpoint: &str) -> NewNotice {
     Draft {
