@@ -2,7 +2,7 @@
 //! proxy, the address it forwarded (`X-Forwarded-For`, read from the right, skipping trusted
 //! proxies). Used to name stale callers; never for authentication.
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use std::net::{IpAddr, SocketAddr};
@@ -86,17 +86,6 @@ fn in_range(address: IpAddr, range: IpAddr, bits: u8) -> bool {
 pub struct Origin {
     pub address: String,
     pub user_agent: Option<String>,
-}
-
-impl FromRequestParts<crate::state::AppState> for Origin {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &crate::state::AppState,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(Self::of(parts, &state.trusted_proxies))
-    }
 }
 
 impl Origin {

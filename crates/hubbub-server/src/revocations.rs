@@ -11,10 +11,6 @@ use crate::store::AuditEvent;
 /// Revocations remembered as enforced, with what they closed here (the latest ones).
 const REMEMBERED: usize = 32;
 
-/// What this node has enforced. Held while enforcing, so a caller waiting for it sees the count.
-#[derive(Debug, Default)]
-pub struct Enforced(tokio::sync::Mutex<Vec<(Revocation, usize)>>);
-
 /// The close reason clients and the app server see.
 pub fn reason(revocation: &Revocation) -> String {
     format!(

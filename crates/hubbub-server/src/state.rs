@@ -56,11 +56,11 @@ pub struct AppState {
     /// What the nodes share: this node alone, or its membership of a cluster.
     pub backplane: Backplane,
     /// Revocations this node has enforced (connections closed).
-    pub revocations: Arc<crate::revocations::Enforced>,
+    pub revocations: Arc<crate::keys::ring::Enforced>,
     /// How far the audit log has been read for key events (CloudEvents).
-    pub key_events: Arc<crate::keys::events::Cursor>,
+    pub key_events: Arc<crate::keys::policy::EventCursor>,
     /// Sinks of the rotation policy that failed here, and when to try them again.
-    pub sink_retries: Arc<crate::keys::rotation::SinkRetries>,
+    pub sink_retries: Arc<crate::keys::policy::SinkRetries>,
     /// Where file sinks may write, and whether command sinks may run.
     pub sink_rules: Arc<crate::keys::policy::SinkRules>,
     /// Cancelled when the server shuts down.
@@ -175,5 +175,16 @@ impl Node for AppState {
 
     fn keep_detached(&self, hub: &Arc<Hub>, connection: &Arc<Connection>) {
         self.expire_unless_resumed(hub, connection, 1);
+    }
+}
+
+impl axum::extract::FromRequestParts<AppState> for crate::peer::Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(parts, &state.trusted_proxies))
     }
 }

@@ -168,7 +168,7 @@ async fn set(
     for sink in &request.sinks {
         state
             .sink_rules
-            .check(sink, &state.notifications)
+            .check(sink, state.notifications.webhook_secret.as_deref())
             .map_err(|e| ApiError::bad_request("InvalidSink", e))?;
     }
     let now = state.keys.clock().now_millis();

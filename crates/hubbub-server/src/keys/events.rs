@@ -9,14 +9,9 @@ use crate::clock::UnixMillis;
 use crate::state::AppState;
 use crate::store::{AuditRecord, NewNotice};
 use hubbub_proto::keys::KeySlot;
-use std::sync::Mutex;
 
 /// Audit events read per pass, at most.
 const PAGE: usize = 500;
-
-/// How far this node has read the audit log for key events (from its start: none before).
-#[derive(Debug, Default)]
-pub struct Cursor(Mutex<Option<i64>>);
 
 fn notice_of(record: &AuditRecord, endpoint: &str) -> Option<NewNotice> {
     let kind = match record.event.as_str() {
@@ -95,5 +90,35 @@ pub async fn queue(state: &AppState, now: UnixMillis) {
             &endpoint,
         ));
     }
-    super::lifecycle::queue_notices(state, due, now).await;
+    queue_notices(state, due, now).await;
+}
+
+/// Queues each notice once: in a cluster, on the one node that claims it.
+pub async fn queue_notices(state: &AppState, due: Vec<crate::store::NewNotice>, now: UnixMillis) {
+    if state.notifications.channels().is_empty() {
+        return;
+    }
+    for notice in due {
+        match state.backplane.claim_notice(&notice.dedup).await {
+            crate::backplane::Claim::Unknown => continue,
+            crate::backplane::Claim::Theirs => {}
+            crate::backplane::Claim::Mine => {
+                let (store, notifications) = (
+                    std::sync::Arc::clone(state.keys.store()),
+                    std::sync::Arc::clone(&state.notifications),
+                );
+                let queued_notice = notice.clone();
+                let queued = tokio::task::spawn_blocking(move || {
+                    let channels = notifications.channels_for(&queued_notice.kind);
+                    store.queue_notice(&queued_notice, &channels, now)
+                })
+                .await;
+                if !matches!(queued, Ok(Ok(_))) {
+                    tracing::warn!("a notice could not be queued; trying again");
+                    continue;
+                }
+            }
+        }
+        state.backplane.notice_settled(&notice.dedup);
+    }
 }

@@ -5,7 +5,6 @@
 use super::changes::{self, Change, Origin};
 use super::notices;
 use super::KeyRing;
-use crate::backplane::Claim;
 use crate::clock::UnixMillis;
 use crate::state::AppState;
 use crate::store::{RetiringKey, RotationRequirement};
@@ -138,35 +137,5 @@ fn log_disabled(requirement: &RotationRequirement) {
 /// per node (on a single node, every notice is this node's; the store queues each once).
 async fn queue_claimed_notices(state: &AppState, ring: &KeyRing, now: UnixMillis) {
     let due = notices::due(ring, state.key_max_age_days, now, &state.primary_endpoint());
-    queue_notices(state, due, now).await;
-}
-
-/// Queues each notice once: in a cluster, on the one node that claims it.
-pub async fn queue_notices(state: &AppState, due: Vec<crate::store::NewNotice>, now: UnixMillis) {
-    if state.notifications.channels().is_empty() {
-        return;
-    }
-    for notice in due {
-        match state.backplane.claim_notice(&notice.dedup).await {
-            Claim::Unknown => continue,
-            Claim::Theirs => {}
-            Claim::Mine => {
-                let (store, notifications) = (
-                    Arc::clone(state.keys.store()),
-                    Arc::clone(&state.notifications),
-                );
-                let queued_notice = notice.clone();
-                let queued = blocking(move || {
-                    let channels = notifications.channels_for(&queued_notice.kind);
-                    store.queue_notice(&queued_notice, &channels, now)
-                })
-                .await;
-                if !matches!(queued, Some(Ok(_))) {
-                    tracing::warn!("a notice could not be queued; trying again");
-                    continue;
-                }
-            }
-        }
-        state.backplane.notice_settled(&notice.dedup);
-    }
+    super::events::queue_notices(state, due, now).await;
 }

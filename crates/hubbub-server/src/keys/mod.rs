@@ -84,7 +84,9 @@ impl Keys {
             retiring: store.retiring_keys()?,
             previous: store.previous_keys()?,
             revocations: Vec::new(),
-            policy: store.rotation_policy()?,
+            policy: store
+                .rotation_policy()?
+                .and_then(|json| serde_json::from_str(&json).ok()),
         };
         let store_stale = store.stale_callers()?;
         let usage = Usage::default();

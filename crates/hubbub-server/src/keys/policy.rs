@@ -102,11 +102,7 @@ pub struct SinkRules {
 
 impl SinkRules {
     /// Whether `sink` may be used; the reason when not.
-    pub fn check(
-        &self,
-        sink: &Sink,
-        notifications: &crate::keys::notices::NotificationSettings,
-    ) -> Result<(), String> {
+    pub fn check(&self, sink: &Sink, webhook_secret: Option<&str>) -> Result<(), String> {
         match sink {
             Sink::File { path } => {
                 let path = std::path::Path::new(path);
@@ -145,11 +141,7 @@ impl SinkRules {
                 if !matches!(parsed.scheme(), "http" | "https") {
                     return Err("a webhook sink needs an http(s) URL".into());
                 }
-                if notifications
-                    .webhook_secret
-                    .as_deref()
-                    .is_none_or(|s| s.len() < 16)
-                {
+                if webhook_secret.is_none_or(|s| s.len() < 16) {
                     return Err("a webhook sink is signed with the notifications webhook_secret: set one (at least 16 characters)".into());
                 }
                 Ok(())
@@ -157,3 +149,18 @@ impl SinkRules {
         }
     }
 }
+
+/// Sinks of the rotation policy that failed on this node, and when to try them again.
+#[derive(Debug, Default)]
+pub struct SinkRetries(pub(crate) std::sync::Mutex<Option<Retry>>);
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retry {
+    pub(crate) target: (KeySlot, u64),
+    pub(crate) next_at: UnixMillis,
+    pub(crate) delay: i64,
+}
+
+/// How far this node has read the audit log for key events (none before its start).
+#[derive(Debug, Default)]
+pub struct EventCursor(pub(crate) std::sync::Mutex<Option<i64>>);

@@ -42,6 +42,11 @@ pub struct Revocation {
     pub at: UnixMillis,
 }
 
+/// The revocations a node has enforced, with the connections each closed there. Held while
+/// enforcing, so a caller waiting for it sees the count.
+#[derive(Debug, Default)]
+pub struct Enforced(pub(crate) tokio::sync::Mutex<Vec<(Revocation, usize)>>);
+
 impl Revocation {
     /// Whether a connection whose token `signed_by` signed is to be closed.
     pub fn covers(&self, signed_by: Option<(KeySlot, u64)>) -> bool {
@@ -251,7 +256,10 @@ impl KeyRing {
             requirements: &self.requirements,
             retiring: &self.retiring,
             previous: &self.previous,
-            policy: self.policy.as_ref(),
+            policy: self
+                .policy
+                .as_ref()
+                .map(|p| serde_json::to_string(p).unwrap_or_default()),
         }
     }
 

@@ -4,29 +4,16 @@
 //! acknowledged, and a due step is taken once.
 
 use super::changes::{self, Applied, Change, KeyChangeError, Origin};
-use super::policy::RotationPolicy;
+use super::policy::{Retry, RotationPolicy};
 use super::sinks::{self, Delivery};
 use crate::clock::UnixMillis;
 use crate::state::AppState;
 use crate::store::StoreError;
 use hubbub_proto::connection_string::ConnectionString;
-use hubbub_proto::keys::KeySlot;
-use std::sync::Mutex;
 
 /// The first wait before a failed sink is tried again (doubling, at most [`MAX_RETRY_MS`]).
 const FIRST_RETRY_MS: i64 = 10_000;
 const MAX_RETRY_MS: i64 = 15 * 60 * 1000;
-
-/// This node's retries of sinks that failed.
-#[derive(Debug, Default)]
-pub struct SinkRetries(Mutex<Option<Retry>>);
-
-#[derive(Debug, Clone, Copy)]
-struct Retry {
-    target: (KeySlot, u64),
-    next_at: UnixMillis,
-    delay: i64,
-}
 
 /// The connection string of the policy's active key.
 fn active_connection_string(state: &AppState, policy: &RotationPolicy) -> (u64, String) {
@@ -211,7 +198,7 @@ pub async fn deliver(
                     &reason,
                     &state.primary_endpoint(),
                 );
-                super::lifecycle::queue_notices(state, vec![notice], now).await;
+                super::events::queue_notices(state, vec![notice], now).await;
             }
             Err(reason)
         }

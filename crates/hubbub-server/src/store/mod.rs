@@ -217,13 +217,14 @@ pub struct Instance {
 
 /// The whole key ring as stored: the three slots, the rotation requirements and the old values
 /// still in a grace period.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RingRows<'a> {
     pub slots: [(KeySlot, &'a StoredSlot); 3],
     pub requirements: &'a [RotationRequirement],
     pub retiring: &'a [RetiringKey],
     pub previous: &'a [PreviousKey],
-    pub policy: Option<&'a crate::keys::policy::RotationPolicy>,
+    /// The rotation policy as JSON (the keys layer reads and writes it).
+    pub policy: Option<String>,
 }
 
 /// The database handle. One connection behind a mutex: writes are rare (key changes) and must be
@@ -434,10 +435,10 @@ impl Store {
             )?;
         }
         tx.execute("DELETE FROM rotation_policy", [])?;
-        if let Some(policy) = ring.policy {
+        if let Some(policy) = &ring.policy {
             tx.execute(
                 "INSERT INTO rotation_policy (id, policy) VALUES (1, ?1)",
-                [serde_json::to_string(policy).unwrap_or_default()],
+                [policy],
             )?;
         }
         for event in events {
@@ -447,17 +448,14 @@ impl Store {
         Ok(())
     }
 
-    /// The rotation policy, if one is set.
-    pub fn rotation_policy(
-        &self,
-    ) -> Result<Option<crate::keys::policy::RotationPolicy>, StoreError> {
+    /// The rotation policy's JSON, if one is set.
+    pub fn rotation_policy(&self) -> Result<Option<String>, StoreError> {
         let conn = self.lock();
-        let text: Option<String> = conn
+        Ok(conn
             .query_row("SELECT policy FROM rotation_policy WHERE id = 1", [], |r| {
                 r.get(0)
             })
-            .optional()?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+            .optional()?)
     }
 
     /// Every hub's settings JSON.
