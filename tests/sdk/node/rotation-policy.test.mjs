@@ -76,3 +76,26 @@ test("two rotation steps through a file sink: an app re-reading the sink never f
   assert.equal(cleared.code, 0, cleared.stderr);
   assert.notEqual((await cli(["key", "policy", "show"])).code, 0, "no policy any more");
 }));
+
+test("--only-if-idle postpones a due step while an app still uses the standby key", { timeout: 90_000 }, withHubbub(async (hub) => {
+  const cli = (args) => hub.cli([...args, "--admin-url", hub.adminUrl, "--data-dir", hub.dataDir]);
+  const keys = await hub.keyShow();
+  const set = await cli(["key", "policy", "set", "--every", "10s", "--only-if-idle", "5m"]);
+  assert.equal(set.code, 0, set.stderr);
+  // An app still on the standby (secondary) key, through the service SDK.
+  const onStandby = sdkClient(keys.secondaryConnectionString, uniqueHub("idle"));
+  await onStandby.sendToAll("still here");
+  // The step falls due after 10 s; the housekeeper sees the standby key in use and waits.
+  let policy;
+  const deadline = Date.now() + 40_000;
+  while (Date.now() < deadline) {
+    policy = JSON.parse((await cli(["key", "policy", "show"])).stdout);
+    if (policy.lastOutcome?.result === "postponed") break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  assert.equal(policy.lastOutcome?.result, "postponed", JSON.stringify(policy));
+  assert.match(policy.lastOutcome.detail, /secondary key \(standby\) was used 1 time/);
+  assert.equal(policy.activeKeyType, "primary");
+  assert.equal((await hub.keyShow()).secondaryKey, keys.secondaryKey, "the standby key was not regenerated");
+  await onStandby.sendToAll("and still works");
+}));
