@@ -19,6 +19,46 @@ pub const MAX_IDLE_MS: i64 = 3600 * 1000;
 /// Sinks one policy may have.
 pub const MAX_SINKS: usize = 16;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sinks_are_named_without_their_secrets() {
+        let exec = Sink::Exec {
+            command: "vault write secret/app cs=\"$HUBBUB_CONNECTION_STRING\" token=s3cr3t".into(),
+        };
+        assert_eq!(exec.describe(), "command vault");
+        let hook = Sink::Webhook {
+            url: "https://user:pw@hooks.example.com/T000/B000/XXXX?sig=abc".into(),
+        };
+        assert_eq!(hook.describe(), "webhook https://hooks.example.com/…");
+        let rules = SinkRules {
+            dirs: vec!["/srv/sinks".into()],
+            allow_exec: false,
+        };
+        let file = |p: &str| Sink::File { path: p.into() };
+        assert!(rules.check(&file("/srv/sinks/app/cs"), None).is_ok());
+        for bad in [
+            "/srv/sinks/../etc/passwd",
+            "/etc/cs",
+            "sinks/cs",
+            "/srv/sinksx/cs",
+        ] {
+            assert!(rules.check(&file(bad), None).is_err(), "{bad}");
+        }
+        assert!(
+            rules.check(&exec, None).is_err(),
+            "commands are off by default"
+        );
+        assert!(
+            rules.check(&hook, None).is_err(),
+            "a webhook needs the secret"
+        );
+        assert!(rules.check(&hook, Some("a-secret-of-16-chars")).is_ok());
+    }
+}
+
 /// Where the active connection string goes at every step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
@@ -33,17 +73,29 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// How the sink is shown (never with a secret: a URL's user and password are dropped).
+    /// How the sink is named in errors, logs and the audit log: never with what may be secret
+    /// (a command's arguments, a URL's credentials, path or query).
     pub fn describe(&self) -> String {
         match self {
             Sink::File { path } => format!("file {path}"),
-            Sink::Exec { command } => {
-                format!("exec {}", command.chars().take(80).collect::<String>())
-            }
-            Sink::Webhook { url } => format!(
-                "webhook {}",
-                crate::backplane::nats::config::redact_url(url)
+            Sink::Exec { command } => format!(
+                "command {}",
+                command
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
             ),
+            Sink::Webhook { url } => match url::Url::parse(url) {
+                Ok(u) => format!(
+                    "webhook {}://{}/…",
+                    u.scheme(),
+                    u.host_str().unwrap_or_default()
+                ),
+                Err(_) => "webhook".into(),
+            },
         }
     }
 }
