@@ -30,7 +30,10 @@ fn notice_of(record: &AuditRecord, endpoint: &str) -> Option<NewNotice> {
         format!("The {slot} key is now version {version} ({})", record.event),
         format!(
             "The {slot} key was {} by {}: version {version}. {detail}",
-            record.event.replace('_', " "),
+            match record.event.as_str() {
+                "rotation_step" => "rotated (a policy step)",
+                other => other,
+            },
             record.actor
         ),
         serde_json::json!({"previousVersion": record.old_version, "actor": record.actor, "reason": detail}),
