@@ -121,26 +121,13 @@ async fn post(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default();
-    let request = http
-        .post(url)
-        .header("content-type", "application/json")
-        .header("X-Hubbub-Timestamp", timestamp.to_string())
-        .header(
-            "X-Hubbub-Signature",
-            super::notices::webhook::webhook_signature(secret, timestamp, &body),
-        )
-        .body(body);
-    let response = request.send().await.map_err(|e| {
-        // reqwest's message may carry the URL; say only what kind of failure it was.
-        if e.is_timeout() {
-            "timed out".to_string()
-        } else {
-            "could not be reached".to_string()
-        }
-    })?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("answered {}", response.status().as_u16()))
-    }
+    let signed = super::notices::webhook::Signed {
+        url,
+        secret,
+        content_type: "application/json",
+        body,
+        timestamp,
+        what: "the webhook",
+    };
+    signed.post(http).await
 }

@@ -5,7 +5,8 @@
 //! stale caller of a key version). `data` is shaped after Event Grid's Key Vault events: the key
 //! (`objectType`, `objectName`, `version`) and, where they apply, the deadline and the reason.
 
-use super::{webhook_signature, Channel, NotificationSettings, Sending};
+use super::webhook::Signed;
+use super::{Channel, NotificationSettings, Sending};
 use crate::clock::rfc3339;
 use crate::store::Notice;
 use futures_util::future::BoxFuture;
@@ -113,41 +114,16 @@ impl Channel for CloudEvents {
 
 async fn send(sending: &Sending<'_>, notice: &Notice) -> Result<(), String> {
     let settings = sending.settings;
-    let url = settings
-        .cloudevents_url
-        .as_deref()
-        .ok_or("no cloudevents_url")?;
-    let secret = settings.webhook_secret.as_deref().unwrap_or_default();
-    let body = event(notice).to_string();
-    let timestamp = sending.now / 1000;
-    let response = sending
-        .http
-        .post(url)
-        .header(
-            "content-type",
-            "application/cloudevents+json; charset=utf-8",
-        )
-        .header("X-Hubbub-Timestamp", timestamp.to_string())
-        .header(
-            "X-Hubbub-Signature",
-            webhook_signature(secret, timestamp, &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                "the CloudEvents endpoint did not answer in time".to_string()
-            } else {
-                "cannot reach the CloudEvents endpoint".to_string()
-            }
-        })?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "the CloudEvents endpoint answered {}",
-            response.status().as_u16()
-        ))
-    }
+    let signed = Signed {
+        url: settings
+            .cloudevents_url
+            .as_deref()
+            .ok_or("no cloudevents_url")?,
+        secret: settings.webhook_secret.as_deref().unwrap_or_default(),
+        content_type: "application/cloudevents+json; charset=utf-8",
+        body: event(notice).to_string(),
+        timestamp: sending.now / 1000,
+        what: "the CloudEvents endpoint",
+    };
+    signed.post(sending.http).await
 }

@@ -53,40 +53,64 @@ pub fn webhook_signature(secret: &str, timestamp: i64, body: &str) -> String {
 }
 
 async fn send(sending: &Sending<'_>, notice: &Notice) -> Result<(), String> {
-    let (settings, http, now) = (sending.settings, sending.http, sending.now);
+    let settings = sending.settings;
     let url = settings.webhook_url.as_deref().ok_or("no webhook_url")?;
     let secret = settings.webhook_secret.as_deref().unwrap_or_default();
     let mut payload: serde_json::Value = serde_json::from_str(&notice.payload).unwrap_or_default();
     payload["noticeId"] = serde_json::json!(notice.id);
     payload["subject"] = serde_json::json!(notice.subject);
     payload["createdAt"] = serde_json::json!(rfc3339(notice.created_at));
-    let body = payload.to_string();
-    let timestamp = now / 1000;
-    let response = http
-        .post(url)
-        .header("content-type", "application/json")
-        .header("X-Hubbub-Timestamp", timestamp.to_string())
-        .header(
-            "X-Hubbub-Signature",
-            webhook_signature(secret, timestamp, &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                "the webhook did not answer in time".to_string()
-            } else {
-                "cannot reach the webhook".to_string()
-            }
-        })?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "the webhook answered {}",
-            response.status().as_u16()
-        ))
+    let signed = Signed {
+        url,
+        secret,
+        content_type: "application/json",
+        body: payload.to_string(),
+        timestamp: sending.now / 1000,
+        what: "the webhook",
+    };
+    signed.post(sending.http).await
+}
+
+/// A JSON POST signed with a secret (`X-Hubbub-Timestamp`, `X-Hubbub-Signature`): the notices,
+/// the CloudEvents and the rotation policy's webhook sinks all go out this way.
+pub struct Signed<'a> {
+    pub url: &'a str,
+    pub secret: &'a str,
+    pub content_type: &'a str,
+    pub body: String,
+    /// Unix seconds.
+    pub timestamp: i64,
+    /// How errors name the receiver ("the webhook").
+    pub what: &'a str,
+}
+
+impl Signed<'_> {
+    /// Sends it; an error says what went wrong without the URL (it may hold a secret).
+    pub async fn post(self, http: &reqwest::Client) -> Result<(), String> {
+        let what = self.what;
+        let response = http
+            .post(self.url)
+            .header("content-type", self.content_type)
+            .header("X-Hubbub-Timestamp", self.timestamp.to_string())
+            .header(
+                "X-Hubbub-Signature",
+                webhook_signature(self.secret, self.timestamp, &self.body),
+            )
+            .body(self.body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    format!("{what} did not answer in time")
+                } else {
+                    format!("cannot reach {what}")
+                }
+            })?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("{what} answered {}", response.status().as_u16()))
+        }
     }
 }
 
