@@ -89,10 +89,7 @@ async fn require_rotation(
         deadline,
         reason: reason.to_string(),
     };
-    let origin = Origin {
-        actor: ADMIN_ACTOR,
-        source: Some(peer.ip().to_string()),
-    };
+    let origin = Origin::admin(ADMIN_ACTOR, peer);
     let applied = changes::apply(&state.keys, &state.backplane, change, origin)
         .await
         .map_err(|e| e.into_api("the requirement"))?;
@@ -140,10 +137,7 @@ async fn end_grace(
         )
     })?;
     let slot = access_slot(&request.key_type, "grace periods are")?;
-    let origin = Origin {
-        actor,
-        source: Some(peer.ip().to_string()),
-    };
+    let origin = Origin::admin(actor, peer);
     let applied = changes::apply(
         &state.keys,
         &state.backplane,
@@ -212,10 +206,7 @@ async fn revoke(
     let value = crate::secret::Secret::generate()
         .map_err(|e| changes::KeyChangeError::from(crate::store::StoreError::Random(e)))
         .map_err(|e| e.into_api("the key"))?;
-    let origin = Origin {
-        actor,
-        source: Some(peer.ip().to_string()),
-    };
+    let origin = Origin::admin(actor, peer);
     let change = Change::Revoke {
         slot,
         value,

@@ -369,10 +369,7 @@ async fn regenerate_slot(
     let now = state.keys.clock().now_millis();
     let change = Change::regenerate(slot, grace, now)
         .map_err(|e| KeyChangeError::from(e).into_api("the key"))?;
-    let origin = Origin {
-        actor,
-        source: Some(source.ip().to_string()),
-    };
+    let origin = Origin::admin(actor, source);
     let applied = changes::apply(&state.keys, &state.backplane, change, origin)
         .await
         .map_err(|e| e.into_api("the key"))?;

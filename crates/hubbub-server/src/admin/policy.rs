@@ -182,10 +182,7 @@ async fn set(
         delivered: None,
         last_outcome: current.and_then(|p| p.last_outcome),
     };
-    let origin = Origin {
-        actor,
-        source: Some(peer.ip().to_string()),
-    };
+    let origin = Origin::admin(actor, peer);
     changes::apply(
         &state.keys,
         &state.backplane,
@@ -203,10 +200,7 @@ async fn clear(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     axum::Extension(Actor(actor)): axum::Extension<Actor>,
 ) -> Result<StatusCode, ApiError> {
-    let origin = Origin {
-        actor,
-        source: Some(peer.ip().to_string()),
-    };
+    let origin = Origin::admin(actor, peer);
     changes::apply(
         &state.keys,
         &state.backplane,
@@ -227,10 +221,7 @@ async fn rotate(
     if state.keys.current().policy.is_none() {
         return Err(no_policy());
     }
-    let origin = Origin {
-        actor,
-        source: Some(peer.ip().to_string()),
-    };
+    let origin = Origin::admin(actor, peer);
     rotation::step_now(&state, origin)
         .await
         .map_err(|e| e.into_api("the rotation step"))?;

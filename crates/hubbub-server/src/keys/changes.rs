@@ -91,6 +91,14 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// A change asked for on the admin listener by `actor`, from `peer`.
+    pub fn admin(actor: &'static str, peer: std::net::SocketAddr) -> Self {
+        Self {
+            actor,
+            source: Some(peer.ip().to_string()),
+        }
+    }
+
     /// A change the service makes by itself (a grace period ending, a deadline passing).
     pub fn policy() -> Self {
         Self {
