@@ -198,6 +198,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         revocations: Arc::default(),
         sink_retries: Arc::default(),
         key_events: Arc::default(),
+        notices_settled: Arc::default(),
         sink_rules: Arc::new(config.sink_rules.clone()),
         notifications: Arc::new(config.notifications.clone()),
         portal: Arc::default(),

@@ -57,6 +57,8 @@ pub struct AppState {
     pub backplane: Backplane,
     /// Revocations this node has enforced (connections closed).
     pub revocations: Arc<crate::keys::ring::Enforced>,
+    /// Notices this node need not claim or queue again.
+    pub notices_settled: Arc<crate::keys::notices::Settled>,
     /// How far the audit log has been read for key events (CloudEvents).
     pub key_events: Arc<crate::keys::policy::EventCursor>,
     /// Sinks of the rotation policy that failed here, and when to try them again.

@@ -215,13 +215,6 @@ impl Backplane {
         }
     }
 
-    /// A notice this node need not claim again (it queued it, or another node has it).
-    pub fn notice_settled(&self, dedup: &str) {
-        if let Backplane::Nats(cluster) = self {
-            cluster.notice_settled(dedup);
-        }
-    }
-
     /// Writes a hub's settings (or, with `None`, removes them) everywhere, then applies them here.
     pub async fn put_hub_settings(
         &self,

@@ -102,6 +102,9 @@ pub async fn queue_notices(state: &AppState, due: Vec<crate::store::NewNotice>, 
         return;
     }
     for notice in due {
+        if state.notices_settled.contains(&notice.dedup) {
+            continue;
+        }
         match state.backplane.claim_notice(&notice.dedup).await {
             crate::backplane::Claim::Unknown => continue,
             crate::backplane::Claim::Theirs => {}
@@ -122,6 +125,6 @@ pub async fn queue_notices(state: &AppState, due: Vec<crate::store::NewNotice>, 
                 }
             }
         }
-        state.backplane.notice_settled(&notice.dedup);
+        state.notices_settled.insert(&notice.dedup);
     }
 }

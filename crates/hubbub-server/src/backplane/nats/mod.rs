@@ -222,7 +222,6 @@ pub struct Cluster {
     pub(crate) usage: async_nats::jetstream::kv::Store,
     /// The `hubbub_notices` bucket, and the notices this node has settled (claimed or not).
     pub(crate) notices: async_nats::jetstream::kv::Store,
-    pub(crate) settled_notices: std::sync::Mutex<std::collections::HashSet<String>>,
     pub(crate) audit: audit::AuditLog,
     pub bus: bus::Bus,
     /// Reliable sessions this node handed over, and where they went.
@@ -378,7 +377,6 @@ impl Cluster {
             hubs: hubs_kv,
             usage: usage_kv,
             notices: notices_kv,
-            settled_notices: Default::default(),
             audit,
             bus,
             moved,

@@ -37,23 +37,9 @@ pub fn claim_key(dedup: &str) -> String {
 }
 
 impl Cluster {
-    fn settled_notices(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.settled_notices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A notice this node need not claim again: it queued it, or another node has it.
-    pub fn notice_settled(&self, dedup: &str) {
-        self.settled_notices().insert(dedup.to_string());
-    }
-
-    /// Claims the notice `dedup` for this node, unless another node already has. A notice this
-    /// node has settled (queued, or seen claimed by another) is not asked about again.
+    /// Claims the notice `dedup` for this node, unless another node already has. (Notices a node
+    /// has settled are not asked about again: the caller remembers them.)
     pub async fn claim_notice(&self, dedup: &str) -> Claim {
-        if self.settled_notices().contains(dedup) {
-            return Claim::Theirs;
-        }
         if !self.connected() {
             return Claim::Unknown;
         }

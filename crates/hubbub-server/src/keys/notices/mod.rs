@@ -25,6 +25,34 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use std::time::Duration;
 
+/// Notices this node has settled (queued here, or claimed by another node), so a notice that
+/// stays due is not claimed or written again at every housekeeping pass. Bounded: when full it
+/// starts over, which costs one more claim per notice (the store and the claim keep each notice
+/// once anyway).
+#[derive(Debug, Default)]
+pub struct Settled(std::sync::Mutex<std::collections::HashSet<String>>);
+
+/// Dedup keys a node remembers as settled, at most.
+const MAX_SETTLED: usize = 4096;
+
+impl Settled {
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn contains(&self, dedup: &str) -> bool {
+        self.set().contains(dedup)
+    }
+
+    pub fn insert(&self, dedup: &str) {
+        let mut set = self.set();
+        if set.len() >= MAX_SETTLED {
+            set.clear();
+        }
+        set.insert(dedup.to_string());
+    }
+}
+
 /// Every channel notices can go out on, by the name the store queues them under.
 pub static CHANNELS: &[&dyn Channel] =
     &[&email::Email, &webhook::Webhook, &cloudevents::CloudEvents];
