@@ -281,9 +281,13 @@ export async function generateToken(hub, key, hubName, { userId, roles = [], gro
   return r.json.token;
 }
 
-export function protocolFor(name) {
-  if (name === "json") return WebPubSubJsonProtocol();
-  if (name === "reliable") return WebPubSubJsonReliableProtocol();
+/** The client package used by default: @azure/web-pubsub-client as pinned in package.json. */
+export const DEFAULT_CLIENT_SDK = { WebPubSubClient, WebPubSubJsonProtocol, WebPubSubJsonReliableProtocol };
+
+/** A protocol object of `sdk` (a module exporting the client's protocol factories). */
+export function protocolFor(name, sdk = DEFAULT_CLIENT_SDK) {
+  if (name === "json") return sdk.WebPubSubJsonProtocol();
+  if (name === "reliable") return sdk.WebPubSubJsonReliableProtocol();
   throw new Error(`unknown protocol ${name}`);
 }
 
@@ -308,8 +312,10 @@ export class DataplaneContext {
 
   /**
    * Connect an official WebPubSubClient and wait for its `connected` event.
-   * opts: userId, roles, groups, protocol ("reliable" | "json"), service, url, transformUrl,
-   *       autoReconnect (default false), messageRetries (default 0), label, waitConnected (default true).
+   * opts: userId, roles, groups, protocol ("reliable" | "json" | "default": no protocol option, the
+   *       client's own default), service, url, transformUrl, autoReconnect (default false),
+   *       messageRetries (default 0), label, waitConnected (default true), sdk (another version of
+   *       the client package, e.g. the module of an npm alias; default DEFAULT_CLIENT_SDK).
    */
   async connect(opts = {}) {
     const protocol = opts.protocol ?? "reliable";
@@ -323,8 +329,9 @@ export class DataplaneContext {
       url = (await svc.getClientAccessToken(tokenOpts)).url;
     }
     if (opts.transformUrl) url = opts.transformUrl(url);
-    const client = new WebPubSubClient(url, {
-      protocol: protocolFor(protocol),
+    const sdk = opts.sdk ?? DEFAULT_CLIENT_SDK;
+    const client = new sdk.WebPubSubClient(url, {
+      ...(protocol === "default" ? {} : { protocol: protocolFor(protocol, sdk) }),
       autoReconnect: opts.autoReconnect ?? false,
       autoRejoinGroups: opts.autoRejoinGroups ?? true,
       messageRetryOptions: { maxRetries: opts.messageRetries ?? 0 },
