@@ -9,6 +9,7 @@
 //! | [`keys`] | key slot names (`Primary`, `Secondary`, `Salt`) and the `WebPubSubKeys` shape |
 //! | [`roles`] | `webpubsub.*` roles, REST permissions and wildcard group patterns |
 //! | [`client_protocol`] | the JSON client subprotocols: parse requests, write responses |
+//! | [`protobuf`] | the protobuf client subprotocols: the same, as Azure's published .proto |
 
 pub mod audience;
 pub mod client_protocol;
@@ -16,4 +17,5 @@ pub mod connection_string;
 pub mod error;
 pub mod jwt;
 pub mod keys;
+pub mod protobuf;
 pub mod roles;

@@ -141,7 +141,7 @@ proptest! {
         );
         let send = json!({"type": "sendToGroup", "group": group, "ackId": ack_id, "noEcho": no_echo, "dataType": "text", "data": data});
         match parse_client_message(send.to_string().as_bytes()).unwrap() {
-            ClientMessage::SendToGroup { group: g, ack_id: a, no_echo: n, data: d } => {
+            ClientMessage::SendToGroup { group: g, ack_id: a, no_echo: n, data: d, .. } => {
                 prop_assert_eq!((g, a, n), (group.clone(), ack_id, no_echo));
                 prop_assert_eq!(d.data_type, DataType::Text);
                 prop_assert_eq!(d.bytes, data.as_bytes().to_vec());

@@ -133,6 +133,9 @@ impl AppState {
 
     /// Tells the app server a connection is gone (once per connection: call after a removal).
     pub fn departed(&self, connection: &Connection, reason: &str) {
+        // Its streams end and its group state is cleared, for the members on every node.
+        crate::ws::streams::end_all(self, connection);
+        crate::ws::group_state::departed(self, connection);
         // A session handed over to this node: its first node may keep a forward entry.
         self.backplane
             .session_ended(&connection.hub, &connection.id);
@@ -176,6 +179,7 @@ impl Node for AppState {
     }
 
     fn keep_detached(&self, hub: &Arc<Hub>, connection: &Arc<Connection>) {
+        crate::ws::streams::watch_all(self, connection);
         self.expire_unless_resumed(hub, connection, 1);
     }
 }

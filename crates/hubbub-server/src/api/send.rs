@@ -58,7 +58,9 @@ async fn read_message(
         }
         _ => {}
     }
-    let message = Outgoing::server(kind, bytes);
+    let metadata = crate::upstream::metadata_from(headers)
+        .map_err(|reason| ApiError::bad_request("InvalidMetadata", reason))?;
+    let message = Outgoing::server(kind, bytes).with_metadata(metadata);
     Ok(match ttl {
         Some(secs) if secs > 0 => message.with_ttl(Duration::from_secs(secs as u64)),
         _ => message,

@@ -2,12 +2,14 @@
 //! outbox its socket writer drains. No socket here: the `ws` module owns that.
 
 use crate::dataplane::message::Outgoing;
+use crate::dataplane::stream::OpenStream;
 pub use crate::protocols::Protocol;
 use crate::protocols::Reply;
 use axum::extract::ws::{Message, Utf8Bytes};
+use hubbub_proto::client_protocol::Metadata;
 use hubbub_proto::keys::KeySlot;
 use hubbub_proto::roles::Permissions;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -90,13 +92,20 @@ pub struct CloseRequest {
     pub notify: bool,
 }
 
+/// A frame of a reliable session's buffer, as it moves between nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
 /// A reliable session's buffer as it moves to another cluster node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionBuffer {
     pub next_sequence_id: u64,
-    /// The messages not yet acknowledged, in order: sequence id, frame text, and the time to
+    /// The messages not yet acknowledged, in order: sequence id, frame, and the time to
     /// live left (expired ones are left out).
-    pub unacked: Vec<(u64, String, Option<std::time::Duration>)>,
+    pub unacked: Vec<(u64, Frame, Option<std::time::Duration>)>,
 }
 
 /// What the writer takes in one go.
@@ -138,6 +147,12 @@ pub struct ConnectionState {
     pub upstream_state: Option<String>,
     /// Successful `ackId`s, kept once the client sends its first one.
     acks: Option<Box<AckWindow>>,
+    /// The group streams this connection publishes, by stream id.
+    pub streams: HashMap<String, OpenStream>,
+    /// This connection's state in groups it set one in: the pairs and when (Unix ms).
+    pub group_state: HashMap<String, (Metadata, i64)>,
+    /// Groups whose state changes this connection is sent.
+    pub state_subscriptions: HashSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -247,16 +262,31 @@ impl Connection {
     /// Queues a data message in this connection's format. Never blocks; a client too far behind
     /// is asked to close (`SlowClient`).
     pub fn deliver(&self, message: &Outgoing) {
+        if let (Some(items), Some(group)) = (message.group_state(), message.source_group()) {
+            if self.state().state_subscriptions.contains(&**group) {
+                self.reply(&Reply::GroupState {
+                    snapshot: false,
+                    group,
+                    items,
+                });
+            }
+            return;
+        }
         let mut outbox = self.outbox();
         if outbox.close.is_some() {
             return;
         }
         let frame = if !self.protocol.is_reliable() {
-            self.protocol.encode(message, None)
+            let Some(frame) = self.protocol.encode(message, None) else {
+                return;
+            };
+            frame
         } else {
             let sequence_id = outbox.next_sequence_id;
+            let Some(frame) = self.protocol.encode(message, Some(sequence_id)) else {
+                return;
+            };
             outbox.next_sequence_id += 1;
-            let frame = self.protocol.encode(message, Some(sequence_id));
             outbox.unacked_bytes += frame_len(&frame);
             outbox
                 .unacked
@@ -429,13 +459,13 @@ impl Connection {
         let unacked = std::mem::take(&mut outbox.unacked)
             .into_iter()
             .filter(|(_, _, expires)| expires.is_none_or(|e| e > now))
-            .filter_map(|(id, frame, expires)| match frame {
-                Message::Text(text) => Some((
-                    id,
-                    text.to_string(),
-                    expires.map(|e| e.saturating_duration_since(now)),
-                )),
-                _ => None,
+            .filter_map(|(id, frame, expires)| {
+                let frame = match frame {
+                    Message::Text(text) => Frame::Text(text.to_string()),
+                    Message::Binary(bytes) => Frame::Binary(bytes.to_vec()),
+                    _ => return None,
+                };
+                Some((id, frame, expires.map(|e| e.saturating_duration_since(now))))
             })
             .collect();
         let buffer = SessionBuffer {
@@ -458,12 +488,12 @@ impl Connection {
         outbox.unacked = buffer
             .unacked
             .into_iter()
-            .map(|(id, text, ttl)| {
-                (
-                    id,
-                    Message::Text(Utf8Bytes::from(text)),
-                    ttl.map(|t| now + t),
-                )
+            .map(|(id, frame, ttl)| {
+                let frame = match frame {
+                    Frame::Text(text) => Message::Text(Utf8Bytes::from(text)),
+                    Frame::Binary(bytes) => Message::Binary(bytes.into()),
+                };
+                (id, frame, ttl.map(|t| now + t))
             })
             .collect();
         outbox.unacked_bytes = outbox.unacked.iter().map(|(_, f, _)| frame_len(f)).sum();

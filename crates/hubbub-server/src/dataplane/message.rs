@@ -3,7 +3,7 @@
 
 use axum::extract::ws::Message;
 use bytes::Bytes;
-use hubbub_proto::client_protocol::DataType;
+use hubbub_proto::client_protocol::{DataType, GroupStateItem, Metadata, StreamInfo};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -24,6 +24,12 @@ pub struct Outgoing {
     data: Bytes,
     /// `messageTtlSeconds`: not delivered after this instant.
     pub expires_at: Option<Instant>,
+    /// Metadata carried beside the data (`X-WebPubSub-Metadata-*`, a client's `metadata`).
+    metadata: Option<Arc<Metadata>>,
+    /// Where this message sits in a group stream.
+    stream: Option<StreamInfo>,
+    /// Not data: a change of the group's state, for the members that follow it.
+    group_state: Option<Arc<Vec<GroupStateItem>>>,
     /// Frames made once and shared by every connection of a format, by the slot its protocol
     /// names.
     shared: [OnceLock<Message>; SHARED_FRAMES],
@@ -59,8 +65,47 @@ impl Outgoing {
             data_type,
             data,
             expires_at: None,
+            metadata: None,
+            stream: None,
+            group_state: None,
             shared: Default::default(),
         }
+    }
+
+    /// A change of `group`'s state (`groupStateUpdate`), for its members that follow it.
+    pub fn group_state_update(group: Arc<str>, items: Vec<GroupStateItem>) -> Self {
+        let mut message = Self::new(Some(group), None, DataType::Json, Bytes::new());
+        message.group_state = Some(Arc::new(items));
+        message
+    }
+
+    pub fn group_state(&self) -> Option<&[GroupStateItem]> {
+        self.group_state.as_deref().map(Vec::as_slice)
+    }
+
+    /// Carries `metadata` to the receivers (nothing when it is empty).
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = (!metadata.is_empty()).then(|| Arc::new(metadata));
+        self
+    }
+
+    /// A fragment (or the end) of a group stream.
+    pub fn in_stream(mut self, stream: StreamInfo) -> Self {
+        self.stream = Some(stream);
+        self
+    }
+
+    pub fn metadata(&self) -> &[(String, String)] {
+        self.metadata.as_deref().map_or(&[], |m| m.as_slice())
+    }
+
+    pub fn stream(&self) -> Option<&StreamInfo> {
+        self.stream.as_ref()
+    }
+
+    /// The end of a stream with nothing in it for receivers that see payloads only.
+    pub fn is_bare_stream_end(&self) -> bool {
+        self.stream.as_ref().is_some_and(|s| s.end_of_stream) && self.data.is_empty()
     }
 
     pub fn with_sender(mut self, sender: Arc<str>, no_echo: bool) -> Self {

@@ -13,6 +13,7 @@
 //! | [`delivery`] | one message for a target (hub, group, user, connection), fanned out here |
 //! | [`ops`] | management questions (exists, join, leave, close, permissions, list) answered here |
 //! | [`session`] | a reliable session taken out whole, and restored, when it moves between nodes |
+//! | [`stream`] | the group streams a publishing connection has open |
 
 pub mod connection;
 pub mod delivery;
@@ -23,3 +24,4 @@ pub mod names;
 pub mod ops;
 pub mod reliable;
 pub mod session;
+pub mod stream;

@@ -88,6 +88,10 @@ pub enum Ask {
     Forget {
         id: String,
     },
+    /// The state the members of a group on each node have set in it.
+    GroupState {
+        group: String,
+    },
 }
 
 /// `Close`'s target keeps the shape nodes have always exchanged: `{"scope": "group", "name": …}`.
@@ -188,6 +192,9 @@ pub struct Answer {
     /// Why a limit refused the operation there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// A group's state on that node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_state: Vec<hubbub_proto::client_protocol::GroupStateItem>,
 }
 
 impl Answer {
@@ -271,6 +278,12 @@ pub fn answer(hubs: &Hubs, question: &Question) -> Answered {
             }
             .into(),
         },
+        Ask::GroupState { group } => Answer {
+            ok: true,
+            group_state: hub.group_state(group),
+            ..Answer::default()
+        }
+        .into(),
         Ask::RemoveConnectionFromGroup { id, group } => {
             hub.leave(id, group);
             Answer::ok(hub.connection(id).is_some()).into()
@@ -311,8 +324,6 @@ pub fn answer(hubs: &Hubs, question: &Question) -> Answered {
         } => {
             let (page, _) = hub.list_group(group, after.as_deref(), *limit);
             Answer {
-                session: None,
-                refused: None,
                 ok: !page.is_empty(),
                 connections: page
                     .into_iter()
@@ -323,6 +334,7 @@ pub fn answer(hubs: &Hubs, question: &Question) -> Answered {
                         )
                     })
                     .collect(),
+                ..Answer::default()
             }
             .into()
         }

@@ -2,8 +2,12 @@
 //! sequence ids and un-acknowledged messages), so another node can restore it where its client
 //! recovers; and restoring one here.
 
-use super::connection::{Connection, Protocol, SessionBuffer};
+use super::connection::{Connection, Frame, Protocol, SessionBuffer};
 use super::hub::{Hub, Hubs};
+use super::stream::MovedStream;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use hubbub_proto::client_protocol::Metadata;
 use hubbub_proto::roles::Permissions;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -22,6 +26,18 @@ pub struct Session {
     /// Which key value signed the session's token (see [`Connection::signed_by`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<(hubbub_proto::keys::KeySlot, u64)>,
+    /// The reliable subprotocol (JSON when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Group streams the client had open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<MovedStream>,
+    /// The client's state in groups, and when it was set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_state: Vec<(String, Metadata, i64)>,
+    /// Groups whose state the client follows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state_subscriptions: Vec<String>,
 }
 
 /// One message the client has not acknowledged, as it was framed for the client.
@@ -29,7 +45,10 @@ pub struct Session {
 #[serde(rename_all = "camelCase")]
 pub struct Unacked {
     pub sequence_id: u64,
+    /// The frame's text, or for binary frames its bytes in base64.
     pub frame: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary: bool,
     /// Time to live left, for messages sent with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
@@ -42,12 +61,13 @@ impl Session {
             unacked: self
                 .unacked
                 .iter()
-                .map(|u| {
-                    (
-                        u.sequence_id,
-                        u.frame.clone(),
-                        u.ttl_ms.map(Duration::from_millis),
-                    )
+                .filter_map(|u| {
+                    let frame = if u.binary {
+                        Frame::Binary(BASE64.decode(&u.frame).ok()?)
+                    } else {
+                        Frame::Text(u.frame.clone())
+                    };
+                    Some((u.sequence_id, frame, u.ttl_ms.map(Duration::from_millis)))
                 })
                 .collect(),
         }
@@ -63,7 +83,7 @@ pub enum Taken {
     /// be told).
     Closed(Arc<Connection>),
     /// Taken out of the hub: no socket or timer of this node serves it any more.
-    Session(Session),
+    Session(Box<Session>),
 }
 
 /// Takes the reliable session `id` out of `hub`, whether detached or still attached (a socket
@@ -81,14 +101,25 @@ pub fn take(hub: &Hub, id: &str) -> Taken {
     let Some(buffer) = connection.hand_over() else {
         return Taken::Closed(connection);
     };
-    let (permissions, upstream_state) = {
-        let connection_state = connection.state();
+    let (permissions, upstream_state, streams, group_state, state_subscriptions) = {
+        let mut connection_state = connection.state();
         (
             connection_state.permissions.clone(),
             connection_state.upstream_state.clone(),
+            connection_state
+                .streams
+                .drain()
+                .map(|(id, stream)| MovedStream::of(&id, &stream))
+                .collect(),
+            connection_state
+                .group_state
+                .drain()
+                .map(|(group, (pairs, at))| (group, pairs, at))
+                .collect(),
+            connection_state.state_subscriptions.drain().collect(),
         )
     };
-    Taken::Session(Session {
+    Taken::Session(Box::new(Session {
         signed_by: connection.signed_by,
         user_id: connection.user_id.as_deref().map(str::to_owned),
         groups,
@@ -98,13 +129,24 @@ pub fn take(hub: &Hub, id: &str) -> Taken {
         unacked: buffer
             .unacked
             .into_iter()
-            .map(|(sequence_id, frame, ttl)| Unacked {
-                sequence_id,
-                frame,
-                ttl_ms: ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            .map(|(sequence_id, frame, ttl)| {
+                let (frame, binary) = match frame {
+                    Frame::Text(text) => (text, false),
+                    Frame::Binary(bytes) => (BASE64.encode(bytes), true),
+                };
+                Unacked {
+                    sequence_id,
+                    frame,
+                    binary,
+                    ttl_ms: ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                }
             })
             .collect(),
-    })
+        protocol: connection.protocol.name().map(str::to_owned),
+        streams,
+        group_state,
+        state_subscriptions,
+    }))
 }
 
 /// Recreates a session under its id in hub `hub_name`, detached at epoch 1 until a socket
@@ -121,13 +163,33 @@ pub fn restore(
             id.into(),
             Arc::clone(&hub.name),
             session.user_id.as_deref().map(Into::into),
-            Protocol::json_reliable(),
+            session
+                .protocol
+                .as_deref()
+                .and_then(crate::protocols::by_name)
+                .filter(|p| p.reliable())
+                .map_or_else(Protocol::json_reliable, Protocol::new),
             session.permissions.clone(),
         )
         .with_limits(hubs.connection_limits())
         .signed_by(session.signed_by),
     );
-    connection.state().upstream_state = session.upstream_state.clone();
+    {
+        let mut connection_state = connection.state();
+        connection_state.upstream_state = session.upstream_state.clone();
+        connection_state.streams = session
+            .streams
+            .iter()
+            .map(|s| (s.stream_id.clone(), s.open()))
+            .collect();
+        connection_state.group_state = session
+            .group_state
+            .iter()
+            .map(|(group, pairs, at)| (group.clone(), (pairs.clone(), *at)))
+            .collect();
+        connection_state.state_subscriptions =
+            session.state_subscriptions.iter().cloned().collect();
+    }
     connection.restore(session.buffer());
     hub.add(Arc::clone(&connection), &session.groups);
     (hub, connection)
@@ -148,12 +210,31 @@ mod tests {
             permissions,
             upstream_state: Some("{\"k\":1}".into()),
             next_sequence_id: 9,
-            unacked: vec![Unacked {
-                sequence_id: 8,
-                frame: r#"{"type":"message","sequenceId":8}"#.into(),
-                ttl_ms: Some(500),
-            }],
+            unacked: vec![
+                Unacked {
+                    sequence_id: 7,
+                    frame: r#"{"type":"message","sequenceId":7}"#.into(),
+                    binary: false,
+                    ttl_ms: Some(500),
+                },
+                Unacked {
+                    sequence_id: 8,
+                    frame: BASE64.encode([8, 0, 255]),
+                    binary: true,
+                    ttl_ms: None,
+                },
+            ],
             signed_by: Some((hubbub_proto::keys::KeySlot::Secondary, 3)),
+            protocol: Some(hubbub_proto::client_protocol::JSON_RELIABLE_PROTOCOL.into()),
+            streams: vec![MovedStream {
+                stream_id: "s".into(),
+                group: "g".into(),
+                next: 4,
+                no_echo: false,
+                idle_ms: 1000,
+            }],
+            group_state: vec![("g".into(), vec![("k".into(), "v".into())], 5)],
+            state_subscriptions: vec!["g".into()],
         };
         let json = serde_json::to_string(&session).unwrap();
         let back: Session = serde_json::from_str(&json).unwrap();
@@ -167,6 +248,7 @@ mod tests {
         let buffer = back.buffer();
         assert_eq!(buffer.next_sequence_id, 9);
         assert_eq!(buffer.unacked[0].2, Some(Duration::from_millis(500)));
+        assert_eq!(buffer.unacked[1].1, Frame::Binary(vec![8, 0, 255]));
     }
 
     #[test]
@@ -181,6 +263,17 @@ mod tests {
             Permissions::default(),
         ));
         hub.add(Arc::clone(&connection), &["g".into()]);
+        {
+            let mut state = connection.state();
+            state
+                .group_state
+                .insert("g".into(), (vec![("k".into(), "v".into())], 7));
+            state.state_subscriptions.insert("g".into());
+            state.streams.insert(
+                "s".into(),
+                crate::dataplane::stream::OpenStream::new("g".into(), true, Duration::from_secs(9)),
+            );
+        }
         let Taken::Session(session) = take(&hub, "n1-1") else {
             panic!("the session was not taken");
         };
@@ -190,5 +283,20 @@ mod tests {
         let (hub, restored) = restore(&other, "chat", "n1-1", &session);
         assert!(hub.is_member("n1-1", "g"));
         assert_eq!(restored.user_id.as_deref(), Some("u"));
+        let state = restored.state();
+        assert_eq!(
+            state.group_state["g"],
+            (vec![("k".into(), "v".into())], 7),
+            "state moves"
+        );
+        assert!(state.state_subscriptions.contains("g"));
+        let stream = &state.streams["s"];
+        assert_eq!(
+            (&*stream.group, stream.next, stream.no_echo),
+            ("g", 1, true)
+        );
+        assert_eq!(stream.idle, Duration::from_secs(9));
+        drop(state);
+        assert_eq!(hub.group_state("g").len(), 1, "the snapshot sees it there");
     }
 }

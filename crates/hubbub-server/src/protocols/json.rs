@@ -5,7 +5,7 @@ use super::{ClientProtocol, Inbound, Reply, SHARED};
 use crate::dataplane::message::Outgoing;
 use axum::extract::ws::Message;
 use bytes::Bytes;
-use hubbub_proto::client_protocol::{self as cp, write_message_open, Source};
+use hubbub_proto::client_protocol::{self as cp, write_message_open, Extras, Source};
 use std::sync::Arc;
 
 #[derive(Debug)]
@@ -24,7 +24,11 @@ pub(super) fn open(message: &Outgoing) -> Message {
             },
             None => Source::Server,
         };
-        write_message_open(&mut out, source, m.data_type(), data);
+        let extras = Extras {
+            metadata: m.metadata(),
+            stream: m.stream(),
+        };
+        write_message_open(&mut out, source, m.data_type(), data, extras);
         Message::Text(out.into())
     })
 }
@@ -56,8 +60,24 @@ pub(super) fn reply(reply: &Reply<'_>) -> Message {
         } => cp::ack_error(ack_id, name, message),
         Reply::Invoked {
             invocation_id,
-            result: Ok(reply),
-        } => cp::invoke_success(invocation_id, reply),
+            result: Ok((reply, metadata)),
+        } => cp::invoke_success(invocation_id, reply, metadata),
+        Reply::StreamAck {
+            stream_id,
+            expected,
+        } => cp::stream_ack(stream_id, expected),
+        Reply::StreamNack {
+            stream_id,
+            expected,
+            name,
+            message,
+        } => cp::stream_nack(stream_id, expected, name, message),
+        Reply::StreamClosed { stream_id, error } => cp::stream_closed(stream_id, error),
+        Reply::GroupState {
+            snapshot,
+            group,
+            items,
+        } => cp::group_state(snapshot, group, items),
         Reply::Invoked {
             invocation_id,
             result: Err((name, message)),
@@ -80,15 +100,15 @@ impl ClientProtocol for Json {
         Some(cp::JSON_PROTOCOL)
     }
 
-    fn encode(&self, message: &Outgoing, _sequence_id: Option<u64>) -> Message {
-        message.shared(SHARED::JSON, |m| {
+    fn encode(&self, message: &Outgoing, _sequence_id: Option<u64>) -> Option<Message> {
+        Some(message.shared(SHARED::JSON, |m| {
             let open = open(m);
             let open = text(&open);
             let mut frame = String::with_capacity(open.len() + 1);
             frame.push_str(open);
             frame.push('}');
             Message::Text(frame.into())
-        })
+        }))
     }
 
     fn reply(&self, reply: &Reply<'_>) -> Option<Message> {
@@ -113,12 +133,12 @@ mod tests {
             DataType::Text,
             Bytes::from_static(b"hi"),
         );
-        let frame = Json.encode(&m, None);
+        let frame = Json.encode(&m, None).unwrap();
         assert_eq!(
             text(&frame),
             r#"{"type":"message","from":"group","group":"g","fromUserId":"u","dataType":"text","data":"hi"}"#
         );
-        let (Message::Text(a), Message::Text(b)) = (frame, Json.encode(&m, None)) else {
+        let (Message::Text(a), Some(Message::Text(b))) = (frame, Json.encode(&m, None)) else {
             panic!("text frames")
         };
         assert_eq!(

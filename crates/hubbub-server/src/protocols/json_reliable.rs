@@ -22,13 +22,13 @@ impl ClientProtocol for JsonReliable {
         true
     }
 
-    fn encode(&self, message: &Outgoing, sequence_id: Option<u64>) -> Message {
+    fn encode(&self, message: &Outgoing, sequence_id: Option<u64>) -> Option<Message> {
         let open = json::open(message);
         let open = json::text(&open);
         let mut frame = String::with_capacity(open.len() + 24);
         frame.push_str(open);
         write_sequence_close(&mut frame, sequence_id.unwrap_or_default());
-        Message::Text(frame.into())
+        Some(Message::Text(frame.into()))
     }
 
     fn reply(&self, reply: &Reply<'_>) -> Option<Message> {
@@ -48,7 +48,7 @@ mod tests {
     #[test]
     fn each_frame_carries_its_sequence_id_and_acks_are_decoded() {
         let m = Outgoing::server(DataType::Text, Bytes::from_static(b"hi"));
-        let Message::Text(frame) = JsonReliable.encode(&m, Some(9)) else {
+        let Some(Message::Text(frame)) = JsonReliable.encode(&m, Some(9)) else {
             panic!("a text frame")
         };
         assert!(frame.as_str().ends_with(r#""data":"hi","sequenceId":9}"#));

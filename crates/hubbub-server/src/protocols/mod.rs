@@ -69,6 +69,9 @@ pub enum Inbound {
 /// A payload and its type.
 pub type Payload<'a> = (DataType, &'a [u8]);
 
+/// What an invocation's event handler answered: its payload, if any, and its metadata.
+pub type Invoked<'a> = (Option<Payload<'a>>, &'a [(String, String)]);
+
 /// A message of the service's own, framed by each protocol that has one.
 #[derive(Debug, Clone, Copy)]
 pub enum Reply<'a> {
@@ -85,10 +88,34 @@ pub enum Reply<'a> {
         ack_id: u64,
         error: Option<(&'a str, &'a str)>,
     },
-    /// The answer to an invocation: the app server's reply, or the error's name and message.
+    /// The answer to an invocation: the app server's reply (with its metadata), or the error's
+    /// name and message.
     Invoked {
         invocation_id: &'a str,
-        result: Result<Option<Payload<'a>>, (&'a str, &'a str)>,
+        result: Result<Invoked<'a>, (&'a str, &'a str)>,
+    },
+    /// Group streams, to their publisher: data up to `expected - 1` is taken.
+    StreamAck {
+        stream_id: &'a str,
+        expected: u64,
+    },
+    /// A fragment was not taken: `InvalidSequenceId` or `TransientError`.
+    StreamNack {
+        stream_id: &'a str,
+        expected: u64,
+        name: &'a str,
+        message: &'a str,
+    },
+    /// The publisher's stream is over, with the error's name and message when it failed.
+    StreamClosed {
+        stream_id: &'a str,
+        error: Option<(&'a str, &'a str)>,
+    },
+    /// A group's state: all of it (`snapshot`) or what changed.
+    GroupState {
+        snapshot: bool,
+        group: &'a str,
+        items: &'a [cp::GroupStateItem],
     },
     Pong,
 }
@@ -101,8 +128,9 @@ pub trait ClientProtocol: Send + Sync + 'static {
     fn reliable(&self) -> bool {
         false
     }
-    /// Frames an outgoing message; `sequence_id` for reliable protocols.
-    fn encode(&self, message: &Outgoing, sequence_id: Option<u64>) -> Message;
+    /// Frames an outgoing message; `sequence_id` for reliable protocols. `None`: the protocol
+    /// has nothing to show for it (the bare end of a stream, for simple clients).
+    fn encode(&self, message: &Outgoing, sequence_id: Option<u64>) -> Option<Message>;
     /// Frames a message of the service's own; `None` where the protocol has no such frame.
     fn reply(&self, reply: &Reply<'_>) -> Option<Message>;
     /// What an inbound data frame asks for; `group`: the connection's group in `sendToGroup`
@@ -162,7 +190,7 @@ impl Protocol {
         self.reliable
     }
 
-    pub fn encode(&self, message: &Outgoing, sequence_id: Option<u64>) -> Message {
+    pub fn encode(&self, message: &Outgoing, sequence_id: Option<u64>) -> Option<Message> {
         self.wire.encode(message, sequence_id)
     }
 

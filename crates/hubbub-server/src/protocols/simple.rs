@@ -46,8 +46,11 @@ impl ClientProtocol for Simple {
         None
     }
 
-    fn encode(&self, message: &Outgoing, _sequence_id: Option<u64>) -> Message {
-        message.shared(SHARED::SIMPLE, |m| {
+    fn encode(&self, message: &Outgoing, _sequence_id: Option<u64>) -> Option<Message> {
+        if message.is_bare_stream_end() {
+            return None;
+        }
+        Some(message.shared(SHARED::SIMPLE, |m| {
             let data = m.data().clone();
             match m.data_type() {
                 DataType::Binary => Message::Binary(data),
@@ -57,7 +60,7 @@ impl ClientProtocol for Simple {
                     Err(_) => Message::Binary(data),
                 },
             }
-        })
+        }))
     }
 
     fn reply(&self, _reply: &Reply<'_>) -> Option<Message> {
@@ -88,12 +91,14 @@ mod tests {
     #[test]
     fn payloads_go_out_as_they_are() {
         let text = Outgoing::server(DataType::Text, Bytes::from_static(b"hi"));
-        assert!(matches!(Simple.encode(&text, None), Message::Text(t) if t.as_str() == "hi"));
+        assert!(matches!(Simple.encode(&text, None), Some(Message::Text(t)) if t.as_str() == "hi"));
         let binary = Outgoing::server(DataType::Binary, Bytes::from_static(&[1, 2]));
-        assert!(matches!(Simple.encode(&binary, None), Message::Binary(d) if d.as_ref() == [1, 2]));
+        assert!(
+            matches!(Simple.encode(&binary, None), Some(Message::Binary(d)) if d.as_ref() == [1, 2])
+        );
         let json = Outgoing::server(DataType::Json, Bytes::from_static(br#""Hello""#));
         assert!(
-            matches!(Simple.encode(&json, None), Message::Text(t) if t.as_str() == r#""Hello""#),
+            matches!(Simple.encode(&json, None), Some(Message::Text(t)) if t.as_str() == r#""Hello""#),
             "JSON strings keep their quotes for simple clients"
         );
         assert!(Simple.reply(&super::super::Reply::Pong).is_none());

@@ -9,7 +9,7 @@ use crate::clock::rfc3339;
 use crate::keys::Keys;
 use crate::upstream::hub_settings::{EventHandler, HubProperties};
 use bytes::Bytes;
-use hubbub_proto::client_protocol::DataType;
+use hubbub_proto::client_protocol::{DataType, Metadata};
 use hubbub_proto::jwt::hmac_sha256;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -39,6 +39,34 @@ struct OutgoingEvent<'a> {
     content_type: &'a str,
     body: Vec<u8>,
     id: u64,
+    /// Sent as `x-webpubsub-metadata-<key>` headers.
+    metadata: &'a [(String, String)],
+}
+
+/// The prefix of the headers that carry message metadata, to the app server and from it.
+pub const METADATA_HEADER: &str = "x-webpubsub-metadata-";
+
+/// The metadata in `headers` (`X-WebPubSub-Metadata-<key>`; several values of one key are
+/// joined with commas), checked as clients' metadata is.
+pub fn metadata_from(headers: &reqwest::header::HeaderMap) -> Result<Metadata, String> {
+    let mut metadata: Metadata = Vec::new();
+    for (name, value) in headers {
+        let Some(key) = name.as_str().strip_prefix(METADATA_HEADER) else {
+            continue;
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| format!("the value of header {name} must be ASCII"))?;
+        match metadata.iter_mut().find(|(k, _)| k == key) {
+            Some((_, joined)) => {
+                joined.push(',');
+                joined.push_str(value);
+            }
+            None => metadata.push((key.to_string(), value.to_string())),
+        }
+    }
+    hubbub_proto::client_protocol::check_metadata(&metadata)?;
+    Ok(metadata)
 }
 
 /// What an event is about: one connection of one hub.
@@ -108,6 +136,8 @@ pub enum EventOutcome {
     Ok {
         reply: Option<(DataType, Bytes)>,
         state: Option<String>,
+        /// From the response's `X-WebPubSub-Metadata-*` headers, for the reply.
+        metadata: Metadata,
     },
     Failed(String),
 }
@@ -281,6 +311,7 @@ impl Upstream {
             content_type,
             body,
             id,
+            metadata,
         } = event;
         self.validate(handler, &ctx.hub).await?;
         let url = handler.url(&ctx.hub, event_name);
@@ -319,6 +350,12 @@ impl Upstream {
         }
         if let Some(state) = &ctx.state {
             request = request.header("ce-connectionState", state);
+        }
+        for (key, value) in metadata {
+            request = request.header(
+                format!("{METADATA_HEADER}{}", key.to_ascii_lowercase()),
+                value,
+            );
         }
         let limit = self.host_limit(&url);
         let _permit = limit
@@ -393,6 +430,7 @@ impl Upstream {
                     name: "connect",
                     content_type: "application/json; charset=utf-8",
                     body: json,
+                    metadata: &[],
                     id: self.new_id(),
                 },
             )
@@ -441,6 +479,7 @@ impl Upstream {
         event: &str,
         data_type: DataType,
         data: Vec<u8>,
+        metadata: &[(String, String)],
     ) -> Option<EventOutcome> {
         let handler = settings.user_handler(event)?;
         let ce_type = format!("azure.webpubsub.user.{event}");
@@ -455,6 +494,7 @@ impl Upstream {
                         content_type: content_type(data_type),
                         body: data,
                         id: self.new_id(),
+                        metadata,
                     },
                 )
                 .await
@@ -465,8 +505,20 @@ impl Upstream {
                         Ok(state) => state,
                         Err(reason) => return Some(EventOutcome::Failed(reason)),
                     };
+                    let metadata = match metadata_from(&headers) {
+                        Ok(metadata) => metadata,
+                        Err(reason) => {
+                            return Some(EventOutcome::Failed(format!(
+                                "the handler's response metadata: {reason}"
+                            )))
+                        }
+                    };
                     if body.is_empty() {
-                        EventOutcome::Ok { reply: None, state }
+                        EventOutcome::Ok {
+                            reply: None,
+                            state,
+                            metadata,
+                        }
                     } else {
                         let media = headers
                             .get(reqwest::header::CONTENT_TYPE)
@@ -492,6 +544,7 @@ impl Upstream {
                         EventOutcome::Ok {
                             reply: Some((reply_type, body)),
                             state,
+                            metadata,
                         }
                     }
                 }
@@ -540,6 +593,7 @@ impl Upstream {
                             content_type: "application/json",
                             body: json.clone(),
                             id,
+                            metadata: &[],
                         },
                     )
                     .await

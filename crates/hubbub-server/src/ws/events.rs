@@ -8,11 +8,13 @@ pub(super) enum Job {
         event: String,
         ack_id: Option<u64>,
         data: hubbub_proto::client_protocol::Data,
+        metadata: Metadata,
     },
     Invoke {
         invocation_id: String,
         event: String,
         data: hubbub_proto::client_protocol::Data,
+        metadata: Metadata,
     },
     /// A simple client's frame in `sendEvent` mode: the `message` event.
     Frame { data_type: DataType, data: Bytes },
@@ -94,15 +96,29 @@ pub(super) async fn run_events(
     while let Some(job) = jobs.recv().await {
         let settings = state.hub_settings.get(&connection.hub);
         let ctx = EventContext::of(&connection);
-        let (event, data_type, data) = match &job {
-            Job::Event { event, data, .. } | Job::Invoke { event, data, .. } => {
-                (event.as_str(), data.data_type, data.bytes.clone())
+        let (event, data_type, data, metadata) = match &job {
+            Job::Event {
+                event,
+                data,
+                metadata,
+                ..
             }
-            Job::Frame { data_type, data } => ("message", *data_type, data.to_vec()),
+            | Job::Invoke {
+                event,
+                data,
+                metadata,
+                ..
+            } => (
+                event.as_str(),
+                data.data_type,
+                data.bytes.clone(),
+                metadata.as_slice(),
+            ),
+            Job::Frame { data_type, data } => ("message", *data_type, data.to_vec(), &[][..]),
         };
         let outcome = state
             .upstream
-            .user_event(&settings, &ctx, event, data_type, data)
+            .user_event(&settings, &ctx, event, data_type, data, metadata)
             .await
             .unwrap_or_else(|| {
                 EventOutcome::Failed(format!(
@@ -113,18 +129,19 @@ pub(super) async fn run_events(
             EventOutcome::Ok {
                 reply,
                 state: new_state,
+                metadata,
             } => {
                 if new_state.is_some() {
                     connection.state().upstream_state = new_state;
                 }
-                Ok(reply)
+                Ok((reply, metadata))
             }
             EventOutcome::Failed(reason) => Err(reason),
         };
         match (job, reply) {
-            (Job::Event { ack_id, .. }, Ok(reply)) => {
+            (Job::Event { ack_id, .. }, Ok((reply, metadata))) => {
                 if let Some((kind, body)) = reply {
-                    connection.deliver(&Outgoing::server(kind, body));
+                    connection.deliver(&Outgoing::server(kind, body).with_metadata(metadata));
                 }
                 if let Some(id) = ack_id {
                     connection.state().first_time(id);
@@ -134,10 +151,13 @@ pub(super) async fn run_events(
             (Job::Event { ack_id, .. }, Err(reason)) => {
                 ack(&connection, ack_id, Err(("InvocationFailed", reason)))
             }
-            (Job::Invoke { invocation_id, .. }, Ok(reply)) => {
+            (Job::Invoke { invocation_id, .. }, Ok((reply, metadata))) => {
                 connection.reply(&Reply::Invoked {
                     invocation_id: &invocation_id,
-                    result: Ok(reply.as_ref().map(|(k, b)| (*k, b.as_ref()))),
+                    result: Ok((
+                        reply.as_ref().map(|(k, b)| (*k, b.as_ref())),
+                        metadata.as_slice(),
+                    )),
                 });
             }
             (Job::Invoke { invocation_id, .. }, Err(reason)) => {
@@ -146,9 +166,9 @@ pub(super) async fn run_events(
                     result: Err(("InvocationFailed", &reason)),
                 });
             }
-            (Job::Frame { .. }, Ok(reply)) => {
+            (Job::Frame { .. }, Ok((reply, metadata))) => {
                 if let Some((kind, body)) = reply {
-                    connection.deliver(&Outgoing::server(kind, body));
+                    connection.deliver(&Outgoing::server(kind, body).with_metadata(metadata));
                 }
             }
             (Job::Frame { .. }, Err(reason)) => {

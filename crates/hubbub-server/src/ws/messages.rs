@@ -20,6 +20,12 @@ pub(super) fn on_frame(
         Inbound::Invalid(e) if e.ack_id.is_some() => {
             ack(connection, e.ack_id, Err(("BadRequest", e.message)))
         }
+        Inbound::Invalid(e) if e.stream_id.is_some() => streams::malformed(
+            state,
+            connection,
+            e.stream_id.as_deref().unwrap_or_default(),
+            &e.message,
+        ),
         Inbound::Invalid(e) if e.unknown_type => {
             tracing::debug!(connection_id = %connection.id, "ignored a message of unknown type");
         }
@@ -153,7 +159,11 @@ fn on_request(
                     if !first {
                         return Err(duplicate(ack_id));
                     }
+                    let had_state = connection.state().group_state.contains_key(&group);
                     hub.leave(&connection.id, &group);
+                    if had_state {
+                        group_state::left(state, connection, &group);
+                    }
                     Ok(())
                 });
             ack(connection, ack_id, result);
@@ -163,6 +173,8 @@ fn on_request(
             ack_id,
             no_echo,
             data,
+            metadata,
+            ttl_seconds,
         } => {
             let result =
                 admit(connection, Permission::SendToGroup, &group, ack_id).and_then(|first| {
@@ -175,16 +187,46 @@ fn on_request(
                         data.data_type,
                         Bytes::from(data.bytes),
                     )
-                    .with_sender(Arc::clone(&connection.id), no_echo);
+                    .with_sender(Arc::clone(&connection.id), no_echo)
+                    .with_metadata(metadata);
+                    let message = match ttl_seconds {
+                        Some(ttl) => message.with_ttl(Duration::from_secs(u64::from(ttl))),
+                        None => message,
+                    };
                     send_to_group(state, hub, &group, message);
                     Ok(())
                 });
             ack(connection, ack_id, result);
         }
+        ClientMessage::OpenStream {
+            group,
+            ack_id,
+            no_echo,
+            stream,
+        } => streams::open(state, connection, group, ack_id, no_echo, stream),
+        ClientMessage::StreamData {
+            stream_id,
+            fragment,
+        } => streams::data(state, connection, stream_id, fragment),
+        ClientMessage::StreamEnd { stream_id, error } => {
+            streams::end(state, connection, stream_id, error)
+        }
+        ClientMessage::SetGroupState {
+            group,
+            ack_id,
+            state: pairs,
+        } => group_state::set(state, hub, connection, group, ack_id, pairs),
+        ClientMessage::SubscribeGroupState { group, ack_id } => {
+            group_state::subscribe(state, hub, connection, group, ack_id)
+        }
+        ClientMessage::UnsubscribeGroupState { group, ack_id } => {
+            group_state::unsubscribe(connection, group, ack_id)
+        }
         ClientMessage::Event {
             event,
             ack_id,
             data,
+            metadata,
         } => {
             if let Err(message) = validate_event(&event) {
                 if ack_id.is_none() {
@@ -210,6 +252,7 @@ fn on_request(
                         event,
                         ack_id,
                         data,
+                        metadata,
                     },
                 )
                 .is_err()
@@ -228,6 +271,7 @@ fn on_request(
             invocation_id,
             event,
             data,
+            metadata,
         } => {
             if let Err(message) = validate_event(&event) {
                 return connection.reply(&Reply::Invoked {
@@ -249,6 +293,7 @@ fn on_request(
                     invocation_id,
                     event,
                     data,
+                    metadata,
                 },
             ) {
                 let message = "too many events are waiting for the event handler";

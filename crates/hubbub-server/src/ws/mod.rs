@@ -26,7 +26,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use hubbub_proto::client_protocol::{ClientMessage, DataType};
+use hubbub_proto::client_protocol::{ClientMessage, DataType, Metadata};
 use hubbub_proto::keys::KeySlot;
 use hubbub_proto::roles::{Permission, Permissions};
 use std::collections::HashMap;
@@ -36,8 +36,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 mod events;
+pub(crate) mod group_state;
 mod messages;
 mod socket;
+pub(crate) mod streams;
 
 use events::*;
 use messages::*;
@@ -160,6 +162,7 @@ async fn handle(
                     tracing::debug!(connection_id = %id, "reliable session handed over from another node");
                     let (hub, connection) = session::restore(&state.hubs, &hub_name, id, &session);
                     state.backplane.session_arrived(id);
+                    streams::watch_all(&state, &connection);
                     state.expire_unless_resumed(&hub, &connection, 1);
                     resumed = Ok((hub, connection));
                     handed_over = true;

@@ -16,7 +16,7 @@ use crate::dataplane::ops::{Answer, Ask, Question};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use hubbub_proto::client_protocol::DataType;
+use hubbub_proto::client_protocol::{DataType, GroupStateItem, Metadata, StreamInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,6 +106,14 @@ struct Header {
     no_echo: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ttl_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    metadata: Metadata,
+    /// A group stream's fragment or end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<StreamInfo>,
+    /// Not data: a change of the group's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group_state: Option<Vec<GroupStateItem>>,
 }
 
 fn encode(header: &Header, data: &Bytes) -> Bytes {
@@ -348,6 +356,9 @@ impl Bus {
             ttl_ms: message
                 .ttl_remaining()
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            metadata: message.metadata().to_vec(),
+            stream: message.stream().cloned(),
+            group_state: message.group_state().map(<[GroupStateItem]>::to_vec),
         };
         let payload = encode(&header, message.data());
         if payload.len() > self.max_payload {
@@ -407,15 +418,20 @@ fn deliver(hubs: &Hubs, payload: &Bytes) -> Option<String> {
         return None;
     };
     let kind = data_type(&header.data_type)?;
-    let mut message = match header.group {
-        Some(group) => Outgoing::group(
+    let mut message = match (header.group, header.group_state) {
+        (Some(group), Some(items)) => Outgoing::group_state_update(group.into(), items),
+        (Some(group), None) => Outgoing::group(
             group.into(),
             header.from_user_id.map(Into::into),
             kind,
             data,
         ),
-        None => Outgoing::server(kind, data),
+        (None, _) => Outgoing::server(kind, data),
     };
+    message = message.with_metadata(header.metadata);
+    if let Some(stream) = header.stream {
+        message = message.in_stream(stream);
+    }
     if let Some(sender) = header.sender {
         message = message.with_sender(sender.into(), header.no_echo);
     }
@@ -507,6 +523,14 @@ mod tests {
             sender: Some("n1-ab".into()),
             no_echo: true,
             ttl_ms: Some(5_000),
+            metadata: vec![("trace".into(), "t-1".into())],
+            stream: Some(StreamInfo {
+                stream_id: "s".into(),
+                stream_sequence_id: 3,
+                end_of_stream: true,
+                error: None,
+            }),
+            group_state: None,
         };
         let data = Bytes::from_static(&[0, 1, 2, 255]);
         let (back, payload) = decode(&encode(&header, &data)).unwrap();

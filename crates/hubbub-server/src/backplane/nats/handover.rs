@@ -57,7 +57,7 @@ pub(super) fn give(
     tracing::debug!(connection_id = %id, to, "reliable session handed over");
     Answer {
         ok: true,
-        session: Some(Box::new(session)),
+        session: Some(session),
         ..Default::default()
     }
 }

@@ -44,6 +44,10 @@ pub struct LimitCounts {
     pub connections_per_user: AtomicU64,
     /// User events refused because the connection had the most waiting for the handler.
     pub event_queue: AtomicU64,
+    /// Group streams refused because the connection had the most open it may have.
+    pub streams: AtomicU64,
+    /// Group state refused because it was larger than a connection may set in a group.
+    pub group_state: AtomicU64,
 }
 
 /// Why a connection did not join a group.

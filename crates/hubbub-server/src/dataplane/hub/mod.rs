@@ -104,6 +104,18 @@ impl HubInner {
     }
 
     fn leave(&mut self, connection_id: &str, group: &str) {
+        self.leave_keeping_state(connection_id, group);
+        // A member's group state and its subscription to it end with its membership.
+        if let Some(member) = self.connections.get(connection_id) {
+            let mut state = member.connection.state();
+            state.group_state.remove(group);
+            state.state_subscriptions.remove(group);
+        }
+    }
+
+    /// Leaves `group`, keeping the connection's state there (for a connection that ends, whose
+    /// state is cleared with the followers told, or moves to another node).
+    fn leave_keeping_state(&mut self, connection_id: &str, group: &str) {
         if let Some(member) = self.connections.get_mut(connection_id) {
             member.groups.remove(group);
         }
@@ -268,7 +280,14 @@ impl Hub {
             .get(&*connection.id)
             .filter(|m| Arc::ptr_eq(&m.connection, connection))
             .map(keep)?;
-        inner.leave_all(&connection.id);
+        let groups: Vec<Arc<str>> = inner
+            .connections
+            .get(&*connection.id)
+            .map(|m| m.groups.iter().cloned().collect())
+            .unwrap_or_default();
+        for group in groups {
+            inner.leave_keeping_state(&connection.id, &group);
+        }
         inner.connections.remove(&*connection.id);
         if let Some(user) = &connection.user_id {
             if let Some(ids) = inner.users.get_mut(&**user) {
@@ -360,6 +379,27 @@ impl Hub {
 
     pub fn has_group(&self, group: &str) -> bool {
         self.read().groups.contains_key(group)
+    }
+
+    /// The state the members of `group` on this node have set in it.
+    pub fn group_state(&self, group: &str) -> Vec<hubbub_proto::client_protocol::GroupStateItem> {
+        let inner = self.read();
+        let Some(ids) = inner.groups.get(group) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter_map(|id| inner.connections.get(id))
+            .filter_map(|m| {
+                let state = m.connection.state();
+                let (pairs, at) = state.group_state.get(group)?;
+                Some(hubbub_proto::client_protocol::GroupStateItem {
+                    connection_id: m.connection.id.to_string(),
+                    user_id: m.connection.user_id.as_deref().map(str::to_owned),
+                    state: Some(pairs.clone()),
+                    updated_at: *at,
+                })
+            })
+            .collect()
     }
 
     pub fn is_member(&self, connection_id: &str, group: &str) -> bool {
