@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`json`] | `json.webpubsub.azure.v1` |
 //! | [`json_reliable`] | `json.reliable.webpubsub.azure.v1`: JSON with sequence ids, acks and recovery |
+//! | [`protobuf`] | `protobuf.webpubsub.azure.v1` and `protobuf.reliable.webpubsub.azure.v1` |
 //! | [`simple`] | no subprotocol: raw frames, as `message` events or to one group |
 //!
 //! Adding a protocol: a module here, its line in [`NAMED`], and its slot in [`SHARED`] if every
@@ -16,6 +17,7 @@
 
 pub mod json;
 pub mod json_reliable;
+pub mod protobuf;
 pub mod simple;
 
 use crate::dataplane::message::{Outgoing, SHARED_FRAMES};
@@ -28,11 +30,12 @@ use std::sync::Arc;
 
 /// The protocols a client asks for by subprotocol name. A client offering several gets the
 /// first of its own list that is here.
-pub static NAMED: &[&dyn ClientProtocol] = &[&json::Json, &json_reliable::JsonReliable];
-
-/// Subprotocols the service knows of but does not serve: refused with a clear error, rather
-/// than served as a simple client.
-const NOT_SERVED: &[&str] = &[cp::PROTOBUF_PROTOCOL, cp::PROTOBUF_RELIABLE_PROTOCOL];
+pub static NAMED: &[&dyn ClientProtocol] = &[
+    &json::Json,
+    &json_reliable::JsonReliable,
+    &protobuf::Protobuf,
+    &protobuf::ProtobufReliable,
+];
 
 /// Slots of the encodings shared by every connection of one format ([`Outgoing::shared`]).
 pub struct SHARED;
@@ -43,9 +46,11 @@ impl SHARED {
     /// The JSON frame without its closing brace, which reliable connections complete with their
     /// sequence id.
     pub const JSON_OPEN: usize = 2;
+    /// The protobuf frame without a sequence id (reliable connections append theirs).
+    pub const PROTOBUF: usize = 3;
 }
 
-const _: () = assert!(SHARED::JSON_OPEN < SHARED_FRAMES);
+const _: () = assert!(SHARED::PROTOBUF < SHARED_FRAMES);
 
 /// What a client's data frame asks for.
 #[derive(Debug)]
@@ -209,24 +214,14 @@ pub fn by_name(name: &str) -> Option<&'static dyn ClientProtocol> {
 }
 
 /// The protocol for a client offering `offered` (in its order of preference) with these query
-/// parameters: the first offered one served here; a simple client when it offers none of ours;
-/// an error when it offers only protocols the service does not serve.
+/// parameters: the first offered one served here; a simple client when it offers none of ours
+/// (an error when its `webpubsub_mode` is not valid).
 pub fn negotiate(
     offered: &[String],
     params: &HashMap<String, String>,
 ) -> Result<Protocol, ApiError> {
     if let Some(wire) = offered.iter().find_map(|name| by_name(name)) {
         return Ok(Protocol::new(wire));
-    }
-    if let Some(name) = offered.iter().find(|p| NOT_SERVED.contains(&p.as_str())) {
-        let served: Vec<&str> = NAMED.iter().filter_map(|p| p.name()).collect();
-        return Err(ApiError::bad_request(
-            "UnsupportedSubprotocol",
-            format!(
-                "the {name} subprotocol is not supported; use {}",
-                served.join(" or ")
-            ),
-        ));
     }
     simple::negotiate(params)
 }
@@ -255,11 +250,17 @@ mod tests {
         assert!(negotiate(&offered(&[cp::JSON_RELIABLE_PROTOCOL]), &none)
             .unwrap()
             .is_reliable());
-        let refused = negotiate(&offered(&[cp::PROTOBUF_PROTOCOL]), &none).unwrap_err();
-        assert!(
-            refused.message.contains("not supported"),
-            "{}",
-            refused.message
+        assert_eq!(
+            chosen(&[cp::PROTOBUF_RELIABLE_PROTOCOL, cp::JSON_PROTOCOL]),
+            Some(cp::PROTOBUF_RELIABLE_PROTOCOL)
         );
+        assert!(
+            negotiate(&offered(&[cp::PROTOBUF_RELIABLE_PROTOCOL]), &none)
+                .unwrap()
+                .is_reliable()
+        );
+        assert!(!negotiate(&offered(&[cp::PROTOBUF_PROTOCOL]), &none)
+            .unwrap()
+            .is_reliable());
     }
 }
