@@ -8,67 +8,14 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { randomBytes } from "node:crypto";
 import net, { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
 import {
   WebPubSubClient, WebPubSubJsonProtocol, WebPubSubJsonReliableProtocol,
 } from "@azure/web-pubsub-client";
 import { startHubbub, sdkClient, waitFor } from "./harness.mjs";
+import { connectionString, startNats } from "./cluster.mjs";
 
 const T = { timeout: 120_000 };
-
-function natsBinary() {
-  const dirs = [...(process.env.PATH ?? "").split(":"), "/usr/sbin", "/usr/bin", "/usr/local/bin"];
-  const found = dirs.map((d) => join(d, "nats-server")).find((p) => existsSync(p));
-  if (!found) throw new Error("nats-server is not installed: apt-get install nats-server (scripts/test does it)");
-  return found;
-}
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const server = createServer();
-    server.on("error", rej);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => res(port));
-    });
-  });
-}
-
-async function startNats() {
-  const dir = await mkdtemp(join(tmpdir(), "hubbub-nats-"));
-  const port = await freePort();
-  const proc = spawn(natsBinary(), ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", dir], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  proc.stderr.setEncoding("utf8");
-  proc.stderr.on("data", (d) => { stderr += d; });
-  await waitFor(() => /Server is ready/.test(stderr), { timeoutMs: 15_000, what: "nats-server ready" });
-  // The secret the nodes share, kept outside NATS.
-  const secretFile = join(dir, "..", `${basename(dir)}.cluster-secret`);
-  await writeFile(secretFile, `${randomBytes(32).toString("base64")}\n`, { mode: 0o600 });
-  return {
-    url: `nats://127.0.0.1:${port}`,
-    /** The flags a node of this cluster starts with. */
-    args: (id) => ["--cluster", `nats://127.0.0.1:${port}`, "--cluster-secret-file", secretFile, "--node-id", id],
-    async dispose() {
-      proc.kill("SIGKILL");
-      await rm(dir, { recursive: true, force: true });
-      await rm(secretFile, { force: true });
-    },
-  };
-}
-
-/** A connection string for `node` with the cluster's shared key. */
-function connectionString(node, key) {
-  return `Endpoint=${node.endpoint};AccessKey=${key};Version=1.0;`;
-}
 
 async function connect(url) {
   const client = new WebPubSubClient(url, { protocol: WebPubSubJsonProtocol(), autoReconnect: false });
