@@ -206,6 +206,8 @@ pub struct ParseError {
     pub unknown_type: bool,
     /// The stream a malformed stream frame was for, so it can be answered on that stream.
     pub stream_id: Option<String>,
+    /// The invocation a malformed `invoke` was, so it can be answered with an `invokeResponse`.
+    pub invocation_id: Option<String>,
 }
 
 impl ParseError {
@@ -215,7 +217,14 @@ impl ParseError {
             message: message.into(),
             unknown_type: false,
             stream_id: None,
+            invocation_id: None,
         }
+    }
+
+    /// The error, about the invocation `invocation_id`.
+    pub fn on_invocation(mut self, invocation_id: &str) -> Self {
+        self.invocation_id = Some(invocation_id.to_string());
+        self
     }
 
     /// The error, about the stream `stream_id`.
@@ -381,16 +390,20 @@ pub fn parse_client_message(frame: &[u8]) -> Result<ClientMessage, ParseError> {
                 .and_then(Value::as_str)
                 .unwrap_or("event");
             if target != "event" {
-                return Err(ParseError::new(
-                    ack_id,
-                    format!("invoke target '{target}' is not supported"),
-                ));
+                let error =
+                    ParseError::new(ack_id, format!("invoke target '{target}' is not supported"));
+                return Err(match object.get("invocationId").and_then(Value::as_str) {
+                    Some(id) => error.on_invocation(id),
+                    None => error,
+                });
             }
+            let invocation_id = string("invocationId")?;
+            let about = |e: ParseError| e.on_invocation(&invocation_id);
             ClientMessage::Invoke {
-                invocation_id: string("invocationId")?,
-                event: string("event")?,
-                data: data()?,
-                metadata: metadata()?,
+                event: string("event").map_err(about)?,
+                data: data().map_err(about)?,
+                metadata: metadata().map_err(about)?,
+                invocation_id,
             }
         }
         "cancelInvocation" => ClientMessage::CancelInvocation {

@@ -129,12 +129,13 @@ pub fn parse_client_message(frame: &[u8]) -> Result<ClientMessage, ParseError> {
         },
         up::Message::PingMessage(_) => ClientMessage::Ping,
         up::Message::InvokeEventMessage(m) => {
+            let about = |e: ParseError| e.on_invocation(&m.invocation_id);
             if m.stream.is_some() {
-                return Err(error(None, "an invoke cannot open a stream"));
+                return Err(about(error(None, "an invoke cannot open a stream")));
             }
             ClientMessage::Invoke {
-                data: data(m.data, "invoke", None)?,
-                metadata: metadata(m.metadata, None)?,
+                data: data(m.data, "invoke", None).map_err(about)?,
+                metadata: metadata(m.metadata, None).map_err(about)?,
                 invocation_id: m.invocation_id,
                 event: m.event,
             }

@@ -125,6 +125,9 @@ impl AppState {
                 self.departed(connection, reason);
             }
         }
+        for (connection, group) in &answered.cleared {
+            crate::ws::group_state::cleared(self, connection, group);
+        }
         if answered.joined {
             self.backplane.settle().await;
         }

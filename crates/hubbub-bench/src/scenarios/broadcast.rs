@@ -11,6 +11,9 @@ pub enum PublishFrom {
     /// Clients on `json.webpubsub.azure.v1` with the `webpubsub.sendToGroup` role, each message
     /// with an `ackId` awaited before the next (Hubbub only).
     Clients,
+    /// Clients on `json.webpubsub.azure.v1`, each with one group stream per group: every message
+    /// is a `streamData` fragment whose `streamAck` is awaited before the next (Hubbub only).
+    Stream,
 }
 
 pub struct BroadcastOptions {
@@ -54,6 +57,33 @@ enum Publisher {
     },
     /// A Hubbub client sending `sendToGroup` messages and awaiting each ack.
     Client { client: Client, ack_id: u64 },
+    /// A Hubbub client writing fragments to a group stream per group (the stream id and the next
+    /// sequence id), awaiting each `streamAck`.
+    Stream {
+        client: Client,
+        index: usize,
+        streams: std::collections::HashMap<String, (String, u64)>,
+    },
+}
+
+/// Reads a client's frames until the JSON one `wanted` accepts; fails on a refusal `refused`
+/// recognises (with its error).
+async fn await_reply(
+    client: &mut Client,
+    wanted: impl Fn(&Value) -> bool,
+    refused: impl Fn(&Value) -> bool,
+) -> anyhow::Result<()> {
+    loop {
+        let frame = client.next().await.context("the publisher was closed")??;
+        let Message::Text(text) = frame else { continue };
+        let reply: Value = serde_json::from_str(text.as_str())?;
+        if wanted(&reply) {
+            return Ok(());
+        }
+        if refused(&reply) {
+            bail!("refused: {reply}");
+        }
+    }
 }
 
 impl Publisher {
@@ -63,9 +93,9 @@ impl Publisher {
         from: PublishFrom,
         index: usize,
     ) -> anyhow::Result<Self> {
-        if from == PublishFrom::Clients {
+        if from != PublishFrom::Rest {
             let Target::Hubbub { .. } = target else {
-                bail!("--publish-from clients is for Hubbub only");
+                bail!("--publish-from clients and stream are for Hubbub only");
             };
             let url = target.client_url(
                 &format!("publisher{index}"),
@@ -79,7 +109,14 @@ impl Publisher {
                 .next()
                 .await
                 .context("the publisher's connected message")??;
-            return Ok(Publisher::Client { client, ack_id: 0 });
+            return Ok(match from {
+                PublishFrom::Stream => Publisher::Stream {
+                    client,
+                    index,
+                    streams: Default::default(),
+                },
+                _ => Publisher::Client { client, ack_id: 0 },
+            });
         }
         Ok(match target {
             Target::Hubbub { .. } => Publisher::Http {
@@ -181,21 +218,57 @@ impl Publisher {
             }
             Publisher::Client { client, ack_id } => {
                 *ack_id += 1;
-                let message = json!({"type": "sendToGroup", "group": group, "dataType": "text", "data": payload, "ackId": *ack_id, "noEcho": true});
+                let id = *ack_id;
+                let message = json!({"type": "sendToGroup", "group": group, "dataType": "text", "data": payload, "ackId": id, "noEcho": true});
                 client
                     .send(Message::Text(message.to_string().into()))
                     .await?;
-                loop {
-                    let frame = client.next().await.context("the publisher was closed")??;
-                    let Message::Text(text) = frame else { continue };
-                    let reply: Value = serde_json::from_str(text.as_str())?;
-                    if reply["type"] == "ack" && reply["ackId"] == *ack_id {
-                        if reply["success"] != true {
-                            bail!("a sendToGroup was refused: {}", reply["error"]);
-                        }
-                        return Ok(());
-                    }
+                await_reply(
+                    client,
+                    |r| r["type"] == "ack" && r["ackId"] == id && r["success"] == true,
+                    |r| r["type"] == "ack" && r["ackId"] == id,
+                )
+                .await
+            }
+            Publisher::Stream {
+                client,
+                index,
+                streams,
+            } => {
+                if !streams.contains_key(group) {
+                    let stream_id = format!("bench-{index}-{group}");
+                    let open = json!({"type": "sendToGroup", "group": group, "noEcho": true, "stream": {"streamId": stream_id}});
+                    client.send(Message::Text(open.to_string().into())).await?;
+                    let id = stream_id.clone();
+                    await_reply(
+                        client,
+                        |r| r["type"] == "streamAck" && r["streamId"] == id.as_str(),
+                        |r| r["type"] == "streamClosed" && r["streamId"] == id.as_str(),
+                    )
+                    .await?;
+                    streams.insert(group.to_string(), (stream_id, 1));
                 }
+                let (stream_id, next) = streams.get_mut(group).context("the group's stream")?;
+                let sequence = *next;
+                let fragment = json!({"type": "streamData", "streamId": stream_id, "streamSequenceId": sequence, "dataType": "text", "data": payload});
+                client
+                    .send(Message::Text(fragment.to_string().into()))
+                    .await?;
+                *next += 1;
+                let id = stream_id.clone();
+                await_reply(
+                    client,
+                    |r| {
+                        r["type"] == "streamAck"
+                            && r["streamId"] == id.as_str()
+                            && r["expectedSequenceId"] == sequence + 1
+                    },
+                    |r| {
+                        (r["type"] == "streamClosed" || r["type"] == "streamNack")
+                            && r["streamId"] == id.as_str()
+                    },
+                )
+                .await
             }
         }
     }
@@ -401,6 +474,7 @@ pub async fn broadcast(
     let from = match options.from {
         PublishFrom::Rest => "rest",
         PublishFrom::Clients => "clients",
+        PublishFrom::Stream => "stream",
     };
     report.add("published_from", json!(from), from.to_string());
     report.add(

@@ -198,6 +198,15 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Answered, with the group state this cleared.
+    fn clearing(self, cleared: super::hub::Cleared) -> Answered {
+        Answered {
+            answer: self,
+            cleared,
+            ..Default::default()
+        }
+    }
+
     pub fn ok(ok: bool) -> Self {
         Self {
             ok,
@@ -222,7 +231,8 @@ pub fn all(_: &Answer) -> bool {
 }
 
 /// An answer and what it leaves for the caller to do: tell the app server about the connections
-/// it closed, and wait for the subscriptions of groups it joined (cluster mode).
+/// it closed, tell followers of group state the state it cleared, and wait for the subscriptions
+/// of groups it joined (cluster mode).
 #[derive(Debug, Default)]
 pub struct Answered {
     pub answer: Answer,
@@ -230,6 +240,8 @@ pub struct Answered {
     pub closed: Vec<Arc<Connection>>,
     /// Connections joined groups.
     pub joined: bool,
+    /// Group state the question's removals cleared (the followers are to hear it).
+    pub cleared: super::hub::Cleared,
 }
 
 impl From<Answer> for Answered {
@@ -266,7 +278,7 @@ pub fn answer(hubs: &Hubs, question: &Question) -> Answered {
             Answered {
                 answer: Answer::ok(!closed.is_empty()),
                 closed,
-                joined: false,
+                ..Default::default()
             }
         }
         Ask::AddConnectionToGroup { id, group } => match hub.join(id, group) {
@@ -285,24 +297,24 @@ pub fn answer(hubs: &Hubs, question: &Question) -> Answered {
         }
         .into(),
         Ask::RemoveConnectionFromGroup { id, group } => {
-            hub.leave(id, group);
-            Answer::ok(hub.connection(id).is_some()).into()
+            let cleared = hub.leave(id, group);
+            Answer::ok(hub.connection(id).is_some()).clearing(cleared)
         }
         Ask::RemoveConnectionFromAllGroups { id } => {
-            hub.leave_all(id);
-            Answer::ok(hub.connection(id).is_some()).into()
+            let cleared = hub.leave_all(id);
+            Answer::ok(hub.connection(id).is_some()).clearing(cleared)
         }
         Ask::AddUserToGroup { user, group } => {
             hub.add_user_to_group(user, group);
             joined(true, hub.has_user(user))
         }
         Ask::RemoveUserFromGroup { user, group } => {
-            hub.remove_user_from_group(user, group);
-            Answer::ok(hub.has_user(user)).into()
+            let cleared = hub.remove_user_from_group(user, group);
+            Answer::ok(hub.has_user(user)).clearing(cleared)
         }
         Ask::RemoveUserFromAllGroups { user } => {
-            hub.remove_user_from_all_groups(user);
-            Answer::ok(hub.has_user(user)).into()
+            let cleared = hub.remove_user_from_all_groups(user);
+            Answer::ok(hub.has_user(user)).clearing(cleared)
         }
         Ask::ChangeGroups {
             groups,
@@ -314,8 +326,11 @@ pub fn answer(hubs: &Hubs, question: &Question) -> Answered {
                 Some(Err(_)) => return Answered::default(),
                 None => None,
             };
-            hub.change_groups_by_filter(groups, filter.as_ref(), *add);
-            joined(*add, true)
+            let cleared = hub.change_groups_by_filter(groups, filter.as_ref(), *add);
+            Answered {
+                cleared,
+                ..joined(*add, true)
+            }
         }
         Ask::ListGroup {
             group,

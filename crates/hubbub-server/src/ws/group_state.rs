@@ -153,9 +153,9 @@ pub(super) fn unsubscribe(connection: &Connection, group: String, ack_id: Option
     ack(connection, ack_id, Ok(()));
 }
 
-/// The connection left `group` (its state there is gone with its membership): followers hear
-/// it was cleared.
-pub(super) fn left(state: &AppState, connection: &Connection, group: &str) {
+/// The connection left `group` (its state there is gone with its membership, however it left):
+/// followers hear it was cleared.
+pub fn cleared(state: &AppState, connection: &Connection, group: &str) {
     let now = state.keys.clock().now_millis();
     announce(state, connection, group, None, now);
 }

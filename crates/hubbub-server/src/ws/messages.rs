@@ -20,6 +20,10 @@ pub(super) fn on_frame(
         Inbound::Invalid(e) if e.ack_id.is_some() => {
             ack(connection, e.ack_id, Err(("BadRequest", e.message)))
         }
+        Inbound::Invalid(e) if e.invocation_id.is_some() => connection.reply(&Reply::Invoked {
+            invocation_id: e.invocation_id.as_deref().unwrap_or_default(),
+            result: Err(("BadRequest", &e.message)),
+        }),
         Inbound::Invalid(e) if e.stream_id.is_some() => streams::malformed(
             state,
             connection,
@@ -159,10 +163,8 @@ fn on_request(
                     if !first {
                         return Err(duplicate(ack_id));
                     }
-                    let had_state = connection.state().group_state.contains_key(&group);
-                    hub.leave(&connection.id, &group);
-                    if had_state {
-                        group_state::left(state, connection, &group);
+                    for (connection, group) in hub.leave(&connection.id, &group) {
+                        group_state::cleared(state, &connection, &group);
                     }
                     Ok(())
                 });

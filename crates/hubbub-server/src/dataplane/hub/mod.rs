@@ -103,13 +103,16 @@ impl HubInner {
         Ok(())
     }
 
-    fn leave(&mut self, connection_id: &str, group: &str) {
+    /// Leaves `group`. A member's group state and its subscription to it end with its
+    /// membership: the state cleared is added to `cleared`, for its followers to hear.
+    fn leave(&mut self, connection_id: &str, group: &str, cleared: &mut Cleared) {
         self.leave_keeping_state(connection_id, group);
-        // A member's group state and its subscription to it end with its membership.
         if let Some(member) = self.connections.get(connection_id) {
             let mut state = member.connection.state();
-            state.group_state.remove(group);
             state.state_subscriptions.remove(group);
+            if state.group_state.remove(group).is_some() {
+                cleared.push((Arc::clone(&member.connection), group.into()));
+            }
         }
     }
 
@@ -129,14 +132,14 @@ impl HubInner {
         }
     }
 
-    fn leave_all(&mut self, connection_id: &str) {
+    fn leave_all(&mut self, connection_id: &str, cleared: &mut Cleared) {
         let groups: Vec<Arc<str>> = self
             .connections
             .get(connection_id)
             .map(|m| m.groups.iter().cloned().collect())
             .unwrap_or_default();
         for group in groups {
-            self.leave(connection_id, &group);
+            self.leave(connection_id, &group, cleared);
         }
     }
 
@@ -147,6 +150,10 @@ impl HubInner {
             .unwrap_or_default()
     }
 }
+
+/// Group state a removal from groups cleared: whose, and in which group (its followers are to
+/// hear it).
+pub type Cleared = Vec<(Arc<Connection>, Arc<str>)>;
 
 /// Who a send goes to, beyond the target: connection ids to skip and an optional filter.
 #[derive(Default)]
@@ -323,12 +330,17 @@ impl Hub {
         self.read().users.get(user).map_or(0, HashSet::len)
     }
 
-    pub fn leave(&self, connection_id: &str, group: &str) {
-        self.write().leave(connection_id, group);
+    /// Takes a connection out of a group; returns the group state this cleared.
+    pub fn leave(&self, connection_id: &str, group: &str) -> Cleared {
+        let mut cleared = Cleared::new();
+        self.write().leave(connection_id, group, &mut cleared);
+        cleared
     }
 
-    pub fn leave_all(&self, connection_id: &str) {
-        self.write().leave_all(connection_id);
+    pub fn leave_all(&self, connection_id: &str) -> Cleared {
+        let mut cleared = Cleared::new();
+        self.write().leave_all(connection_id, &mut cleared);
+        cleared
     }
 
     pub fn add_user_to_group(&self, user: &str, group: &str) {
@@ -339,22 +351,32 @@ impl Hub {
         }
     }
 
-    pub fn remove_user_from_group(&self, user: &str, group: &str) {
+    pub fn remove_user_from_group(&self, user: &str, group: &str) -> Cleared {
+        let mut cleared = Cleared::new();
         let mut inner = self.write();
         for id in inner.user_connections(user) {
-            inner.leave(&id, group);
+            inner.leave(&id, group, &mut cleared);
         }
+        cleared
     }
 
-    pub fn remove_user_from_all_groups(&self, user: &str) {
+    pub fn remove_user_from_all_groups(&self, user: &str) -> Cleared {
+        let mut cleared = Cleared::new();
         let mut inner = self.write();
         for id in inner.user_connections(user) {
-            inner.leave_all(&id);
+            inner.leave_all(&id, &mut cleared);
         }
+        cleared
     }
 
     /// Adds (or removes) every connection the filter selects to (from) each group.
-    pub fn change_groups_by_filter(&self, groups: &[String], filter: Option<&Filter>, add: bool) {
+    pub fn change_groups_by_filter(
+        &self,
+        groups: &[String],
+        filter: Option<&Filter>,
+        add: bool,
+    ) -> Cleared {
+        let mut cleared = Cleared::new();
         let mut inner = self.write();
         let selected: Vec<Arc<str>> = inner
             .connections
@@ -367,10 +389,11 @@ impl Hub {
                 if add {
                     let _ = inner.join(&id, group);
                 } else {
-                    inner.leave(&id, group);
+                    inner.leave(&id, group, &mut cleared);
                 }
             }
         }
+        cleared
     }
 
     pub fn has_user(&self, user: &str) -> bool {
