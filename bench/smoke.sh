@@ -31,6 +31,7 @@ check "connect storm: 200 connections" "$(bench connect-storm --connections 200 
 check "broadcast: 100 subscribers, nothing lost" "$(bench broadcast --subscribers 100 --seconds 2 --publishers 4)" 'd["published"] > 0 and d["lost"] == 0 and d["delivered"] == d["published"] * 100 and d["publish_failures"] == 0'
 check "many small groups: every member of each random group, nothing lost" "$(bench groups --connections 200 --groups 20 --seconds 1 --publishers 4)" 'd["scenario"] == "groups" and d["published"] > 0 and d["lost"] == 0 and d["expected_deliveries"] == d["published"] * 10'
 check "json subprotocol, published from clients: nothing lost" "$(bench --protocol json broadcast --subscribers 50 --seconds 1 --publishers 2 --publish-from clients)" 'd["subprotocol"] == "json.webpubsub.azure.v1" and d["published_from"] == "clients" and d["published"] > 0 and d["lost"] == 0'
+check "group stream of small fragments, json subscribers: nothing lost" "$(bench --protocol json broadcast --subscribers 50 --seconds 1 --publishers 2 --publish-from stream)" 'd["published_from"] == "stream" and d["published"] > 0 and d["lost"] == 0 and d["delivered"] == d["published"] * 50'
 # More than 1,000 messages: without sequence acks the server would close the clients (its
 # un-acknowledged buffer holds 1,000).
 check "reliable subprotocol, acknowledged: nothing lost" "$(bench --protocol json-reliable broadcast --subscribers 50 --seconds 3 --publishers 4)" 'd["published"] > 1000 and d["lost"] == 0 and d["delivered"] == d["published"] * 50'

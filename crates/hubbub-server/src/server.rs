@@ -151,6 +151,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     // Cluster mode: join before serving, so a node that cannot reach NATS never serves.
     let shutdown = CancellationToken::new();
     let hubs = Arc::new(crate::dataplane::hub::Hubs::with_limits(config.hub_limits));
+    let memberships = ws::presence::follow(&hubs);
     let hub_settings = Arc::new(hub_settings);
     let backplane = match &config.cluster {
         Some(cluster) => {
@@ -235,6 +236,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         config.maintenance_interval,
     ));
     tasks.spawn(state.clone().watch_revocations());
+    tasks.spawn(ws::presence::run(state.clone(), memberships));
     tasks.close();
 
     Ok(RunningServer {

@@ -191,7 +191,7 @@ pub fn restore(
             session.state_subscriptions.iter().cloned().collect();
     }
     connection.restore(session.buffer());
-    hub.add(Arc::clone(&connection), &session.groups);
+    hub.add_moved(Arc::clone(&connection), &session.groups);
     (hub, connection)
 }
 

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// System events a handler can subscribe to.
-pub const SYSTEM_EVENTS: [&str; 3] = ["connect", "connected", "disconnected"];
+/// The system events a handler may take: the connection's, and the group presence events
+/// (`joined`, `left`).
+pub const SYSTEM_EVENTS: [&str; 5] = ["connect", "connected", "disconnected", "joined", "left"];
 
 /// `properties` of a hub, as ARM and `az webpubsub hub` name them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +101,7 @@ impl EventHandler {
         for event in &self.system_events {
             if !SYSTEM_EVENTS.contains(&event.to_ascii_lowercase().as_str()) {
                 return Err(SettingsError(format!(
-                    "system event '{event}' is not one of connect, connected, disconnected"
+                    "system event '{event}' is not one of connect, connected, disconnected, joined, left"
                 )));
             }
         }

@@ -576,7 +576,13 @@ impl Upstream {
         };
         let upstream = Arc::clone(self);
         tokio::spawn(async move {
-            let ce_type = format!("azure.webpubsub.sys.{event}");
+            // Group presence events have a type of their own.
+            let family = if matches!(event, "joined" | "left") {
+                "gp"
+            } else {
+                "sys"
+            };
+            let ce_type = format!("azure.webpubsub.{family}.{event}");
             let json = serde_json::to_vec(&body).unwrap_or_default();
             let id = upstream.new_id();
             for attempt in 0..NON_BLOCKING_ATTEMPTS {

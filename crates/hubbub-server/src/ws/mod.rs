@@ -38,6 +38,7 @@ use tokio::time::Instant;
 mod events;
 pub(crate) mod group_state;
 mod messages;
+pub(crate) mod presence;
 mod socket;
 pub(crate) mod streams;
 

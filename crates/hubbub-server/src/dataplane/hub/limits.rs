@@ -48,6 +48,8 @@ pub struct LimitCounts {
     pub streams: AtomicU64,
     /// Group state refused because it was larger than a connection may set in a group.
     pub group_state: AtomicU64,
+    /// Group presence events not sent because too many were waiting.
+    pub presence_events: AtomicU64,
 }
 
 /// Why a connection did not join a group.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-pub use interest::{Interest, InterestSink};
+pub use interest::{Interest, InterestSink, Membership, MembershipSink};
 pub use limits::{
     HubLimits, JoinError, LimitCounts, DEFAULT_EVENT_QUEUE, DEFAULT_MAX_CONNECTIONS_PER_USER,
     DEFAULT_MAX_GROUPS_PER_CONNECTION,
@@ -67,6 +67,8 @@ struct HubInner {
     counts: Arc<LimitCounts>,
     /// The hub's name and where first-joins and last-leaves are reported (if anywhere).
     sink: Option<(Arc<str>, InterestSink)>,
+    /// Where every join and leave is reported (if anywhere).
+    membership: Option<MembershipSink>,
 }
 
 impl HubInner {
@@ -97,6 +99,13 @@ impl HubInner {
         let members = self.groups.entry(Arc::clone(&group)).or_default();
         let first = members.is_empty();
         members.insert(Arc::clone(&member.connection.id));
+        if let Some(sink) = &self.membership {
+            sink(Membership {
+                connection: Arc::clone(&member.connection),
+                group: Arc::clone(&group),
+                joined: true,
+            });
+        }
         if first {
             self.notify(|hub| Interest::Group(hub, group, true));
         }
@@ -106,8 +115,15 @@ impl HubInner {
     /// Leaves `group`. A member's group state and its subscription to it end with its
     /// membership: the state cleared is added to `cleared`, for its followers to hear.
     fn leave(&mut self, connection_id: &str, group: &str, cleared: &mut Cleared) {
-        self.leave_keeping_state(connection_id, group);
+        let was_member = self.leave_keeping_state(connection_id, group);
         if let Some(member) = self.connections.get(connection_id) {
+            if let (true, Some(sink)) = (was_member, &self.membership) {
+                sink(Membership {
+                    connection: Arc::clone(&member.connection),
+                    group: group.into(),
+                    joined: false,
+                });
+            }
             let mut state = member.connection.state();
             state.state_subscriptions.remove(group);
             if state.group_state.remove(group).is_some() {
@@ -118,10 +134,12 @@ impl HubInner {
 
     /// Leaves `group`, keeping the connection's state there (for a connection that ends, whose
     /// state is cleared with the followers told, or moves to another node).
-    fn leave_keeping_state(&mut self, connection_id: &str, group: &str) {
-        if let Some(member) = self.connections.get_mut(connection_id) {
-            member.groups.remove(group);
-        }
+    /// Returns whether the connection was a member.
+    fn leave_keeping_state(&mut self, connection_id: &str, group: &str) -> bool {
+        let was_member = self
+            .connections
+            .get_mut(connection_id)
+            .is_some_and(|member| member.groups.remove(group));
         if let Some(members) = self.groups.get_mut(group) {
             members.remove(connection_id);
             if members.is_empty() {
@@ -130,6 +148,7 @@ impl HubInner {
                 }
             }
         }
+        was_member
     }
 
     fn leave_all(&mut self, connection_id: &str, cleared: &mut Cleared) {
@@ -194,18 +213,20 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     #[cfg(test)]
     fn new(name: Arc<str>, sink: Option<InterestSink>) -> Self {
-        Self::with_limits(name, sink, HubLimits::default(), Arc::default())
+        Self::with_limits(name, sink, None, HubLimits::default(), Arc::default())
     }
 
     fn with_limits(
         name: Arc<str>,
         sink: Option<InterestSink>,
+        membership: Option<MembershipSink>,
         limits: HubLimits,
         counts: Arc<LimitCounts>,
     ) -> Self {
         Self {
             inner: RwLock::new(HubInner {
                 sink: sink.map(|s| (Arc::clone(&name), s)),
+                membership,
                 limits,
                 counts,
                 connections: HashMap::new(),
@@ -238,6 +259,16 @@ impl Hub {
 
     /// Registers a connection and joins it to `groups`.
     pub fn add(&self, connection: Arc<Connection>, groups: &[String]) {
+        self.register(connection, groups, true);
+    }
+
+    /// Registers a reliable session that moved here from another node, in its groups again: not
+    /// a join (no presence events).
+    pub fn add_moved(&self, connection: Arc<Connection>, groups: &[String]) {
+        self.register(connection, groups, false);
+    }
+
+    fn register(&self, connection: Arc<Connection>, groups: &[String], report: bool) {
         let mut inner = self.write();
         let id = Arc::clone(&connection.id);
         if let Some(user) = &connection.user_id {
@@ -255,9 +286,17 @@ impl Hub {
                 groups: HashSet::new(),
             },
         );
+        let membership = if report {
+            None
+        } else {
+            inner.membership.take()
+        };
         for group in groups {
             // Beyond the connection's group limit a join is refused (and counted).
             let _ = inner.join(&id, group);
+        }
+        if membership.is_some() {
+            inner.membership = membership;
         }
     }
 

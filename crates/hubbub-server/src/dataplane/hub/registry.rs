@@ -1,7 +1,7 @@
 //! Every hub of the instance, by lower-case name: created on first use with the instance's
 //! limits, reporting interest where a backplane follows it.
 
-use super::{Hub, HubLimits, Interest, InterestSink, LimitCounts};
+use super::{Hub, HubLimits, Interest, InterestSink, LimitCounts, MembershipSink};
 use crate::dataplane::connection::ConnectionLimits;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -12,6 +12,8 @@ pub struct Hubs {
     hubs: RwLock<HashMap<Arc<str>, Arc<Hub>>>,
     /// Where hubs report the groups and users their connections need (none on a single node).
     interest: std::sync::OnceLock<InterestSink>,
+    /// Where hubs report every join and leave (for group presence events).
+    membership: std::sync::OnceLock<MembershipSink>,
     limits: HubLimits,
     counts: Arc<LimitCounts>,
     /// The buffer limits every connection of this node shares (made on first use).
@@ -46,6 +48,11 @@ impl Hubs {
         &self.counts
     }
 
+    /// The same counts, shared.
+    pub fn counts(&self) -> Arc<LimitCounts> {
+        Arc::clone(&self.counts)
+    }
+
     /// The buffer limits of this node's connections, and how often they were outgrown.
     pub fn connection_limits(&self) -> &Arc<ConnectionLimits> {
         self.connection_limits.get_or_init(|| {
@@ -75,6 +82,11 @@ impl Hubs {
         let _ = self.interest.set(sink);
     }
 
+    /// Hubs created from now on report joins and leaves to `sink`.
+    pub fn set_membership(&self, sink: MembershipSink) {
+        let _ = self.membership.set(sink);
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<Hub>> {
         let key = canonical_hub(name);
         self.hubs
@@ -98,6 +110,7 @@ impl Hubs {
             Arc::new(Hub::with_limits(
                 key,
                 sink,
+                self.membership.get().cloned(),
                 self.limits,
                 Arc::clone(&self.counts),
             ))
