@@ -273,9 +273,10 @@ pub fn payloads(target: &Target, frame: &[u8], out: &mut Vec<(usize, usize)>) {
             if find(frame, b"\"type\":\"message\"").is_none() {
                 return;
             }
+            // The payload-less last message of a group stream is not a delivery.
             if let Some(at) = find(frame, b"\"data\":\"") {
                 let start = at + 8;
-                if let Some(len) = find(&frame[start..], b"\"") {
+                if let Some(len) = find(&frame[start..], b"\"").filter(|len| *len > 0) {
                     out.push((start, start + len));
                 }
             }
