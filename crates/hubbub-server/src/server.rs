@@ -151,8 +151,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     // Cluster mode: join before serving, so a node that cannot reach NATS never serves.
     let shutdown = CancellationToken::new();
     let hubs = Arc::new(crate::dataplane::hub::Hubs::with_limits(config.hub_limits));
-    let memberships = ws::presence::follow(&hubs);
     let hub_settings = Arc::new(hub_settings);
+    let memberships = ws::presence::follow(&hubs, Arc::clone(&hub_settings));
     let backplane = match &config.cluster {
         Some(cluster) => {
             let cluster = crate::backplane::nats::Cluster::join(

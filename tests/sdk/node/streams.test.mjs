@@ -176,3 +176,34 @@ test("a publisher that disconnects ends its streams for the receivers (Cancelled
     assert.deepEqual(got.get("live").chunks.map((b) => b.toString()), ["hello"]);
     await sleep(100);
   }));
+
+test("a reliable publisher cut mid-stream recovers its session and its stream: every fragment once, in order", T,
+  withDataplane(async (ctx) => {
+    const proxy = await startProxy(ctx.hub.publicPort);
+    try {
+      const sender = await ctx.connect({
+        protocol: "reliable", userId: "pub", roles: ROLES, label: "publisher via proxy",
+        transformUrl: (u) => proxy.url(u), autoReconnect: false,
+      });
+      const receiver = await ctx.connect({ protocol: "json", userId: "sub", roles: ROLES });
+      await sender.client.joinGroup("g");
+      await receiver.client.joinGroup("g");
+      const got = collectStreams(receiver);
+      const stream = await sender.client.openGroupStream("g", { streamId: "survivor" });
+      for (let i = 1; i <= 40; i++) {
+        if (i === 15) proxy.cut(); // the client recovers the same session on its own
+        await stream.write(`fragment ${i}`, "text");
+      }
+      await stream.end();
+      await waitFor(() => got.get("survivor")?.done, { timeoutMs: 30_000, what: "the stream's end after recovery" });
+      const record = got.get("survivor");
+      assert.equal(record.error, undefined);
+      assert.deepEqual(record.chunks.map((b) => b.toString()), Array.from({ length: 40 }, (_, i) => `fragment ${i + 1}`),
+        "every fragment once, in order, across the publisher's reconnect");
+      assert.equal(sender.connected.length, 1, "the publisher recovered its session (no new connection)");
+      assert.ok(proxy.requestLines.some((l) => l.includes("awps_reconnection_token=")), "it used the recovery URL");
+    } finally {
+      await ctx.cleanup();
+      await proxy.close();
+    }
+  }));

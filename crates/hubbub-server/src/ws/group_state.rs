@@ -123,8 +123,9 @@ pub(super) fn subscribe(
     connection.state().state_subscriptions.insert(group.clone());
     ack(connection, ack_id, Ok(()));
     let mut items = hub.group_state(&group);
+    let tasks = state.sockets.clone();
     let (state, connection) = (state.clone(), Arc::clone(connection));
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let question = ops::Question::new(
             &connection.hub,
             ops::Ask::GroupState {

@@ -8,16 +8,26 @@
 
 use super::*;
 use crate::dataplane::hub::{Hubs, Membership};
+use crate::upstream::hub_settings::HubSettings;
 use tokio::sync::mpsc;
 
 /// Joins and leaves waiting to be sent; beyond this they are dropped and counted.
 pub const QUEUE: usize = 4096;
 
-/// Has the hubs report joins and leaves; [`run`] sends them.
-pub fn follow(hubs: &Hubs) -> mpsc::Receiver<Membership> {
+/// Has the hubs report joins and leaves of hubs whose settings send them somewhere; [`run`]
+/// sends them.
+pub fn follow(hubs: &Hubs, settings: Arc<HubSettings>) -> mpsc::Receiver<Membership> {
     let (sender, receiver) = mpsc::channel(QUEUE);
     let counts = hubs.counts();
     hubs.set_membership(Arc::new(move |membership| {
+        let event = if membership.joined { "joined" } else { "left" };
+        if settings
+            .get(&membership.connection.hub)
+            .system_handler(event)
+            .is_none()
+        {
+            return;
+        }
         if sender.try_send(membership).is_err() {
             counts
                 .presence_events

@@ -47,14 +47,20 @@ async fn upgrades_without_a_valid_token_get_401_never_101() {
         .await
         .unwrap();
     assert_eq!(chosen.as_deref(), Some(JSON));
-    // Protobuf only: a clear refusal.
-    let refused = t
-        .ws_connect(
-            &format!("/client/hubs/chat?access_token={token}"),
-            Some("protobuf.webpubsub.azure.v1"),
-        )
-        .await;
-    assert_eq!(refused.err(), Some(400));
+    // The protobuf subprotocols are served too.
+    for protocol in [
+        "protobuf.webpubsub.azure.v1",
+        "protobuf.reliable.webpubsub.azure.v1",
+    ] {
+        let (_, chosen) = t
+            .ws_connect(
+                &format!("/client/hubs/chat?access_token={token}"),
+                Some(protocol),
+            )
+            .await
+            .unwrap();
+        assert_eq!(chosen.as_deref(), Some(protocol));
+    }
     // A plain GET with a valid token is not an upgrade.
     let plain = t
         .http
