@@ -1,7 +1,8 @@
 """The newest features with the Python SDKs: REST sends from azure-messaging-webpubsubservice
-carrying X-WebPubSub-Metadata-* headers (azure-core's `headers=` keyword), received as metadata by a raw JSON client and passed through by
-azure-messaging-webpubsubclient; a group stream written by a raw JSON client reaches a Python
-client as ordinary group messages in order; group state between two raw clients."""
+carrying X-WebPubSub-Metadata-* headers (azure-core's `headers=` keyword) reach a raw JSON client
+as metadata; a message with metadata and a group stream written by a raw JSON client reach an
+azure-messaging-webpubsubclient client as ordinary group messages, in order; group state between
+two raw clients."""
 
 import pytest
 from azure.core.exceptions import HttpResponseError
@@ -31,7 +32,7 @@ def test_rest_metadata_headers_from_the_python_service_sdk(dp):
     assert "InvalidMetadata" in str(refused.value)
 
 
-def test_the_python_client_passes_metadata_through_and_reads_stream_fragments_as_group_messages(dp):
+def test_the_python_client_gets_metadata_messages_and_stream_fragments_as_group_messages(dp):
     roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
     py = dp.connect("reliable", user_id="py", roles=roles, groups=["live"])
     pub = dp.raw(subprotocols=[JSON], user_id="pub", roles=roles, groups=["live"])
