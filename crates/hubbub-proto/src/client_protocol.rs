@@ -16,6 +16,9 @@ pub enum DataType {
     Text,
     Json,
     Binary,
+    /// An encoded `google.protobuf.Any` (protobuf clients' `protobuf_data`); base64 in JSON, a
+    /// binary frame for simple clients, `application/x-protobuf` to event handlers.
+    Protobuf,
 }
 
 impl DataType {
@@ -24,6 +27,7 @@ impl DataType {
             DataType::Text => "text",
             DataType::Json => "json",
             DataType::Binary => "binary",
+            DataType::Protobuf => "protobuf",
         }
     }
 }
@@ -551,17 +555,12 @@ fn parse_data(
             "json" => DataType::Json,
             "text" => DataType::Text,
             "binary" => DataType::Binary,
-            "protobuf" => {
-                return Err(ParseError::new(
-                    ack_id,
-                    "dataType 'protobuf' needs a protobuf subprotocol",
-                ))
-            }
+            "protobuf" => DataType::Protobuf,
             other => {
                 return Err(ParseError::new(
                     ack_id,
                     format!(
-                        "dataType must be json, text or binary, not '{}'",
+                        "dataType must be json, text, binary or protobuf, not '{}'",
                         truncate(other, 32)
                     ),
                 ))
@@ -589,8 +588,30 @@ fn parse_data(
                 "dataType 'binary' needs a base64 string 'data'",
             ))
         }
+        (DataType::Protobuf, Some(Value::String(s))) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|_| ParseError::new(ack_id, "dataType 'protobuf' needs base64 'data'"))?;
+            check_protobuf_any(&bytes).map_err(|m| ParseError::new(ack_id, m))?;
+            bytes
+        }
+        (DataType::Protobuf, _) => {
+            return Err(ParseError::new(
+                ack_id,
+                "dataType 'protobuf' needs a base64 string 'data'",
+            ))
+        }
     };
     Ok(Data { data_type, bytes })
+}
+
+/// Protobuf data is an encoded `google.protobuf.Any` (a type URL and its value), so protobuf
+/// clients can be given it as `protobuf_data`.
+pub fn check_protobuf_any(bytes: &[u8]) -> Result<(), String> {
+    use prost::Message as _;
+    prost_types::Any::decode(bytes)
+        .map(|_| ())
+        .map_err(|_| "protobuf data must be an encoded google.protobuf.Any".to_string())
 }
 
 /// Who a `message` frame comes from.
@@ -656,7 +677,7 @@ fn push_data(out: &mut String, data_type: DataType, data: &[u8]) {
     match data_type {
         DataType::Json => out.push_str(&String::from_utf8_lossy(data)),
         DataType::Text => push_json_string(out, &String::from_utf8_lossy(data)),
-        DataType::Binary => {
+        DataType::Binary | DataType::Protobuf => {
             out.push('"');
             base64::engine::general_purpose::STANDARD.encode_string(data, out);
             out.push('"');
@@ -1039,6 +1060,16 @@ mod tests {
         assert!(parse_client_message(big.as_bytes()).is_err());
         let e = refused(br#"{"type":"event","event":"e","data":1,"metadata":{"k":"caf\u00e9"}}"#);
         assert!(e.message.contains("ASCII"), "{e}");
+        // dataType protobuf: base64 of an encoded google.protobuf.Any.
+        let any = br#"{"type":"sendToGroup","group":"g","ackId":7,"dataType":"protobuf","data":"CgN0L3gSAggB"}"#;
+        assert!(matches!(
+            parse_client_message(any),
+            Ok(ClientMessage::SendToGroup { data, .. }) if data.data_type == DataType::Protobuf
+        ));
+        let e = refused(
+            br#"{"type":"sendToGroup","group":"g","ackId":8,"dataType":"protobuf","data":"//8="}"#,
+        );
+        assert!(e.message.contains("google.protobuf.Any"), "{e}");
         let e = refused(br#"{"type":"setGroupState","group":"g","ackId":6,"state":["a"]}"#);
         assert_eq!(e.ack_id, Some(6));
         assert!(check_metadata(&vec![("a".into(), "1".into()), ("A".into(), "2".into())]).is_err());

@@ -10,11 +10,10 @@
 //!
 //! # `protobuf_data` payloads
 //!
-//! `MessageData.protobuf_data` (a `google.protobuf.Any`) is kept as [`DataType::Binary`] whose
-//! bytes are the *encoded* `Any` message (type URL and value). So a protobuf payload reaches
-//! JSON clients as `dataType` `"binary"` (those bytes in base64) and protobuf clients as
-//! `binary_data` (the same bytes). This is a known difference from Azure, which delivers it as
-//! `protobuf_data` to protobuf clients and as `dataType` `"protobuf"` to JSON clients.
+//! `MessageData.protobuf_data` (a `google.protobuf.Any`) is kept as [`DataType::Protobuf`] whose
+//! bytes are the *encoded* `Any` message (type URL and value), as Azure documents: protobuf
+//! clients get it as `protobuf_data`, JSON clients as `dataType` `"protobuf"` (those bytes in
+//! base64), simple clients as a binary frame, event handlers as `application/x-protobuf`.
 //!
 //! # Other differences from the JSON model
 //!
@@ -239,8 +238,8 @@ fn message_data(data: wire::MessageData, ack_id: Option<u64>) -> Result<Data, Pa
             }
             (DataType::Json, s.into_bytes())
         }
-        // Carried on as the encoded Any: see the module documentation.
-        Some(WireData::ProtobufData(any)) => (DataType::Binary, any.encode_to_vec()),
+        // Carried on as the encoded Any.
+        Some(WireData::ProtobufData(any)) => (DataType::Protobuf, any.encode_to_vec()),
         None => {
             return Err(error(
                 ack_id,
@@ -256,6 +255,11 @@ fn wire_data(data_type: DataType, data: &[u8]) -> wire::MessageData {
         DataType::Text => WireData::TextData(String::from_utf8_lossy(data).into_owned()),
         DataType::Json => WireData::JsonData(String::from_utf8_lossy(data).into_owned()),
         DataType::Binary => WireData::BinaryData(data.to_vec()),
+        // Checked to be an encoded Any where it was made; anything else travels as binary.
+        DataType::Protobuf => match prost_types::Any::decode(data) {
+            Ok(any) => WireData::ProtobufData(any),
+            Err(_) => WireData::BinaryData(data.to_vec()),
+        },
     };
     wire::MessageData { data: Some(data) }
 }
@@ -828,9 +832,9 @@ mod tests {
         let ClientMessage::Event { data, .. } = parsed else {
             panic!()
         };
-        assert_eq!(data.data_type, DataType::Binary);
+        assert_eq!(data.data_type, DataType::Protobuf);
         assert_eq!(prost_types::Any::decode(&data.bytes[..]).unwrap(), any);
-        // ... and reaches protobuf clients as binary_data, the same bytes.
+        // ... and reaches protobuf clients as protobuf_data again.
         let down::Message::DataMessage(m) = decode(&data_message(
             Some(("g", None)),
             data.data_type,
@@ -841,7 +845,22 @@ mod tests {
         )) else {
             panic!()
         };
-        assert_eq!(m.data.unwrap().data, Some(WireData::BinaryData(data.bytes)));
+        assert_eq!(m.data.unwrap().data, Some(WireData::ProtobufData(any)));
+        // Bytes that are not an Any (not made by a parser, which checks) go out as binary.
+        let down::Message::DataMessage(m) = decode(&data_message(
+            None,
+            DataType::Protobuf,
+            &[0xff, 0xff],
+            &[],
+            None,
+            None,
+        )) else {
+            panic!()
+        };
+        assert_eq!(
+            m.data.unwrap().data,
+            Some(WireData::BinaryData(vec![0xff, 0xff]))
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 // against a real Hubbub, with a small protobufjs client built from Azure's published schema
 // (protobuf-client.mjs) next to official @azure/web-pubsub-client 1.1.0 JSON clients:
 // the handshake, groups and the three data types both ways plus REST sends and metadata,
-// protobuf_data (delivered as the encoded Any, binary), recovery of a reliable protobuf
+// protobuf_data (the encoded Any: dataType protobuf for JSON clients, protobuf_data for protobuf
+// ones, a binary frame for simple ones), recovery of a reliable protobuf
 // connection after a TCP cut, bad input, and group streams published over protobuf.
 
 import { test } from "node:test";
@@ -10,6 +11,8 @@ import assert from "node:assert/strict";
 import { waitFor } from "./harness.mjs";
 import { withDataplane, arrayBuffer, norm, sleep } from "./dataplane.mjs";
 import { startProxy } from "./proxy.mjs";
+import express from "express";
+import { startUpstream, configureHub, handlerSetting, waitEvent } from "./upstream.mjs";
 import {
   connectProtobuf, loadSchema, pbData, dataSummary, describe,
   PROTOBUF_SUBPROTOCOL, PROTOBUF_RELIABLE_SUBPROTOCOL,
@@ -130,14 +133,16 @@ test("groups and data types: protobuf <-> JSON clients (1.1.0 json and reliable)
     assert.ok(pb.frames.every((f) => f.binary && !f.decodeError), `every frame is a binary DownstreamMessage: ${pb.describeFrames()}`);
   }));
 
-test("protobuf_data (google.protobuf.Any) reaches JSON clients as dataType binary holding the encoded Any", T,
+test("protobuf_data (google.protobuf.Any): dataType protobuf for JSON clients, protobuf_data for protobuf ones, binary for simple ones, both ways", T,
   withDataplane(async (ctx) => {
     const schema = await loadSchema();
     const sender = await connectProtobuf(ctx, { userId: "pb-sender", roles: ROLES, label: "protobuf sender" });
     const receiver = await connectProtobuf(ctx, { userId: "pb-receiver", roles: ROLES, label: "protobuf receiver" });
     const json = await ctx.connect({ protocol: "json", userId: "js", roles: ROLES });
     const rel = await ctx.connect({ protocol: "reliable", userId: "rel", roles: ROLES });
+    const simple = await ctx.raw({ userId: "simple", query: "&webpubsub_mode=sendToGroup&group=g" });
     for (const c of [json, rel]) await c.client.joinGroup("g");
+    await ctx.service.group("g").addUser("simple");
     receiver.joinGroup("g", 1);
     await receiver.waitAck(1);
 
@@ -153,15 +158,28 @@ test("protobuf_data (google.protobuf.Any) reaches JSON clients as dataType binar
     assert.ok(Buffer.from(schema.Any.encode({ type_url: typeUrl, value }).finish()).equals(encodedAny));
     for (const c of [json, rel]) {
       const [m] = await c.waitCount(1);
-      assert.equal(m.dataType, "binary", `${c.label}: dataType`);
+      assert.equal(m.dataType, "protobuf", `${c.label}: dataType`);
       assert.equal(norm(m.dataType, m.data), `b64:${b64(encodedAny)}`, `${c.label}: the encoded Any`);
       assert.equal(m.fromUserId, "pb-sender");
     }
     await receiver.waitData((d) => d.length >= 1, "the Any");
-    assert.deepEqual(receiver.data.map(pbSummary), [`group:g:binaryData:${b64(encodedAny)}`],
-      "a protobuf receiver gets binary_data with the encoded Any (not protobuf_data)");
+    assert.deepEqual(receiver.data.map(pbSummary), [`group:g:protobufData:${typeUrl}:${b64(value)}`],
+      "a protobuf receiver gets protobuf_data");
+    const frame = await simple.waitFrame((f) => f.isBinary, "the simple client's binary frame");
+    assert.ok(Buffer.from(frame.data).equals(encodedAny), "a simple client gets the encoded Any as a binary frame");
     await sleep(100);
     assert.equal(sender.data.length, 0, "no_echo: the sender got nothing back");
+
+    // The other way: the official JSON client sends dataType protobuf; the protobuf receiver
+    // gets protobuf_data; bytes that are not an encoded Any are refused.
+    const other = Buffer.from(schema.Any.encode({ type_url: "type.googleapis.com/x.Y", value: Buffer.from([8, 1]) }).finish());
+    await json.client.sendToGroup("g", other.buffer.slice(other.byteOffset, other.byteOffset + other.length), "protobuf");
+    await receiver.waitData((d) => d.length >= 2, "the JSON client's protobuf message");
+    assert.equal(pbSummary(receiver.data[1]), `group:g:protobufData:type.googleapis.com/x.Y:${b64(Buffer.from([8, 1]))}`);
+    const garbage = Buffer.from([0xff, 0xff, 0xff]);
+    const refused = await json.client.sendToGroup("g", garbage.buffer.slice(garbage.byteOffset, garbage.byteOffset + 3), "protobuf")
+      .then(() => undefined, (e) => e);
+    assert.equal(refused?.errorDetail?.name, "BadRequest", `not an Any: ${refused}`);
   }));
 
 test("reliable protobuf: TCP cut, sends meanwhile, resumed with awps_connection_id/awps_reconnection_token: all once, in order", T,
@@ -356,4 +374,41 @@ test("group streams over protobuf: open, acked fragments, end; an official 1.1.0
       ["group:films:textData:", { streamId: "s1", streamSequenceId: 4, endOfStream: true }],
     ]);
     assert.equal(pub.data.length, 0, "the publisher is not in the group");
+  }));
+
+test("a protobuf event reaches the event handler as application/x-protobuf (the encoded Any); an x-protobuf answer comes back as protobuf_data", T,
+  withDataplane(async (ctx) => {
+    const schema = await loadSchema();
+    const answer = Buffer.from(schema.Any.encode({ type_url: "type.googleapis.com/reply.R", value: Buffer.from([8, 7]) }).finish());
+    const app = express();
+    app.use((req, res, next) => {
+      if (req.method === "OPTIONS") {
+        res.setHeader("WebHook-Allowed-Origin", "*");
+        return res.status(200).end();
+      }
+      req.resume();
+      req.on("end", () => {
+        res.setHeader("Content-Type", "application/x-protobuf");
+        res.status(200).end(answer);
+      });
+      return undefined;
+    });
+    const up = await startUpstream(app);
+    try {
+      await configureHub(ctx.hub, ctx.hubName, {
+        eventHandlers: [handlerSetting(`${up.base}/upstream/{event}`, { systemEvents: [] })],
+      });
+      const pb = await connectProtobuf(ctx, { userId: "pb", roles: ROLES, label: "protobuf client" });
+      const typeUrl = "type.googleapis.com/google.protobuf.Int32Value";
+      pb.send({ eventMessage: { event: "pbevent", data: pbData.any(typeUrl, [0x08, 0x2a]), ackId: 5 } });
+      assert.deepEqual(await pb.waitAck(5), { ackId: 5, success: true });
+      const request = await waitEvent(up, "pbevent", pb.connectionId);
+      assert.equal(request.headers["content-type"], "application/x-protobuf");
+      const sent = schema.Any.decode(request.body);
+      assert.deepEqual([sent.type_url ?? sent.typeUrl, [...sent.value]], [typeUrl, [0x08, 0x2a]], "the encoded Any as the body");
+      await pb.waitData((d) => d.length >= 1, "the handler's answer");
+      assert.deepEqual(pb.data.map(pbSummary), [`server:protobufData:type.googleapis.com/reply.R:${b64(Buffer.from([8, 7]))}`]);
+    } finally {
+      await up.close();
+    }
   }));

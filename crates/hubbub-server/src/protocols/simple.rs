@@ -53,7 +53,7 @@ impl ClientProtocol for Simple {
         Some(message.shared(SHARED::SIMPLE, |m| {
             let data = m.data().clone();
             match m.data_type() {
-                DataType::Binary => Message::Binary(data),
+                DataType::Binary | DataType::Protobuf => Message::Binary(data),
                 DataType::Text | DataType::Json => match Utf8Bytes::try_from(data.clone()) {
                     Ok(text) => Message::Text(text),
                     // Not reachable: text and JSON data are checked to be UTF-8 when made.

@@ -212,6 +212,7 @@ fn content_type(data_type: DataType) -> &'static str {
         DataType::Text => "text/plain; charset=utf-8",
         DataType::Json => "application/json; charset=utf-8",
         DataType::Binary => "application/octet-stream",
+        DataType::Protobuf => "application/x-protobuf",
     }
 }
 
@@ -534,7 +535,13 @@ impl Upstream {
                             {
                                 DataType::Json
                             }
-                            "application/json" | "text/plain" => {
+                            "application/x-protobuf"
+                                if hubbub_proto::client_protocol::check_protobuf_any(&body)
+                                    .is_ok() =>
+                            {
+                                DataType::Protobuf
+                            }
+                            "application/json" | "text/plain" | "application/x-protobuf" => {
                                 return Some(EventOutcome::Failed(format!(
                                     "the handler's {media} response does not parse"
                                 )))

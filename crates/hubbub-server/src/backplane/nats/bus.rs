@@ -144,6 +144,7 @@ fn data_type(name: &str) -> Option<DataType> {
         "text" => Some(DataType::Text),
         "json" => Some(DataType::Json),
         "binary" => Some(DataType::Binary),
+        "protobuf" => Some(DataType::Protobuf),
         _ => None,
     }
 }
