@@ -1,14 +1,17 @@
-// Group streams and group state across cluster nodes: two `hubbub serve --cluster` nodes on one
-// NATS JetStream server; the publisher and a follower of the group's state on node A, receivers
-// on node B. Needs `nats-server` (scripts/test installs it).
+// Group streams, group state and reliable protobuf sessions across cluster nodes: two
+// `hubbub serve --cluster` nodes on one NATS JetStream server; the publisher and a follower of
+// the group's state on node A, receivers on node B; a reliable protobuf client whose session moves
+// from node A to node B when it recovers there. Needs `nats-server` (scripts/test installs it).
 
 import { test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { WebPubSubClient, WebPubSubJsonProtocol, WebPubSubJsonReliableProtocol } from "@azure/web-pubsub-client";
 import { startHubbub, sdkClient, waitFor } from "./harness.mjs";
 import { connectionString, startNats } from "./cluster.mjs";
 import { openRaw, clientUrl, JSON_SUBPROTOCOL } from "./dataplane.mjs";
+import { PbClient, loadSchema, PROTOBUF_RELIABLE_SUBPROTOCOL } from "./protobuf-client.mjs";
 
 const T = { timeout: 120_000 };
 const ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"];
@@ -134,6 +137,58 @@ test("group state set on node B is in a snapshot on node A, and its changes reac
     assert.equal(cleared.items[0].connectionId, onB.connectionId);
   } finally {
     for (const r of raws) r.close();
+    await cluster.dispose();
+  }
+});
+
+test("a reliable protobuf session moves from node A to node B when its client recovers there: its binary frames once, in order", T, async () => {
+  const cluster = await twoNodes();
+  let pb;
+  try {
+    const [a, b] = cluster.nodes;
+    const hub = "pbmove";
+    const viaA = cluster.service(a, hub);
+    const { url } = await viaA.getClientAccessToken({ userId: "pb", groups: ["g"] });
+    const schema = await loadSchema();
+    pb = new PbClient(schema, { url, protocol: PROTOBUF_RELIABLE_SUBPROTOCOL, label: "reliable protobuf client" });
+    await pb.open();
+    const connected = await pb.connectedMessage();
+    const id = connected.connectionId;
+    assert.match(id, /^a-/, "on node A");
+    for (const m of ["m1", "m2", "m3"]) await viaA.group("g").sendToAll(m, { contentType: "text/plain" });
+    await pb.waitData((d) => d.length >= 3, "m1..m3 on node A");
+    // A ping answered: the server has the client's acks of m1..m3.
+    const from = pb.frames.length;
+    pb.send({ pingMessage: {} });
+    await pb.waitFrame((f) => f.message === "pongMessage", "pong", 5_000, from);
+
+    pb.terminate();
+    await viaA.group("g").sendToAll("m4", { contentType: "text/plain" });
+    await viaA.sendToConnection(id, Buffer.from([4, 5, 6]), { contentType: "application/octet-stream" });
+    await viaA.group("g").sendToAll({ m: 6 });
+
+    // Recover on node B: the session is handed over with its un-acknowledged binary frames.
+    const token = new URL(url).searchParams.get("access_token");
+    const recovery = `ws://${b.publicAddr}/client/hubs/${hub}?access_token=${token}` +
+      `&awps_connection_id=${encodeURIComponent(id)}&awps_reconnection_token=${encodeURIComponent(connected.reconnectionToken)}`;
+    const before = pb.frames.length;
+    await pb.open(recovery);
+    await pb.waitData((d) => d.length >= 6, "m4..m6 after moving to node B", 10_000);
+    await cluster.service(b, hub).sendToConnection(id, "m7", { contentType: "text/plain" });
+    await pb.waitData((d) => d.length >= 7, "m7 sent through node B");
+    await sleep(300); // room for a late duplicate
+    const resumed = pb.frames.slice(before);
+    assert.equal(resumed[0].message, "systemMessage", "the resumed socket starts with a ConnectedMessage");
+    assert.equal(resumed[0].systemMessage.connectedMessage.connectionId, id, "the same connection");
+    const summary = pb.data.map((m) => {
+      const d = m.data;
+      return d.data === "binaryData" ? `bin:${[...d.binaryData].join(",")}` : d[d.data];
+    });
+    assert.deepEqual(summary, ["m1", "m2", "m3", "m4", "bin:4,5,6", '{"m":6}', "m7"], "every message once, in order");
+    assert.deepEqual(pb.data.map((m) => m.sequenceId), [1, 2, 3, 4, 5, 6, 7]);
+    assert.equal(await cluster.service(b, hub).connectionExists(id), true);
+  } finally {
+    pb?.terminate();
     await cluster.dispose();
   }
 });
