@@ -298,10 +298,14 @@ pub fn parse_client_message(frame: &[u8]) -> Result<ClientMessage, ParseError> {
                 },
                 Some(stream) => {
                     if object.get("data").is_some_and(|d| !d.is_null()) {
-                        return Err(ParseError::new(
+                        let error = ParseError::new(
                             ack_id,
                             "a sendToGroup that opens a stream carries no 'data'; send it with streamData",
-                        ));
+                        );
+                        return Err(match stream.get("streamId").and_then(Value::as_str) {
+                            Some(id) => error.on_stream(id),
+                            None => error,
+                        });
                     }
                     ClientMessage::OpenStream {
                         group,
@@ -481,9 +485,13 @@ fn parse_stream_start(stream: &Value, ack_id: Option<u64>) -> Result<StreamStart
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().unwrap_or(0)),
     };
+    let stream_id = stream_id(stream, ack_id)?;
+    // A bad start is answered on its stream (`streamClosed`), not by closing the connection.
+    let idle_timeout_ms =
+        check_idle_timeout(idle).map_err(|m| ParseError::new(ack_id, m).on_stream(&stream_id))?;
     Ok(StreamStart {
-        stream_id: stream_id(stream, ack_id)?,
-        idle_timeout_ms: check_idle_timeout(idle).map_err(|m| ParseError::new(ack_id, m))?,
+        stream_id,
+        idle_timeout_ms,
     })
 }
 
@@ -1043,6 +1051,11 @@ mod tests {
         let e =
             refused(br#"{"type":"sendToGroup","group":"g","stream":{"streamId":"s"},"data":"x"}"#);
         assert!(e.message.contains("carries no 'data'"), "{e}");
+        assert_eq!(e.stream_id.as_deref(), Some("s"), "answered on its stream");
+        let e = refused(
+            br#"{"type":"sendToGroup","group":"g","stream":{"streamId":"s","idleTimeoutMs":-5}}"#,
+        );
+        assert_eq!(e.stream_id.as_deref(), Some("s"));
         let e =
             refused(br#"{"type":"sendToGroup","group":"g","ackId":2,"data":1,"ttlSeconds":301}"#);
         assert_eq!(e.ack_id, Some(2));

@@ -75,7 +75,8 @@ pub fn parse_client_message(frame: &[u8]) -> Result<ClientMessage, ParseError> {
                         return Err(error(
                             ack_id,
                             "a sendToGroup that opens a stream carries no 'data'; send it with streamData",
-                        ));
+                        )
+                        .on_stream(&stream.stream_id));
                     }
                     ClientMessage::OpenStream {
                         group: m.group,
@@ -206,7 +207,7 @@ fn stream_start(
     check_stream_id(&stream.stream_id).map_err(|e| error(ack_id, e))?;
     Ok(StreamStart {
         idle_timeout_ms: check_idle_timeout(stream.idle_timeout_ms.map(u64::from))
-            .map_err(|e| error(ack_id, e))?,
+            .map_err(|e| error(ack_id, e).on_stream(&stream.stream_id))?,
         stream_id: stream.stream_id,
     })
 }

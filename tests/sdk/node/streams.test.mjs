@@ -113,6 +113,11 @@ test("raw stream frames: out of order gets streamNack, unknown and duplicate str
     const forbidden = await next((j) => j.type === "streamClosed" && j.streamId === "x", "Forbidden");
     assert.equal(forbidden.error.name, "Forbidden");
 
+    send({ type: "sendToGroup", group: "allowed", stream: { streamId: "bad", idleTimeoutMs: 0 } });
+    const badStart = await next((j) => j.type === "streamClosed" && j.streamId === "bad", "a bad idle timeout");
+    assert.equal(badStart.error.name, "BadRequest");
+    assert.match(badStart.error.message, /idleTimeoutMs/);
+
     send({ type: "sendToGroup", group: "allowed", stream: { streamId: "s1", idleTimeoutMs: 60000 } });
     assert.equal((await next((j) => j.type === "streamAck" && j.streamId === "s1", "start ack")).expectedSequenceId, 1);
     send({ type: "sendToGroup", group: "allowed", stream: { streamId: "s1" } });
