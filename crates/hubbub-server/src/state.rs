@@ -125,8 +125,11 @@ impl AppState {
                 self.departed(connection, reason);
             }
         }
+        let now = self.keys.clock().now_millis();
         for (connection, group) in &answered.cleared {
-            crate::ws::group_state::cleared(self, connection, group);
+            self.send(&crate::dataplane::delivery::group_state_change(
+                connection, group, None, now,
+            ));
         }
         if answered.joined {
             self.backplane.settle().await;
@@ -137,8 +140,13 @@ impl AppState {
     /// Tells the app server a connection is gone (once per connection: call after a removal).
     pub fn departed(&self, connection: &Connection, reason: &str) {
         // Its streams end and its group state is cleared, for the members on every node.
-        crate::ws::streams::end_all(self, connection);
-        crate::ws::group_state::departed(self, connection);
+        for delivery in crate::dataplane::stream_end::end_all(connection) {
+            self.send(&delivery);
+        }
+        let now = self.keys.clock().now_millis();
+        for delivery in crate::dataplane::delivery::group_state_ended(connection, now) {
+            self.send(&delivery);
+        }
         // A session handed over to this node: its first node may keep a forward entry.
         self.backplane
             .session_ended(&connection.hub, &connection.id);
@@ -149,6 +157,21 @@ impl AppState {
             "disconnected",
             serde_json::json!({ "reason": reason }),
         );
+    }
+
+    /// Watches the open streams of a session restored here (their idle timeouts).
+    pub fn watch_streams(&self, connection: &Arc<Connection>) {
+        for (stream_id, serial) in crate::dataplane::stream_end::open_streams(connection) {
+            let sender = self.clone();
+            crate::dataplane::stream_end::watch(
+                &self.sockets,
+                self.shutdown.clone(),
+                Arc::downgrade(connection),
+                stream_id,
+                serial,
+                move |delivery| sender.send(&delivery),
+            );
+        }
     }
 
     /// Keeps a detached reliable session for the grace period; if no socket resumed it by then
@@ -182,7 +205,7 @@ impl Node for AppState {
     }
 
     fn keep_detached(&self, hub: &Arc<Hub>, connection: &Arc<Connection>) {
-        crate::ws::streams::watch_all(self, connection);
+        self.watch_streams(connection);
         self.expire_unless_resumed(hub, connection, 1);
     }
 }

@@ -48,6 +48,38 @@ impl Delivery {
     }
 }
 
+/// A change of one member's state in `group` (`None`: cleared), for the group's followers on
+/// every node.
+pub fn group_state_change(
+    connection: &super::connection::Connection,
+    group: &str,
+    pairs: Option<hubbub_proto::client_protocol::Metadata>,
+    at: i64,
+) -> Delivery {
+    let item = hubbub_proto::client_protocol::GroupStateItem {
+        connection_id: connection.id.to_string(),
+        user_id: connection.user_id.as_deref().map(str::to_owned),
+        state: pairs,
+        updated_at: at,
+    };
+    let message = Outgoing::group_state_update(group.into(), vec![item]);
+    Delivery::new(&connection.hub, Target::Group(group.to_string()), message)
+}
+
+/// A connection that ended: its state in each group is cleared, for the followers.
+pub fn group_state_ended(connection: &super::connection::Connection, at: i64) -> Vec<Delivery> {
+    let groups: Vec<String> = connection
+        .state()
+        .group_state
+        .drain()
+        .map(|(group, _)| group)
+        .collect();
+    groups
+        .iter()
+        .map(|group| group_state_change(connection, group, None, at))
+        .collect()
+}
+
 /// What a delivery found on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivered {

@@ -14,6 +14,7 @@
 //! | [`ops`] | management questions (exists, join, leave, close, permissions, list) answered here |
 //! | [`session`] | a reliable session taken out whole, and restored, when it moves between nodes |
 //! | [`stream`] | the group streams a publishing connection has open |
+//! | [`stream_end`] | how streams end: the last message, the idle-timeout watcher, a connection's end |
 
 pub mod connection;
 pub mod delivery;
@@ -25,3 +26,4 @@ pub mod ops;
 pub mod reliable;
 pub mod session;
 pub mod stream;
+pub mod stream_end;

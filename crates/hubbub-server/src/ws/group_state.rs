@@ -4,8 +4,8 @@
 //! cleared when it clears it, leaves the group, or its connection ends.
 
 use super::*;
-use crate::dataplane::ops;
-use hubbub_proto::client_protocol::{check_metadata_pair, GroupStateItem};
+use crate::dataplane::{delivery, ops};
+use hubbub_proto::client_protocol::check_metadata_pair;
 
 /// The most bytes (keys and values) of state one connection may set in one group, and the most
 /// pairs.
@@ -95,18 +95,7 @@ fn announce(
     pairs: Option<Metadata>,
     at: i64,
 ) {
-    let item = GroupStateItem {
-        connection_id: connection.id.to_string(),
-        user_id: connection.user_id.as_deref().map(str::to_owned),
-        state: pairs,
-        updated_at: at,
-    };
-    let message = Outgoing::group_state_update(group.into(), vec![item]);
-    state.send(&Delivery::new(
-        &connection.hub,
-        Target::Group(group.to_string()),
-        message,
-    ));
+    state.send(&delivery::group_state_change(connection, group, pairs, at));
 }
 
 /// `subscribeGroupState`: acknowledged, then a snapshot of every member's state on every node.
@@ -156,21 +145,7 @@ pub(super) fn unsubscribe(connection: &Connection, group: String, ack_id: Option
 
 /// The connection left `group` (its state there is gone with its membership, however it left):
 /// followers hear it was cleared.
-pub fn cleared(state: &AppState, connection: &Connection, group: &str) {
+pub(super) fn cleared(state: &AppState, connection: &Connection, group: &str) {
     let now = state.keys.clock().now_millis();
     announce(state, connection, group, None, now);
-}
-
-/// The connection ended: followers of each group it had state in hear it was cleared.
-pub fn departed(state: &AppState, connection: &Connection) {
-    let groups: Vec<String> = connection
-        .state()
-        .group_state
-        .drain()
-        .map(|(g, _)| g)
-        .collect();
-    let now = state.keys.clock().now_millis();
-    for group in groups {
-        announce(state, connection, &group, None, now);
-    }
 }

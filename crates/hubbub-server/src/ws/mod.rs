@@ -36,11 +36,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 mod events;
-pub(crate) mod group_state;
+mod group_state;
 mod messages;
 pub(crate) mod presence;
 mod socket;
-pub(crate) mod streams;
+mod streams;
 
 use events::*;
 use messages::*;
@@ -163,7 +163,7 @@ async fn handle(
                     tracing::debug!(connection_id = %id, "reliable session handed over from another node");
                     let (hub, connection) = session::restore(&state.hubs, &hub_name, id, &session);
                     state.backplane.session_arrived(id);
-                    streams::watch_all(&state, &connection);
+                    state.watch_streams(&connection);
                     state.expire_unless_resumed(&hub, &connection, 1);
                     resumed = Ok((hub, connection));
                     handed_over = true;

@@ -8,6 +8,7 @@
 
 use super::*;
 use crate::dataplane::stream::{OpenStream, MAX_OPEN_STREAMS};
+use crate::dataplane::stream_end;
 use hubbub_proto::client_protocol::{Data, StreamEndError, StreamError, StreamInfo, StreamStart};
 
 /// Refuses a stream request: with an ack when it carried an ack id, else with `streamClosed`.
@@ -206,20 +207,6 @@ pub(super) fn malformed(
     });
 }
 
-/// Ends every stream of a connection that has ended for good: members hear `Cancelled`.
-pub fn end_all(state: &AppState, connection: &Connection) {
-    let streams: Vec<(String, OpenStream)> = connection.state().streams.drain().collect();
-    for (id, stream) in streams {
-        finish(
-            state,
-            connection,
-            &id,
-            &stream,
-            Some(("Cancelled", "the publisher's connection ended")),
-        );
-    }
-}
-
 /// Tells the group a stream ended badly.
 fn finish(
     state: &AppState,
@@ -228,15 +215,11 @@ fn finish(
     stream: &OpenStream,
     error: Option<(&str, &str)>,
 ) {
-    let error = error.map(|(name, message)| StreamError {
-        name: name.into(),
-        message: message.into(),
-        user_error_code: None,
-    });
+    let error = error.map(|(name, message)| stream_end::error(name, message));
     deliver_end(state, connection, stream_id, stream, error);
 }
 
-/// The stream's last message to the group: no payload, `endOfStream`, and the error if any.
+/// The stream's last message to the group.
 fn deliver_end(
     state: &AppState,
     connection: &Connection,
@@ -244,89 +227,20 @@ fn deliver_end(
     stream: &OpenStream,
     error: Option<StreamError>,
 ) {
-    let message = Outgoing::group(
-        Arc::clone(&stream.group),
-        connection.user_id.clone(),
-        DataType::Text,
-        Bytes::new(),
-    )
-    .with_sender(Arc::clone(&connection.id), stream.no_echo)
-    .in_stream(StreamInfo {
-        stream_id: stream_id.to_string(),
-        stream_sequence_id: stream.next,
-        end_of_stream: true,
-        error,
-    });
-    state.send(&Delivery::new(
-        &connection.hub,
-        Target::Group(stream.group.to_string()),
-        message,
+    state.send(&stream_end::end_delivery(
+        connection, stream_id, stream, error,
     ));
 }
 
-/// Closes the stream `serial` when it goes quiet for its idle timeout: the publisher hears
-/// `streamClosed` with `IdleTimeout`, the group the same error.
-pub fn watch(state: &AppState, connection: &Arc<Connection>, stream_id: String, serial: u64) {
-    let tasks = state.sockets.clone();
-    let (state, connection) = (state.clone(), Arc::downgrade(connection));
-    let shutdown = state.shutdown.clone();
-    tasks.spawn(async move {
-        loop {
-            let deadline = {
-                let Some(connection) = connection.upgrade() else {
-                    return;
-                };
-                let connection_state = connection.state();
-                match connection_state.streams.get(&stream_id) {
-                    Some(stream) if stream.serial == serial => stream.deadline(),
-                    _ => return,
-                }
-            };
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => {}
-                () = shutdown.cancelled() => return,
-            }
-            let Some(connection) = connection.upgrade() else {
-                return;
-            };
-            let mut connection_state = connection.state();
-            let expired = match connection_state.streams.get(&stream_id) {
-                Some(stream) if stream.serial == serial => stream.deadline() <= Instant::now(),
-                _ => return,
-            };
-            if !expired {
-                continue;
-            }
-            let Some(stream) = connection_state.streams.remove(&stream_id) else {
-                return;
-            };
-            drop(connection_state);
-            let message = format!("no data or keep-alive for {} ms", stream.idle.as_millis());
-            finish(
-                &state,
-                &connection,
-                &stream_id,
-                &stream,
-                Some(("IdleTimeout", &message)),
-            );
-            connection.reply(&Reply::StreamClosed {
-                stream_id: &stream_id,
-                error: Some(("IdleTimeout", &message)),
-            });
-            return;
-        }
-    });
-}
-
-/// Watches every stream of a session restored from another node.
-pub fn watch_all(state: &AppState, connection: &Arc<Connection>) {
-    let streams: Vec<(String, u64)> = connection
-        .state()
-        .streams
-        .iter()
-        .map(|(id, stream)| (id.clone(), stream.serial))
-        .collect();
-    for (id, serial) in streams {
-        watch(state, connection, id, serial);
-    }
+/// Watches a stream for its idle timeout (see [`stream_end::watch`]).
+fn watch(state: &AppState, connection: &Arc<Connection>, stream_id: String, serial: u64) {
+    let sender = state.clone();
+    stream_end::watch(
+        &state.sockets,
+        state.shutdown.clone(),
+        Arc::downgrade(connection),
+        stream_id,
+        serial,
+        move |delivery| sender.send(&delivery),
+    );
 }
