@@ -159,18 +159,23 @@ impl AppState {
         );
     }
 
+    /// Closes the stream `serial` of `connection` when it goes quiet for its idle timeout.
+    pub fn watch_stream(&self, connection: &Arc<Connection>, stream_id: String, serial: u64) {
+        let sender = self.clone();
+        crate::dataplane::stream_end::watch(
+            &self.sockets,
+            self.shutdown.clone(),
+            Arc::downgrade(connection),
+            stream_id,
+            serial,
+            move |delivery| sender.send(&delivery),
+        );
+    }
+
     /// Watches the open streams of a session restored here (their idle timeouts).
     pub fn watch_streams(&self, connection: &Arc<Connection>) {
         for (stream_id, serial) in crate::dataplane::stream_end::open_streams(connection) {
-            let sender = self.clone();
-            crate::dataplane::stream_end::watch(
-                &self.sockets,
-                self.shutdown.clone(),
-                Arc::downgrade(connection),
-                stream_id,
-                serial,
-                move |delivery| sender.send(&delivery),
-            );
+            self.watch_stream(connection, stream_id, serial);
         }
     }
 

@@ -565,3 +565,28 @@ export function receivedCount(conn, groups, sent) {
   }
   return { got: k, want: expected.size };
 }
+
+let nextRawAckId = 1;
+
+/** Send `frame` on a raw JSON connection with a fresh ackId and wait for its ack. */
+export async function rawCall(raw, frame) {
+  const ackId = nextRawAckId++;
+  raw.send({ ...frame, ackId });
+  return raw.waitAck(ackId);
+}
+
+/** rawCall, failing unless the ack is a plain success. */
+export async function rawOk(raw, frame) {
+  const ack = await rawCall(raw, frame);
+  if (ack.success !== true || "error" in ack) {
+    throw new Error(`${JSON.stringify(frame).slice(0, 300)} answered ${JSON.stringify(ack)}`);
+  }
+  return ack;
+}
+
+/** A raw JSON client of `userId` (roles to join and send) that joined `groups`. */
+export async function rawMember(ctx, userId, groups = [], roles = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]) {
+  const r = await ctx.raw({ protocols: [JSON_SUBPROTOCOL], userId, roles });
+  for (const g of groups) await rawOk(r, { type: "joinGroup", group: g });
+  return r;
+}

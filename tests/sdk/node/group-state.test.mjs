@@ -7,28 +7,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { waitFor } from "./harness.mjs";
-import { withDataplane, JSON_SUBPROTOCOL, sleep } from "./dataplane.mjs";
+import { withDataplane, JSON_SUBPROTOCOL, sleep, rawCall, rawOk } from "./dataplane.mjs";
 
 const T = { timeout: 60_000 };
 const ROLES = ["webpubsub.joinLeaveGroup"];
 
-let nextAck = 1000;
-
-/** Send `frame` with a fresh ackId and wait for its ack. */
-async function call(raw, frame) {
-  const ackId = nextAck++;
-  raw.send({ ...frame, ackId });
-  return raw.waitAck(ackId);
-}
-
-async function ok(raw, frame) {
-  const ack = await call(raw, frame);
-  assert.deepEqual(ack, { type: "ack", ackId: ack.ackId, success: true }, `${JSON.stringify(frame)} answered ${JSON.stringify(ack)}`);
-  return ack;
-}
-
 async function refused(raw, frame, name) {
-  const ack = await call(raw, frame);
+  const ack = await rawCall(raw, frame);
   assert.equal(ack.success, false, `${JSON.stringify(frame).slice(0, 200)} must be refused: ${JSON.stringify(ack)}`);
   assert.equal(ack.error?.name, name, `${JSON.stringify(frame).slice(0, 200)}: ${JSON.stringify(ack)}`);
   return ack;
@@ -37,7 +22,7 @@ async function refused(raw, frame, name) {
 async function member(ctx, userId, groups = []) {
   const r = await ctx.raw({ protocols: [JSON_SUBPROTOCOL], userId, roles: ROLES });
   r.label = userId ?? "anonymous";
-  for (const g of groups) await ok(r, { type: "joinGroup", group: g });
+  for (const g of groups) await rawOk(r, { type: "joinGroup", group: g });
   return r;
 }
 
@@ -47,7 +32,7 @@ const snapshots = (r, group) => r.json.filter((j) => j.type === "groupStateSnaps
 /** Subscribe and return the snapshot (asserting the ack comes first). */
 async function subscribe(r, group) {
   const before = snapshots(r, group).length;
-  const ack = await ok(r, { type: "subscribeGroupState", group });
+  const ack = await rawOk(r, { type: "subscribeGroupState", group });
   await waitFor(() => snapshots(r, group).length > before, {
     timeoutMs: 5_000, what: `${r.label}: snapshot of ${group}; frames ${r.describeFrames()}`,
   });
@@ -86,11 +71,11 @@ test("group state: snapshot of every member's state; updates for set, clear, lea
     const c = await member(ctx, "carol", ["room"]); // member without state, not following
     const d = await member(ctx, "dave", ["room"]); // the follower
 
-    await ok(a, { type: "setGroupState", group: "room", state: { status: "away", mood: "fine" } });
-    await ok(b, { type: "setGroupState", group: "room", state: { status: "here" } });
-    await ok(a, { type: "setGroupState", group: "other", state: { elsewhere: "yes" } });
-    await ok(c, { type: "setGroupState", group: "room", state: { temp: "1" } });
-    await ok(c, { type: "setGroupState", group: "room" }); // cleared again: not in the snapshot
+    await rawOk(a, { type: "setGroupState", group: "room", state: { status: "away", mood: "fine" } });
+    await rawOk(b, { type: "setGroupState", group: "room", state: { status: "here" } });
+    await rawOk(a, { type: "setGroupState", group: "other", state: { elsewhere: "yes" } });
+    await rawOk(c, { type: "setGroupState", group: "room", state: { temp: "1" } });
+    await rawOk(c, { type: "setGroupState", group: "room" }); // cleared again: not in the snapshot
     const t1 = Date.now();
 
     const snap = await subscribe(d, "room");
@@ -105,29 +90,29 @@ test("group state: snapshot of every member's state; updates for set, clear, lea
 
     // Set: one item with the new state (the whole state, replacing the old one).
     const t2 = Date.now();
-    await ok(a, { type: "setGroupState", group: "room", state: { status: "back" } });
+    await rawOk(a, { type: "setGroupState", group: "room", state: { status: "back" } });
     const u1 = await nthUpdate(d, "room", 1);
     assert.deepEqual(Object.keys(u1).sort(), ["group", "items", "type"], `update fields: ${JSON.stringify(u1)}`);
     assert.deepEqual(strip(u1.items), [{ connectionId: a.connectionId, userId: "alice", state: { status: "back" } }], JSON.stringify(u1));
     checkTimes(u1.items, t2, Date.now());
 
     // A change in another group does not reach followers of "room".
-    await ok(a, { type: "setGroupState", group: "other", state: { elsewhere: "still" } });
+    await rawOk(a, { type: "setGroupState", group: "other", state: { elsewhere: "still" } });
 
     // Clear: an item without state.
-    await ok(a, { type: "setGroupState", group: "room" });
+    await rawOk(a, { type: "setGroupState", group: "room" });
     const u2 = await nthUpdate(d, "room", 2);
     assert.deepEqual(strip(u2.items), [{ connectionId: a.connectionId, userId: "alice" }], JSON.stringify(u2));
     assert.equal("state" in u2.items[0], false, `a cleared state has no state field: ${JSON.stringify(u2)}`);
 
     // Leave: the member's state is cleared for the followers.
-    await ok(b, { type: "leaveGroup", group: "room" });
+    await rawOk(b, { type: "leaveGroup", group: "room" });
     const u3 = await nthUpdate(d, "room", 3);
     assert.deepEqual(strip(u3.items), [{ connectionId: b.connectionId }], JSON.stringify(u3));
 
     // Disconnect: cleared too.
     const e = await member(ctx, "erin", ["room"]);
-    await ok(e, { type: "setGroupState", group: "room", state: { typing: "true" } });
+    await rawOk(e, { type: "setGroupState", group: "room", state: { typing: "true" } });
     const u4 = await nthUpdate(d, "room", 4);
     assert.deepEqual(strip(u4.items), [{ connectionId: e.connectionId, userId: "erin", state: { typing: "true" } }], JSON.stringify(u4));
     e.close();
@@ -140,7 +125,7 @@ test("group state: snapshot of every member's state; updates for set, clear, lea
     for (const r of [a, b, c]) assert.deepEqual(updates(r), [], `${r.label} does not follow and gets no updates`);
 
     // The snapshot now: alice and b are gone (cleared / left), only what is set remains.
-    await ok(c, { type: "setGroupState", group: "room", state: { k: "v" } });
+    await rawOk(c, { type: "setGroupState", group: "room", state: { k: "v" } });
     const again = await subscribe(d, "room");
     assert.deepEqual(strip(again.items), [{ connectionId: c.connectionId, userId: "carol", state: { k: "v" } }], JSON.stringify(again));
   }));
@@ -150,8 +135,8 @@ test("group state: removal from the group through REST clears the member's state
     const a = await member(ctx, "alice", ["room"]);
     const u = await member(ctx, "ursula", ["room"]);
     const d = await member(ctx, "dave", ["room"]);
-    await ok(a, { type: "setGroupState", group: "room", state: { s: "1" } });
-    await ok(u, { type: "setGroupState", group: "room", state: { s: "2" } });
+    await rawOk(a, { type: "setGroupState", group: "room", state: { s: "1" } });
+    await rawOk(u, { type: "setGroupState", group: "room", state: { s: "2" } });
     await subscribe(d, "room");
 
     await ctx.service.group("room").removeConnection(a.connectionId);
@@ -181,14 +166,14 @@ test("group state: non-members are refused (Forbidden); 64 pairs and 4 KiB are t
     const pairs = (n, valueLen = 1) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${String(i).padStart(2, "0")}`, "v".repeat(valueLen)]));
     // 64 pairs: accepted.
     const p64 = pairs(64);
-    await ok(a, { type: "setGroupState", group: "room", state: p64 });
+    await rawOk(a, { type: "setGroupState", group: "room", state: p64 });
     const u1 = await nthUpdate(d, "room", 1);
     assert.deepEqual(u1.items[0].state, p64, "64 pairs arrive whole");
     // 65 pairs: refused, nothing announced, the state stays as it was.
     await refused(a, { type: "setGroupState", group: "room", state: pairs(65) }, "BadRequest");
     // Exactly 4096 bytes of keys and values (4 x (3 + 1021)): accepted.
     const exact = pairs(4, 1021);
-    await ok(a, { type: "setGroupState", group: "room", state: exact });
+    await rawOk(a, { type: "setGroupState", group: "room", state: exact });
     const u2 = await nthUpdate(d, "room", 2);
     assert.deepEqual(u2.items[0].state, exact, "4096 bytes arrive whole");
     // One byte more: refused.
@@ -213,15 +198,15 @@ test("group state: unsubscribing, or leaving the group, stops the updates", T,
     const f = await member(ctx, "fred", ["room"]); // keeps following (control)
     for (const r of [d, l, f]) await subscribe(r, "room");
 
-    await ok(a, { type: "setGroupState", group: "room", state: { n: "1" } });
+    await rawOk(a, { type: "setGroupState", group: "room", state: { n: "1" } });
     for (const r of [d, l, f]) await nthUpdate(r, "room", 1);
 
-    await ok(d, { type: "unsubscribeGroupState", group: "room" });
-    await ok(l, { type: "leaveGroup", group: "room" });
-    await ok(a, { type: "setGroupState", group: "room", state: { n: "2" } });
-    await ok(a, { type: "setGroupState", group: "room" });
+    await rawOk(d, { type: "unsubscribeGroupState", group: "room" });
+    await rawOk(l, { type: "leaveGroup", group: "room" });
+    await rawOk(a, { type: "setGroupState", group: "room", state: { n: "2" } });
+    await rawOk(a, { type: "setGroupState", group: "room" });
     const g = await member(ctx, "gus", ["room"]);
-    await ok(g, { type: "setGroupState", group: "room", state: { n: "3" } });
+    await rawOk(g, { type: "setGroupState", group: "room", state: { n: "3" } });
     g.close();
 
     await waitFor(() => updates(f, "room").length >= 5, { timeoutMs: 5_000, what: `control follower: 5 updates; ${f.describeFrames()}` });

@@ -12,30 +12,12 @@ import assert from "node:assert/strict";
 import express from "express";
 import { WebPubSubEventHandler } from "@azure/web-pubsub-express";
 import { waitFor } from "./harness.mjs";
-import { withDataplane, JSON_SUBPROTOCOL, expectReject, sleep } from "./dataplane.mjs";
+import { withDataplane, JSON_SUBPROTOCOL, expectReject, sleep, rawCall, rawOk, rawMember } from "./dataplane.mjs";
 import { startUpstream, configureHub, handlerSetting, waitEvent } from "./upstream.mjs";
 import { startProxy } from "./proxy.mjs";
 
 const T = { timeout: 60_000 };
 const ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"];
-
-let nextAck = 1;
-async function call(raw, frame) {
-  const ackId = nextAck++;
-  raw.send({ ...frame, ackId });
-  return raw.waitAck(ackId);
-}
-async function ok(raw, frame) {
-  const ack = await call(raw, frame);
-  assert.equal(ack.success, true, `${JSON.stringify(frame).slice(0, 300)} answered ${JSON.stringify(ack)}`);
-  return ack;
-}
-
-async function rawMember(ctx, userId, groups = []) {
-  const r = await ctx.raw({ protocols: [JSON_SUBPROTOCOL], userId, roles: ROLES });
-  for (const g of groups) await ok(r, { type: "joinGroup", group: g });
-  return r;
-}
 
 const META = { "Trace-Id": "t-1", kind: "a b ~!#$%&'()*+,-./:;<=>?@[\\]^_`{|}", "x.y_z": "ok ok" };
 
@@ -47,11 +29,11 @@ test("client sendToGroup metadata reaches raw JSON, SDK JSON and SDK reliable re
     const sdkRel = await ctx.connect({ protocol: "reliable", userId: "sr", roles: ROLES });
     for (const c of [sdkJson, sdkRel]) await c.client.joinGroup("g");
 
-    await ok(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "with-meta", metadata: META, noEcho: true });
-    await ok(sender, { type: "sendToGroup", group: "g", dataType: "json", data: { j: 1 }, metadata: { one: "1" }, noEcho: true });
-    await ok(sender, { type: "sendToGroup", group: "g", dataType: "binary", data: "AQI=", metadata: { bin: "yes" }, noEcho: true });
-    await ok(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "no-meta", noEcho: true });
-    await ok(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "empty-meta", metadata: {}, noEcho: true });
+    await rawOk(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "with-meta", metadata: META, noEcho: true });
+    await rawOk(sender, { type: "sendToGroup", group: "g", dataType: "json", data: { j: 1 }, metadata: { one: "1" }, noEcho: true });
+    await rawOk(sender, { type: "sendToGroup", group: "g", dataType: "binary", data: "AQI=", metadata: { bin: "yes" }, noEcho: true });
+    await rawOk(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "no-meta", noEcho: true });
+    await rawOk(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "empty-meta", metadata: {}, noEcho: true });
     await ctx.flush([raw, sdkJson, sdkRel]);
 
     const base = { type: "message", from: "group", group: "g", fromUserId: "sender" };
@@ -82,7 +64,7 @@ test("metadata survives a reliable replay after a TCP cut (client and REST sends
       proxy.refuse(true);
       proxy.cut();
       await waitFor(() => proxy.refused >= 1, { timeoutMs: 10_000, what: "a refused reconnect attempt" });
-      await ok(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "during-cut", metadata: { phase: "cut" } });
+      await rawOk(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "during-cut", metadata: { phase: "cut" } });
       await ctx.service.sendToConnection(rel.connectionId, "rest-during-cut", {
         contentType: "text/plain", requestOptions: { customHeaders: { "X-WebPubSub-Metadata-Phase": "rest-cut" } },
       });
@@ -133,12 +115,12 @@ test("bad client metadata is refused with an ack BadRequest and not delivered; t
         const frame = type === "sendToGroup"
           ? { type, group: "g", dataType: "text", data: `bad:${what}`, metadata }
           : { type, event: "e", dataType: "text", data: `bad:${what}`, metadata };
-        const ack = await call(sender, frame);
+        const ack = await rawCall(sender, frame);
         if (ack.success !== false || ack.error?.name !== "BadRequest") problems.push(`${type} with ${what}: ${JSON.stringify(ack)}`);
       }
     }
     for (const [what, metadata] of Object.entries(good)) {
-      const ack = await call(sender, { type: "sendToGroup", group: "g", dataType: "text", data: `good:${what}`, metadata });
+      const ack = await rawCall(sender, { type: "sendToGroup", group: "g", dataType: "text", data: `good:${what}`, metadata });
       if (ack.success !== true) problems.push(`${what} must be accepted: ${JSON.stringify(ack)}`);
     }
     assert.deepEqual(problems, []);
@@ -241,7 +223,7 @@ test("event handlers: a client event's metadata arrives as x-webpubsub-metadata-
       const raw = await rawMember(ctx, "raw");
 
       // event
-      await ok(raw, { type: "event", event: "meta", dataType: "text", data: "e1", metadata: { "Trace-Id": "T-1", other: "x y" } });
+      await rawOk(raw, { type: "event", event: "meta", dataType: "text", data: "e1", metadata: { "Trace-Id": "T-1", other: "x y" } });
       const r1 = await waitEvent(up, "meta", raw.connectionId);
       assert.deepEqual(metaHeaders(r1), { "x-webpubsub-metadata-trace-id": "T-1", "x-webpubsub-metadata-other": "x y" },
         `request headers: ${JSON.stringify(r1.headers)}`);
@@ -269,7 +251,7 @@ test("event handlers: a client event's metadata arrives as x-webpubsub-metadata-
       assert.equal(up.events("meta", raw.connectionId).length, before, "the handler was not called");
 
       // An event without metadata: no metadata headers; another event name: no metadata back.
-      await ok(raw, { type: "event", event: "plain", dataType: "text", data: "p1" });
+      await rawOk(raw, { type: "event", event: "plain", dataType: "text", data: "p1" });
       const r3 = await waitEvent(up, "plain", raw.connectionId);
       assert.deepEqual(metaHeaders(r3), {}, "no metadata headers without metadata");
       const plainReply = await raw.waitJson((j) => j.type === "message" && j.data === "reply:p1", "plain reply");

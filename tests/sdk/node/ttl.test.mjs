@@ -8,29 +8,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { waitFor } from "./harness.mjs";
-import { withDataplane, JSON_SUBPROTOCOL, expectReject, sleep } from "./dataplane.mjs";
+import { withDataplane, JSON_SUBPROTOCOL, expectReject, sleep, rawCall, rawOk, rawMember } from "./dataplane.mjs";
 import { startProxy } from "./proxy.mjs";
 
 const T = { timeout: 90_000 };
 const ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"];
-
-let nextAck = 1;
-async function call(raw, frame) {
-  const ackId = nextAck++;
-  raw.send({ ...frame, ackId });
-  return raw.waitAck(ackId);
-}
-async function ok(raw, frame) {
-  const ack = await call(raw, frame);
-  assert.equal(ack.success, true, `${JSON.stringify(frame)} answered ${JSON.stringify(ack)}`);
-  return ack;
-}
-
-async function rawMember(ctx, userId, groups) {
-  const r = await ctx.raw({ protocols: [JSON_SUBPROTOCOL], userId, roles: ROLES });
-  for (const g of groups) await ok(r, { type: "joinGroup", group: g });
-  return r;
-}
 
 /**
  * A reliable SDK receiver through a proxy, cut and kept away while `during()` runs; it is let
@@ -54,11 +36,11 @@ test("client ttlSeconds: 0..300 accepted, anything else is an ack BadRequest and
     const recv = await rawMember(ctx, "recv", ["g"]);
     const problems = [];
     for (const ttl of [0, 1, 300]) {
-      const ack = await call(sender, { type: "sendToGroup", group: "g", dataType: "text", data: `ttl:${ttl}`, ttlSeconds: ttl });
+      const ack = await rawCall(sender, { type: "sendToGroup", group: "g", dataType: "text", data: `ttl:${ttl}`, ttlSeconds: ttl });
       if (ack.success !== true) problems.push(`ttlSeconds ${ttl}: ${JSON.stringify(ack)}`);
     }
     for (const ttl of [301, -1, 1.5, "5", true, 1e12]) {
-      const ack = await call(sender, { type: "sendToGroup", group: "g", dataType: "text", data: `bad:${ttl}`, ttlSeconds: ttl });
+      const ack = await rawCall(sender, { type: "sendToGroup", group: "g", dataType: "text", data: `bad:${ttl}`, ttlSeconds: ttl });
       if (ack.success !== false || ack.error?.name !== "BadRequest") problems.push(`ttlSeconds ${JSON.stringify(ttl)}: ${JSON.stringify(ack)}`);
     }
     assert.deepEqual(problems, []);
@@ -78,14 +60,14 @@ test("client ttlSeconds: a reliable receiver cut for more than the TTL gets only
         protocol: "reliable", userId: "rel", roles: ROLES, label: "cut reliable receiver", transformUrl: (u) => proxy.url(u),
       });
       for (const c of [stay, rel]) await c.client.joinGroup("g");
-      await ok(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "before", ttlSeconds: 1 });
+      await rawOk(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "before", ttlSeconds: 1 });
       await rel.waitCount(1);
 
       await cutWhile(ctx, proxy, rel, 2_200, async () => {
-        await ok(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "ttl-1", ttlSeconds: 1 });
-        await ok(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "no-ttl" });
-        await ok(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "ttl-0", ttlSeconds: 0 });
-        await ok(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "ttl-60", ttlSeconds: 60 });
+        await rawOk(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "ttl-1", ttlSeconds: 1 });
+        await rawOk(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "no-ttl" });
+        await rawOk(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "ttl-0", ttlSeconds: 0 });
+        await rawOk(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "ttl-60", ttlSeconds: 60 });
       });
       await rel.waitMessages((ms) => ms.length >= 4, "the replay after recovery", 15_000);
       await ctx.flush([rel, stay]);
@@ -107,7 +89,7 @@ test("client ttlSeconds: a receiver back within the TTL still gets the message",
       const rel = await ctx.connect({ protocol: "reliable", userId: "rel", roles: ROLES, transformUrl: (u) => proxy.url(u) });
       await rel.client.joinGroup("g");
       const cutAt = await cutWhile(ctx, proxy, rel, 0, async () => {
-        await ok(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "ttl-10", ttlSeconds: 10 });
+        await rawOk(sender, { type: "sendToGroup", group: "g", dataType: "text", data: "ttl-10", ttlSeconds: 10 });
       });
       await rel.waitMessages((ms) => ms.length >= 1, "the replay", 8_000);
       assert.ok(Date.now() - cutAt < 10_000, "recovered within the TTL");

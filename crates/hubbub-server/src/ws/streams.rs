@@ -62,7 +62,7 @@ pub(super) fn open(
     let serial = stream.serial;
     connection_state.streams.insert(id.clone(), stream);
     drop(connection_state);
-    watch(state, connection, id.clone(), serial);
+    state.watch_stream(connection, id.clone(), serial);
     ack(connection, ack_id, Ok(()));
     connection.reply(&Reply::StreamAck {
         stream_id: &id,
@@ -230,17 +230,4 @@ fn deliver_end(
     state.send(&stream_end::end_delivery(
         connection, stream_id, stream, error,
     ));
-}
-
-/// Watches a stream for its idle timeout (see [`stream_end::watch`]).
-fn watch(state: &AppState, connection: &Arc<Connection>, stream_id: String, serial: u64) {
-    let sender = state.clone();
-    stream_end::watch(
-        &state.sockets,
-        state.shutdown.clone(),
-        Arc::downgrade(connection),
-        stream_id,
-        serial,
-        move |delivery| sender.send(&delivery),
-    );
 }
