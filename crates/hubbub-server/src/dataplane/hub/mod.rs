@@ -79,6 +79,17 @@ impl HubInner {
     }
 
     fn join(&mut self, connection_id: &str, group: &str) -> Result<(), JoinError> {
+        self.join_reporting(connection_id, group, true)
+    }
+
+    /// Joins a group; `report`: tell the membership sink (not for a session that moved here,
+    /// whose joins happened on its first node).
+    fn join_reporting(
+        &mut self,
+        connection_id: &str,
+        group: &str,
+        report: bool,
+    ) -> Result<(), JoinError> {
         let Some(member) = self.connections.get_mut(connection_id) else {
             return Err(JoinError::NoSuchConnection);
         };
@@ -99,7 +110,7 @@ impl HubInner {
         let members = self.groups.entry(Arc::clone(&group)).or_default();
         let first = members.is_empty();
         members.insert(Arc::clone(&member.connection.id));
-        if let Some(sink) = &self.membership {
+        if let (true, Some(sink)) = (report, &self.membership) {
             sink(Membership {
                 connection: Arc::clone(&member.connection),
                 group: Arc::clone(&group),
@@ -286,17 +297,9 @@ impl Hub {
                 groups: HashSet::new(),
             },
         );
-        let membership = if report {
-            None
-        } else {
-            inner.membership.take()
-        };
         for group in groups {
             // Beyond the connection's group limit a join is refused (and counted).
-            let _ = inner.join(&id, group);
-        }
-        if membership.is_some() {
-            inner.membership = membership;
+            let _ = inner.join_reporting(&id, group, report);
         }
     }
 

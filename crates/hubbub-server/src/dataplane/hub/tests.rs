@@ -94,3 +94,39 @@ fn removing_only_the_same_connection_object() {
     assert!(!hub.remove(&impostor));
     assert!(hub.remove(&first));
 }
+
+#[test]
+fn joins_and_leaves_are_reported_but_not_a_moved_session_or_an_ending() {
+    let hubs = Hubs::default();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    hubs.set_membership(Arc::new(move |m: Membership| {
+        record
+            .lock()
+            .unwrap()
+            .push((m.connection.id.to_string(), m.group.to_string(), m.joined));
+    }));
+    let hub = hubs.get_or_create("h");
+    let (a, b) = (conn("a", None), conn("b", None));
+    hub.add(Arc::clone(&a), &["g".into()]);
+    hub.add_moved(Arc::clone(&b), &["g".into()]);
+    assert!(
+        hub.is_member("b", "g"),
+        "a moved session is in its groups again"
+    );
+    hub.join("a", "g").unwrap();
+    hub.join("a", "h").unwrap();
+    hub.leave("a", "h");
+    hub.leave("a", "h");
+    hub.remove(&a);
+    let taken = |id: &str, g: &str, joined| (id.to_string(), g.to_string(), joined);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            taken("a", "g", true),
+            taken("a", "h", true),
+            taken("a", "h", false)
+        ],
+        "each real join and leave once; none for b, a repeated join or leave, or a's end"
+    );
+}
