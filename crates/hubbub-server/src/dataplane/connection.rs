@@ -153,6 +153,8 @@ pub struct ConnectionState {
     pub group_state: HashMap<String, (Metadata, i64)>,
     /// Groups whose state changes this connection is sent.
     pub state_subscriptions: HashSet<String>,
+    /// Groups whose snapshot is being gathered for this connection (one at a time per group).
+    pub snapshots_pending: HashSet<String>,
 }
 
 #[derive(Debug, Default)]

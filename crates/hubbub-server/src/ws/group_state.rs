@@ -109,8 +109,17 @@ pub(super) fn subscribe(
     if let Err(error) = member(hub, connection, &group) {
         return ack(connection, ack_id, Err(error));
     }
-    connection.state().state_subscriptions.insert(group.clone());
+    let gathering = {
+        let mut connection_state = connection.state();
+        connection_state.state_subscriptions.insert(group.clone());
+        // One snapshot of a group at a time per connection: a subscribe while one is being
+        // gathered is answered by that one.
+        !connection_state.snapshots_pending.insert(group.clone())
+    };
     ack(connection, ack_id, Ok(()));
+    if gathering {
+        return;
+    }
     let mut items = hub.group_state(&group);
     let tasks = state.sockets.clone();
     let (state, connection) = (state.clone(), Arc::clone(connection));
@@ -126,6 +135,7 @@ pub(super) fn subscribe(
         }
         items.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
         items.dedup_by(|a, b| a.connection_id == b.connection_id);
+        connection.state().snapshots_pending.remove(&group);
         connection.reply(&Reply::GroupState {
             snapshot: true,
             group: &group,
