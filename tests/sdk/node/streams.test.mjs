@@ -152,6 +152,17 @@ test("raw stream frames: out of order gets streamNack, unknown and duplicate str
     await waitFor(() => got.get("s2")?.done, { timeoutMs: 5_000, what: "the member sees s2 end" });
     assert.deepEqual([...got.get("s2").chunks[0]], [1, 2, 3]);
     assert.equal(got.get("s2").error, undefined);
+    // The permission revoked mid-stream: the next fragment ends the stream with Forbidden.
+    send({ type: "sendToGroup", group: "allowed", stream: { streamId: "s3" } });
+    await next((j) => j.type === "streamAck" && j.streamId === "s3", "s3 start ack");
+    await ctx.service.revokePermission(raw.connectionId, "sendToGroup", { targetName: "allowed" });
+    send({ type: "streamData", streamId: "s3", streamSequenceId: 1, dataType: "text", data: "too late" });
+    const revoked = await next((j) => j.type === "streamClosed" && j.streamId === "s3", "s3 closed");
+    assert.equal(revoked.error?.name, "Forbidden");
+    await waitFor(() => got.get("s3")?.done, { timeoutMs: 5_000, what: "the member sees s3 end" });
+    assert.equal(got.get("s3").error?.name, "Forbidden");
+    assert.deepEqual(got.get("s3").chunks, [], "the refused fragment was not delivered");
+
     // The raw connection still works.
     send({ type: "joinGroup", group: "allowed", ackId: 7 });
     assert.equal((await next((j) => j.type === "ack" && j.ackId === 7, "ack")).success, true);

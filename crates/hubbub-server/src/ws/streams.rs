@@ -118,13 +118,13 @@ pub(super) fn data(
         drop(connection_state);
         let message = format!("The client has no permission to send message to group '{group}'.");
         if let Some(stream) = stream {
-            finish(
-                state,
+            let forbidden = stream_end::error("Forbidden", &message);
+            state.send(&stream_end::end_delivery(
                 connection,
                 &stream_id,
                 &stream,
-                Some(("Forbidden", &message)),
-            );
+                Some(forbidden),
+            ));
         }
         return connection.reply(&Reply::StreamClosed {
             stream_id: &stream_id,
@@ -177,7 +177,9 @@ pub(super) fn end(
         message: e.message.unwrap_or_default(),
         user_error_code: e.user_error_code,
     });
-    deliver_end(state, connection, &stream_id, &stream, error);
+    state.send(&stream_end::end_delivery(
+        connection, &stream_id, &stream, error,
+    ));
     connection.reply(&Reply::StreamClosed {
         stream_id: &stream_id,
         error: None,
@@ -193,41 +195,17 @@ pub(super) fn malformed(
     why: &str,
 ) {
     if let Some(stream) = connection.state().streams.remove(stream_id) {
-        finish(
-            state,
+        let cancelled =
+            stream_end::error("Cancelled", "the publisher sent a malformed stream frame");
+        state.send(&stream_end::end_delivery(
             connection,
             stream_id,
             &stream,
-            Some(("Cancelled", "the publisher sent a malformed stream frame")),
-        );
+            Some(cancelled),
+        ));
     }
     connection.reply(&Reply::StreamClosed {
         stream_id,
         error: Some(("BadRequest", why)),
     });
-}
-
-/// Tells the group a stream ended badly.
-fn finish(
-    state: &AppState,
-    connection: &Connection,
-    stream_id: &str,
-    stream: &OpenStream,
-    error: Option<(&str, &str)>,
-) {
-    let error = error.map(|(name, message)| stream_end::error(name, message));
-    deliver_end(state, connection, stream_id, stream, error);
-}
-
-/// The stream's last message to the group.
-fn deliver_end(
-    state: &AppState,
-    connection: &Connection,
-    stream_id: &str,
-    stream: &OpenStream,
-    error: Option<StreamError>,
-) {
-    state.send(&stream_end::end_delivery(
-        connection, stream_id, stream, error,
-    ));
 }
