@@ -570,7 +570,8 @@ impl Upstream {
         )
     }
 
-    /// `connected` and `disconnected`: sent in the background, retried (bounded) on failure.
+    /// `connected`, `disconnected` and the group presence events: sent in the background,
+    /// retried (bounded) on failure.
     pub fn notify(
         self: &Arc<Self>,
         settings: &HubProperties,
@@ -582,41 +583,52 @@ impl Upstream {
             return;
         };
         let upstream = Arc::clone(self);
-        tokio::spawn(async move {
-            // Group presence events have a type of their own.
-            let family = if matches!(event, "joined" | "left") {
-                "gp"
-            } else {
-                "sys"
-            };
-            let ce_type = format!("azure.webpubsub.{family}.{event}");
-            let json = serde_json::to_vec(&body).unwrap_or_default();
-            let id = upstream.new_id();
-            for attempt in 0..NON_BLOCKING_ATTEMPTS {
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
-                }
-                match upstream
-                    .post(
-                        &handler,
-                        &ctx,
-                        OutgoingEvent {
-                            ce_type: &ce_type,
-                            name: event,
-                            content_type: "application/json",
-                            body: json.clone(),
-                            id,
-                            metadata: &[],
-                        },
-                    )
-                    .await
-                {
-                    Ok((status, _, _)) if status < 500 => return,
-                    Ok(_) | Err(_) => continue,
-                }
+        tokio::spawn(async move { upstream.send_system(&handler, ctx, event, body).await });
+    }
+
+    /// A non-blocking system event to `handler`, sent now: up to three attempts (0.5 s, 1 s
+    /// apart) on 5xx or network errors.
+    pub async fn send_system(
+        &self,
+        handler: &EventHandler,
+        ctx: EventContext,
+        event: &'static str,
+        body: Value,
+    ) {
+        let upstream = self;
+        // Group presence events have a type of their own.
+        let family = if matches!(event, "joined" | "left") {
+            "gp"
+        } else {
+            "sys"
+        };
+        let ce_type = format!("azure.webpubsub.{family}.{event}");
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let id = upstream.new_id();
+        for attempt in 0..NON_BLOCKING_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
             }
-            tracing::warn!(hub = %ctx.hub, connection_id = %ctx.connection_id, event, "event not delivered after retries");
-        });
+            match upstream
+                .post(
+                    handler,
+                    &ctx,
+                    OutgoingEvent {
+                        ce_type: &ce_type,
+                        name: event,
+                        content_type: "application/json",
+                        body: json.clone(),
+                        id,
+                        metadata: &[],
+                    },
+                )
+                .await
+            {
+                Ok((status, _, _)) if status < 500 => return,
+                Ok(_) | Err(_) => continue,
+            }
+        }
+        tracing::warn!(hub = %ctx.hub, connection_id = %ctx.connection_id, event, "event not delivered after retries");
     }
 }
 

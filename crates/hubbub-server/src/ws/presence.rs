@@ -37,8 +37,13 @@ pub fn follow(hubs: &Hubs, settings: Arc<HubSettings>) -> mpsc::Receiver<Members
     receiver
 }
 
-/// Sends each join and leave to the hub's handler for `joined` / `left`, if it has one.
+/// Presence events being sent at once; while all are busy the queue fills, then drops.
+pub const IN_FLIGHT: usize = 64;
+
+/// Sends each join and leave to the hub's handler for `joined` / `left`, if it has one, at most
+/// [`IN_FLIGHT`] at a time: a slow app server backs the queue up, never the number of tasks.
 pub async fn run(state: AppState, mut memberships: mpsc::Receiver<Membership>) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     loop {
         let membership = tokio::select! {
             () = state.shutdown.cancelled() => return,
@@ -49,11 +54,22 @@ pub async fn run(state: AppState, mut memberships: mpsc::Receiver<Membership>) {
         };
         let event = if membership.joined { "joined" } else { "left" };
         let settings = state.hub_settings.get(&membership.connection.hub);
-        state.upstream.notify(
-            &settings,
-            EventContext::of(&membership.connection),
-            event,
-            serde_json::json!({ "group": &*membership.group }),
-        );
+        let Some(handler) = settings.system_handler(event).cloned() else {
+            continue;
+        };
+        let permit = tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            permit = Arc::clone(&in_flight).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let upstream = Arc::clone(&state.upstream);
+        let ctx = EventContext::of(&membership.connection);
+        let body = serde_json::json!({ "group": &*membership.group });
+        state.sockets.spawn(async move {
+            upstream.send_system(&handler, ctx, event, body).await;
+            drop(permit);
+        });
     }
 }
