@@ -10,6 +10,7 @@
 //! | [`roles`] | `webpubsub.*` roles, REST permissions and wildcard group patterns |
 //! | [`client_protocol`] | the JSON client subprotocols: parse requests, write responses |
 //! | [`protobuf`] | the protobuf client subprotocols: the same, as Azure's published .proto |
+//! | [`mqtt`] | MQTT 3.1.1 and 5.0 clients: framing, CONNECT rules, topics, the service's packets |
 
 pub mod audience;
 pub mod client_protocol;
@@ -17,5 +18,6 @@ pub mod connection_string;
 pub mod error;
 pub mod jwt;
 pub mod keys;
+pub mod mqtt;
 pub mod protobuf;
 pub mod roles;

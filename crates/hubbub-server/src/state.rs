@@ -155,7 +155,7 @@ impl AppState {
             &settings,
             EventContext::of(connection),
             "disconnected",
-            serde_json::json!({ "reason": reason }),
+            crate::ws::mqtt::disconnected_body(connection, reason),
         );
     }
 
@@ -179,13 +179,19 @@ impl AppState {
         }
     }
 
-    /// Keeps a detached reliable session for the grace period; if no socket resumed it by then
+    /// Keeps a detached session for `grace`; if no socket resumed it by then
     /// (still at `epoch`), it is removed and the app server told.
-    pub fn expire_unless_resumed(&self, hub: &Arc<Hub>, connection: &Arc<Connection>, epoch: u64) {
+    pub fn expire_unless_resumed(
+        &self,
+        hub: &Arc<Hub>,
+        connection: &Arc<Connection>,
+        epoch: u64,
+        grace: Duration,
+    ) {
         let (state, hub, connection) = (self.clone(), Arc::clone(hub), Arc::clone(connection));
         self.sockets.spawn(async move {
             tokio::select! {
-                () = tokio::time::sleep(state.client.reconnect_grace) => {}
+                () = tokio::time::sleep(grace) => {}
                 () = state.shutdown.cancelled() => {}
             }
             if connection.still_detached(epoch) && hub.remove(&connection) {
@@ -211,7 +217,11 @@ impl Node for AppState {
 
     fn keep_detached(&self, hub: &Arc<Hub>, connection: &Arc<Connection>) {
         self.watch_streams(connection);
-        self.expire_unless_resumed(hub, connection, 1);
+        let grace = connection
+            .protocol
+            .keep_session(true, None, self.client.reconnect_grace)
+            .unwrap_or(self.client.reconnect_grace);
+        self.expire_unless_resumed(hub, connection, 1, grace);
     }
 }
 

@@ -28,17 +28,21 @@ pub async fn generate(
 ) -> Result<Json<TokenResponse>, ApiError> {
     existing_hub(&state, &hub)?;
     let query = QueryParams::from_uri(&uri);
-    if let Some(kind) = query.one("clientType") {
-        if !kind.eq_ignore_ascii_case("Default") {
+    // The client path the token is for: WebSocket clients' or MQTT clients'.
+    let client_path = match query.one("clientType") {
+        None => "client",
+        Some(kind) if kind.eq_ignore_ascii_case("Default") => "client",
+        Some(kind) if kind.eq_ignore_ascii_case("MQTT") => "clients/mqtt",
+        Some(kind) => {
             return Err(ApiError::bad_request(
                 "UnsupportedClientType",
                 format!(
-                    "clientType '{}' is not supported; only Default clients are served",
+                    "clientType '{}' is not supported; Default and MQTT clients are served",
                     kind.chars().take(32).collect::<String>()
                 ),
-            ));
+            ))
         }
-    }
+    };
     let minutes = query
         .number("minutesToExpire", 1..=MAX_MINUTES)?
         .unwrap_or(60);
@@ -53,7 +57,7 @@ pub async fn generate(
     claims.insert(
         "aud".into(),
         json!(format!(
-            "{}/client/hubs/{}",
+            "{}/{client_path}/hubs/{}",
             state.primary_endpoint(),
             canonical_hub(&hub)
         )),

@@ -278,10 +278,14 @@ impl Connection {
         if outbox.close.is_some() {
             return;
         }
-        let frame = if !self.protocol.is_reliable() {
+        let frame = if !self.protocol.is_reliable() || !self.protocol.tracked(message) {
             let Some(frame) = self.protocol.encode(message, None) else {
                 return;
             };
+            if !outbox.attached {
+                // Not kept for a session's next socket (MQTT QoS 0).
+                return;
+            }
             frame
         } else {
             let sequence_id = outbox.next_sequence_id;
@@ -323,6 +327,16 @@ impl Connection {
         let Some(frame) = self.protocol.reply(reply) else {
             return;
         };
+        let outbox = self.outbox();
+        if outbox.close.is_some() || !outbox.attached {
+            return;
+        }
+        self.push_locked(outbox, frame, None);
+    }
+
+    /// Queues a frame the protocol made itself (MQTT's CONNACK, SUBACK...) for the current
+    /// socket only.
+    pub fn push(&self, frame: Message) {
         let outbox = self.outbox();
         if outbox.close.is_some() || !outbox.attached {
             return;
@@ -414,6 +428,19 @@ impl Connection {
         }
     }
 
+    /// Reliable protocol: the client has the first message still waiting whose sequence id
+    /// `matches` (MQTT acknowledges each message by its packet id). False when none did.
+    pub fn acknowledge_one(&self, matches: impl Fn(u64) -> bool) -> bool {
+        let mut outbox = self.outbox();
+        let Some(at) = outbox.unacked.iter().position(|(id, _, _)| matches(*id)) else {
+            return false;
+        };
+        if let Some((_, frame, _)) = outbox.unacked.remove(at) {
+            outbox.unacked_bytes -= frame_len(&frame);
+        }
+        true
+    }
+
     /// The socket of `epoch` went away; a reliable session keeps buffering until it is resumed
     /// or expires. False when another socket had already taken over.
     pub fn detach(&self, epoch: u64) -> bool {
@@ -501,10 +528,10 @@ impl Connection {
         outbox.unacked_bytes = outbox.unacked.iter().map(|(_, f, _)| frame_len(f)).sum();
     }
 
-    /// A new socket resumes the session: it first gets `first` (the new `connected` message),
-    /// then every message not yet acknowledged, in order. Returns the new socket's epoch.
-    pub fn resume(&self, first: &Reply<'_>) -> u64 {
-        let first = self.protocol.reply(first);
+    /// A new socket resumes the session: it first gets `first` (the new `connected` message, or
+    /// MQTT's CONNACK), then every message not yet acknowledged, in order. Returns the new
+    /// socket's epoch.
+    pub fn resume(&self, first: Option<Message>) -> u64 {
         let mut outbox = self.outbox();
         outbox.epoch += 1;
         let epoch = outbox.epoch;
@@ -514,7 +541,7 @@ impl Connection {
         let resend: Vec<(Message, Option<Instant>)> = outbox
             .unacked
             .iter()
-            .map(|(_, frame, expires)| (frame.clone(), *expires))
+            .map(|(_, frame, expires)| (self.protocol.redeliver(frame), *expires))
             .collect();
         outbox.pending_bytes = resend.iter().map(|(frame, _)| frame_len(frame)).sum();
         outbox.pending.extend(resend);
@@ -585,7 +612,7 @@ mod tests {
             "nothing is written while detached"
         );
         assert!(c.still_detached(1));
-        let epoch = c.resume(&Reply::Pong);
+        let epoch = c.resume(c.protocol.reply(&Reply::Pong));
         assert_eq!(epoch, 2);
         assert!(c.take_batch(1).is_none(), "the old socket gets nothing");
         assert!(!c.detach(1), "the old socket cannot detach the new one");
@@ -624,7 +651,7 @@ mod tests {
         b.restore(buffer);
         assert!(b.still_detached(1));
         b.deliver(&Outgoing::server(DataType::Text, Bytes::from_static(b"m3")));
-        let epoch = b.resume(&Reply::Pong);
+        let epoch = b.resume(b.protocol.reply(&Reply::Pong));
         let frames = b.take_batch(epoch).unwrap().frames;
         let texts: Vec<_> = frames.iter().map(text).collect();
         assert_eq!(texts.len(), 4, "{texts:?}");

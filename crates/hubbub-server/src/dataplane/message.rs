@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Encodings of one message that client protocols share across connections, at most this many.
-pub const SHARED_FRAMES: usize = 4;
+pub const SHARED_FRAMES: usize = 8;
 
 /// A message on its way to many connections. Shared by reference during fan-out.
 #[derive(Debug)]

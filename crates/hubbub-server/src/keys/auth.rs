@@ -179,7 +179,7 @@ pub fn verify_client_token(
     token: &str,
     ring: &KeyRing,
     endpoints: &[PublicEndpoint],
-    hub: &str,
+    client_path: &str,
     now_millis: i64,
     leeway_secs: i64,
 ) -> Result<ClientClaims, AuthError> {
@@ -201,8 +201,7 @@ pub fn verify_client_token(
     decoded
         .claims
         .validate_time(now_millis.div_euclid(1000), leeway_secs)?;
-    let path = format!("/client/hubs/{hub}");
-    audience::check(&decoded.claims.audiences(), endpoints, &path)?;
+    audience::check(&decoded.claims.audiences(), endpoints, client_path)?;
     let claims = &decoded.claims.0;
     let mut roles = strings(claims.get("role"));
     roles.extend(strings(claims.get(LONG_ROLE_CLAIM)));

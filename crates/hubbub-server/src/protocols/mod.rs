@@ -11,12 +11,14 @@
 //! | [`json_reliable`] | `json.reliable.webpubsub.azure.v1`: JSON with sequence ids, acks and recovery |
 //! | [`protobuf`] | `protobuf.webpubsub.azure.v1` and `protobuf.reliable.webpubsub.azure.v1` |
 //! | [`simple`] | no subprotocol: raw frames, as `message` events or to one group |
+//! | [`mqtt`] | MQTT 3.1.1 and 5.0 (`mqtt`, on `/clients/mqtt/hubs/{hub}`): one instance per connection |
 //!
 //! Adding a protocol: a module here, its line in [`NAMED`], and its slot in [`SHARED`] if every
 //! connection speaking it gets the same bytes for a message.
 
 pub mod json;
 pub mod json_reliable;
+pub mod mqtt;
 pub mod protobuf;
 pub mod simple;
 
@@ -27,6 +29,7 @@ use bytes::Bytes;
 use hubbub_proto::client_protocol::{self as cp, ClientMessage, DataType, ParseError};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The protocols a client asks for by subprotocol name. A client offering several gets the
 /// first of its own list that is here.
@@ -48,9 +51,15 @@ impl SHARED {
     pub const JSON_OPEN: usize = 2;
     /// The protobuf frame without a sequence id (reliable connections append theirs).
     pub const PROTOBUF: usize = 3;
+    /// MQTT PUBLISH packets, by version and QoS (QoS 1 with packet id 0, which each connection
+    /// replaces with its own).
+    pub const MQTT_V311: usize = 4;
+    pub const MQTT_V311_QOS1: usize = 5;
+    pub const MQTT_V5: usize = 6;
+    pub const MQTT_V5_QOS1: usize = 7;
 }
 
-const _: () = assert!(SHARED::PROTOBUF < SHARED_FRAMES);
+const _: () = assert!(SHARED::MQTT_V5_QOS1 < SHARED_FRAMES);
 
 /// What a client's data frame asks for.
 #[derive(Debug)]
@@ -69,6 +78,9 @@ pub enum Inbound {
     /// Not understood (answered with an ack when it carried an ack id, else the connection is
     /// closed; a well-formed request of an unknown type is ignored).
     Invalid(ParseError),
+    /// MQTT packets completed by the frame (none while a packet is still arriving), or why the
+    /// bytes are not MQTT.
+    Mqtt(Result<Vec<hubbub_proto::mqtt::Packet>, hubbub_proto::mqtt::FrameError>),
 }
 
 /// A payload and its type.
@@ -133,6 +145,30 @@ pub trait ClientProtocol: Send + Sync + 'static {
     fn reliable(&self) -> bool {
         false
     }
+    /// Whether a reliable connection's client acknowledges this message (it takes a sequence id
+    /// and waits in the session's buffer); every message but MQTT's QoS 0 ones.
+    fn tracked(&self, _message: &Outgoing) -> bool {
+        self.reliable()
+    }
+    /// A frame sent again when a session resumes.
+    fn redeliver(&self, frame: &Message) -> Message {
+        frame.clone()
+    }
+    /// How long the session outlives a socket that ended (`dropped`: without a close frame;
+    /// `close_reason`: the service's reason, when it was closing it); `None`: it ends now.
+    /// Reliable WebSocket sessions wait `grace` for a socket that dropped.
+    fn keep_session(
+        &self,
+        dropped: bool,
+        close_reason: Option<&str>,
+        grace: Duration,
+    ) -> Option<Duration> {
+        (self.reliable() && dropped && close_reason.is_none()).then_some(grace)
+    }
+    /// CloudEvents headers of this protocol's own on events about the connection.
+    fn event_headers(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
     /// Frames an outgoing message; `sequence_id` for reliable protocols. `None`: the protocol
     /// has nothing to show for it (the bare end of a stream, for simple clients).
     fn encode(&self, message: &Outgoing, sequence_id: Option<u64>) -> Option<Message>;
@@ -150,6 +186,8 @@ pub struct Protocol {
     reliable: bool,
     /// Simple clients in `sendToGroup` mode: the group every frame goes to.
     group: Option<Arc<str>>,
+    /// MQTT clients: the connection's own protocol instance (then `wire` is unused).
+    mqtt: Option<Arc<mqtt::Mqtt>>,
 }
 
 impl std::fmt::Debug for Protocol {
@@ -167,6 +205,29 @@ impl Protocol {
             wire,
             reliable: wire.reliable(),
             group: None,
+            mqtt: None,
+        }
+    }
+
+    /// An MQTT connection, with its session's protocol state.
+    pub fn mqtt(session: Arc<mqtt::Mqtt>) -> Self {
+        Self {
+            wire: &json::Json,
+            reliable: true,
+            group: None,
+            mqtt: Some(session),
+        }
+    }
+
+    /// The MQTT session of an MQTT connection.
+    pub fn as_mqtt(&self) -> Option<&Arc<mqtt::Mqtt>> {
+        self.mqtt.as_ref()
+    }
+
+    fn wire(&self) -> &dyn ClientProtocol {
+        match &self.mqtt {
+            Some(mqtt) => &**mqtt,
+            None => self.wire,
         }
     }
 
@@ -188,7 +249,7 @@ impl Protocol {
 
     /// The subprotocol answered with; `None` for simple clients.
     pub fn name(&self) -> Option<&'static str> {
-        self.wire.name()
+        self.wire().name()
     }
 
     pub fn is_reliable(&self) -> bool {
@@ -196,15 +257,36 @@ impl Protocol {
     }
 
     pub fn encode(&self, message: &Outgoing, sequence_id: Option<u64>) -> Option<Message> {
-        self.wire.encode(message, sequence_id)
+        self.wire().encode(message, sequence_id)
     }
 
     pub fn reply(&self, reply: &Reply<'_>) -> Option<Message> {
-        self.wire.reply(reply)
+        self.wire().reply(reply)
     }
 
     pub fn decode(&self, frame: Bytes, binary: bool) -> Inbound {
-        self.wire.decode(frame, binary, self.group.as_ref())
+        self.wire().decode(frame, binary, self.group.as_ref())
+    }
+
+    pub fn tracked(&self, message: &Outgoing) -> bool {
+        self.wire().tracked(message)
+    }
+
+    pub fn redeliver(&self, frame: &Message) -> Message {
+        self.wire().redeliver(frame)
+    }
+
+    pub fn keep_session(
+        &self,
+        dropped: bool,
+        close_reason: Option<&str>,
+        grace: Duration,
+    ) -> Option<Duration> {
+        self.wire().keep_session(dropped, close_reason, grace)
+    }
+
+    pub fn event_headers(&self) -> Vec<(&'static str, String)> {
+        self.wire().event_headers()
     }
 }
 

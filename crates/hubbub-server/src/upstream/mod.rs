@@ -77,6 +77,8 @@ pub struct EventContext {
     pub user_id: Option<Arc<str>>,
     pub subprotocol: Option<&'static str>,
     pub state: Option<String>,
+    /// Headers of the connection's protocol (MQTT's `ce-physicalConnectionId`, `ce-sessionId`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl EventContext {
@@ -88,6 +90,7 @@ impl EventContext {
             user_id: connection.user_id.clone(),
             subprotocol: connection.protocol.name(),
             state: connection.state().upstream_state.clone(),
+            headers: connection.protocol.event_headers(),
         }
     }
 }
@@ -101,6 +104,10 @@ pub struct ConnectBody {
     pub subprotocols: Vec<String>,
     #[serde(rename = "clientCertificates")]
     pub client_certificates: Vec<Value>,
+    /// MQTT clients: what their CONNECT says (`protocolVersion`, `cleanStart`, `username`,
+    /// `password` in base64, `userProperties`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<Value>,
 }
 
 /// What the app server decided about a connection.
@@ -113,8 +120,26 @@ pub struct ConnectResponse {
     pub groups: Vec<String>,
     #[serde(default)]
     pub roles: Vec<String>,
-    #[serde(default)]
+    #[serde(default, alias = "subProtocol")]
     pub subprotocol: Option<String>,
+    /// MQTT clients: user properties for the CONNACK.
+    #[serde(default)]
+    pub mqtt: Option<MqttConnectResponse>,
+}
+
+/// The MQTT part of a connect response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttConnectResponse {
+    #[serde(default)]
+    pub user_properties: Vec<NameValue>,
+}
+
+/// An MQTT user property as event bodies carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct NameValue {
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,6 +376,9 @@ impl Upstream {
         }
         if let Some(state) = &ctx.state {
             request = request.header("ce-connectionState", state);
+        }
+        for (name, value) in &ctx.headers {
+            request = request.header(*name, value);
         }
         for (key, value) in metadata {
             request = request.header(

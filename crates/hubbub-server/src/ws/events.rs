@@ -18,6 +18,13 @@ pub(super) enum Job {
     },
     /// A simple client's frame in `sendEvent` mode: the `message` event.
     Frame { data_type: DataType, data: Bytes },
+    /// An MQTT client's PUBLISH to `$webpubsub/server/events/{event}`: answered on
+    /// `…/{event}/succeeded` or `…/failed`.
+    Mqtt {
+        event: String,
+        data: hubbub_proto::client_protocol::Data,
+        metadata: Metadata,
+    },
 }
 
 /// A connection's queue of user events; its worker task starts with the first event.
@@ -108,6 +115,11 @@ pub(super) async fn run_events(
                 data,
                 metadata,
                 ..
+            }
+            | Job::Mqtt {
+                event,
+                data,
+                metadata,
             } => (
                 event.as_str(),
                 data.data_type,
@@ -170,6 +182,9 @@ pub(super) async fn run_events(
                 if let Some((kind, body)) = reply {
                     connection.deliver(&Outgoing::server(kind, body).with_metadata(metadata));
                 }
+            }
+            (Job::Mqtt { event, .. }, outcome) => {
+                super::mqtt::event_answer(&connection, &event, outcome)
             }
             (Job::Frame { .. }, Err(reason)) => {
                 tracing::debug!(connection_id = %connection.id, %reason, "message event failed; closing the simple client");

@@ -17,6 +17,7 @@ pub(super) fn on_frame(
 ) {
     match connection.protocol.decode(data, binary) {
         Inbound::Request(request) => on_request(state, hub, connection, events, request),
+        Inbound::Mqtt(packets) => super::mqtt::on_packets(state, hub, connection, events, packets),
         Inbound::Invalid(e) if e.ack_id.is_some() => {
             ack(connection, e.ack_id, Err(("BadRequest", e.message)))
         }

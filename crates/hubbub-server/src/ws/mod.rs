@@ -38,6 +38,7 @@ use tokio::time::Instant;
 mod events;
 mod group_state;
 mod messages;
+pub(crate) mod mqtt;
 pub(crate) mod presence;
 mod socket;
 mod streams;
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/client/hubs/{hub}", get(upgrade_path))
         .route("/client", get(upgrade_query))
         .route("/client/", get(upgrade_query))
+        .route("/clients/mqtt/hubs/{hub}", get(mqtt::upgrade))
         .with_state(state)
 }
 
@@ -164,7 +166,7 @@ async fn handle(
                     let (hub, connection) = session::restore(&state.hubs, &hub_name, id, &session);
                     state.backplane.session_arrived(id);
                     state.watch_streams(&connection);
-                    state.expire_unless_resumed(&hub, &connection, 1);
+                    state.expire_unless_resumed(&hub, &connection, 1, state.client.reconnect_grace);
                     resumed = Ok((hub, connection));
                     handed_over = true;
                 }
@@ -181,11 +183,12 @@ async fn handle(
                             // Sends to its groups and user reach this node from now.
                             state.backplane.settle().await;
                         }
-                        let epoch = connection.resume(&Reply::Connected {
-                            user_id: connection.user_id.as_deref(),
-                            connection_id: &connection.id,
-                            reconnection_token: Some(&token),
-                        });
+                        let epoch =
+                            connection.resume(connection.protocol.reply(&Reply::Connected {
+                                user_id: connection.user_id.as_deref(),
+                                connection_id: &connection.id,
+                                reconnection_token: Some(&token),
+                            }));
                         spawn_socket(state, hub, connection, socket, epoch);
                         drop(guard);
                     })
@@ -206,55 +209,15 @@ async fn handle(
     }
 
     let settings = state.hub_settings.get(&hub_name);
-    let token = match params.get("access_token") {
-        Some(token) => Some(token.as_str()),
-        None => match headers.get(header::AUTHORIZATION) {
-            Some(value) => Some(bearer_token(value.to_str().ok())?),
-            None => None,
-        },
-    };
-    let claims = match token {
-        Some(token) => {
-            let ring = state.keys.current();
-            let claims = verify_client_token(
-                token,
-                &ring,
-                &state.endpoints,
-                &hub_name,
-                state.keys.clock().now_millis(),
-                state.token_leeway_secs,
-            )
-            .map_err(|e| {
-                if let crate::keys::auth::AuthError::StaleKey { slot, version, .. } = &e {
-                    state.keys.record_stale(
-                        *slot,
-                        *version,
-                        &crate::keys::stale::Caller {
-                            kind: crate::keys::stale::CallKind::Connection,
-                            hub: &hub_name,
-                            source_address: &origin.address,
-                            user_agent: origin.user_agent.as_deref(),
-                        },
-                    );
-                }
-                tracing::debug!(hub = %hub_name, reason = %e, "client connection refused");
-                ApiError::from(e)
-            })?;
-            if claims.slot != KeySlot::Salt {
-                state.keys.record_use(
-                    claims.slot,
-                    crate::keys::usage::UseKind::Connection,
-                    claims.retiring,
-                );
-            }
-            claims
-        }
-        None if settings.anonymous_connect_policy == AnonymousConnectPolicy::Allow => {
-            ClientClaims::anonymous()
-        }
-        None => return Err(crate::keys::auth::AuthError::MissingToken.into()),
-    };
-    let signer = token.map(|_| (claims.slot, claims.version));
+    let (claims, signer) = authenticate(
+        &state,
+        &origin,
+        &hub_name,
+        &format!("/client/hubs/{hub_name}"),
+        &params,
+        &headers,
+        &settings,
+    )?;
     let upgrade = upgrade.map_err(|_| not_an_upgrade())?;
     let connection_id: Arc<str> = new_connection_id(state.backplane.node_id()).into();
     let mut user_id = claims.user_id.clone();
@@ -271,6 +234,7 @@ async fn handle(
         user_id: user_id.as_deref().map(Into::into),
         subprotocol: None,
         state: None,
+        headers: Vec::new(),
     };
     let body = connect_body(&claims, raw_query.as_deref(), &headers);
     if let Some(outcome) = state.upstream.connect(&settings, &ctx, &body).await {
@@ -380,6 +344,70 @@ async fn handle(
     }))
 }
 
+/// Who a client is: the claims of its access token (query `access_token` or a bearer header,
+/// with its audience on `client_path`), or an anonymous client where the hub allows them; and
+/// which key value signed the token. A refusal is a 401.
+pub(crate) fn authenticate(
+    state: &AppState,
+    origin: &crate::peer::Origin,
+    hub_name: &str,
+    client_path: &str,
+    params: &Params,
+    headers: &HeaderMap,
+    settings: &crate::upstream::hub_settings::HubProperties,
+) -> Result<(ClientClaims, Option<(KeySlot, u64)>), ApiError> {
+    let token = match params.get("access_token") {
+        Some(token) => Some(token.as_str()),
+        None => match headers.get(header::AUTHORIZATION) {
+            Some(value) => Some(bearer_token(value.to_str().ok())?),
+            None => None,
+        },
+    };
+    let claims = match token {
+        Some(token) => {
+            let ring = state.keys.current();
+            let claims = verify_client_token(
+                token,
+                &ring,
+                &state.endpoints,
+                client_path,
+                state.keys.clock().now_millis(),
+                state.token_leeway_secs,
+            )
+            .map_err(|e| {
+                if let crate::keys::auth::AuthError::StaleKey { slot, version, .. } = &e {
+                    state.keys.record_stale(
+                        *slot,
+                        *version,
+                        &crate::keys::stale::Caller {
+                            kind: crate::keys::stale::CallKind::Connection,
+                            hub: hub_name,
+                            source_address: &origin.address,
+                            user_agent: origin.user_agent.as_deref(),
+                        },
+                    );
+                }
+                tracing::debug!(hub = %hub_name, reason = %e, "client connection refused");
+                ApiError::from(e)
+            })?;
+            if claims.slot != KeySlot::Salt {
+                state.keys.record_use(
+                    claims.slot,
+                    crate::keys::usage::UseKind::Connection,
+                    claims.retiring,
+                );
+            }
+            claims
+        }
+        None if settings.anonymous_connect_policy == AnonymousConnectPolicy::Allow => {
+            ClientClaims::anonymous()
+        }
+        None => return Err(crate::keys::auth::AuthError::MissingToken.into()),
+    };
+    let signer = token.map(|_| (claims.slot, claims.version));
+    Ok((claims, signer))
+}
+
 fn handler_failed(reason: String) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -425,6 +453,7 @@ fn connect_body(
         headers: header_map,
         subprotocols: offered_protocols(headers),
         client_certificates: Vec::new(),
+        mqtt: None,
     }
 }
 

@@ -224,18 +224,30 @@ pub(super) fn finish(
     epoch: u64,
     end: End,
 ) {
-    let reason = match end {
-        End::Superseded => return,
-        End::Dropped
-            if connection.protocol.is_reliable() && connection.close_requested().is_none() =>
-        {
-            if !connection.detach(epoch) {
-                return;
-            }
-            tracing::debug!(connection_id = %connection.id, "reliable connection dropped; session kept for recovery");
-            state.expire_unless_resumed(hub, connection, epoch);
+    if matches!(end, End::Superseded) {
+        return;
+    }
+    if let Some(mqtt) = connection.protocol.as_mqtt() {
+        if let Some(will) = mqtt.take_will() {
+            super::mqtt::publish_will(state, hub, connection, will);
+        }
+    }
+    let closing = connection.close_requested();
+    let kept = connection.protocol.keep_session(
+        matches!(end, End::Dropped),
+        closing.as_ref().map(|c| c.reason.as_str()),
+        state.client.reconnect_grace,
+    );
+    if let Some(grace) = kept {
+        if !connection.detach(epoch) {
             return;
         }
+        tracing::debug!(connection_id = %connection.id, "connection gone; session kept for recovery");
+        state.expire_unless_resumed(hub, connection, epoch, grace);
+        return;
+    }
+    let reason = match end {
+        End::Superseded => return,
         End::Dropped => "ConnectionLost".to_string(),
         End::ClientClosed(reason) => reason,
         End::ServerClosed => connection

@@ -146,7 +146,34 @@ async fn generated_tokens_are_salt_signed_and_revoked_by_a_salt_rotation() {
         )
         .await;
     assert_eq!(refused.err(), Some(401));
-    let bad = "/api/hubs/hub/:generateToken?clientType=MQTT&api-version=2024-12-01";
+    let mqtt = "/api/hubs/hub/:generateToken?clientType=mqtt&api-version=2024-12-01";
+    let response = t
+        .rest_request(Method::POST, &t.key(KeySlot::Primary), mqtt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let token = response.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let aud = hubbub_proto::jwt::decode(&token).unwrap().claims.0["aud"].clone();
+    assert!(
+        aud.as_str().unwrap().ends_with("/clients/mqtt/hubs/hub"),
+        "{aud}"
+    );
+    let refused = t
+        .ws_connect(
+            &format!("/client/hubs/hub?access_token={token}"),
+            Some(JSON),
+        )
+        .await;
+    assert_eq!(
+        refused.err(),
+        Some(401),
+        "an MQTT token is for MQTT clients"
+    );
+    let bad = "/api/hubs/hub/:generateToken?clientType=SocketIO&api-version=2024-12-01";
     let status = t
         .rest_request(Method::POST, &t.key(KeySlot::Primary), bad)
         .send()
