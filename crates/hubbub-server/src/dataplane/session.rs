@@ -38,6 +38,20 @@ pub struct Session {
     /// Groups whose state the client follows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub state_subscriptions: Vec<String>,
+    /// An MQTT session's own state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttSession>,
+}
+
+/// What an MQTT session keeps besides what every session does.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttSession {
+    pub version: u8,
+    pub session_id: String,
+    /// Granted QoS by topic.
+    pub subscriptions: Vec<(String, u8)>,
+    pub session_expiry: u32,
 }
 
 /// One message the client has not acknowledged, as it was framed for the client.
@@ -146,6 +160,12 @@ pub fn take(hub: &Hub, id: &str) -> Taken {
         streams,
         group_state,
         state_subscriptions,
+        mqtt: connection.protocol.as_mqtt().map(|m| MqttSession {
+            version: m.version,
+            session_id: m.session_id.clone(),
+            subscriptions: m.subscriptions(),
+            session_expiry: m.session_expiry(),
+        }),
     }))
 }
 
@@ -158,17 +178,33 @@ pub fn restore(
     session: &Session,
 ) -> (Arc<Hub>, Arc<Connection>) {
     let hub = hubs.get_or_create(hub_name);
+    let protocol = match &session.mqtt {
+        Some(moved) => {
+            let mqtt = crate::protocols::mqtt::Mqtt::new(
+                moved.version,
+                moved.session_id.clone(),
+                String::new(),
+                crate::ws::MAX_CLIENT_MESSAGE_BYTES,
+                moved.session_expiry,
+            );
+            for (group, qos) in &moved.subscriptions {
+                mqtt.subscribe(group, hubbub_proto::mqtt::QoS::from(*qos));
+            }
+            Protocol::mqtt(Arc::new(mqtt))
+        }
+        None => session
+            .protocol
+            .as_deref()
+            .and_then(crate::protocols::by_name)
+            .filter(|p| p.reliable())
+            .map_or_else(Protocol::json_reliable, Protocol::new),
+    };
     let connection = Arc::new(
         Connection::new(
             id.into(),
             Arc::clone(&hub.name),
             session.user_id.as_deref().map(Into::into),
-            session
-                .protocol
-                .as_deref()
-                .and_then(crate::protocols::by_name)
-                .filter(|p| p.reliable())
-                .map_or_else(Protocol::json_reliable, Protocol::new),
+            protocol,
             session.permissions.clone(),
         )
         .with_limits(hubs.connection_limits())
@@ -235,6 +271,12 @@ mod tests {
             }],
             group_state: vec![("g".into(), vec![("k".into(), "v".into())], 5)],
             state_subscriptions: vec!["g".into()],
+            mqtt: Some(MqttSession {
+                version: 5,
+                session_id: "s1".into(),
+                subscriptions: vec![("g".into(), 1)],
+                session_expiry: 60,
+            }),
         };
         let json = serde_json::to_string(&session).unwrap();
         let back: Session = serde_json::from_str(&json).unwrap();

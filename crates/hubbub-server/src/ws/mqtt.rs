@@ -311,8 +311,48 @@ async fn connect(state: AppState, mut socket: WebSocket, handshake: Handshake) {
 
     let hub = state.hubs.get_or_create(&hub_name);
     let token_user = claims.user_id.clone();
-    // A session kept here under this client id: resumed, or ended for the new one.
-    if let Some(existing) = hub.connection(&accepted.client_id) {
+    let existing = match hub.connection(&accepted.client_id) {
+        Some(existing) => Some(existing),
+        // Kept by another node: taken over to this one to resume it.
+        None if !connect.clean_start => {
+            match state
+                .backplane
+                .take_session(&hub_name, &accepted.client_id)
+                .await
+            {
+                Some(session) => {
+                    let (_, restored) = crate::dataplane::session::restore(
+                        &state.hubs,
+                        &hub_name,
+                        &accepted.client_id,
+                        &session,
+                    );
+                    state.backplane.session_arrived(&accepted.client_id);
+                    state.watch_streams(&restored);
+                    // Sends to its groups and user reach this node from now.
+                    state.backplane.settle().await;
+                    tracing::debug!(connection_id = %restored.id, "MQTT session handed over from another node");
+                    Some(restored)
+                }
+                None => None,
+            }
+        }
+        // A clean start ends the session wherever it is.
+        None => {
+            let question = crate::dataplane::ops::Question::new(
+                &hub_name,
+                crate::dataplane::ops::Ask::Close {
+                    scope: Target::Connection(accepted.client_id.clone()),
+                    excluded: Vec::new(),
+                    reason: "SessionTakenOver".into(),
+                },
+            );
+            state.backplane.ask(&question, |a| a.ok).await;
+            None
+        }
+    };
+    // A session under this client id: resumed, or ended for the new one.
+    if let Some(existing) = existing {
         let resumable = existing.protocol.as_mqtt().filter(|m| {
             !connect.clean_start
                 && m.version == version

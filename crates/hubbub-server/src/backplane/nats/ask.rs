@@ -17,13 +17,16 @@ pub const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 pub const ASK_IDLE: Duration = Duration::from_millis(100);
 
 /// The subject of the nodes a question goes to besides this one: the node named in a connection
-/// id, or those subscribed to the user's, the group's or the hub's subject.
+/// id (the hub's nodes for an id naming none), or those subscribed to the user's, the group's or
+/// the hub's subject.
 fn subject(question: &Question, own_node: &str) -> Option<String> {
     let hub = &question.hub;
     match question.ask.target() {
-        Target::Connection(id) => Cluster::node_of(&id)
-            .filter(|node| *node != own_node)
-            .map(|node| node_subject(node, Kind::Ask)),
+        // An id naming no node (an MQTT client id): any node of the hub may hold it.
+        Target::Connection(id) => match Cluster::node_of(&id) {
+            Some(node) => (node != own_node).then(|| node_subject(node, Kind::Ask)),
+            None => Some(hub_subject(hub, Kind::Ask)),
+        },
         Target::User(user) => Some(user_subject(hub, &user, Kind::Ask)),
         Target::Group(group) => Some(group_subject(hub, &group, Kind::Ask)),
         Target::All => Some(hub_subject(hub, Kind::Ask)),
@@ -114,7 +117,11 @@ mod tests {
             Some(node_subject("a", Kind::Ask).as_str())
         );
         let no_node = q(Ask::ConnectionExists { id: "1234".into() });
-        assert_eq!(subject(&no_node, "b"), None);
+        assert_eq!(
+            subject(&no_node, "b"),
+            Some(hub_subject("chat", Kind::Ask)),
+            "an id naming no node: every node of the hub"
+        );
         assert_eq!(
             subject(&q(Ask::UserExists { user: "u".into() }), "a"),
             Some(user_subject("chat", "u", Kind::Ask))

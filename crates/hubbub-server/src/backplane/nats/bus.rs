@@ -337,10 +337,20 @@ impl Bus {
                     // Ours: delivered already, unless its session moved to another node.
                     _ => self.dispatch.moved.get(id).filter(|node| node != own),
                 };
-                let Some(node) = node else {
-                    return;
-                };
-                node_subject(&node, Kind::Message)
+                match node {
+                    Some(node) => node_subject(&node, Kind::Message),
+                    // An id naming no node (an MQTT client id), not here: the hub's nodes.
+                    None if super::Cluster::node_of(id).is_none()
+                        && !self
+                            .dispatch
+                            .hubs
+                            .get(hub)
+                            .is_some_and(|h| h.connection(id).is_some()) =>
+                    {
+                        hub_subject(hub, Kind::Message)
+                    }
+                    None => return,
+                }
             }
         };
         let message = &delivery.message;

@@ -53,7 +53,11 @@ pub(super) fn give(
         node.keep_detached(&hub, &connection);
         return Answer::default();
     }
-    moved.set(id, to);
+    if super::Cluster::node_of(id).is_some() {
+        // Sends and questions for an id naming no node reach every node of the hub: the new
+        // holder gets them without a forward entry here (which would deliver them twice).
+        moved.set(id, to);
+    }
     tracing::debug!(connection_id = %id, to, "reliable session handed over");
     Answer {
         ok: true,
@@ -76,10 +80,6 @@ impl Cluster {
     /// node does not answer within [`ASK_TIMEOUT`] (it is gone, or NATS is) or has no such
     /// session.
     pub async fn take_session(&self, hub: &str, id: &str) -> Option<Session> {
-        let node = self.holder_of(id)?;
-        if !self.connected() {
-            return None;
-        }
         let question = Question::new(
             hub,
             Ask::Handover {
@@ -87,6 +87,17 @@ impl Cluster {
                 to: self.node_id.to_string(),
             },
         );
+        let Some(node) = self.holder_of(id) else {
+            // An id naming no node (an MQTT client id): whichever node of the hub holds it.
+            if Self::node_of(id).is_some() || self.moved.get(id).is_some() {
+                return None;
+            }
+            let answers = self.ask(&question, |a| a.session.is_some()).await;
+            return answers.into_iter().find_map(|a| a.session).map(|s| *s);
+        };
+        if !self.connected() {
+            return None;
+        }
         let answer = request(&self.wire, &node, &question).await?;
         answer.session.map(|s| *s)
     }
