@@ -186,7 +186,7 @@ pub fn render(state: &AppState) -> String {
 /// What the per-client limits refused, as (limit, listener, count): joins beyond a connection's
 /// group limit and connections beyond a user's (public listener), sign-ins beyond the portal's
 /// rate limit (admin listener).
-fn client_limits(state: &AppState) -> [(&'static str, &'static str, u64); 9] {
+fn client_limits(state: &AppState) -> [(&'static str, &'static str, u64); 11] {
     use std::sync::atomic::Ordering::Relaxed;
     let counts = state.hubs.limit_counts();
     let buffers = state.hubs.connection_limits();
@@ -209,6 +209,16 @@ fn client_limits(state: &AppState) -> [(&'static str, &'static str, u64); 9] {
             buffers.reliable_buffer_overflows.load(Relaxed),
         ),
         ("outbox", "public", buffers.outbox_overflows.load(Relaxed)),
+        (
+            "mqtt_packet_size",
+            "public",
+            counts.mqtt_packet_size.load(Relaxed),
+        ),
+        (
+            "mqtt_connect_timeout",
+            "public",
+            counts.mqtt_connect_timeout.load(Relaxed),
+        ),
         (
             "groups_per_connection",
             "public",
@@ -247,7 +257,7 @@ fn listener_metrics(
         out,
         "hubbub_limit_rejections_total",
         "counter",
-        "Connections refused because the listener was full (max_connections), or closed because they did not send request headers in time (header_timeout); joins beyond a connection's group limit (groups_per_connection), connections beyond a user's limit (connections_per_user), user events beyond a connection's queue for the event handler (event_queue), group streams beyond a connection's limit (streams_per_connection), group state larger than a connection may set (group_state), group presence events dropped because too many were waiting (presence_events), reliable connections closed because their recovery buffer overflowed (reliable_buffer), connections closed as too slow to read (outbox), portal sign-ins beyond the rate limit (portal_sign_in).",
+        "Connections refused because the listener was full (max_connections), or closed because they did not send request headers in time (header_timeout); joins beyond a connection's group limit (groups_per_connection), connections beyond a user's limit (connections_per_user), user events beyond a connection's queue for the event handler (event_queue), group streams beyond a connection's limit (streams_per_connection), group state larger than a connection may set (group_state), group presence events dropped because too many were waiting (presence_events), reliable connections closed because their recovery buffer overflowed (reliable_buffer), connections closed as too slow to read (outbox), MQTT connections closed for a packet over the size limit (mqtt_packet_size), MQTT sockets closed for sending no CONNECT in time (mqtt_connect_timeout), portal sign-ins beyond the rate limit (portal_sign_in).",
     );
     for (listener, stats) in both {
         for (limit, count) in [

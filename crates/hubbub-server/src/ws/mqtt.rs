@@ -94,8 +94,11 @@ async fn begin(
 }
 
 /// Reads the socket's first packet, which must be a whole CONNECT, with any packets sent
-/// right behind it.
-async fn first_packets(socket: &mut WebSocket) -> Result<Vec<Packet>, Option<FrameError>> {
+/// right behind it. `Err(None)`: the socket closed, or sent nothing in time (counted).
+async fn first_packets(
+    state: &AppState,
+    socket: &mut WebSocket,
+) -> Result<Vec<Packet>, Option<FrameError>> {
     let mut framer = wire::Framer::new(MAX_CLIENT_MESSAGE_BYTES);
     let read = async {
         loop {
@@ -116,9 +119,18 @@ async fn first_packets(socket: &mut WebSocket) -> Result<Vec<Packet>, Option<Fra
             }
         }
     };
-    tokio::time::timeout(CONNECT_TIMEOUT, read)
-        .await
-        .unwrap_or(Err(None))
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, read).await;
+    let counts = state.hubs.limit_counts();
+    match first {
+        Ok(Err(Some(FrameError::TooLarge(..)))) => {
+            counts.mqtt_packet_size.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => {
+            counts.mqtt_connect_timeout.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+    first.unwrap_or(Err(None))
 }
 
 /// Sends `frame` (if any) and closes the socket: a CONNECT refused or never made.
@@ -186,7 +198,7 @@ fn will_of(connect: &ConnectPacket) -> Option<Will> {
 
 /// The CONNECT, the connect event, then a session: resumed, or new.
 async fn connect(state: AppState, mut socket: WebSocket, handshake: Handshake) {
-    let packets = match first_packets(&mut socket).await {
+    let packets = match first_packets(&state, &mut socket).await {
         Ok(packets) => packets,
         Err(Some(FrameError::UnsupportedVersion(level))) => {
             tracing::debug!(
@@ -533,7 +545,14 @@ pub(super) fn on_packets(
         Ok(packets) => packets,
         Err(e) => {
             let code = match e {
-                FrameError::TooLarge(..) => ReasonCode::PacketTooLarge,
+                FrameError::TooLarge(..) => {
+                    state
+                        .hubs
+                        .limit_counts()
+                        .mqtt_packet_size
+                        .fetch_add(1, Ordering::Relaxed);
+                    ReasonCode::PacketTooLarge
+                }
                 _ => ReasonCode::MalformedPacket,
             };
             return protocol_error(connection, &mqtt, code, &e.to_string());

@@ -50,6 +50,10 @@ pub struct LimitCounts {
     pub group_state: AtomicU64,
     /// Group presence events not sent because too many were waiting.
     pub presence_events: AtomicU64,
+    /// MQTT connections closed for a packet larger than the service takes.
+    pub mqtt_packet_size: AtomicU64,
+    /// MQTT sockets closed because no CONNECT came in time.
+    pub mqtt_connect_timeout: AtomicU64,
 }
 
 /// Why a connection did not join a group.
