@@ -340,13 +340,11 @@ impl Bus {
                 match node {
                     Some(node) => node_subject(&node, Kind::Message),
                     // An id naming no node (an MQTT client id), not here: the hub's nodes.
-                    None if super::Cluster::node_of(id).is_none()
-                        && !self
-                            .dispatch
-                            .hubs
-                            .get(hub)
-                            .is_some_and(|h| h.connection(id).is_some()) =>
-                    {
+                    None if super::Cluster::node_of(id).is_none() => {
+                        let here = self.dispatch.hubs.get(hub);
+                        if here.is_some_and(|h| h.connection(id).is_some()) {
+                            return;
+                        }
                         hub_subject(hub, Kind::Message)
                     }
                     None => return,
