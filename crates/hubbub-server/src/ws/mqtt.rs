@@ -363,7 +363,17 @@ async fn connect(state: AppState, mut socket: WebSocket, handshake: Handshake) {
             None
         }
     };
-    // A session under this client id: resumed, or ended for the new one.
+    // A session under this client id: resumed, or ended for the new one. A WebSocket client's
+    // id is never an MQTT session to take over.
+    if existing.as_ref().is_some_and(|c| c.protocol.as_mqtt().is_none()) {
+        let frame = refusal_frame(
+            version,
+            ReasonCode::ClientIdentifierNotValid,
+            "this client id is in use by another kind of client",
+            &[],
+        );
+        return refuse(socket, Some(frame)).await;
+    }
     if let Some(existing) = existing {
         let resumable = existing.protocol.as_mqtt().filter(|m| {
             !connect.clean_start
