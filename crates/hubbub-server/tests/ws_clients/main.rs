@@ -8,5 +8,6 @@ mod support;
 mod connecting;
 mod connection_ends;
 mod messaging;
+mod mqtt;
 mod rest_management;
 mod rotation_and_recovery;
