@@ -24,6 +24,9 @@ pub struct Outgoing {
     data: Bytes,
     /// `messageTtlSeconds`: not delivered after this instant.
     pub expires_at: Option<Instant>,
+    /// Published at most once (MQTT QoS 0): MQTT subscribers get it at QoS 0 whatever their
+    /// subscription was granted.
+    pub at_most_once: bool,
     /// Metadata carried beside the data (`X-WebPubSub-Metadata-*`, a client's `metadata`).
     metadata: Option<Arc<Metadata>>,
     /// Where this message sits in a group stream.
@@ -65,6 +68,7 @@ impl Outgoing {
             data_type,
             data,
             expires_at: None,
+            at_most_once: false,
             metadata: None,
             stream: None,
             group_state: None,

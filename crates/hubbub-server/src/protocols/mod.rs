@@ -169,6 +169,11 @@ pub trait ClientProtocol: Send + Sync + 'static {
     fn event_headers(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
+    /// How long a client may stay silent (no frame, no pong) before it is closed, given the
+    /// WebSocket rule's `limit`.
+    fn silence_limit(&self, limit: Duration) -> Duration {
+        limit
+    }
     /// Frames an outgoing message; `sequence_id` for reliable protocols. `None`: the protocol
     /// has nothing to show for it (the bare end of a stream, for simple clients).
     fn encode(&self, message: &Outgoing, sequence_id: Option<u64>) -> Option<Message>;
@@ -287,6 +292,10 @@ impl Protocol {
 
     pub fn event_headers(&self) -> Vec<(&'static str, String)> {
         self.wire().event_headers()
+    }
+
+    pub fn silence_limit(&self, limit: Duration) -> Duration {
+        self.wire().silence_limit(limit)
     }
 }
 

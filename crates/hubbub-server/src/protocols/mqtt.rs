@@ -31,6 +31,8 @@ pub struct Will {
     pub content_type: Option<String>,
     pub expiry_secs: Option<u32>,
     pub user_properties: Vec<(String, String)>,
+    /// Published at QoS 0.
+    pub at_most_once: bool,
 }
 
 /// How the client's last socket ended, for the `disconnected` event.
@@ -52,6 +54,8 @@ struct SessionState {
     last_disconnect: LastDisconnect,
     /// This socket's id (`ce-physicalConnectionId`).
     physical_id: String,
+    /// The keep-alive agreed in the CONNECT (seconds; 0: none).
+    keep_alive: u16,
 }
 
 /// One MQTT connection's protocol.
@@ -107,6 +111,10 @@ impl Mqtt {
         state.last_disconnect = LastDisconnect::default();
     }
 
+    pub fn set_keep_alive(&self, secs: u16) {
+        lock(&self.state).keep_alive = secs;
+    }
+
     pub fn physical_id(&self) -> String {
         lock(&self.state).physical_id.clone()
     }
@@ -157,8 +165,12 @@ impl Mqtt {
     }
 
     /// The QoS `message` goes out at: QoS 1 for the service's own topics, else what the
-    /// subscription to its group was granted (0 for groups joined otherwise than by SUBSCRIBE).
+    /// subscription to its group was granted (0 for groups joined otherwise than by SUBSCRIBE),
+    /// and never more than it was published at.
     fn qos_for(&self, message: &Outgoing) -> QoS {
+        if message.at_most_once {
+            return QoS::AtMostOnce;
+        }
         match message.source_group() {
             Some(group) if !group.starts_with('$') => lock(&self.state)
                 .subscriptions
@@ -271,6 +283,13 @@ impl ClientProtocol for Mqtt {
         let expiry = self.session_expiry();
         let ended_by_service = close_reason.is_some_and(|r| r != CLIENT_DISCONNECTED);
         (expiry > 0 && !ended_by_service).then(|| grace.min(Duration::from_secs(u64::from(expiry))))
+    }
+
+    fn silence_limit(&self, limit: Duration) -> Duration {
+        // MQTT: a client silent for one and a half keep-alives is gone; never sooner than the
+        // WebSocket rule (the client answers pings in between).
+        let keep_alive = Duration::from_millis(u64::from(lock(&self.state).keep_alive) * 1500);
+        limit.max(keep_alive)
     }
 
     fn event_headers(&self) -> Vec<(&'static str, String)> {

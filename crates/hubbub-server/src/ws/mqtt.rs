@@ -193,6 +193,7 @@ fn will_of(connect: &ConnectPacket) -> Option<Will> {
         content_type: properties.content_type.clone(),
         expiry_secs: properties.message_expiry_interval,
         user_properties: properties.user_properties.clone(),
+        at_most_once: will.qos == QoS::AtMostOnce,
     })
 }
 
@@ -365,7 +366,10 @@ async fn connect(state: AppState, mut socket: WebSocket, handshake: Handshake) {
     };
     // A session under this client id: resumed, or ended for the new one. A WebSocket client's
     // id is never an MQTT session to take over.
-    if existing.as_ref().is_some_and(|c| c.protocol.as_mqtt().is_none()) {
+    if existing
+        .as_ref()
+        .is_some_and(|c| c.protocol.as_mqtt().is_none())
+    {
         let frame = refusal_frame(
             version,
             ReasonCode::ClientIdentifierNotValid,
@@ -385,6 +389,7 @@ async fn connect(state: AppState, mut socket: WebSocket, handshake: Handshake) {
         });
         if let Some(mqtt) = resumable.cloned() {
             mqtt.attach(physical_id, accepted.session_expiry);
+            mqtt.set_keep_alive(accepted.keep_alive);
             mqtt.set_will(will_of(&connect));
             if upstream_state.is_some() {
                 existing.state().upstream_state = upstream_state;
@@ -434,6 +439,7 @@ async fn connect(state: AppState, mut socket: WebSocket, handshake: Handshake) {
         MAX_CLIENT_MESSAGE_BYTES,
         accepted.session_expiry,
     ));
+    mqtt.set_keep_alive(accepted.keep_alive);
     mqtt.set_will(will_of(&connect));
     let permissions = Permissions::from_roles(roles.iter().map(String::as_str));
     let connection = Arc::new(
@@ -781,6 +787,7 @@ fn on_publish(
     let mut message = Outgoing::group(group.into(), connection.user_id.clone(), data_type, payload)
         .with_sender(Arc::clone(&connection.id), false)
         .with_metadata(metadata);
+    message.at_most_once = publish.qos == QoS::AtMostOnce;
     if let Some(expiry) =
         wire::int_property(&publish.properties, wire::PropertyId::MessageExpiryInterval)
     {
@@ -912,6 +919,7 @@ pub(crate) fn publish_will(state: &AppState, hub: &Hub, connection: &Connection,
     let mut message = Outgoing::group(group.into(), connection.user_id.clone(), data_type, payload)
         .with_sender(Arc::clone(&connection.id), false)
         .with_metadata(metadata);
+    message.at_most_once = will.at_most_once;
     if let Some(expiry) = will.expiry_secs {
         message = message.with_ttl(Duration::from_secs(u64::from(expiry)));
     }

@@ -112,7 +112,7 @@ fn run_socket(
                     }
                 }
                 _ = ping.tick() => {
-                    if last_heard.elapsed() > keep_alive * 3 {
+                    if last_heard.elapsed() > connection.protocol.silence_limit(keep_alive * 3) {
                         connection.request_close(CloseRequest { code: CLOSE_NORMAL, reason: "PingTimeout".into(), notify: true });
                     } else {
                         let sent = tokio::time::timeout(WRITE_STALL_TIMEOUT, socket.send(Message::Ping(Bytes::new()))).await;

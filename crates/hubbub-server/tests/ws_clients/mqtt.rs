@@ -11,7 +11,18 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// An MQTT 5 CONNECT with a clean start and a 60 s keep-alive.
 fn connect_v5(client_id: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0];
+    connect_v5_with(client_id, true)
+}
+
+/// An MQTT 5 CONNECT; without a clean start it asks for a 60 s session expiry.
+fn connect_v5_with(client_id: &str, clean_start: bool) -> Vec<u8> {
+    let mut body = if clean_start {
+        vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0]
+    } else {
+        vec![
+            0, 4, b'M', b'Q', b'T', b'T', 5, 0x00, 0, 60, 5, 0x11, 0, 0, 0, 60,
+        ]
+    };
     body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
     body.extend_from_slice(client_id.as_bytes());
     let mut packet = vec![0x10, body.len() as u8];
@@ -151,4 +162,89 @@ async fn a_websocket_clients_id_is_not_an_mqtt_session_to_take_over() {
     )
     .await;
     assert_eq!(next_json(&mut client).await["data"], "yours", "untouched");
+}
+
+#[tokio::test]
+async fn unacknowledged_messages_are_sent_again_marked_dup_when_the_session_resumes() {
+    let t = TestServer::start().await;
+    let mut first = mqtt_socket(&t, "hub").await;
+    send(&mut first, &connect_v5_with("keep1", false)).await;
+    let connack = next_packet(&mut first).await;
+    assert_eq!(
+        (connack[2], connack[3]),
+        (0, 0),
+        "no session yet: {connack:?}"
+    );
+    send(&mut first, &subscribe_v5("room")).await;
+    assert_eq!(next_packet(&mut first).await[0], 0x90);
+    post_text(&t, "/api/hubs/hub/groups/room/:send", "one").await;
+    let publish = next_packet(&mut first).await;
+    assert_eq!(publish[0], 0x32, "QoS 1, not a duplicate: {publish:?}");
+    // Gone without a PUBACK or a DISCONNECT.
+    drop(first);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    post_text(&t, "/api/hubs/hub/groups/room/:send", "two").await;
+
+    let mut second = mqtt_socket(&t, "hub").await;
+    send(&mut second, &connect_v5_with("keep1", false)).await;
+    let connack = next_packet(&mut second).await;
+    assert_eq!(
+        (connack[2], connack[3]),
+        (1, 0),
+        "session present: {connack:?}"
+    );
+    let again = next_packet(&mut second).await;
+    assert_eq!(again[0], 0x3a, "sent again, marked DUP: {again:?}");
+    assert!(again.ends_with(b"one"));
+    let id = hubbub_proto::mqtt::packet_id_of(&again).expect("a packet id");
+    let meanwhile = next_packet(&mut second).await;
+    assert_eq!(meanwhile[0], 0x3a, "queued while away, also unacknowledged");
+    assert!(meanwhile.ends_with(b"two"));
+    // Acknowledged, the first is not sent again on the next resume; the second is.
+    let [hi, lo] = id.to_be_bytes();
+    send(&mut second, &[0x40, 2, hi, lo]).await;
+    send(&mut second, &[0xc0, 0]).await;
+    assert_eq!(
+        next_packet(&mut second).await,
+        [0xd0, 0],
+        "the PUBACK was read"
+    );
+    drop(second);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut third = mqtt_socket(&t, "hub").await;
+    send(&mut third, &connect_v5_with("keep1", false)).await;
+    assert_eq!(next_packet(&mut third).await[2], 1);
+    let left = next_packet(&mut third).await;
+    assert!(
+        left.ends_with(b"two"),
+        "only the unacknowledged one: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_qos_0_publish_reaches_a_qos_1_subscription_at_qos_0() {
+    let t = TestServer::start().await;
+    let mut subscriber = mqtt_socket(&t, "hub").await;
+    send(&mut subscriber, &connect_v5("sub1")).await;
+    assert_eq!(next_packet(&mut subscriber).await[0], 0x20);
+    send(&mut subscriber, &subscribe_v5("room")).await;
+    assert_eq!(next_packet(&mut subscriber).await, [0x90, 4, 0, 1, 0, 1]);
+    let mut publisher = mqtt_socket(&t, "hub").await;
+    send(&mut publisher, &connect_v5("pub1")).await;
+    assert_eq!(next_packet(&mut publisher).await[0], 0x20);
+    // PUBLISH at QoS 0 to "room", no properties, payload "hi".
+    send(
+        &mut publisher,
+        &[0x30, 9, 0, 4, b'r', b'o', b'o', b'm', 0, b'h', b'i'],
+    )
+    .await;
+    let got = next_packet(&mut subscriber).await;
+    assert_eq!(got[0], 0x30, "at QoS 0, as published: {got:?}");
+    assert!(got.ends_with(b"hi"));
+    post_text(&t, "/api/hubs/hub/groups/room/:send", "rest").await;
+    assert_eq!(
+        next_packet(&mut subscriber).await[0],
+        0x32,
+        "REST sends at the granted QoS 1"
+    );
 }

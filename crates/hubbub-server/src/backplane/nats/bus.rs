@@ -106,6 +106,9 @@ struct Header {
     no_echo: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ttl_ms: Option<u64>,
+    /// An MQTT QoS 0 publish.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    at_most_once: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     metadata: Metadata,
     /// A group stream's fragment or end.
@@ -362,6 +365,7 @@ impl Bus {
             from_user_id: message.from_user_id().map(|u| u.to_string()),
             sender: message.sender.as_ref().map(|s| s.to_string()),
             no_echo: message.no_echo,
+            at_most_once: message.at_most_once,
             ttl_ms: message
                 .ttl_remaining()
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -447,6 +451,7 @@ fn deliver(hubs: &Hubs, payload: &Bytes) -> Option<String> {
     if let Some(ms) = header.ttl_ms {
         message = message.with_ttl(Duration::from_millis(ms));
     }
+    message.at_most_once = header.at_most_once;
     let filter = match header.filter {
         Some(text) => Some((Filter::parse(&text).ok()?, text)),
         None => None,
