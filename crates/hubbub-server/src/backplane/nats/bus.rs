@@ -537,6 +537,7 @@ mod tests {
             sender: Some("n1-ab".into()),
             no_echo: true,
             ttl_ms: Some(5_000),
+            at_most_once: true,
             metadata: vec![("trace".into(), "t-1".into())],
             stream: Some(StreamInfo {
                 stream_id: "s".into(),
