@@ -527,3 +527,88 @@ async fn connected_events_are_retried_when_the_app_fails() {
         "no more attempts after a success"
     );
 }
+
+#[tokio::test]
+async fn mqtt_user_events_carry_user_properties_as_mqtt_headers_both_ways() {
+    use futures_util::SinkExt;
+    use hubbub_proto::mqtt::{self as wire, Packet};
+    use tokio_tungstenite::tungstenite::Message;
+    let app = AppServer::start(Arc::new(|r: &Recorded| {
+        if r.method == Method::OPTIONS {
+            return allow_origin();
+        }
+        (
+            StatusCode::OK,
+            [("content-type", "text/plain"), ("mqtt-answer", "yes")],
+            "pong",
+        )
+            .into_response()
+    }))
+    .await;
+    let t = TestServer::start().await;
+    configure(&t, "chat", handler(&app, &[])).await;
+    let now = t.now();
+    let token = common::sign(
+        json!({"aud": format!("{}/clients/mqtt/hubs/chat", t.endpoint()), "iat": now, "exp": now + 600}),
+        &t.key(KeySlot::Primary),
+    );
+    let (mut ws, _) = t
+        .ws_connect(
+            &format!("/clients/mqtt/hubs/chat?access_token={token}"),
+            Some("mqtt"),
+        )
+        .await
+        .expect("upgrade");
+    let connect = [
+        0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 3, b'e', b'v', b'1',
+    ];
+    ws.send(Message::Binary(connect.to_vec().into()))
+        .await
+        .unwrap();
+    let mut framer = wire::Framer::new(1 << 20);
+    let mut next_packet = async |ws: &mut common::Ws| loop {
+        let Some(Message::Binary(bytes)) = common::next_frame(ws).await else {
+            panic!("an MQTT packet");
+        };
+        if let Some(packet) = framer.push(&bytes, wire::V5).unwrap().pop() {
+            return packet;
+        }
+    };
+    assert!(matches!(next_packet(&mut ws).await, Packet::ConnAck(_)));
+    // PUBLISH (QoS 0) to the events topic with user property trace=t1.
+    let topic = b"$webpubsub/server/events/echo";
+    let properties = [0x26, 0, 5, b't', b'r', b'a', b'c', b'e', 0, 2, b't', b'1'];
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic);
+    body.push(properties.len() as u8);
+    body.extend_from_slice(&properties);
+    body.extend_from_slice(b"ping");
+    let mut publish = vec![0x30, body.len() as u8];
+    publish.extend(body);
+    ws.send(Message::Binary(publish.into())).await.unwrap();
+
+    let seen = app.wait_for("echo", 1).await;
+    assert_eq!(
+        seen[0].header("mqtt-trace"),
+        Some("t1"),
+        "{:?}",
+        seen[0].headers
+    );
+    assert!(seen[0].header("x-webpubsub-metadata-trace").is_none());
+    assert_eq!(seen[0].header("ce-subprotocol"), Some("mqtt"));
+    assert!(seen[0]
+        .header("ce-sessionId")
+        .is_some_and(|s| !s.is_empty()));
+    let Packet::Publish(answer) = next_packet(&mut ws).await else {
+        panic!("the answer");
+    };
+    assert_eq!(answer.topic_name, "$webpubsub/server/events/echo/succeeded");
+    assert_eq!(&answer.payload[..], b"pong");
+    assert_eq!(
+        wire::user_properties(&answer.properties),
+        [
+            ("answer".to_string(), "yes".to_string()),
+            ("azure-status-code".to_string(), "200".to_string())
+        ]
+    );
+}

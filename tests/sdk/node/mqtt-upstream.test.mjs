@@ -300,6 +300,9 @@ test("mqtt: a publish to $webpubsub/server/events/echo reaches handleUserEvent; 
         if (protocolVersion === 5) {
           const ct = c.messages[0].properties?.contentType;
           assert.ok(typeof ct === "string" && ct.startsWith("text/plain"), `succeeded content type ${JSON.stringify(c.messages[0].properties)}`);
+          // As Azure does: the handler's status as a user property.
+          assert.equal({ ...c.messages[0].properties?.userProperties }["azure-status-code"], "200",
+            `succeeded user properties ${JSON.stringify(c.messages[0].properties)}`);
         }
 
         const seen = up.seen.user.slice(before);

@@ -169,6 +169,10 @@ pub trait ClientProtocol: Send + Sync + 'static {
     fn event_headers(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
+    /// The prefix of the CloudEvents headers carrying a user event's metadata, both ways.
+    fn metadata_header(&self) -> &'static str {
+        crate::upstream::METADATA_HEADER
+    }
     /// How long a client may stay silent (no frame, no pong) before it is closed, given the
     /// WebSocket rule's `limit`.
     fn silence_limit(&self, limit: Duration) -> Duration {
@@ -292,6 +296,10 @@ impl Protocol {
 
     pub fn event_headers(&self) -> Vec<(&'static str, String)> {
         self.wire().event_headers()
+    }
+
+    pub fn metadata_header(&self) -> &'static str {
+        self.wire().metadata_header()
     }
 
     pub fn silence_limit(&self, limit: Duration) -> Duration {

@@ -285,6 +285,11 @@ impl ClientProtocol for Mqtt {
         (expiry > 0 && !ended_by_service).then(|| grace.min(Duration::from_secs(u64::from(expiry))))
     }
 
+    /// MQTT user properties travel to and from the app server as `mqtt-<name>` headers.
+    fn metadata_header(&self) -> &'static str {
+        "mqtt-"
+    }
+
     fn silence_limit(&self, limit: Duration) -> Duration {
         // MQTT: a client silent for one and a half keep-alives is gone; never sooner than the
         // WebSocket rule (the client answers pings in between).

@@ -49,9 +49,17 @@ pub const METADATA_HEADER: &str = "x-webpubsub-metadata-";
 /// The metadata in `headers` (`X-WebPubSub-Metadata-<key>`; several values of one key are
 /// joined with commas), checked as clients' metadata is.
 pub fn metadata_from(headers: &reqwest::header::HeaderMap) -> Result<Metadata, String> {
+    metadata_with_prefix(headers, METADATA_HEADER)
+}
+
+/// The metadata in the headers named `<prefix><key>`.
+fn metadata_with_prefix(
+    headers: &reqwest::header::HeaderMap,
+    prefix: &str,
+) -> Result<Metadata, String> {
     let mut metadata: Metadata = Vec::new();
     for (name, value) in headers {
-        let Some(key) = name.as_str().strip_prefix(METADATA_HEADER) else {
+        let Some(key) = name.as_str().strip_prefix(prefix) else {
             continue;
         };
         let value = value
@@ -79,6 +87,9 @@ pub struct EventContext {
     pub state: Option<String>,
     /// Headers of the connection's protocol (MQTT's `ce-physicalConnectionId`, `ce-sessionId`).
     pub headers: Vec<(&'static str, String)>,
+    /// The prefix of the headers carrying a user event's metadata, both ways
+    /// (`x-webpubsub-metadata-`; MQTT user properties: `mqtt-`).
+    pub metadata_header: &'static str,
 }
 
 impl EventContext {
@@ -91,6 +102,7 @@ impl EventContext {
             subprotocol: connection.protocol.name(),
             state: connection.state().upstream_state.clone(),
             headers: connection.protocol.event_headers(),
+            metadata_header: connection.protocol.metadata_header(),
         }
     }
 }
@@ -163,6 +175,8 @@ pub enum EventOutcome {
         state: Option<String>,
         /// From the response's `X-WebPubSub-Metadata-*` headers, for the reply.
         metadata: Metadata,
+        /// The handler's status (2xx).
+        status: u16,
     },
     Failed(String),
 }
@@ -382,7 +396,7 @@ impl Upstream {
         }
         for (key, value) in metadata {
             request = request.header(
-                format!("{METADATA_HEADER}{}", key.to_ascii_lowercase()),
+                format!("{}{}", ctx.metadata_header, key.to_ascii_lowercase()),
                 value,
             );
         }
@@ -534,7 +548,7 @@ impl Upstream {
                         Ok(state) => state,
                         Err(reason) => return Some(EventOutcome::Failed(reason)),
                     };
-                    let metadata = match metadata_from(&headers) {
+                    let metadata = match metadata_with_prefix(&headers, ctx.metadata_header) {
                         Ok(metadata) => metadata,
                         Err(reason) => {
                             return Some(EventOutcome::Failed(format!(
@@ -547,6 +561,7 @@ impl Upstream {
                             reply: None,
                             state,
                             metadata,
+                            status,
                         }
                     } else {
                         let media = headers
@@ -580,6 +595,7 @@ impl Upstream {
                             reply: Some((reply_type, body)),
                             state,
                             metadata,
+                            status,
                         }
                     }
                 }

@@ -141,10 +141,15 @@ pub(super) async fn run_events(
             EventOutcome::Ok {
                 reply,
                 state: new_state,
-                metadata,
+                mut metadata,
+                status,
             } => {
                 if new_state.is_some() {
                     connection.state().upstream_state = new_state;
+                }
+                if matches!(job, Job::Mqtt { .. }) {
+                    // Azure tells MQTT clients the handler's status as a user property.
+                    metadata.push(("azure-status-code".into(), status.to_string()));
                 }
                 Ok((reply, metadata))
             }

@@ -235,6 +235,7 @@ async fn handle(
         subprotocol: None,
         state: None,
         headers: Vec::new(),
+        metadata_header: crate::upstream::METADATA_HEADER,
     };
     let body = connect_body(&claims, raw_query.as_deref(), &headers);
     if let Some(outcome) = state.upstream.connect(&settings, &ctx, &body).await {

@@ -249,6 +249,7 @@ async fn connect(state: AppState, mut socket: WebSocket, handshake: Handshake) {
         subprotocol: Some(crate::protocols::mqtt::NAME),
         state: None,
         headers: vec![("ce-physicalConnectionId", physical_id.clone())],
+        metadata_header: "mqtt-",
     };
     body.mqtt = Some(mqtt_connect_fields(&connect));
     let mut response = crate::upstream::ConnectResponse::default();
