@@ -455,7 +455,15 @@ async fn connect(state: AppState, mut socket: WebSocket, handshake: Handshake) {
         .signed_by(signer),
     );
     connection.state().upstream_state = upstream_state;
-    hub.add(Arc::clone(&connection), &groups);
+    if let Some(displaced) = hub.add(Arc::clone(&connection), &groups) {
+        // The same client id connected twice at once: the other one is taken over.
+        displaced.request_close(CloseRequest {
+            code: CLOSE_POLICY,
+            reason: "SessionTakenOver".into(),
+            notify: true,
+        });
+        state.departed(&displaced, "SessionTakenOver");
+    }
     // Sends to the hub, the user and the groups reach this node from now.
     state.backplane.settle().await;
     let connack = wire::connack(

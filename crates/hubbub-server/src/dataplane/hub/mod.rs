@@ -146,6 +146,28 @@ impl HubInner {
     /// Leaves `group`, keeping the connection's state there (for a connection that ends, whose
     /// state is cleared with the followers told, or moves to another node).
     /// Returns whether the connection was a member.
+    /// Removes the connection under `connection`'s id from its groups, its user and the hub.
+    fn unregister(&mut self, connection: &Arc<Connection>) {
+        let groups: Vec<Arc<str>> = self
+            .connections
+            .get(&*connection.id)
+            .map(|m| m.groups.iter().cloned().collect())
+            .unwrap_or_default();
+        for group in groups {
+            self.leave_keeping_state(&connection.id, &group);
+        }
+        self.connections.remove(&*connection.id);
+        if let Some(user) = &connection.user_id {
+            if let Some(ids) = self.users.get_mut(&**user) {
+                ids.remove(&*connection.id);
+                if ids.is_empty() {
+                    self.users.remove(&**user);
+                    self.notify(|hub| Interest::User(hub, Arc::clone(user), false));
+                }
+            }
+        }
+    }
+
     fn leave_keeping_state(&mut self, connection_id: &str, group: &str) -> bool {
         let was_member = self
             .connections
@@ -268,20 +290,39 @@ impl Hub {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a connection and joins it to `groups`.
-    pub fn add(&self, connection: Arc<Connection>, groups: &[String]) {
-        self.register(connection, groups, true);
+    /// Registers a connection and joins it to `groups`. Returns another connection that held
+    /// its id until now (an MQTT client id connecting twice at once), which it displaced: the
+    /// caller ends it.
+    pub fn add(&self, connection: Arc<Connection>, groups: &[String]) -> Option<Arc<Connection>> {
+        self.register(connection, groups, true)
     }
 
     /// Registers a reliable session that moved here from another node, in its groups again: not
     /// a join (no presence events).
-    pub fn add_moved(&self, connection: Arc<Connection>, groups: &[String]) {
-        self.register(connection, groups, false);
+    pub fn add_moved(
+        &self,
+        connection: Arc<Connection>,
+        groups: &[String],
+    ) -> Option<Arc<Connection>> {
+        self.register(connection, groups, false)
     }
 
-    fn register(&self, connection: Arc<Connection>, groups: &[String], report: bool) {
+    fn register(
+        &self,
+        connection: Arc<Connection>,
+        groups: &[String],
+        report: bool,
+    ) -> Option<Arc<Connection>> {
         let mut inner = self.write();
         let id = Arc::clone(&connection.id);
+        let displaced = inner
+            .connections
+            .get(&*id)
+            .map(|m| Arc::clone(&m.connection))
+            .filter(|old| !Arc::ptr_eq(old, &connection));
+        if let Some(old) = &displaced {
+            inner.unregister(old);
+        }
         if let Some(user) = &connection.user_id {
             let ids = inner.users.entry(Arc::clone(user)).or_default();
             let first = ids.is_empty();
@@ -301,6 +342,7 @@ impl Hub {
             // Beyond the connection's group limit a join is refused (and counted).
             let _ = inner.join_reporting(&id, group, report);
         }
+        displaced
     }
 
     /// Unregisters a connection (only this very connection object), leaving all its groups.
@@ -329,24 +371,7 @@ impl Hub {
             .get(&*connection.id)
             .filter(|m| Arc::ptr_eq(&m.connection, connection))
             .map(keep)?;
-        let groups: Vec<Arc<str>> = inner
-            .connections
-            .get(&*connection.id)
-            .map(|m| m.groups.iter().cloned().collect())
-            .unwrap_or_default();
-        for group in groups {
-            inner.leave_keeping_state(&connection.id, &group);
-        }
-        inner.connections.remove(&*connection.id);
-        if let Some(user) = &connection.user_id {
-            if let Some(ids) = inner.users.get_mut(&**user) {
-                ids.remove(&*connection.id);
-                if ids.is_empty() {
-                    inner.users.remove(&**user);
-                    inner.notify(|hub| Interest::User(hub, Arc::clone(user), false));
-                }
-            }
-        }
+        inner.unregister(connection);
         Some(kept)
     }
 

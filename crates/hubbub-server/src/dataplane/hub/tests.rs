@@ -96,6 +96,27 @@ fn removing_only_the_same_connection_object() {
 }
 
 #[test]
+fn a_connection_under_an_id_in_use_displaces_the_holder_whole() {
+    let hub = Hub::new("h".into(), None);
+    let first = conn("a", Some("u1"));
+    assert!(hub.add(Arc::clone(&first), &["old".into()]).is_none());
+    let second = conn("a", Some("u2"));
+    let displaced = hub.add(Arc::clone(&second), &["new".into()]);
+    assert!(displaced.is_some_and(|d| Arc::ptr_eq(&d, &first)));
+    assert!(
+        !hub.is_member("a", "old"),
+        "the holder's groups went with it"
+    );
+    assert!(hub.is_member("a", "new"));
+    assert!(!hub.has_user("u1") && hub.has_user("u2"));
+    assert!(!hub.remove(&first), "already out");
+    assert_eq!(hub.connection_count(), 1);
+    let message =
+        Outgoing::server(DataType::Text, Bytes::from_static(b"x")).into_group("old".into());
+    assert_eq!(hub.send_to_group("old", &message, &Selection::default()), 0);
+}
+
+#[test]
 fn joins_and_leaves_are_reported_but_not_a_moved_session_or_an_ending() {
     let hubs = Hubs::default();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
