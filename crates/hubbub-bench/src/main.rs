@@ -1,8 +1,10 @@
 //! `hubbub-bench`: opens many WebSocket clients against a Web PubSub endpoint with real client
 //! tokens, publishes through the REST API with signed tokens (as the SDKs do), and reports
 //! connect rate, fan-out throughput, end-to-end latency, loss, and the server's memory and CPU
-//! (read from /proc) as JSON and as a table.
+//! (read from /proc) as JSON and as a table. Subscribers can also speak MQTT 5 over WebSocket
+//! (`--protocol mqtt`, and `--peer mosquitto` for an MQTT broker side by side).
 
+mod mqtt;
 mod proc_stats;
 mod rotation;
 mod scenarios;
@@ -19,8 +21,10 @@ struct Cli {
     /// Hubbub's connection string (`Endpoint=…;AccessKey=…;Version=1.0;`).
     #[arg(long, env = "HUBBUB_BENCH_CONNECTION_STRING")]
     connection_string: Option<String>,
-    /// Benchmark a peer instead of Hubbub: `ws` (needs --ws-url, --publish-url) or `nats`
-    /// (needs --ws-url, --nats-addr).
+    /// Benchmark a peer instead of Hubbub: `ws` (needs --ws-url, --publish-url), `nats`
+    /// (needs --ws-url, --nats-addr), `soketi` (needs --pusher-app) or `mosquitto` (any MQTT
+    /// broker: MQTT 5 subscribers over WebSocket at --ws-url, no token, subscribing at
+    /// --mqtt-qos; the publisher speaks MQTT over TCP to --mqtt-addr, QoS 0).
     #[arg(long)]
     peer: Option<String>,
     /// The peer's WebSocket URL.
@@ -36,6 +40,13 @@ struct Cli {
     /// NATS's TCP address (host:port) for publishers.
     #[arg(long)]
     nats_addr: Option<String>,
+    /// The MQTT broker's TCP address (host:port) for publishers (with --peer mosquitto).
+    #[arg(long)]
+    mqtt_addr: Option<String>,
+    /// The QoS MQTT subscribers (`--protocol mqtt`, `--peer mosquitto`) subscribe at: 0, or 1
+    /// (each QoS 1 PUBLISH is answered with a PUBACK).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    mqtt_qos: u8,
     /// The server's process id, to read its memory and CPU time from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -50,8 +61,10 @@ struct Cli {
     /// Hub to use.
     #[arg(long, default_value = "bench")]
     hub: String,
-    /// How Hubbub's subscribers speak: raw frames (simple), json (`json.webpubsub.azure.v1`) or
-    /// json-reliable (`json.reliable.webpubsub.azure.v1`, sequence ids acknowledged).
+    /// How Hubbub's subscribers speak: raw frames (simple), json (`json.webpubsub.azure.v1`),
+    /// json-reliable (`json.reliable.webpubsub.azure.v1`, sequence ids acknowledged) or mqtt
+    /// (MQTT 5 over WebSocket at `/clients/mqtt/hubs/{hub}`: CONNECT, then SUBSCRIBE to the
+    /// group's name as the topic at --mqtt-qos; publishing stays REST).
     #[arg(long, value_enum, default_value_t = target::ClientProtocol::Simple)]
     protocol: target::ClientProtocol,
     /// Print JSON only (no table).
@@ -146,6 +159,7 @@ fn main() -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("--connection-string is required"))?;
             target::Target::hubbub(&cs, &cli.hub, cli.protocol)?
                 .with_client_endpoints(cli.client_endpoint)
+                .with_mqtt_qos(cli.mqtt_qos)
         }
         Some("ws") => target::Target::Ws {
             ws_url: need(cli.ws_url, "--ws-url")?,
@@ -171,7 +185,14 @@ fn main() -> anyhow::Result<()> {
             ws_url: need(cli.ws_url, "--ws-url")?,
             tcp_addr: need(cli.nats_addr, "--nats-addr")?,
         },
-        Some(other) => anyhow::bail!("unknown peer '{other}': hubbub, ws, nats or soketi"),
+        Some("mosquitto") => target::Target::Mqtt {
+            ws_url: need(cli.ws_url, "--ws-url")?,
+            tcp_addr: need(cli.mqtt_addr, "--mqtt-addr")?,
+            qos: cli.mqtt_qos,
+        },
+        Some(other) => {
+            anyhow::bail!("unknown peer '{other}': hubbub, ws, nats, soketi or mosquitto")
+        }
     };
     let report = runtime.block_on(async {
         match cli.scenario {

@@ -1,7 +1,8 @@
 //! The endpoint under test and how to speak to it: Hubbub (Web PubSub: client tokens, simple
 //! WebSocket clients, REST publishing with signed tokens, as the official SDKs do), or a peer for
-//! side-by-side runs: a plain `ws` broadcast server (HTTP publish) or NATS (WebSocket clients,
-//! TCP publishing).
+//! side-by-side runs: a plain `ws` broadcast server (HTTP publish), NATS (WebSocket clients,
+//! TCP publishing), soketi, or an MQTT broker such as Mosquitto (MQTT over WebSocket subscribers,
+//! MQTT over TCP publishing).
 
 use anyhow::Context;
 use hubbub_proto::connection_string::ConnectionString;
@@ -17,6 +18,8 @@ pub enum Target {
         /// Where subscribers connect, in turn (cluster mode: other nodes); empty: `endpoint`.
         client_endpoints: Vec<String>,
         next_client: std::sync::atomic::AtomicUsize,
+        /// The QoS MQTT subscribers (`ClientProtocol::Mqtt`) subscribe at.
+        mqtt_qos: u8,
     },
     /// Subscribers connect to `ws_url`; `POST publish_url` with the payload broadcasts it.
     Ws { ws_url: String, publish_url: String },
@@ -31,6 +34,13 @@ pub enum Target {
         key: String,
         secret: String,
     },
+    /// An MQTT broker (Mosquitto): MQTT 5 subscribers over WebSocket at `ws_url` (no token),
+    /// subscribing at `qos`; publishers speak MQTT over TCP at `tcp_addr` (QoS 0).
+    Mqtt {
+        ws_url: String,
+        tcp_addr: String,
+        qos: u8,
+    },
 }
 
 /// How Hubbub's subscribers speak: raw frames, or one of the JSON subprotocols.
@@ -42,6 +52,9 @@ pub enum ClientProtocol {
     Json,
     /// `json.reliable.webpubsub.azure.v1`: sequence ids, acknowledged by the generator.
     JsonReliable,
+    /// MQTT 5 over WebSocket (subprotocol `mqtt`) at `/clients/mqtt/hubs/{hub}`: each subscriber
+    /// sends CONNECT and SUBSCRIBEs to its group's name as the topic (at `--mqtt-qos`).
+    Mqtt,
 }
 
 impl ClientProtocol {
@@ -50,6 +63,7 @@ impl ClientProtocol {
             ClientProtocol::Simple => None,
             ClientProtocol::Json => Some("json.webpubsub.azure.v1"),
             ClientProtocol::JsonReliable => Some("json.reliable.webpubsub.azure.v1"),
+            ClientProtocol::Mqtt => Some("mqtt"),
         }
     }
 }
@@ -79,7 +93,29 @@ impl Target {
             protocol,
             client_endpoints: Vec::new(),
             next_client: Default::default(),
+            mqtt_qos: 0,
         })
+    }
+
+    /// Hubbub: the QoS MQTT subscribers subscribe at.
+    pub fn with_mqtt_qos(mut self, qos: u8) -> Self {
+        if let Target::Hubbub { mqtt_qos, .. } = &mut self {
+            *mqtt_qos = qos;
+        }
+        self
+    }
+
+    /// The QoS subscribers subscribe at when they speak MQTT; `None` when they do not.
+    pub fn mqtt_qos(&self) -> Option<u8> {
+        match self {
+            Target::Hubbub {
+                protocol: ClientProtocol::Mqtt,
+                mqtt_qos,
+                ..
+            } => Some(*mqtt_qos),
+            Target::Mqtt { qos, .. } => Some(*qos),
+            _ => None,
+        }
     }
 
     /// Hubbub: subscribers connect to these endpoints in turn (publishing stays on the
@@ -98,6 +134,7 @@ impl Target {
     pub fn subprotocol(&self) -> Option<&'static str> {
         match self {
             Target::Hubbub { protocol, .. } => protocol.subprotocol(),
+            Target::Mqtt { .. } => Some("mqtt"),
             _ => None,
         }
     }
@@ -119,6 +156,7 @@ impl Target {
             Target::Ws { .. } => "ws",
             Target::Nats { .. } => "nats",
             Target::Pusher { .. } => "soketi",
+            Target::Mqtt { .. } => "mosquitto",
         }
     }
 
@@ -131,6 +169,7 @@ impl Target {
                 hub,
                 client_endpoints,
                 next_client,
+                protocol,
                 ..
             } => {
                 let endpoint = if client_endpoints.is_empty() {
@@ -140,14 +179,33 @@ impl Target {
                     &client_endpoints[i % client_endpoints.len()]
                 };
                 let now = now_secs();
-                let mut claims = json!({"aud": format!("{endpoint}/client/hubs/{hub}"), "iat": now, "exp": now + 3600, "sub": user, "webpubsub.group": groups});
+                // MQTT clients join by SUBSCRIBE (at the QoS asked), so their tokens carry the
+                // right to join each group instead of the groups themselves.
+                let path = if *protocol == ClientProtocol::Mqtt {
+                    format!("clients/mqtt/hubs/{hub}")
+                } else {
+                    format!("client/hubs/{hub}")
+                };
+                let mut claims = json!({"aud": format!("{endpoint}/{path}"), "iat": now, "exp": now + 3600, "sub": user});
+                let mut roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+                if *protocol == ClientProtocol::Mqtt {
+                    roles.extend(
+                        groups
+                            .iter()
+                            .map(|g| format!("webpubsub.joinLeaveGroup.{g}")),
+                    );
+                } else {
+                    claims["webpubsub.group"] = json!(groups);
+                }
                 if !roles.is_empty() {
                     claims["role"] = json!(roles);
                 }
                 let ws = endpoint.replacen("http", "ws", 1);
-                format!("{ws}/client/hubs/{hub}?access_token={}", sign(claims, key))
+                format!("{ws}/{path}?access_token={}", sign(claims, key))
             }
-            Target::Ws { ws_url, .. } | Target::Nats { ws_url, .. } => ws_url.clone(),
+            Target::Ws { ws_url, .. }
+            | Target::Nats { ws_url, .. }
+            | Target::Mqtt { ws_url, .. } => ws_url.clone(),
             Target::Pusher { ws_url, key, .. } => {
                 format!("{ws_url}/app/{key}?protocol=7&client=hubbub-bench&version=1.0")
             }
@@ -227,7 +285,8 @@ impl Target {
 }
 
 /// Where the payloads are in one received frame: the frame itself, or for NATS each `MSG` in
-/// it. Ranges, so the caller can reuse one vector for every frame.
+/// it. Ranges, so the caller can reuse one vector for every frame. (MQTT subscribers frame their
+/// byte stream instead: `crate::mqtt::Framer`.)
 pub fn payloads(target: &Target, frame: &[u8], out: &mut Vec<(usize, usize)>) {
     match target {
         Target::Nats { .. } => {

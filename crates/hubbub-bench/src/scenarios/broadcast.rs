@@ -1,5 +1,6 @@
 //! The broadcast scenario: subscribers in groups, messages published through REST or from
-//! clients (or NATS), deliveries counted, losses found, end-to-end latency sampled.
+//! clients (or NATS, or MQTT over TCP), deliveries counted, losses found, end-to-end latency
+//! sampled.
 
 use super::*;
 
@@ -53,6 +54,14 @@ enum Publisher {
     Nats {
         writer: tokio::io::BufWriter<tokio::net::tcp::OwnedWriteHalf>,
         reader: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+        sent: u64,
+    },
+    /// MQTT over TCP (QoS 0 PUBLISH); every `NATS_WINDOW` messages a PINGREQ waits for its
+    /// PINGRESP, as for NATS.
+    Mqtt {
+        writer: tokio::io::BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+        reader: tokio::net::tcp::OwnedReadHalf,
+        framer: crate::mqtt::Framer,
         sent: u64,
     },
     /// A Hubbub client sending `sendToGroup` messages and awaiting each ack.
@@ -144,6 +153,29 @@ impl Publisher {
                     sent: 0,
                 }
             }
+            Target::Mqtt { tcp_addr, .. } => {
+                let stream = TcpStream::connect(tcp_addr)
+                    .await
+                    .context("connecting to the MQTT broker")?;
+                stream.set_nodelay(true)?;
+                let (mut reader, write) = stream.into_split();
+                let mut writer = tokio::io::BufWriter::new(write);
+                let id = super::mqtt_client_id("p", index);
+                writer.write_all(&crate::mqtt::connect(&id)).await?;
+                writer.flush().await?;
+                let mut framer = crate::mqtt::Framer::default();
+                match read_tcp_packet(&mut reader, &mut framer).await? {
+                    mqtt5_protocol::Packet::ConnAck(ack)
+                        if ack.reason_code == mqtt5_protocol::ReasonCode::Success => {}
+                    other => bail!("the MQTT publisher was refused: {other:?}"),
+                }
+                Publisher::Mqtt {
+                    writer,
+                    reader,
+                    framer,
+                    sent: 0,
+                }
+            }
         })
     }
 
@@ -216,6 +248,28 @@ impl Publisher {
                 }
                 Ok(())
             }
+            Publisher::Mqtt {
+                writer,
+                reader,
+                framer,
+                sent,
+            } => {
+                writer
+                    .write_all(&crate::mqtt::publish(group, payload))
+                    .await?;
+                *sent += 1;
+                if sent.is_multiple_of(NATS_WINDOW) {
+                    writer.write_all(&crate::mqtt::PINGREQ).await?;
+                    writer.flush().await?;
+                    while !matches!(
+                        read_tcp_packet(reader, framer).await?,
+                        mqtt5_protocol::Packet::PingResp
+                    ) {}
+                } else {
+                    writer.flush().await?;
+                }
+                Ok(())
+            }
             Publisher::Client { client, ack_id } => {
                 *ack_id += 1;
                 let id = *ack_id;
@@ -274,6 +328,49 @@ impl Publisher {
     }
 }
 
+/// The next MQTT packet from a TCP connection.
+async fn read_tcp_packet(
+    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    framer: &mut crate::mqtt::Framer,
+) -> anyhow::Result<mqtt5_protocol::Packet> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Some(packet) = framer.next_packet()? {
+            return Ok(packet);
+        }
+        let n = reader.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("the MQTT broker closed the connection");
+        }
+        framer.push(&chunk[..n]);
+    }
+}
+
+/// What a subscriber counts: deliveries, and 1 in `sample` of them timed.
+struct Tally {
+    received: Arc<AtomicU64>,
+    sample: u64,
+    n: u64,
+    latencies: Vec<u64>,
+}
+
+impl Tally {
+    /// One delivery of `payload` (its first 20 bytes are the publish timestamp).
+    fn count(&mut self, payload: &[u8]) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        self.n += 1;
+        if self.n.is_multiple_of(self.sample) {
+            let stamp = std::str::from_utf8(&payload[..20.min(payload.len())]).ok();
+            if let Some(sent) = stamp.and_then(|s| s.parse::<u128>().ok()) {
+                let now = now_nanos() % STAMP_MODULO;
+                self.latencies
+                    .push((now.saturating_sub(sent) / 1000) as u64);
+            }
+        }
+    }
+}
+
 /// A small xorshift generator: the groups messages go to.
 struct Rng(u64);
 
@@ -315,6 +412,7 @@ pub async fn broadcast(
     // Every subscriber reads; a sample of deliveries (1 in `sample`) records latency.
     let sample = if options.rate > 0.0 { 1 } else { 16 };
     let reliable = target.reliable();
+    let mqtt = target.mqtt_qos().is_some();
     let readers: Vec<_> = clients
         .into_iter()
         .map(|mut client| {
@@ -322,10 +420,15 @@ pub async fn broadcast(
             let mut stopped = stopped.clone();
             let target = Arc::clone(&target);
             tokio::spawn(async move {
-                let mut latencies: Vec<u64> = Vec::new();
+                let mut tally = Tally {
+                    received,
+                    sample,
+                    n: 0,
+                    latencies: Vec::new(),
+                };
                 let mut found: Vec<(usize, usize)> = Vec::new();
-                let mut n = 0u64;
                 let mut acked = 0u64;
+                let mut framer = mqtt.then(crate::mqtt::Framer::default);
                 loop {
                     let frame = tokio::select! {
                         frame = client.next() => frame,
@@ -337,19 +440,37 @@ pub async fn broadcast(
                         Message::Binary(data) => data,
                         _ => continue,
                     };
+                    if let Some(framer) = framer.as_mut() {
+                        // MQTT: every whole packet in the byte stream; QoS 1 PUBLISHes are
+                        // acknowledged one by one, as a client library would.
+                        framer.push(bytes);
+                        let mut pubacks: Vec<u16> = Vec::new();
+                        let malformed = loop {
+                            match framer.next_packet() {
+                                Ok(Some(mqtt5_protocol::Packet::Publish(publish))) => {
+                                    tally.count(&publish.payload);
+                                    pubacks.extend(publish.packet_id);
+                                }
+                                Ok(Some(_)) => {}
+                                Ok(None) => break false,
+                                Err(_) => break true,
+                            }
+                        };
+                        for id in pubacks {
+                            let ack = crate::mqtt::puback(id);
+                            if client.send(Message::Binary(ack.into())).await.is_err() {
+                                break;
+                            }
+                        }
+                        if malformed {
+                            break;
+                        }
+                        continue;
+                    }
                     found.clear();
                     payloads(&target, bytes, &mut found);
                     for &(start, end) in &found {
-                        let payload = &bytes[start..end];
-                        received.fetch_add(1, Ordering::Relaxed);
-                        n += 1;
-                        if n.is_multiple_of(sample) {
-                            let stamp = std::str::from_utf8(&payload[..20.min(payload.len())]).ok();
-                            if let Some(sent) = stamp.and_then(|s| s.parse::<u128>().ok()) {
-                                let now = now_nanos() % STAMP_MODULO;
-                                latencies.push((now.saturating_sub(sent) / 1000) as u64);
-                            }
-                        }
+                        tally.count(&bytes[start..end]);
                     }
                     if reliable {
                         if let Some(sequence) =
@@ -364,7 +485,7 @@ pub async fn broadcast(
                         }
                     }
                 }
-                latencies
+                tally.latencies
             })
         })
         .collect();
@@ -471,7 +592,11 @@ pub async fn broadcast(
     if let Some(subprotocol) = target.subprotocol() {
         report.add("subprotocol", json!(subprotocol), subprotocol.to_string());
     }
+    if let Some(qos) = target.mqtt_qos() {
+        report.add("mqtt_qos", json!(qos), qos.to_string());
+    }
     let from = match options.from {
+        PublishFrom::Rest if matches!(*target, Target::Mqtt { .. }) => "mqtt",
         PublishFrom::Rest => "rest",
         PublishFrom::Clients => "clients",
         PublishFrom::Stream => "stream",

@@ -19,7 +19,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 mod broadcast;
 pub use broadcast::{broadcast, BroadcastOptions, PublishFrom};
 
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Timestamps are the low 20 decimal digits of the Unix time in nanoseconds.
 const STAMP_MODULO: u128 = 100_000_000_000_000_000_000;
@@ -166,6 +166,13 @@ fn group_size(k: usize, connections: usize, groups: usize) -> u64 {
 struct Subscriber {
     url: String,
     hello: Option<String>,
+    /// MQTT: its client id, the topic it subscribes to and at which QoS.
+    mqtt: Option<(String, String, u8)>,
+}
+
+/// A unique MQTT client id (ASCII letters and digits only): the run's process id, `role`, `i`.
+pub(crate) fn mqtt_client_id(role: &str, i: usize) -> String {
+    format!("b{}{role}{i}", std::process::id())
 }
 
 /// `count` subscribers dealt round-robin into `groups`, with URLs and tokens minted ahead of the
@@ -177,6 +184,9 @@ fn subscribers(target: &Target, count: usize, groups: usize) -> Vec<Subscriber> 
             Subscriber {
                 url: target.client_url(&format!("user{i}"), &[&group], &[]),
                 hello: target.hello(&[&group]),
+                mqtt: target
+                    .mqtt_qos()
+                    .map(|qos| (mqtt_client_id("s", i), group.clone(), qos)),
             }
         })
         .collect()
@@ -214,6 +224,10 @@ async fn open_many(
             let mut client = connect(&subscriber.url, addr, subprotocol).await?;
             if let Some(hello) = subscriber.hello {
                 client.send(Message::Text(hello.into())).await?;
+            }
+            // MQTT: connected once CONNACK and SUBACK are in (nothing is published before).
+            if let Some((id, topic, qos)) = &subscriber.mqtt {
+                crate::mqtt::handshake(&mut client, id, topic, *qos).await?;
             }
             Ok((client, started.elapsed().as_micros() as u64))
         })
