@@ -15,6 +15,7 @@ use axum::extract::ws::Message;
 use bytes::Bytes;
 use hubbub_proto::mqtt::{self as wire, Framer, QoS, ReasonCode};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -66,6 +67,9 @@ pub struct Mqtt {
     pub session_id: String,
     framer: Mutex<Framer>,
     state: Mutex<SessionState>,
+    /// Subscriptions granted QoS 1: while there are none, a group message's QoS is known
+    /// without taking the lock (the fan-out asks for every message and connection).
+    qos1_subscriptions: AtomicUsize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -95,6 +99,7 @@ impl Mqtt {
                 physical_id,
                 ..Default::default()
             }),
+            qos1_subscriptions: AtomicUsize::new(0),
         }
     }
 
@@ -128,14 +133,26 @@ impl Mqtt {
     }
 
     pub fn subscribe(&self, group: &str, qos: QoS) {
-        lock(&self.state)
-            .subscriptions
-            .insert(group.to_string(), qos);
+        let mut state = lock(&self.state);
+        let before = state.subscriptions.insert(group.to_string(), qos);
+        self.count_qos1(before, Some(qos));
     }
 
     /// False when there was no such subscription.
     pub fn unsubscribe(&self, group: &str) -> bool {
-        lock(&self.state).subscriptions.remove(group).is_some()
+        let mut state = lock(&self.state);
+        let before = state.subscriptions.remove(group);
+        self.count_qos1(before, None);
+        before.is_some()
+    }
+
+    /// Keeps the count of QoS 1 subscriptions (called under the state lock).
+    fn count_qos1(&self, before: Option<QoS>, after: Option<QoS>) {
+        let qos1 = |q: Option<QoS>| usize::from(q == Some(QoS::AtLeastOnce));
+        self.qos1_subscriptions
+            .fetch_add(qos1(after), Ordering::Relaxed);
+        self.qos1_subscriptions
+            .fetch_sub(qos1(before), Ordering::Relaxed);
     }
 
     /// The subscriptions, for a session moving to another node.
@@ -172,11 +189,16 @@ impl Mqtt {
             return QoS::AtMostOnce;
         }
         match message.source_group() {
-            Some(group) if !group.starts_with('$') => lock(&self.state)
-                .subscriptions
-                .get(&**group)
-                .copied()
-                .unwrap_or(QoS::AtMostOnce),
+            Some(group) if !group.starts_with('$') => {
+                if self.qos1_subscriptions.load(Ordering::Relaxed) == 0 {
+                    return QoS::AtMostOnce;
+                }
+                lock(&self.state)
+                    .subscriptions
+                    .get(&**group)
+                    .copied()
+                    .unwrap_or(QoS::AtMostOnce)
+            }
             _ => QoS::AtLeastOnce,
         }
     }
@@ -336,6 +358,18 @@ mod tests {
         assert!(!m.tracked(&group), "no subscription: QoS 0");
         m.subscribe("g", QoS::AtLeastOnce);
         assert!(m.tracked(&group));
+        m.subscribe("g", QoS::AtMostOnce);
+        assert!(!m.tracked(&group), "subscribed again at QoS 0");
+        m.subscribe("other", QoS::AtLeastOnce);
+        assert!(
+            !m.tracked(&group),
+            "another topic's QoS 1 changes nothing for this one"
+        );
+        m.subscribe("g", QoS::AtLeastOnce);
+        assert!(m.unsubscribe("other") && m.tracked(&group));
+        assert!(m.unsubscribe("g") && !m.tracked(&group));
+        assert!(!m.unsubscribe("g"));
+        m.subscribe("g", QoS::AtLeastOnce);
         let server = Outgoing::server(DataType::Text, Bytes::from_static(b"hi"));
         assert!(m.tracked(&server));
         let frame = bytes(m.encode(&server, Some(70_000)));
