@@ -34,7 +34,7 @@ check "json subprotocol, published from clients: nothing lost" "$(bench --protoc
 check "group stream of small fragments, json subscribers: nothing lost" "$(bench --protocol json broadcast --subscribers 50 --seconds 1 --publishers 2 --publish-from stream)" 'd["published_from"] == "stream" and d["published"] > 0 and d["lost"] == 0 and d["delivered"] == d["published"] * 50'
 # More than 1,000 messages: without sequence acks the server would close the clients (its
 # un-acknowledged buffer holds 1,000).
-check "reliable subprotocol, acknowledged: nothing lost" "$(bench --protocol json-reliable broadcast --subscribers 50 --seconds 3 --publishers 4)" 'd["published"] > 1000 and d["lost"] == 0 and d["delivered"] == d["published"] * 50'
+check "reliable subprotocol, acknowledged: nothing lost" "$(bench --protocol json-reliable broadcast --subscribers 50 --seconds 8 --publishers 4)" 'd["published"] > 1000 and d["lost"] == 0 and d["delivered"] == d["published"] * 50'
 # MQTT 5 subscribers over WebSocket at QoS 1 (each PUBLISH answered with a PUBACK), REST publishing.
 check "mqtt subscribers at QoS 1: nothing lost" "$(bench --protocol mqtt --mqtt-qos 1 broadcast --subscribers 50 --seconds 1 --publishers 2)" 'd["subprotocol"] == "mqtt" and d["mqtt_qos"] == 1 and d["published"] > 0 and d["lost"] == 0 and d["delivered"] == d["published"] * 50'
 check "broadcast at a fixed rate: nothing lost" "$(bench broadcast --subscribers 50 --seconds 1 --rate 50)" 'd["published"] > 0 and d["lost"] == 0'

@@ -53,6 +53,8 @@ pub struct Settings {
     pub keep_alive_secs: Option<u64>,
     /// How long a dropped reliable session can be resumed, in seconds (30-3600).
     pub reconnect_grace_secs: Option<u64>,
+    /// How log lines are written: `text` (the default) or `json` (one object per line).
+    pub log_format: Option<String>,
     /// How long an event handler may take to answer, in seconds (1-300).
     pub event_handler_timeout_secs: Option<u64>,
     /// Time a connection gets to send complete request headers, in seconds (1-300).
@@ -120,6 +122,7 @@ impl std::fmt::Debug for Settings {
             .field("token_leeway_secs", &self.token_leeway_secs)
             .field("keep_alive_secs", &self.keep_alive_secs)
             .field("reconnect_grace_secs", &self.reconnect_grace_secs)
+            .field("log_format", &self.log_format)
             .field(
                 "event_handler_timeout_secs",
                 &self.event_handler_timeout_secs,
@@ -252,6 +255,7 @@ impl Settings {
             token_leeway_secs: self.token_leeway_secs.or(lower.token_leeway_secs),
             keep_alive_secs: self.keep_alive_secs.or(lower.keep_alive_secs),
             reconnect_grace_secs: self.reconnect_grace_secs.or(lower.reconnect_grace_secs),
+            log_format: self.log_format.or(lower.log_format),
             event_handler_timeout_secs: self
                 .event_handler_timeout_secs
                 .or(lower.event_handler_timeout_secs),

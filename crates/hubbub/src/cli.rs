@@ -144,6 +144,9 @@ pub struct ServeArgs {
     /// How long a dropped reliable client session can be resumed, in seconds [default: 60].
     #[arg(long, env = "HUBBUB_RECONNECT_GRACE_SECS")]
     pub reconnect_grace_secs: Option<u64>,
+    /// Log lines on stderr as text or as JSON objects, one per line [default: text].
+    #[arg(long, env = "HUBBUB_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
     /// How long an event handler may take to answer, in seconds [default: 20].
     #[arg(long, env = "HUBBUB_EVENT_HANDLER_TIMEOUT_SECS")]
     pub event_handler_timeout_secs: Option<u64>,
@@ -237,6 +240,7 @@ impl ServeArgs {
             token_leeway_secs: self.token_leeway_secs,
             keep_alive_secs: self.keep_alive_secs,
             reconnect_grace_secs: self.reconnect_grace_secs,
+            log_format: self.log_format.clone(),
             event_handler_timeout_secs: self.event_handler_timeout_secs,
             http_header_timeout_secs: self.http_header_timeout_secs,
             http_idle_timeout_secs: self.http_idle_timeout_secs,

@@ -6,18 +6,13 @@ use hubbub_server::{RunningServer, Settings};
 use tracing_subscriber::EnvFilter;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            EnvFilter::try_from_env("HUBBUB_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let file = match &args.config {
         Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
     };
-    let config = args.settings().over(file).validate()?;
+    let settings = args.settings().over(file);
+    init_logs(settings.log_format.as_deref())?;
+    let config = settings.validate()?;
     let server = hubbub_server::start(config)
         .await
         .context("Hubbub could not start")?;
@@ -25,6 +20,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;
+    Ok(())
+}
+
+/// Log lines on stderr, filtered by `HUBBUB_LOG` (default `info`): text, or with `json` one JSON
+/// object per line (time, level, target, message, fields, and the spans', such as a REST call's
+/// `request_id`).
+fn init_logs(format: Option<&str>) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_env("HUBBUB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format.unwrap_or("text") {
+        "text" => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        "json" => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        other => anyhow::bail!(
+            "log_format must be text or json, not '{}'",
+            other.chars().take(32).collect::<String>()
+        ),
+    }
     Ok(())
 }
 

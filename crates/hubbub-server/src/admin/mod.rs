@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::admin::policy::routes())
         .route("/metrics", get(crate::admin::metrics::handler))
         .route("/admin/overview", get(overview))
+        .route("/admin/health", get(health))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .merge(crate::admin::portal::routes())
@@ -486,6 +487,47 @@ async fn arm(
             Ok(Json(ring.web_pub_sub_keys(&endpoint)))
         }
     }
+}
+
+/// Readiness for probes: the store answers a query, and in a cluster NATS is connected. 200 when
+/// every check passes, 503 with the failing check's detail otherwise.
+async fn health(State(state): State<AppState>) -> Response {
+    let store = std::sync::Arc::clone(state.keys.store());
+    let database = tokio::task::spawn_blocking(move || store.ping())
+        .await
+        .map_err(|_| "the check did not finish".to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let mut ready = database.is_ok();
+    let mut checks = serde_json::Map::new();
+    checks.insert(
+        "database".into(),
+        match database {
+            Ok(()) => serde_json::json!({ "ok": true }),
+            Err(detail) => serde_json::json!({ "ok": false, "detail": detail }),
+        },
+    );
+    if state.backplane.node_id().is_some() {
+        let connected = state.backplane.reachable();
+        ready &= connected;
+        checks.insert(
+            "cluster".into(),
+            if connected {
+                serde_json::json!({ "ok": true })
+            } else {
+                serde_json::json!({ "ok": false, "detail": "NATS is not connected" })
+            },
+        );
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "checks": checks,
+    });
+    (status, Json(body)).into_response()
 }
 
 #[cfg(test)]

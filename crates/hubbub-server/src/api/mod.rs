@@ -3,6 +3,7 @@
 //! closes, 200/404 HEADs without a body).
 
 mod manage;
+pub mod request_id;
 mod send;
 mod token;
 
@@ -85,6 +86,7 @@ pub fn router(state: AppState) -> Router {
                 .head(check_permission),
         )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)
 }
 

@@ -284,6 +284,13 @@ impl Store {
         Ok(store)
     }
 
+    /// Whether the database answers a query (a readiness check).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.lock()
+            .query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?;
+        Ok(())
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
