@@ -6,6 +6,7 @@ use crate::support::{
     cluster, converged, free_port, primary_regenerations, secret_file, Nats, NatsCluster, Node,
     CLUSTER_SECRET, SERIAL,
 };
+use reqwest::Method;
 use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -103,9 +104,22 @@ async fn nodes_serve_on_without_nats_refuse_key_changes_and_resume_with_no_key_l
     let [a, b, c] = cluster(&nats);
     let (key, version) = converged(&[&a, &b, &c]).await;
     let (mut on_b, _) = b.client(&key, "u1", &[]).await;
+    let health = a.admin(Method::GET, "/admin/health", None).await;
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        health.json::<serde_json::Value>().await.unwrap()["checks"]["cluster"]["ok"],
+        true
+    );
 
     nats.stop();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // The readiness probe says what is wrong.
+    let health = a.admin(Method::GET, "/admin/health", None).await;
+    assert_eq!(health.status(), 503);
+    let body = health.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(body["checks"]["cluster"]["ok"], false, "{body}");
+    assert_eq!(body["checks"]["database"]["ok"], true, "{body}");
     // Local clients are still served with the last known keys.
     assert_eq!(b.broadcast(&key, "local").await, 202);
     assert_eq!(on_b.next_data().await.as_deref(), Some("local"));
