@@ -21,6 +21,7 @@
 //! | [`error`] | one error type rendered as Azure `ErrorDetail` JSON |
 //! | [`tls`] | rustls configuration for HTTPS |
 //! | [`clock`] | time as a dependency, so tests control it |
+//! | [`trace`] | the live trace: connections, REST calls and refused tokens as they happen, for `/admin/trace` |
 
 pub mod admin;
 pub mod api;
@@ -39,6 +40,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod ws;
 

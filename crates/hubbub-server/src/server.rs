@@ -178,7 +178,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         }
         None => Backplane::Local,
     };
+    let trace = crate::trace::Tracer::new(Arc::clone(keys.clock()));
     let state = AppState {
+        trace,
         hub_settings,
         upstream,
         keys,

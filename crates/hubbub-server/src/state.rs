@@ -55,6 +55,8 @@ pub struct AppState {
     pub listeners: Arc<crate::listener::Listeners>,
     /// What the nodes share: this node alone, or its membership of a cluster.
     pub backplane: Backplane,
+    /// The live trace (`/admin/trace`).
+    pub trace: crate::trace::Tracer,
     /// Revocations this node has enforced (connections closed).
     pub revocations: Arc<crate::keys::ring::Enforced>,
     /// Notices this node need not claim or queue again.
@@ -139,6 +141,24 @@ impl AppState {
 
     /// Tells the app server a connection is gone (once per connection: call after a removal).
     pub fn departed(&self, connection: &Connection, reason: &str) {
+        self.trace.emit(|| {
+            // An MQTT client's DISCONNECT is the client's doing, though the service then closes.
+            let closing = connection
+                .close_requested()
+                .filter(|c| c.reason != crate::protocols::mqtt::CLIENT_DISCONNECTED);
+            crate::trace::TraceEvent::ConnectionClosed {
+                hub: connection.hub.to_string(),
+                connection_id: connection.id.to_string(),
+                user_id: connection.user_id.as_deref().map(str::to_owned),
+                by: if closing.is_some() {
+                    "server"
+                } else {
+                    "client"
+                },
+                code: closing.map(|c| c.code),
+                reason: reason.to_string(),
+            }
+        });
         // Its streams end and its group state is cleared, for the members on every node.
         for delivery in crate::dataplane::stream_end::end_all(connection) {
             self.send(&delivery);

@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::admin::metrics::handler))
         .route("/admin/overview", get(overview))
         .route("/admin/health", get(health))
+        .route("/admin/trace", get(trace))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .merge(crate::admin::portal::routes())
@@ -487,6 +488,60 @@ async fn arm(
             Ok(Json(ring.web_pub_sub_keys(&endpoint)))
         }
     }
+}
+
+/// The live trace as Server-Sent Events, one JSON event per `data:` line, filtered by the query
+/// (`hub`, `connectionId`, `userId`, `category`). A listener more than
+/// [`crate::trace::BUFFER`] events behind gets a last `dropped` event and the stream ends; at most
+/// [`crate::trace::MAX_LISTENERS`] listen at once (429 beyond).
+async fn trace(
+    State(state): State<AppState>,
+    axum::extract::Query(filter): axum::extract::Query<crate::trace::TraceFilter>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(receiver) = state.trace.listen() else {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyListeners",
+            format!(
+                "{} trace listeners are connected, the most there may be",
+                crate::trace::MAX_LISTENERS
+            ),
+        )
+        .into_response();
+    };
+    let events = futures_util::stream::unfold(Some(receiver), move |receiver| {
+        let filter = filter.clone();
+        async move {
+            let mut receiver = receiver?;
+            loop {
+                match receiver.recv().await {
+                    Ok(event) if filter.matches(&event.event) => {
+                        let data = serde_json::to_string(&*event).unwrap_or_default();
+                        return Some((
+                            Ok::<_, std::convert::Infallible>(Event::default().data(data)),
+                            Some(receiver),
+                        ));
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(missed)) => {
+                        let data = serde_json::json!({
+                            "event": "dropped",
+                            "reason": format!("this listener fell {missed} events behind"),
+                        });
+                        return Some((Ok(Event::default().data(data.to_string())), None));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    })
+    .take_until(state.shutdown.clone().cancelled_owned());
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// Readiness for probes: the store answers a query, and in a cluster NATS is connected. 200 when

@@ -86,7 +86,10 @@ pub fn router(state: AppState) -> Router {
                 .head(check_permission),
         )
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(request_id::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_id::layer,
+        ))
         .with_state(state)
 }
 
@@ -112,7 +115,7 @@ impl FromRequestParts<AppState> for RestCaller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let token = bearer_token(header)?;
+        let token = bearer_token(header).map_err(|e| refused(state, parts.uri.path(), e))?;
         let ring = state.keys.current();
         let result = verify_rest_token(
             token,
@@ -146,10 +149,20 @@ impl FromRequestParts<AppState> for RestCaller {
                     );
                 }
                 tracing::debug!(path = parts.uri.path(), reason = %e, "REST request refused");
-                Err(e.into())
+                Err(refused(state, parts.uri.path(), e))
             }
         }
     }
+}
+
+/// A refused REST token, in the live trace.
+fn refused(state: &AppState, path: &str, e: crate::keys::auth::AuthError) -> ApiError {
+    state.trace.emit(|| crate::trace::TraceEvent::AuthFailure {
+        kind: "rest",
+        hub: Some(hub_of_path(path).to_string()).filter(|h| !h.is_empty()),
+        reason: crate::trace::auth_reason(&e).to_string(),
+    });
+    e.into()
 }
 
 /// The hub a REST path names (`/api/hubs/{hub}/...`), as written; empty for other paths.

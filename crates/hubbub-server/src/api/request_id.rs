@@ -46,7 +46,11 @@ fn client_id(request: &Request) -> Option<HeaderValue> {
     .then(|| value.clone())
 }
 
-pub async fn layer(request: Request, next: Next) -> Response {
+pub async fn layer(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let id = new_id();
     let echoed = client_id(&request);
     let method = request.method().clone();
@@ -60,6 +64,13 @@ pub async fn layer(request: Request, next: Next) -> Response {
         500.. => tracing::warn!(%method, path, status, ms, "REST call failed"),
         400.. => tracing::debug!(%method, path, status, ms, "REST call refused"),
         _ => tracing::debug!(%method, path, status, ms, "REST call"),
+    });
+    state.trace.emit(|| crate::trace::TraceEvent::Rest {
+        request_id: id.clone(),
+        method: method.to_string(),
+        path: path.clone(),
+        status,
+        ms,
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

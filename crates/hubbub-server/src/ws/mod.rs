@@ -333,6 +333,7 @@ async fn handle(
             reconnection_token: reconnection_token.as_deref(),
         });
         tracing::debug!(hub = %hub.name, connection_id = %connection.id, "client connected");
+        state.trace.emit(|| crate::trace::opened(&connection));
         let settings = state.hub_settings.get(&hub.name);
         state.upstream.notify(
             &settings,
@@ -389,6 +390,11 @@ pub(crate) fn authenticate(
                     );
                 }
                 tracing::debug!(hub = %hub_name, reason = %e, "client connection refused");
+                state.trace.emit(|| crate::trace::TraceEvent::AuthFailure {
+                    kind: "connection",
+                    hub: Some(hub_name.to_string()),
+                    reason: crate::trace::auth_reason(&e).to_string(),
+                });
                 ApiError::from(e)
             })?;
             if claims.slot != KeySlot::Salt {

@@ -474,6 +474,7 @@ async fn connect(state: AppState, mut socket: WebSocket, handshake: Handshake) {
     );
     connection.push(Message::Binary(connack));
     tracing::debug!(hub = %hub.name, connection_id = %connection.id, version, "MQTT client connected");
+    state.trace.emit(|| crate::trace::opened(&connection));
     state.upstream.notify(
         &settings,
         EventContext::of(&connection),

@@ -1,0 +1,138 @@
+//! The live trace (`GET /admin/trace`): a listener sees a connection open and close with its
+//! code and reason, REST calls and refused tokens, filtered as asked, and never a token or a
+//! payload.
+
+mod common;
+
+use common::{next_json, TestServer};
+use hubbub_proto::keys::KeySlot;
+use serde_json::Value;
+use std::time::Duration;
+
+const JSON: &str = "json.webpubsub.azure.v1";
+
+/// Reads SSE `data:` lines until `wanted` events arrived (or 10 s passed).
+async fn events(response: &mut reqwest::Response, wanted: usize, raw: &mut String) -> Vec<Value> {
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while events.len() < wanted {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("only {} events: {raw}", events.len()))
+            .expect("the stream")
+            .expect("not ended");
+        raw.push_str(&String::from_utf8_lossy(&chunk));
+        events = raw
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| serde_json::from_str(d.trim()).expect("JSON data"))
+            .collect();
+    }
+    events
+}
+
+async fn listen(t: &TestServer, query: &str) -> reqwest::Response {
+    let response = t
+        .http
+        .get(t.admin_url(&format!("/admin/trace{query}")))
+        .bearer_auth(t.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    response
+}
+
+#[tokio::test]
+async fn a_connection_a_rest_close_and_a_refused_token_as_they_happen() {
+    let t = TestServer::start().await;
+    let unauthenticated = t
+        .http
+        .get(t.admin_url("/admin/trace"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    let mut all = listen(&t, "?hub=chat").await;
+    let mut rest_only = listen(&t, "?category=rest").await;
+
+    let token = t.client_token(&t.key(KeySlot::Secondary), "chat", Some("ann"), &[], &[]);
+    let (mut ws, connected) = t.json_client("chat", &token, JSON).await;
+    let id = connected["connectionId"].as_str().unwrap().to_string();
+    let close = t
+        .rest_request(
+            reqwest::Method::DELETE,
+            &t.key(KeySlot::Primary),
+            &format!("/api/hubs/chat/connections/{id}?reason=maintenance&api-version=2024-12-01"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(close.status(), 204);
+    let request_id = close.headers()["x-ms-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(next_json(&mut ws).await["message"], "maintenance");
+    let bad = format!("{token}x");
+    let refused = t
+        .ws_connect(&format!("/client/hubs/chat?access_token={bad}"), Some(JSON))
+        .await;
+    assert_eq!(refused.err(), Some(401));
+
+    let mut raw = String::new();
+    let seen = events(&mut all, 4, &mut raw).await;
+    let kinds: Vec<&str> = seen.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        // The REST call's event comes when the call is answered, after the close it made.
+        [
+            "connectionOpened",
+            "connectionClosed",
+            "rest",
+            "authFailure"
+        ],
+        "{raw}"
+    );
+    let opened = &seen[0];
+    assert_eq!(
+        (
+            &opened["connectionId"],
+            &opened["userId"],
+            &opened["protocol"],
+            &opened["keySlot"]
+        ),
+        (
+            &Value::from(id.clone()),
+            &Value::from("ann"),
+            &Value::from(JSON),
+            &Value::from("secondary")
+        )
+    );
+    assert_eq!(seen[2]["requestId"], request_id.as_str());
+    assert_eq!(seen[2]["status"], 204);
+    let closed = &seen[1];
+    assert_eq!(
+        (&closed["by"], &closed["code"], &closed["reason"]),
+        (
+            &Value::from("server"),
+            &Value::from(1000),
+            &Value::from("maintenance")
+        ),
+        "{closed}"
+    );
+    assert_eq!(
+        (&seen[3]["kind"], &seen[3]["reason"]),
+        (&Value::from("connection"), &Value::from("bad_signature"))
+    );
+    assert!(seen
+        .iter()
+        .all(|e| e["time"].is_string() && e["category"].is_string()));
+    assert!(!raw.contains(&token[20..]), "no token in the trace");
+
+    let mut raw_rest = String::new();
+    let rest = events(&mut rest_only, 1, &mut raw_rest).await;
+    assert_eq!(rest[0]["event"], "rest", "only REST calls: {raw_rest}");
+    assert!(!raw_rest.contains("connectionOpened"));
+}
