@@ -143,11 +143,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .first()
         .map(|e| e.host().to_string())
         .unwrap_or_else(|| "localhost".into());
-    let upstream = Arc::new(Upstream::new(
-        keys.clone(),
-        origin,
-        config.event_handler_timeout,
-    ));
+    let trace = crate::trace::Tracer::new(Arc::clone(keys.clock()));
+    let upstream = Arc::new(
+        Upstream::new(keys.clone(), origin, config.event_handler_timeout).traced(trace.clone()),
+    );
     // Cluster mode: join before serving, so a node that cannot reach NATS never serves.
     let shutdown = CancellationToken::new();
     let hubs = Arc::new(crate::dataplane::hub::Hubs::with_limits(config.hub_limits));
@@ -178,7 +177,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         }
         None => Backplane::Local,
     };
-    let trace = crate::trace::Tracer::new(Arc::clone(keys.clock()));
     let state = AppState {
         trace,
         hub_settings,

@@ -1,5 +1,6 @@
 //! The live trace: what this node does, as it happens, for `GET /admin/trace` (Server-Sent
-//! Events). Connections opened and closed, REST calls, authentication failures. Events carry
+//! Events). Connections opened and closed, messages and their fan-out, REST calls, event-handler
+//! calls, authentication failures. Events carry
 //! names, ids, sizes, codes and reasons, never a payload, a token or a key. Nobody listening
 //! costs one atomic load per event site; a listener that falls more than [`BUFFER`] events
 //! behind is dropped, never waited for.
@@ -50,6 +51,32 @@ pub enum TraceEvent {
         status: u16,
         ms: f64,
     },
+    /// A message sent on this node (by the REST API, a client or the service), and how many of
+    /// this node's connections it was handed to. Never its payload.
+    #[serde(rename_all = "camelCase")]
+    Message {
+        hub: String,
+        /// `all`, `group`, `user` or `connection`.
+        target: &'static str,
+        /// The group, user or connection id (`null` for `all`).
+        name: Option<String>,
+        /// The connection that sent it, for a client's message.
+        from_connection_id: Option<String>,
+        data_type: &'static str,
+        bytes: usize,
+        delivered_here: usize,
+    },
+    /// A call to an event handler: its status, or why it failed (never its URL or body).
+    #[serde(rename_all = "camelCase")]
+    EventHandler {
+        hub: String,
+        connection_id: String,
+        /// The event's name (`connect`, `connected`, a user event...).
+        name: String,
+        status: Option<u16>,
+        error: Option<String>,
+        ms: f64,
+    },
     /// A token or a key refused.
     #[serde(rename_all = "camelCase")]
     AuthFailure {
@@ -68,15 +95,18 @@ impl TraceEvent {
                 "connection"
             }
             TraceEvent::Rest { .. } => "rest",
+            TraceEvent::Message { .. } => "message",
+            TraceEvent::EventHandler { .. } => "eventHandler",
             TraceEvent::AuthFailure { .. } => "auth",
         }
     }
 
     fn hub(&self) -> Option<&str> {
         match self {
-            TraceEvent::ConnectionOpened { hub, .. } | TraceEvent::ConnectionClosed { hub, .. } => {
-                Some(hub)
-            }
+            TraceEvent::ConnectionOpened { hub, .. }
+            | TraceEvent::ConnectionClosed { hub, .. }
+            | TraceEvent::Message { hub, .. }
+            | TraceEvent::EventHandler { hub, .. } => Some(hub),
             TraceEvent::AuthFailure { hub, .. } => hub.as_deref(),
             TraceEvent::Rest { path, .. } => path
                 .strip_prefix("/api/hubs/")
@@ -87,7 +117,11 @@ impl TraceEvent {
     fn connection_id(&self) -> Option<&str> {
         match self {
             TraceEvent::ConnectionOpened { connection_id, .. }
-            | TraceEvent::ConnectionClosed { connection_id, .. } => Some(connection_id),
+            | TraceEvent::ConnectionClosed { connection_id, .. }
+            | TraceEvent::EventHandler { connection_id, .. } => Some(connection_id),
+            TraceEvent::Message {
+                from_connection_id, ..
+            } => from_connection_id.as_deref(),
             _ => None,
         }
     }
@@ -188,6 +222,33 @@ impl Tracer {
     /// A new listener; `None` when [`MAX_LISTENERS`] listen already.
     pub fn listen(&self) -> Option<broadcast::Receiver<Arc<Stamped>>> {
         (self.sender.receiver_count() < MAX_LISTENERS).then(|| self.sender.subscribe())
+    }
+}
+
+/// A delivery's `message` event.
+pub fn message(
+    delivery: &crate::dataplane::delivery::Delivery,
+    here: &crate::dataplane::delivery::Delivered,
+) -> TraceEvent {
+    use crate::dataplane::delivery::{Delivered, Target};
+    let (target, name) = match &delivery.target {
+        Target::All => ("all", None),
+        Target::Group(group) => ("group", Some(group.clone())),
+        Target::User(user) => ("user", Some(user.clone())),
+        Target::Connection(id) => ("connection", Some(id.clone())),
+    };
+    let message = &delivery.message;
+    TraceEvent::Message {
+        hub: delivery.hub.clone(),
+        target,
+        name,
+        from_connection_id: message.sender.as_deref().map(str::to_owned),
+        data_type: message.data_type().as_str(),
+        bytes: message.data().len(),
+        delivered_here: match here {
+            Delivered::Here(count) => *count,
+            Delivered::NotHere => 0,
+        },
     }
 }
 

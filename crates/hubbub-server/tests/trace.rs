@@ -136,3 +136,90 @@ async fn a_connection_a_rest_close_and_a_refused_token_as_they_happen() {
     assert_eq!(rest[0]["event"], "rest", "only REST calls: {raw_rest}");
     assert!(!raw_rest.contains("connectionOpened"));
 }
+
+#[tokio::test]
+async fn messages_with_their_fan_out_and_event_handler_calls_but_never_a_payload() {
+    use axum::response::IntoResponse;
+    use common::app_server::{allow_origin, AppServer, Recorded};
+    let app = AppServer::start(std::sync::Arc::new(|r: &Recorded| {
+        if r.method == axum::http::Method::OPTIONS {
+            return allow_origin();
+        }
+        axum::http::StatusCode::OK.into_response()
+    }))
+    .await;
+    let t = TestServer::start().await;
+    let settings = serde_json::json!({"eventHandlers": [{
+        "urlTemplate": format!("{}/api/{{hub}}/{{event}}", app.url),
+        "userEventPattern": "*",
+        "systemEvents": ["connect"],
+    }]});
+    let response = t
+        .http
+        .put(t.admin_url("/admin/hubs/chat"))
+        .bearer_auth(t.admin_token())
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut listener = listen(&t, "?hub=chat").await;
+    let token = t.client_token(&t.key(KeySlot::Primary), "chat", Some("bo"), &[], &[]);
+    let (mut ws, connected) = t.json_client("chat", &token, JSON).await;
+    let id = connected["connectionId"].as_str().unwrap().to_string();
+    let secret_payload = "s3cret-payload-text";
+    let sent = t
+        .rest_request(
+            reqwest::Method::POST,
+            &t.key(KeySlot::Primary),
+            "/api/hubs/chat/:send?api-version=2024-12-01",
+        )
+        .header("content-type", "text/plain")
+        .body(secret_payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    assert_eq!(next_json(&mut ws).await["data"], secret_payload);
+
+    let mut raw = String::new();
+    let seen = events(&mut listener, 4, &mut raw).await;
+    let kinds: Vec<&str> = seen.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["eventHandler", "connectionOpened", "message", "rest"],
+        "{raw}"
+    );
+    let call = &seen[0];
+    assert_eq!(
+        (&call["name"], &call["status"], &call["connectionId"]),
+        (
+            &Value::from("connect"),
+            &Value::from(200),
+            &Value::from(id.clone())
+        ),
+        "{call}"
+    );
+    assert!(call["ms"].as_f64().is_some() && call["error"].is_null());
+    let message = &seen[2];
+    assert_eq!(
+        (
+            &message["target"],
+            &message["dataType"],
+            &message["bytes"],
+            &message["deliveredHere"]
+        ),
+        (
+            &Value::from("all"),
+            &Value::from("text"),
+            &Value::from(secret_payload.len()),
+            &Value::from(1)
+        ),
+        "{message}"
+    );
+    assert!(!raw.contains(secret_payload), "no payload in the trace");
+    assert!(
+        !raw.contains(app.url.as_str()),
+        "no handler URL in the trace"
+    );
+}

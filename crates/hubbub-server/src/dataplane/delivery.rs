@@ -83,8 +83,8 @@ pub fn group_state_ended(connection: &super::connection::Connection, at: i64) ->
 /// What a delivery found on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivered {
-    /// Handed to the selected connections here (possibly none).
-    Here,
+    /// Handed to this many selected connections here (possibly none).
+    Here(usize),
     /// For one connection, which is not on this node.
     NotHere,
 }
@@ -94,7 +94,7 @@ pub fn deliver(hubs: &Hubs, delivery: &Delivery) -> Delivered {
     let Some(hub) = hubs.get(&delivery.hub) else {
         return match delivery.target {
             Target::Connection(_) => Delivered::NotHere,
-            _ => Delivered::Here,
+            _ => Delivered::Here(0),
         };
     };
     let selection = Selection {
@@ -102,23 +102,17 @@ pub fn deliver(hubs: &Hubs, delivery: &Delivery) -> Delivered {
         filter: delivery.filter.as_ref().map(|(filter, _)| filter),
     };
     let message = &delivery.message;
-    match &delivery.target {
-        Target::All => {
-            hub.send_to_all(message, &selection);
-        }
-        Target::Group(group) => {
-            hub.send_to_group(group, message, &selection);
-        }
-        Target::User(user) => {
-            hub.send_to_user(user, message, &selection);
-        }
+    Delivered::Here(match &delivery.target {
+        Target::All => hub.send_to_all(message, &selection),
+        Target::Group(group) => hub.send_to_group(group, message, &selection),
+        Target::User(user) => hub.send_to_user(user, message, &selection),
         Target::Connection(id) => {
             if !hub.send_to_connection(id, message) {
                 return Delivered::NotHere;
             }
+            1
         }
-    }
-    Delivered::Here
+    })
 }
 
 #[cfg(test)]
@@ -162,9 +156,9 @@ mod tests {
         let filter = Filter::parse("userId eq 'u2'").unwrap();
         let to_group = Delivery::new("CHAT", Target::Group("g".into()), text())
             .filtered(Some((filter, "userId eq 'u2'".into())));
-        assert_eq!(deliver(&hubs, &to_group), Delivered::Here);
+        assert_eq!(deliver(&hubs, &to_group), Delivered::Here(1));
         let to_all = Delivery::new("chat", Target::All, text()).excluding(vec!["a".into()]);
-        assert_eq!(deliver(&hubs, &to_all), Delivered::Here);
+        assert_eq!(deliver(&hubs, &to_all), Delivered::Here(1));
         let frames = |c: &Connection| c.take_batch(1).unwrap().frames.len();
         assert_eq!(frames(&a), 0, "a was filtered out, then excluded");
         assert_eq!(frames(&b), 2);

@@ -225,6 +225,7 @@ pub struct Upstream {
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
     validations: Mutex<HashMap<String, Validation>>,
     problems: Mutex<HashMap<String, HandlerProblem>>,
+    trace: Option<crate::trace::Tracer>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -276,7 +277,14 @@ impl Upstream {
             hosts: Mutex::default(),
             validations: Mutex::default(),
             problems: Mutex::default(),
+            trace: None,
         }
+    }
+
+    /// Puts every call to an event handler in `trace`.
+    pub fn traced(mut self, trace: crate::trace::Tracer) -> Self {
+        self.trace = Some(trace);
+        self
     }
 
     /// Recent failures, one per hub and handler (abuse protection, errors, timeouts), sorted by
@@ -338,8 +346,32 @@ impl Upstream {
         )
     }
 
-    /// Sends one CloudEvent; returns status, headers and body (bounded).
+    /// Sends one CloudEvent (see [`Self::exchange`]) and puts the call in the live trace: the
+    /// event, the status or the failure, how long it took.
     async fn post(
+        &self,
+        handler: &EventHandler,
+        ctx: &EventContext,
+        event: OutgoingEvent<'_>,
+    ) -> Result<(u16, reqwest::header::HeaderMap, Bytes), String> {
+        let name = event.name.to_string();
+        let started = std::time::Instant::now();
+        let result = self.exchange(handler, ctx, event).await;
+        if let Some(trace) = &self.trace {
+            trace.emit(|| crate::trace::TraceEvent::EventHandler {
+                hub: ctx.hub.to_string(),
+                connection_id: ctx.connection_id.to_string(),
+                name,
+                status: result.as_ref().ok().map(|(status, _, _)| *status),
+                error: result.as_ref().err().cloned(),
+                ms: started.elapsed().as_secs_f64() * 1000.0,
+            });
+        }
+        result
+    }
+
+    /// Sends one CloudEvent; returns status, headers and body (bounded).
+    async fn exchange(
         &self,
         handler: &EventHandler,
         ctx: &EventContext,

@@ -465,7 +465,7 @@ fn deliver(hubs: &Hubs, payload: &Bytes) -> Option<String> {
     };
     match delivery::deliver(hubs, &delivery) {
         Delivered::NotHere => delivery.target.connection_id().map(str::to_owned),
-        Delivered::Here => None,
+        Delivered::Here(_) => None,
     }
 }
 
