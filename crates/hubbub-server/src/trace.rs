@@ -6,6 +6,7 @@
 //! behind is dropped, never waited for.
 
 use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -180,13 +181,37 @@ impl TraceFilter {
 #[derive(Clone)]
 pub struct Tracer {
     sender: broadcast::Sender<Arc<Stamped>>,
+    /// Listeners now (the channel's own count takes a lock; this is one atomic load).
+    listeners: Arc<AtomicUsize>,
     clock: Arc<dyn crate::clock::Clock>,
+}
+
+/// One listener's events; leaving (dropping it) is counted.
+pub struct Listener {
+    receiver: broadcast::Receiver<Arc<Stamped>>,
+    listeners: Arc<AtomicUsize>,
+}
+
+impl Listener {
+    pub async fn recv(&mut self) -> Result<Arc<Stamped>, broadcast::error::RecvError> {
+        self.receiver.recv().await
+    }
+
+    pub fn try_recv(&mut self) -> Result<Arc<Stamped>, broadcast::error::TryRecvError> {
+        self.receiver.try_recv()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.listeners.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Tracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tracer")
-            .field("listeners", &self.sender.receiver_count())
+            .field("listeners", &self.listeners.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -195,13 +220,14 @@ impl Tracer {
     pub fn new(clock: Arc<dyn crate::clock::Clock>) -> Self {
         Self {
             sender: broadcast::channel(BUFFER).0,
+            listeners: Arc::default(),
             clock,
         }
     }
 
     /// Whether anybody listens (event sites skip building events otherwise).
     pub fn on(&self) -> bool {
-        self.sender.receiver_count() > 0
+        self.listeners.load(Ordering::Relaxed) > 0
     }
 
     /// Records an event made by `make`, only when somebody listens.
@@ -220,8 +246,16 @@ impl Tracer {
     }
 
     /// A new listener; `None` when [`MAX_LISTENERS`] listen already.
-    pub fn listen(&self) -> Option<broadcast::Receiver<Arc<Stamped>>> {
-        (self.sender.receiver_count() < MAX_LISTENERS).then(|| self.sender.subscribe())
+    pub fn listen(&self) -> Option<Listener> {
+        self.listeners
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_LISTENERS).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Listener {
+            receiver: self.sender.subscribe(),
+            listeners: Arc::clone(&self.listeners),
+        })
     }
 }
 
