@@ -295,13 +295,14 @@ impl ClientProtocol for Mqtt {
         }
     }
 
+    /// However the socket ended (dropped, closed, or after a DISCONNECT), unless the service
+    /// ended the session.
     fn keep_session(
         &self,
-        dropped: bool,
+        _dropped: bool,
         close_reason: Option<&str>,
         grace: Duration,
     ) -> Option<Duration> {
-        let _ = dropped;
         let expiry = self.session_expiry();
         let ended_by_service = close_reason.is_some_and(|r| r != CLIENT_DISCONNECTED);
         (expiry > 0 && !ended_by_service).then(|| grace.min(Duration::from_secs(u64::from(expiry))))
