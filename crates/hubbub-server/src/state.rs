@@ -146,7 +146,7 @@ impl AppState {
             // An MQTT client's DISCONNECT is the client's doing, though the service then closes.
             let closing = connection
                 .close_requested()
-                .filter(|c| c.reason != crate::protocols::mqtt::CLIENT_DISCONNECTED);
+                .filter(|c| !connection.protocol.closed_for_client(c));
             crate::trace::TraceEvent::ConnectionClosed {
                 hub: connection.hub.to_string(),
                 connection_id: connection.id.to_string(),
@@ -176,7 +176,7 @@ impl AppState {
             &settings,
             EventContext::of(connection),
             "disconnected",
-            crate::ws::mqtt::disconnected_body(connection, reason),
+            disconnected_body(connection, reason),
         );
     }
 
@@ -221,6 +221,15 @@ impl AppState {
             }
         });
     }
+}
+
+/// The `disconnected` event's body: the reason, and the connection protocol's own fields.
+fn disconnected_body(connection: &Connection, reason: &str) -> serde_json::Value {
+    let mut body = serde_json::json!({ "reason": reason });
+    if let Some((name, fields)) = connection.protocol.disconnected_fields() {
+        body[name] = fields;
+    }
+    body
 }
 
 impl Node for AppState {

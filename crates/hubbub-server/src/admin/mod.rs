@@ -561,8 +561,7 @@ async fn health(State(state): State<AppState>) -> Response {
             Err(detail) => serde_json::json!({ "ok": false, "detail": detail }),
         },
     );
-    if state.backplane.node_id().is_some() {
-        let connected = state.backplane.reachable();
+    if let Some(connected) = state.backplane.link_up() {
         ready &= connected;
         checks.insert(
             "cluster".into(),

@@ -15,19 +15,10 @@ pub const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-client-r
 /// The longest client request id echoed back.
 const MAX_CLIENT_REQUEST_ID: usize = 128;
 
-/// This process's prefix: 8 random bytes, hex, so ids differ across restarts and nodes.
-static PREFIX: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let mut bytes = [0u8; 8];
-    // Not a secret: a clock-based prefix will do if the OS source fails.
-    if getrandom::getrandom(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or_default();
-        bytes = nanos.to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-});
+/// This process's prefix: 16 random hex characters (half a connection id), so ids differ
+/// across restarts and nodes.
+static PREFIX: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| crate::ws::new_connection_id(None)[..16].to_string());
 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The prefix and a counter: 32 hex characters, unique without a system call per request.

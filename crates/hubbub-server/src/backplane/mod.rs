@@ -88,6 +88,15 @@ impl Backplane {
         }
     }
 
+    /// This node's link to the other nodes, for readiness: `None` alone (nothing to check),
+    /// else whether NATS is connected.
+    pub fn link_up(&self) -> Option<bool> {
+        match self {
+            Backplane::Local => None,
+            Backplane::Nats(cluster) => Some(cluster.connected()),
+        }
+    }
+
     /// Whether changes to shared state can be made now.
     pub fn reachable(&self) -> bool {
         match self {

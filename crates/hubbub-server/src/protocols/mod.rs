@@ -169,6 +169,15 @@ pub trait ClientProtocol: Send + Sync + 'static {
     fn event_headers(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
+    /// Fields of this protocol's own in the `disconnected` event's body (MQTT: `mqtt`).
+    fn disconnected_fields(&self) -> Option<(&'static str, serde_json::Value)> {
+        None
+    }
+    /// Whether the service's `close` only carried out the client's own wish to leave (MQTT's
+    /// DISCONNECT), so that the client, not the service, ended the connection.
+    fn closed_for_client(&self, _close: &crate::dataplane::connection::CloseRequest) -> bool {
+        false
+    }
     /// The prefix of the CloudEvents headers carrying a user event's metadata, both ways.
     fn metadata_header(&self) -> &'static str {
         crate::upstream::METADATA_HEADER
@@ -296,6 +305,14 @@ impl Protocol {
 
     pub fn event_headers(&self) -> Vec<(&'static str, String)> {
         self.wire().event_headers()
+    }
+
+    pub fn disconnected_fields(&self) -> Option<(&'static str, serde_json::Value)> {
+        self.wire().disconnected_fields()
+    }
+
+    pub fn closed_for_client(&self, close: &crate::dataplane::connection::CloseRequest) -> bool {
+        self.wire().closed_for_client(close)
     }
 
     pub fn metadata_header(&self) -> &'static str {

@@ -308,6 +308,33 @@ impl ClientProtocol for Mqtt {
         (expiry > 0 && !ended_by_service).then(|| grace.min(Duration::from_secs(u64::from(expiry))))
     }
 
+    /// How the last socket ended: `{initiatedByClient, disconnectPacket}`.
+    fn disconnected_fields(&self) -> Option<(&'static str, serde_json::Value)> {
+        let last = self.last_disconnect();
+        let packet = match (&last.by_client, last.by_service) {
+            (Some((code, properties)), _) => serde_json::json!({
+                "code": code,
+                "userProperties": properties
+                    .iter()
+                    .map(|(name, value)| serde_json::json!({"name": name, "value": value}))
+                    .collect::<Vec<_>>(),
+            }),
+            (None, Some(code)) => serde_json::json!({ "code": code, "userProperties": null }),
+            (None, None) => serde_json::Value::Null,
+        };
+        Some((
+            "mqtt",
+            serde_json::json!({
+                "initiatedByClient": last.by_client.is_some(),
+                "disconnectPacket": packet,
+            }),
+        ))
+    }
+
+    fn closed_for_client(&self, close: &crate::dataplane::connection::CloseRequest) -> bool {
+        close.reason == CLIENT_DISCONNECTED
+    }
+
     /// MQTT user properties travel to and from the app server as `mqtt-<name>` headers.
     fn metadata_header(&self) -> &'static str {
         "mqtt-"

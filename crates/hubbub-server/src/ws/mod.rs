@@ -480,7 +480,7 @@ fn not_an_upgrade() -> ApiError {
 
 /// 16 random bytes, hex: URL-safe, opaque, unique. Prefixed with the node id and `-` where there
 /// is one (a cluster), so a send to one connection goes straight to its node.
-fn new_connection_id(node: Option<&str>) -> String {
+pub(crate) fn new_connection_id(node: Option<&str>) -> String {
     let mut bytes = [0u8; 16];
     if getrandom::getrandom(&mut bytes).is_err() {
         // The OS random source failing is not expected; fall back to a time-based id so the

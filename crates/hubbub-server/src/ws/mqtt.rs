@@ -679,8 +679,7 @@ fn payload_of(content_type: Option<&str>, payload: Bytes) -> Result<(DataType, B
 }
 
 /// MQTT 5 user properties as message metadata, when they fit its rules (else none).
-fn metadata_of(properties: &wire::Properties) -> Metadata {
-    let pairs = wire::user_properties(properties);
+fn as_metadata(pairs: Vec<(String, String)>) -> Metadata {
     if hubbub_proto::client_protocol::check_metadata(&pairs).is_ok() {
         pairs
     } else {
@@ -736,7 +735,7 @@ fn on_publish(
             )
         }
     };
-    let metadata = metadata_of(&publish.properties);
+    let metadata = as_metadata(wire::user_properties(&publish.properties));
     if let Some(event) = wire::event_name(&publish.topic_name) {
         let event = event.to_string();
         if let Err(reason) = crate::dataplane::names::validate_event(&event) {
@@ -921,11 +920,7 @@ pub(crate) fn publish_will(state: &AppState, hub: &Hub, connection: &Connection,
     }
     let (data_type, payload) = payload_of(will.content_type.as_deref(), will.payload.clone())
         .unwrap_or((DataType::Binary, will.payload));
-    let metadata = if hubbub_proto::client_protocol::check_metadata(&will.user_properties).is_ok() {
-        will.user_properties
-    } else {
-        Vec::new()
-    };
+    let metadata = as_metadata(will.user_properties);
     let mut message = Outgoing::group(group.into(), connection.user_id.clone(), data_type, payload)
         .with_sender(Arc::clone(&connection.id), false)
         .with_metadata(metadata);
@@ -954,31 +949,4 @@ pub(super) fn event_answer(
             .into_group(wire::event_answer_topic(event, false).into()),
     };
     connection.deliver(&message);
-}
-
-/// The `disconnected` event's body: the reason, and for MQTT connections how the last socket
-/// ended.
-pub(crate) fn disconnected_body(connection: &Connection, reason: &str) -> serde_json::Value {
-    let Some(mqtt) = connection.protocol.as_mqtt() else {
-        return serde_json::json!({ "reason": reason });
-    };
-    let last = mqtt.last_disconnect();
-    let packet = match (&last.by_client, last.by_service) {
-        (Some((code, properties)), _) => serde_json::json!({
-            "code": code,
-            "userProperties": properties
-                .iter()
-                .map(|(name, value)| serde_json::json!({"name": name, "value": value}))
-                .collect::<Vec<_>>(),
-        }),
-        (None, Some(code)) => serde_json::json!({ "code": code, "userProperties": null }),
-        (None, None) => serde_json::Value::Null,
-    };
-    serde_json::json!({
-        "reason": reason,
-        "mqtt": {
-            "initiatedByClient": last.by_client.is_some(),
-            "disconnectPacket": packet,
-        },
-    })
 }
