@@ -11,26 +11,11 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import mqtt from "mqtt";
 import { WebPubSubClient, WebPubSubJsonProtocol } from "@azure/web-pubsub-client";
-import { startHubbub, sdkClient, waitFor } from "./harness.mjs";
-import { connectionString, startNats } from "./cluster.mjs";
+import { waitFor } from "./harness.mjs";
+import { twoNodes } from "./cluster.mjs";
 
 const T = { timeout: 120_000 };
 const ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"];
-
-async function twoNodes() {
-  const nats = await startNats();
-  const nodes = [];
-  for (const id of ["a", "b"]) nodes.push(await startHubbub({ extraArgs: nats.args(id) }));
-  const key = (await nodes[0].keyShow()).primaryKey;
-  return {
-    nodes,
-    service: (node, hub) => sdkClient(connectionString(node, key), hub),
-    async dispose() {
-      for (const node of nodes) await node.dispose();
-      await nats.dispose();
-    },
-  };
-}
 
 /** An mqtt.js client on `node`, its messages collected. */
 async function mqttOn(cluster, node, hub, clientId, options = {}) {

@@ -8,28 +8,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { WebPubSubClient, WebPubSubJsonProtocol, WebPubSubJsonReliableProtocol } from "@azure/web-pubsub-client";
-import { startHubbub, sdkClient, waitFor } from "./harness.mjs";
-import { connectionString, startNats } from "./cluster.mjs";
+import { waitFor } from "./harness.mjs";
+import { twoNodes } from "./cluster.mjs";
 import { openRaw, clientUrl, JSON_SUBPROTOCOL } from "./dataplane.mjs";
 import { PbClient, loadSchema, PROTOBUF_RELIABLE_SUBPROTOCOL } from "./protobuf-client.mjs";
 
 const T = { timeout: 120_000 };
 const ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"];
-
-async function twoNodes() {
-  const nats = await startNats();
-  const nodes = [];
-  for (const id of ["a", "b"]) nodes.push(await startHubbub({ extraArgs: nats.args(id) }));
-  const key = (await nodes[0].keyShow()).primaryKey;
-  return {
-    nodes,
-    service: (node, hub) => sdkClient(connectionString(node, key), hub),
-    async dispose() {
-      for (const node of nodes) await node.dispose();
-      await nats.dispose();
-    },
-  };
-}
 
 async function sdkOn(cluster, node, hub, userId, protocol) {
   const { url } = await cluster.service(node, hub).getClientAccessToken({ userId, roles: ROLES });

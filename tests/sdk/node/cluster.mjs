@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
-import { waitFor } from "./harness.mjs";
+import { sdkClient, startHubbub, waitFor } from "./harness.mjs";
 
 function natsBinary() {
   const dirs = [...(process.env.PATH ?? "").split(":"), "/usr/sbin", "/usr/bin", "/usr/local/bin"];
@@ -57,4 +57,23 @@ export async function startNats() {
 /** A connection string for `node` with the cluster's shared key. */
 export function connectionString(node, key) {
   return `Endpoint=${node.endpoint};AccessKey=${key};Version=1.0;`;
+}
+
+/**
+ * Two `hubbub serve --cluster` nodes ("a", "b") on one fresh NATS server, with a service client
+ * for either node (`service(node, hub)`, on the shared primary key) and one `dispose()` for all.
+ */
+export async function twoNodes() {
+  const nats = await startNats();
+  const nodes = [];
+  for (const id of ["a", "b"]) nodes.push(await startHubbub({ extraArgs: nats.args(id) }));
+  const key = (await nodes[0].keyShow()).primaryKey;
+  return {
+    nodes,
+    service: (node, hub) => sdkClient(connectionString(node, key), hub),
+    async dispose() {
+      for (const node of nodes) await node.dispose();
+      await nats.dispose();
+    },
+  };
 }

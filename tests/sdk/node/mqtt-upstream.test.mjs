@@ -10,12 +10,11 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import express from "express";
 import mqtt from "mqtt";
 import { WebPubSubEventHandler } from "@azure/web-pubsub-express";
 import { waitFor } from "./harness.mjs";
 import { withDataplane, uid, sleep } from "./dataplane.mjs";
-import { startUpstream, configureHub, handlerSetting, waitEvent } from "./upstream.mjs";
+import { serveEventHandler, configureHub, handlerSetting, waitEvent } from "./upstream.mjs";
 
 const T = { timeout: 60_000 };
 const SERVER_TOPIC = "$webpubsub/server/messages";
@@ -42,13 +41,7 @@ async function mqttApp(hubName, handlers) {
     onConnected(req) { seen.connected.push(req); },
     onDisconnected(req) { seen.disconnected.push(req); },
   });
-  const app = express();
-  app.use(handler.getMiddleware());
-  app.use((req, res) => res.status(404).end());
-  const up = await startUpstream(app);
-  up.seen = seen;
-  up.handlerUrl = `${up.base}/api/webpubsub/hubs/{hub}/`;
-  return up;
+  return serveEventHandler(handler, seen);
 }
 
 /** The SDK's MQTT client URL, pointed at the loopback listener (the endpoint says localhost). */

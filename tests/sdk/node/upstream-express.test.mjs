@@ -14,7 +14,7 @@ import {
   withDataplane, RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL, upgrade, clientUrl, arrayBuffer, norm, uid, sleep,
 } from "./dataplane.mjs";
 import {
-  startUpstream, configureHub, handlerSetting, eventHandlerProblems, waitEvent, commonHeaderProblems,
+  startUpstream, serveEventHandler, configureHub, handlerSetting, eventHandlerProblems, waitEvent, commonHeaderProblems,
   endpointHost,
 } from "./upstream.mjs";
 
@@ -63,13 +63,7 @@ async function chatApp(hubName, opts = {}) {
     onConnected(req) { seen.connected.push(req); },
     onDisconnected(req) { seen.disconnected.push(req); },
   });
-  const app = express();
-  app.use(handler.getMiddleware());
-  app.use((req, res) => res.status(404).end());
-  const up = await startUpstream(app);
-  up.seen = seen;
-  up.handlerUrl = `${up.base}/api/webpubsub/hubs/{hub}/`;
-  return up;
+  return serveEventHandler(handler, seen);
 }
 
 test("express upstream: userId, groups and state from connect; text/json/binary events echoed; invoke; disconnected reason", T,

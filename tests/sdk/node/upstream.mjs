@@ -11,6 +11,7 @@
 // Every wait is bounded by a deadline.
 
 import http from "node:http";
+import express from "express";
 import { createHmac } from "node:crypto";
 import { waitFor } from "./harness.mjs";
 
@@ -228,4 +229,19 @@ export async function closeQuietly(...things) {
   for (const t of things) {
     try { await t?.close?.(); } catch { /* best effort */ }
   }
+}
+
+/**
+ * An express app serving an official `WebPubSubEventHandler` (404 for anything else), started
+ * with `startUpstream`; `seen` is what the handler's callbacks record, and `handlerUrl` the URL
+ * template to configure on the hub.
+ */
+export async function serveEventHandler(handler, seen) {
+  const app = express();
+  app.use(handler.getMiddleware());
+  app.use((req, res) => res.status(404).end());
+  const up = await startUpstream(app);
+  up.seen = seen;
+  up.handlerUrl = `${up.base}/api/webpubsub/hubs/{hub}/`;
+  return up;
 }
