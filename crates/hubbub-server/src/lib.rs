@@ -22,6 +22,8 @@
 //! | [`tls`] | rustls configuration for HTTPS |
 //! | [`clock`] | time as a dependency, so tests control it |
 //! | [`trace`] | the live trace: connections, REST calls and refused tokens as they happen, for `/admin/trace` |
+//! | [`telemetry`] | counters and histograms of connections, REST calls, refused tokens, event-handler calls |
+//! | [`history`] | the last hour of traffic, sampled for the portal's charts |
 
 pub mod admin;
 pub mod api;
@@ -30,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod dataplane;
 pub mod error;
+pub mod history;
 pub mod keys;
 pub mod listener;
 pub mod peer;
@@ -39,6 +42,7 @@ pub mod secret;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod trace;
 pub mod upstream;

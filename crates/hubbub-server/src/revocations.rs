@@ -43,7 +43,11 @@ impl AppState {
         let reason = reason(revocation);
         let mut closed = 0;
         for hub in self.hubs.all() {
-            for connection in hub.close_matching(|c| revocation.covers(c.signed_by), &reason) {
+            for connection in hub.close_matching(
+                |c| revocation.covers(c.signed_by),
+                &reason,
+                crate::dataplane::connection::CloseCause::KeyRevoked,
+            ) {
                 self.departed(&connection, &reason);
                 closed += 1;
             }

@@ -144,8 +144,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .map(|e| e.host().to_string())
         .unwrap_or_else(|| "localhost".into());
     let trace = crate::trace::Tracer::new(Arc::clone(keys.clock()));
+    let telemetry = Arc::new(crate::telemetry::Telemetry::default());
     let upstream = Arc::new(
-        Upstream::new(keys.clone(), origin, config.event_handler_timeout).traced(trace.clone()),
+        Upstream::new(keys.clone(), origin, config.event_handler_timeout)
+            .observed(trace.clone(), Arc::clone(&telemetry)),
     );
     // Cluster mode: join before serving, so a node that cannot reach NATS never serves.
     let shutdown = CancellationToken::new();
@@ -177,8 +179,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         }
         None => Backplane::Local,
     };
+    backplane.follow_trace(&trace, shutdown.clone());
     let state = AppState {
         trace,
+        telemetry,
+        history: Arc::default(),
         hub_settings,
         upstream,
         keys,
@@ -237,6 +242,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     ));
     tasks.spawn(state.clone().watch_revocations());
     tasks.spawn(ws::presence::run(state.clone(), memberships));
+    tasks.spawn(state.clone().sample_history());
     tasks.close();
 
     Ok(RunningServer {

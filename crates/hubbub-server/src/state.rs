@@ -17,6 +17,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// The reason of a connection whose socket broke without a close.
+pub const LOST: &str = "ConnectionLost";
+/// The reason of a reliable session not resumed in time.
+pub const EXPIRED: &str = "SessionExpired";
+
 /// Settings of the client endpoint.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientSettings {
@@ -57,6 +62,11 @@ pub struct AppState {
     pub backplane: Backplane,
     /// The live trace (`/admin/trace`).
     pub trace: crate::trace::Tracer,
+    /// Counters and histograms of connections, REST calls, refused tokens and event-handler
+    /// calls (`/metrics`); messages and bytes are counted per hub in `hubs`.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// The last hour of traffic and key use, sampled for the portal's charts.
+    pub history: Arc<crate::history::History>,
     /// Revocations this node has enforced (connections closed).
     pub revocations: Arc<crate::keys::ring::Enforced>,
     /// Notices this node need not claim or queue again.
@@ -107,6 +117,59 @@ impl AppState {
         }
     }
 
+    /// The connections open on this node (reliable sessions waiting to resume included).
+    pub fn connection_count(&self) -> u64 {
+        self.hubs
+            .all()
+            .iter()
+            .map(|h| h.connection_count() as u64)
+            .sum()
+    }
+
+    /// Samples this node's traffic for the portal's charts every interval until shutdown.
+    pub async fn sample_history(self) {
+        let mut every = tokio::time::interval(crate::history::INTERVAL);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                _ = every.tick() => {
+                    let now = self.keys.clock().now_millis();
+                    let total = self.hubs.traffic().total();
+                    self.history.sample(now, self.connection_count(), total);
+                }
+            }
+        }
+    }
+
+    /// Sends a message the REST API took (counted as received from REST).
+    pub fn send_rest(&self, delivery: &Delivery) {
+        self.hubs.traffic_of(&delivery.hub).received_rest();
+        self.send(delivery);
+    }
+
+    /// A connection began (a new session): counted, traced.
+    pub fn opened(&self, connection: &Connection) {
+        self.telemetry
+            .opened(&connection.hub, connection.protocol.name());
+        self.trace.emit(|| crate::trace::opened(connection));
+    }
+
+    /// A token or key was refused: counted, traced. `kind` is `rest` or `connection`.
+    pub fn auth_failed(
+        &self,
+        kind: &'static str,
+        hub: Option<&str>,
+        error: &crate::keys::auth::AuthError,
+    ) {
+        let reason = crate::trace::auth_reason(error);
+        self.telemetry.auth_failure(kind, reason);
+        self.trace.emit(|| crate::trace::TraceEvent::AuthFailure {
+            kind,
+            hub: hub.map(str::to_owned),
+            reason: reason.to_string(),
+        });
+    }
+
     /// Answers a question here and on the other nodes its target reaches (unless this node's
     /// answer is already `enough`). Every answer received, this node's first.
     pub async fn ask(&self, question: &Question, enough: fn(&Answer) -> bool) -> Vec<Answer> {
@@ -142,12 +205,18 @@ impl AppState {
 
     /// Tells the app server a connection is gone (once per connection: call after a removal).
     pub fn departed(&self, connection: &Connection, reason: &str) {
-        self.trace.emit(|| {
-            // An MQTT client's DISCONNECT is the client's doing, though the service then closes.
-            let closing = connection
-                .close_requested()
-                .filter(|c| !connection.protocol.closed_for_client(c));
-            crate::trace::TraceEvent::ConnectionClosed {
+        // An MQTT client's DISCONNECT is the client's doing, though the service then closes.
+        let closing = connection
+            .close_requested()
+            .filter(|c| !connection.protocol.closed_for_client(c));
+        let cause = match &closing {
+            Some(request) => request.cause.label(),
+            None if reason == LOST || reason == EXPIRED => "lost",
+            None => "client",
+        };
+        self.telemetry.closed(&connection.hub, cause);
+        self.trace
+            .emit(|| crate::trace::TraceEvent::ConnectionClosed {
                 hub: connection.hub.to_string(),
                 connection_id: connection.id.to_string(),
                 user_id: connection.user_id.as_deref().map(str::to_owned),
@@ -156,10 +225,10 @@ impl AppState {
                 } else {
                     "client"
                 },
-                code: closing.map(|c| c.code),
+                code: closing.as_ref().map(|c| c.code),
                 reason: reason.to_string(),
-            }
-        });
+                cause,
+            });
         // Its streams end and its group state is cleared, for the members on every node.
         for delivery in crate::dataplane::stream_end::end_all(connection) {
             self.send(&delivery);
@@ -217,7 +286,7 @@ impl AppState {
             }
             if connection.still_detached(epoch) && hub.remove(&connection) {
                 tracing::debug!(connection_id = %connection.id, "reliable session expired");
-                state.departed(&connection, "SessionExpired");
+                state.departed(&connection, EXPIRED);
             }
         });
     }

@@ -4,10 +4,15 @@
 //! names, ids, sizes, codes and reasons, never a payload, a token or a key. Nobody listening
 //! costs one atomic load per event site; a listener that falls more than [`BUFFER`] events
 //! behind is dropped, never waited for.
+//!
+//! In a cluster a listener may ask for every node's events (`?cluster=true`): while it listens
+//! the backplane tells the other nodes, which then forward their events to it (and only then:
+//! nobody asking costs the other nodes nothing).
 
 use serde::Serialize;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use serde_json::Value;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
 
 /// Events a listener may fall behind before it is dropped.
@@ -41,6 +46,9 @@ pub enum TraceEvent {
         by: &'static str,
         code: Option<u16>,
         reason: String,
+        /// The reason's category, as `hubbub_connections_closed_total` counts it (`client`,
+        /// `lost`, `rest_close`, `key_revoked`, `slow_client`...).
+        cause: &'static str,
     },
     /// A REST call under `/api`.
     #[serde(rename_all = "camelCase")]
@@ -136,16 +144,68 @@ impl TraceEvent {
     }
 }
 
-/// An event with when it happened, as a listener gets it.
+/// An event with when (and, in a cluster, where) it happened, as a listener gets it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stamped {
     pub time: String,
     pub category: &'static str,
+    /// The node it happened on (cluster mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     #[serde(flatten)]
     pub event: TraceEvent,
 }
 
-/// What a listener wants: every given field must match (hubs case-insensitively).
+/// What a filter looks at in an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields {
+    pub hub: Option<String>,
+    pub connection_id: Option<String>,
+    pub user_id: Option<String>,
+    pub category: String,
+}
+
+impl Fields {
+    pub fn of(event: &TraceEvent) -> Self {
+        Self {
+            hub: event.hub().map(str::to_owned),
+            connection_id: event.connection_id().map(str::to_owned),
+            user_id: event.user_id().map(str::to_owned),
+            category: event.category().to_string(),
+        }
+    }
+
+    /// The same fields of an event another node sent as JSON.
+    fn of_json(value: &Value) -> Self {
+        let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+        let hub = text("hub").or_else(|| {
+            value
+                .get("path")
+                .and_then(Value::as_str)
+                .and_then(|p| p.strip_prefix("/api/hubs/"))
+                .and_then(|rest| rest.split('/').next())
+                .map(str::to_owned)
+        });
+        Self {
+            hub,
+            connection_id: text("connectionId").or_else(|| text("fromConnectionId")),
+            user_id: text("userId"),
+            category: text("category").unwrap_or_default(),
+        }
+    }
+}
+
+/// One event as it goes to listeners: its JSON (made once), what filters look at, and whether
+/// it happened on this node.
+#[derive(Debug)]
+pub struct Entry {
+    pub json: String,
+    pub fields: Fields,
+    pub local: bool,
+}
+
+/// What a listener wants: every given field must match (hubs case-insensitively); `cluster`:
+/// every node's events, not only this node's.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TraceFilter {
@@ -153,58 +213,102 @@ pub struct TraceFilter {
     pub connection_id: Option<String>,
     pub user_id: Option<String>,
     pub category: Option<String>,
+    #[serde(default)]
+    pub cluster: bool,
 }
 
 impl TraceFilter {
-    pub fn matches(&self, event: &TraceEvent) -> bool {
-        let hub_ok = self
-            .hub
-            .as_deref()
-            .is_none_or(|h| event.hub().is_some_and(|e| e.eq_ignore_ascii_case(h)));
+    pub fn matches(&self, fields: &Fields) -> bool {
+        let hub_ok = self.hub.as_deref().is_none_or(|h| {
+            fields
+                .hub
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(h))
+        });
         hub_ok
             && self
                 .connection_id
                 .as_deref()
-                .is_none_or(|c| event.connection_id() == Some(c))
+                .is_none_or(|c| fields.connection_id.as_deref() == Some(c))
             && self
                 .user_id
                 .as_deref()
-                .is_none_or(|u| event.user_id() == Some(u))
+                .is_none_or(|u| fields.user_id.as_deref() == Some(u))
             && self
                 .category
                 .as_deref()
-                .is_none_or(|c| event.category() == c)
+                .is_none_or(|c| fields.category == c)
     }
+}
+
+/// How long other nodes keep forwarding their events after a node last asked (it asks every
+/// [`ASK_EVERY`] while a cluster listener listens).
+pub const FORWARD_FOR_MS: i64 = 15_000;
+/// How often a node with a cluster listener asks the others for their events.
+pub const ASK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The cluster's part: this node's id, where its events go when other nodes want them, and
+/// until when they do.
+#[derive(Default)]
+struct Cluster {
+    node: OnceLock<Arc<str>>,
+    forward: OnceLock<Box<dyn Fn(String) + Send + Sync>>,
+    /// Unix ms until which other nodes want this node's events; 0: nobody.
+    wanted_until: AtomicI64,
+    /// This node's listeners that want every node's events.
+    listeners: AtomicUsize,
+    /// Wakes the backplane to ask the other nodes at once when such a listener arrives.
+    arrived: tokio::sync::Notify,
 }
 
 /// Where events go. Cheap to clone.
 #[derive(Clone)]
 pub struct Tracer {
-    sender: broadcast::Sender<Arc<Stamped>>,
+    sender: broadcast::Sender<Arc<Entry>>,
     /// Listeners now (the channel's own count takes a lock; this is one atomic load).
     listeners: Arc<AtomicUsize>,
+    cluster: Arc<Cluster>,
     clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// One listener's events; leaving (dropping it) is counted.
 pub struct Listener {
-    receiver: broadcast::Receiver<Arc<Stamped>>,
-    listeners: Arc<AtomicUsize>,
+    receiver: broadcast::Receiver<Arc<Entry>>,
+    /// Other nodes' events too.
+    cluster: bool,
+    tracer: Tracer,
 }
 
 impl Listener {
-    pub async fn recv(&mut self) -> Result<Arc<Stamped>, broadcast::error::RecvError> {
-        self.receiver.recv().await
+    /// The next event for this listener (other nodes' only for a cluster listener).
+    pub async fn recv(&mut self) -> Result<Arc<Entry>, broadcast::error::RecvError> {
+        loop {
+            let entry = self.receiver.recv().await?;
+            if entry.local || self.cluster {
+                return Ok(entry);
+            }
+        }
     }
 
-    pub fn try_recv(&mut self) -> Result<Arc<Stamped>, broadcast::error::TryRecvError> {
-        self.receiver.try_recv()
+    pub fn try_recv(&mut self) -> Result<Arc<Entry>, broadcast::error::TryRecvError> {
+        loop {
+            let entry = self.receiver.try_recv()?;
+            if entry.local || self.cluster {
+                return Ok(entry);
+            }
+        }
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        self.listeners.fetch_sub(1, Ordering::Relaxed);
+        self.tracer.listeners.fetch_sub(1, Ordering::Relaxed);
+        if self.cluster {
+            self.tracer
+                .cluster
+                .listeners
+                .fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -221,13 +325,58 @@ impl Tracer {
         Self {
             sender: broadcast::channel(BUFFER).0,
             listeners: Arc::default(),
+            cluster: Arc::default(),
             clock,
         }
     }
 
-    /// Whether anybody listens (event sites skip building events otherwise).
+    /// Joins a cluster: events carry `node`, and go to `forward` while other nodes want them.
+    pub fn join_cluster(&self, node: Arc<str>, forward: Box<dyn Fn(String) + Send + Sync>) {
+        let _ = self.cluster.node.set(node);
+        let _ = self.cluster.forward.set(forward);
+    }
+
+    /// Another node wants this node's events, for [`FORWARD_FOR_MS`] from now.
+    pub fn wanted_elsewhere(&self) {
+        let until = self.clock.now_millis() + FORWARD_FOR_MS;
+        self.cluster
+            .wanted_until
+            .fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Whether a listener here wants every node's events (then this node asks the others).
+    pub fn wants_cluster(&self) -> bool {
+        self.cluster.listeners.load(Ordering::Relaxed) > 0
+    }
+
+    /// Resolves when a listener of every node's events arrives.
+    pub async fn cluster_listener_arrived(&self) {
+        self.cluster.arrived.notified().await;
+    }
+
+    /// Whether anybody listens, here or on another node (event sites skip building events
+    /// otherwise).
     pub fn on(&self) -> bool {
         self.listeners.load(Ordering::Relaxed) > 0
+            || self.cluster.wanted_until.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether other nodes still want this node's events; forgets them once they stop asking.
+    fn forwarding(&self) -> bool {
+        let until = self.cluster.wanted_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if self.clock.now_millis() < until {
+            return true;
+        }
+        let _ = self.cluster.wanted_until.compare_exchange(
+            until,
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        false
     }
 
     /// Records an event made by `make`, only when somebody listens.
@@ -235,26 +384,71 @@ impl Tracer {
         if !self.on() {
             return;
         }
+        let here = self.listeners.load(Ordering::Relaxed) > 0;
+        let elsewhere = self.forwarding();
+        if !here && !elsewhere {
+            return;
+        }
         let event = make();
+        let fields = Fields::of(&event);
         let stamped = Stamped {
             time: crate::clock::rfc3339(self.clock.now_millis()),
             category: event.category(),
+            node: self.cluster.node.get().map(|n| n.to_string()),
             event,
         };
-        // No receiver left meanwhile: nothing to do.
-        let _ = self.sender.send(Arc::new(stamped));
+        let json = serde_json::to_string(&stamped).unwrap_or_default();
+        if elsewhere {
+            if let Some(forward) = self.cluster.forward.get() {
+                forward(json.clone());
+            }
+        }
+        if here {
+            // No receiver left meanwhile: nothing to do.
+            let _ = self.sender.send(Arc::new(Entry {
+                json,
+                fields,
+                local: true,
+            }));
+        }
     }
 
-    /// A new listener; `None` when [`MAX_LISTENERS`] listen already.
-    pub fn listen(&self) -> Option<Listener> {
+    /// An event another node forwarded (its JSON), for this node's cluster listeners.
+    pub fn received(&self, json: &[u8]) {
+        if !self.wants_cluster() {
+            return;
+        }
+        let Ok(value) = serde_json::from_slice::<Value>(json) else {
+            return;
+        };
+        let from_here =
+            value.get("node").and_then(Value::as_str) == self.cluster.node.get().map(|n| &**n);
+        if from_here || !value.is_object() {
+            return;
+        }
+        let _ = self.sender.send(Arc::new(Entry {
+            fields: Fields::of_json(&value),
+            json: value.to_string(),
+            local: false,
+        }));
+    }
+
+    /// A new listener (of every node's events when `cluster`); `None` when [`MAX_LISTENERS`]
+    /// listen already.
+    pub fn listen(&self, cluster: bool) -> Option<Listener> {
         self.listeners
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < MAX_LISTENERS).then_some(n + 1)
             })
             .ok()?;
+        if cluster {
+            self.cluster.listeners.fetch_add(1, Ordering::Relaxed);
+            self.cluster.arrived.notify_one();
+        }
         Some(Listener {
             receiver: self.sender.subscribe(),
-            listeners: Arc::clone(&self.listeners),
+            cluster,
+            tracer: self.clone(),
         })
     }
 }
@@ -342,21 +536,24 @@ mod tests {
             opened("h", "c0", None)
         });
         assert_eq!(made.get(), 0, "not even built");
-        let mut listener = tracer.listen().unwrap();
+        let mut listener = tracer.listen(false).unwrap();
         for i in 1..=3 {
             tracer.emit(|| opened("h", &format!("c{i}"), None));
         }
         for i in 1..=3 {
             let got = listener.try_recv().unwrap();
-            assert_eq!(got.event.connection_id(), Some(format!("c{i}").as_str()));
-            assert_eq!(got.category, "connection");
+            assert_eq!(got.fields.connection_id, Some(format!("c{i}")));
+            assert_eq!(got.fields.category, "connection");
+            let json: Value = serde_json::from_str(&got.json).unwrap();
+            assert_eq!(json["event"], "connectionOpened");
+            assert!(json.get("node").is_none(), "no node on a single node");
         }
     }
 
     #[test]
     fn a_listener_that_falls_behind_is_told_it_lagged_and_the_sender_never_waits() {
         let tracer = Tracer::new(Arc::new(crate::clock::SystemClock));
-        let mut listener = tracer.listen().unwrap();
+        let mut listener = tracer.listen(false).unwrap();
         for i in 0..BUFFER + 10 {
             tracer.emit(|| opened("h", &i.to_string(), None));
         }
@@ -373,9 +570,10 @@ mod tests {
             user_id: Some("u".into()),
             ..Default::default()
         };
-        assert!(filter.matches(&opened("chat", "c", Some("u"))));
-        assert!(!filter.matches(&opened("chat", "c", Some("v"))));
-        assert!(!filter.matches(&opened("other", "c", Some("u"))));
+        let fields = |event: TraceEvent| Fields::of(&event);
+        assert!(filter.matches(&fields(opened("chat", "c", Some("u")))));
+        assert!(!filter.matches(&fields(opened("chat", "c", Some("v")))));
+        assert!(!filter.matches(&fields(opened("other", "c", Some("u")))));
         let rest = TraceEvent::Rest {
             request_id: "r".into(),
             method: "POST".into(),
@@ -388,14 +586,76 @@ mod tests {
             category: Some("rest".into()),
             ..Default::default()
         };
-        assert!(by_hub.matches(&rest));
-        assert!(!by_hub.matches(&opened("chat", "c", None)));
+        // Another node's events are filtered alike, from their JSON.
+        let json = |event: TraceEvent| {
+            let stamped = Stamped {
+                time: String::new(),
+                category: event.category(),
+                node: Some("b".into()),
+                event,
+            };
+            Fields::of_json(&serde_json::to_value(&stamped).unwrap())
+        };
+        assert_eq!(json(rest.clone()), fields(rest.clone()));
+        assert_eq!(
+            json(opened("chat", "c", Some("u"))),
+            fields(opened("chat", "c", Some("u")))
+        );
+        assert!(by_hub.matches(&fields(rest)));
+        assert!(!by_hub.matches(&fields(opened("chat", "c", None))));
         let tracer = Tracer::new(Arc::new(crate::clock::SystemClock));
         let listeners: Vec<_> = (0..MAX_LISTENERS)
-            .map(|_| tracer.listen().unwrap())
+            .map(|_| tracer.listen(false).unwrap())
             .collect();
-        assert!(tracer.listen().is_none());
+        assert!(tracer.listen(true).is_none());
         drop(listeners);
-        assert!(tracer.listen().is_some());
+        assert!(tracer.listen(false).is_some());
+    }
+
+    #[test]
+    fn other_nodes_get_events_only_while_they_ask_and_cluster_listeners_get_theirs() {
+        let clock = crate::clock::ManualClock::new(1_000_000);
+        let tracer = Tracer::new(clock.clone());
+        let forwarded = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = Arc::clone(&forwarded);
+        tracer.join_cluster(
+            "a".into(),
+            Box::new(move |json| sink.lock().unwrap().push(json)),
+        );
+        tracer.emit(|| opened("h", "nobody-asked", None));
+        assert!(forwarded.lock().unwrap().is_empty());
+        tracer.wanted_elsewhere();
+        tracer.emit(|| opened("h", "asked", None));
+        clock.set_millis(1_000_000 + FORWARD_FOR_MS + 1);
+        tracer.emit(|| opened("h", "stopped-asking", None));
+        assert!(!tracer.on(), "costs nothing again");
+        let sent = forwarded.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        let sent: Value = serde_json::from_str(&sent[0]).unwrap();
+        assert_eq!(
+            (&sent["connectionId"], &sent["node"]),
+            (&Value::from("asked"), &Value::from("a"))
+        );
+
+        // A local listener never sees other nodes' events; a cluster listener does, and not its
+        // own node's twice.
+        let mut local = tracer.listen(false).unwrap();
+        tracer.received(br#"{"event":"connectionOpened","hub":"h","connectionId":"b-1","node":"b","category":"connection"}"#);
+        assert!(
+            local.try_recv().is_err(),
+            "nobody wants other nodes' events yet"
+        );
+        let mut everywhere = tracer.listen(true).unwrap();
+        assert!(tracer.wants_cluster());
+        tracer.received(br#"{"event":"connectionOpened","hub":"h","connectionId":"b-2","node":"b","category":"connection"}"#);
+        tracer.received(br#"{"event":"connectionOpened","hub":"h","connectionId":"a-9","node":"a","category":"connection"}"#);
+        tracer.received(b"not json");
+        let got = everywhere.try_recv().unwrap();
+        assert_eq!(got.fields.connection_id.as_deref(), Some("b-2"));
+        assert!(!got.local);
+        assert!(everywhere.try_recv().is_err());
+        assert!(local.try_recv().is_err());
+        drop(everywhere);
+        assert!(!tracer.wants_cluster());
     }
 }

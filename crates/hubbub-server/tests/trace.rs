@@ -114,11 +114,17 @@ async fn a_connection_a_rest_close_and_a_refused_token_as_they_happen() {
     assert_eq!(seen[2]["status"], 204);
     let closed = &seen[1];
     assert_eq!(
-        (&closed["by"], &closed["code"], &closed["reason"]),
+        (
+            &closed["by"],
+            &closed["code"],
+            &closed["reason"],
+            &closed["cause"]
+        ),
         (
             &Value::from("server"),
             &Value::from(1000),
-            &Value::from("maintenance")
+            &Value::from("maintenance"),
+            &Value::from("rest_close")
         ),
         "{closed}"
     );

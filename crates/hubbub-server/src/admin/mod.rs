@@ -2,6 +2,7 @@
 //! (`.../listKeys`, `.../regenerateKey`) so the Azure management SDKs can manage keys.
 //! Every route needs the admin token as a bearer token.
 
+pub mod activity;
 pub mod hubs;
 pub mod lifecycle;
 pub mod metrics;
@@ -37,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/keys/regenerate", post(regenerate))
         .route("/admin/admin-token/rotate", post(rotate_admin_token))
         .merge(crate::admin::hubs::routes())
+        .merge(crate::admin::activity::routes())
         .merge(crate::admin::lifecycle::routes())
         .merge(crate::admin::policy::routes())
         .route("/metrics", get(crate::admin::metrics::handler))
@@ -137,7 +139,7 @@ async fn overview(State(state): State<AppState>) -> Json<Overview> {
             name,
         })
         .collect();
-    let delivered: u64 = live.iter().map(|h| h.delivered()).sum();
+    let delivered = state.hubs.traffic().total().messages_delivered;
     let now = std::time::Instant::now();
     let rate = {
         let mut sample = state.rate_sample.lock().unwrap_or_else(|p| p.into_inner());
@@ -491,7 +493,8 @@ async fn arm(
 }
 
 /// The live trace as Server-Sent Events, one JSON event per `data:` line, filtered by the query
-/// (`hub`, `connectionId`, `userId`, `category`). A listener more than
+/// (`hub`, `connectionId`, `userId`, `category`; `cluster=true`: every node's events, not only
+/// this node's). A listener more than
 /// [`crate::trace::BUFFER`] events behind gets a last `dropped` event and the stream ends; at most
 /// [`crate::trace::MAX_LISTENERS`] listen at once (429 beyond).
 async fn trace(
@@ -501,7 +504,7 @@ async fn trace(
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures_util::StreamExt;
     use tokio::sync::broadcast::error::RecvError;
-    let Some(receiver) = state.trace.listen() else {
+    let Some(receiver) = state.trace.listen(filter.cluster) else {
         return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyListeners",
@@ -518,10 +521,11 @@ async fn trace(
             let mut receiver = receiver?;
             loop {
                 match receiver.recv().await {
-                    Ok(event) if filter.matches(&event.event) => {
-                        let data = serde_json::to_string(&*event).unwrap_or_default();
+                    Ok(entry) if filter.matches(&entry.fields) => {
                         return Some((
-                            Ok::<_, std::convert::Infallible>(Event::default().data(data)),
+                            Ok::<_, std::convert::Infallible>(
+                                Event::default().data(entry.json.as_str()),
+                            ),
                             Some(receiver),
                         ));
                     }

@@ -214,6 +214,7 @@ async fn close(
         scope,
         excluded: query.excluded().into_iter().map(str::to_owned).collect(),
         reason: reason(&query),
+        cause: crate::dataplane::connection::CloseCause::RestClose,
     };
     let enough = if matches!(
         question,

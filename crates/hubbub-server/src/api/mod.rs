@@ -157,11 +157,8 @@ impl FromRequestParts<AppState> for RestCaller {
 
 /// A refused REST token, in the live trace.
 fn refused(state: &AppState, path: &str, e: crate::keys::auth::AuthError) -> ApiError {
-    state.trace.emit(|| crate::trace::TraceEvent::AuthFailure {
-        kind: "rest",
-        hub: Some(hub_of_path(path).to_string()).filter(|h| !h.is_empty()),
-        reason: crate::trace::auth_reason(&e).to_string(),
-    });
+    let hub = Some(hub_of_path(path)).filter(|h| !h.is_empty());
+    state.auth_failed("rest", hub, &e);
     e.into()
 }
 

@@ -2,7 +2,8 @@
 //! `x-ms-request-id`, and the `request_id` field of a span around the call, so every log line the
 //! call writes carries it. A caller's own `x-ms-client-request-id` (as the Azure SDKs send it) is
 //! echoed back when it is a short token. The call itself is logged when it fails (4xx at debug,
-//! 5xx as a warning) and at debug otherwise: method, path (never the query), status, duration.
+//! 5xx as a warning) and at debug otherwise: method, path (never the query), status, duration;
+//! and counted by operation and status, with its duration (`/metrics`).
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
@@ -50,7 +51,11 @@ pub async fn layer(
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let seconds = started.elapsed().as_secs_f64();
+    let ms = seconds * 1000.0;
+    state
+        .telemetry
+        .rest(crate::telemetry::operation(&method, &path), status, seconds);
     span.in_scope(|| match status {
         500.. => tracing::warn!(%method, path, status, ms, "REST call failed"),
         400.. => tracing::debug!(%method, path, status, ms, "REST call refused"),

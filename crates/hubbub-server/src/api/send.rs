@@ -92,7 +92,7 @@ pub async fn send_to_all(
     let delivery = Delivery::new(&hub, Target::All, message)
         .excluding(excluded(&query))
         .filtered(filter);
-    state.send(&delivery);
+    state.send_rest(&delivery);
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -114,7 +114,7 @@ pub async fn send_to_group(
     let delivery = Delivery::new(&hub, Target::Group(group), message)
         .excluding(excluded(&query))
         .filtered(filter);
-    state.send(&delivery);
+    state.send_rest(&delivery);
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -131,7 +131,7 @@ pub async fn send_to_user(
     let query = QueryParams::from_uri(&uri);
     let filter = filter(&query)?;
     let message = read_message(&headers, &query, body).await?;
-    state.send(&Delivery::new(&hub, Target::User(user), message).filtered(filter));
+    state.send_rest(&Delivery::new(&hub, Target::User(user), message).filtered(filter));
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -149,7 +149,7 @@ pub async fn send_to_connection(
     validate_id("connection id", &connection)?;
     let query = QueryParams::from_uri(&uri);
     let message = read_message(&headers, &query, body).await?;
-    state.send(&Delivery::new(
+    state.send_rest(&Delivery::new(
         &hub,
         Target::Connection(connection),
         message,

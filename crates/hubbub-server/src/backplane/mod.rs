@@ -67,6 +67,9 @@ pub struct Stats {
     pub published: u64,
     pub received: u64,
     pub dropped: u64,
+    /// The bytes of the messages published and received.
+    pub published_bytes: u64,
+    pub received_bytes: u64,
     /// Messages and stored values refused: not written by a node with the cluster secret.
     pub refused_messages: u64,
     pub refused_values: u64,
@@ -246,6 +249,23 @@ impl Backplane {
             Backplane::Nats(cluster) => Ok(cluster
                 .put_hub_settings(settings, hub, properties, now)
                 .await?),
+        }
+    }
+
+    /// Lets this node's trace listeners ask for every node's events, and forwards this node's
+    /// events while another node's listeners ask (nothing to do on a single node).
+    pub fn follow_trace(
+        &self,
+        tracer: &crate::trace::Tracer,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        if let Backplane::Nats(cluster) = self {
+            tokio::spawn(nats::trace::follow(
+                cluster.wire.clone(),
+                Arc::clone(&cluster.node_id),
+                tracer.clone(),
+                shutdown,
+            ));
         }
     }
 

@@ -90,6 +90,60 @@ pub struct CloseRequest {
     pub reason: String,
     /// Tell JSON clients why before closing.
     pub notify: bool,
+    /// Why, as counted (`hubbub_connections_closed_total{reason}`).
+    pub cause: CloseCause,
+}
+
+/// Why the service ends a connection: a small fixed set, so it can label a metric (the reason
+/// text is the caller's and unbounded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseCause {
+    /// The REST API closed it.
+    #[default]
+    RestClose,
+    /// The key value that signed its token was revoked.
+    KeyRevoked,
+    /// It did not read what it was sent fast enough.
+    SlowClient,
+    /// It went silent.
+    PingTimeout,
+    /// It went over a limit (message size, events waiting).
+    Limit,
+    /// It did what it has no permission for.
+    Forbidden,
+    /// It sent something malformed.
+    Error,
+    /// Its event handler failed, or there is none for its messages.
+    EventHandler,
+    /// Another connection took its session (MQTT).
+    SessionTakenOver,
+    /// Its session moved to another node.
+    SessionMoved,
+    /// The service shut down.
+    Shutdown,
+    /// The client asked for it (an MQTT DISCONNECT).
+    Client,
+}
+
+impl CloseCause {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseCause::RestClose => "rest_close",
+            CloseCause::KeyRevoked => "key_revoked",
+            CloseCause::SlowClient => "slow_client",
+            CloseCause::PingTimeout => "ping_timeout",
+            CloseCause::Limit => "limit",
+            CloseCause::Forbidden => "forbidden",
+            CloseCause::Error => "error",
+            CloseCause::EventHandler => "event_handler",
+            CloseCause::SessionTakenOver => "session_taken_over",
+            CloseCause::SessionMoved => "session_moved",
+            CloseCause::Shutdown => "shutdown",
+            CloseCause::Client => "client",
+        }
+    }
 }
 
 /// A frame of a reliable session's buffer, as it moves between nodes.
@@ -113,6 +167,13 @@ pub struct SessionBuffer {
 pub struct Batch {
     pub frames: Vec<Message>,
     pub close: Option<CloseRequest>,
+}
+
+impl Batch {
+    /// The payload bytes of its frames.
+    pub fn bytes(&self) -> usize {
+        self.frames.iter().map(frame_len).sum()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -308,6 +369,7 @@ impl Connection {
                     code: CLOSE_POLICY,
                     reason: "SlowClient".into(),
                     notify: true,
+                    cause: CloseCause::SlowClient,
                 });
                 drop(outbox);
                 self.wake.notify_one();
@@ -366,6 +428,7 @@ impl Connection {
                 code,
                 reason: "SlowClient".into(),
                 notify: true,
+                cause: CloseCause::SlowClient,
             });
             outbox.pending.clear();
             outbox.pending_bytes = 0;
@@ -480,6 +543,7 @@ impl Connection {
             code: CLOSE_POLICY,
             reason: "SessionMoved".into(),
             notify: false,
+            cause: CloseCause::SessionMoved,
         });
         outbox.pending.clear();
         outbox.pending_bytes = 0;

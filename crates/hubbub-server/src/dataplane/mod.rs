@@ -15,6 +15,7 @@
 //! | [`session`] | a reliable session taken out whole, and restored, when it moves between nodes |
 //! | [`stream`] | the group streams a publishing connection has open |
 //! | [`stream_end`] | how streams end: the last message, the idle-timeout watcher, a connection's end |
+//! | [`traffic`] | each hub's messages and bytes in and out, counted per thread and summed when read |
 
 pub mod connection;
 pub mod delivery;
@@ -27,3 +28,4 @@ pub mod reliable;
 pub mod session;
 pub mod stream;
 pub mod stream_end;
+pub mod traffic;

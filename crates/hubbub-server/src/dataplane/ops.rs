@@ -38,6 +38,9 @@ pub enum Ask {
         scope: Target,
         excluded: Vec<String>,
         reason: String,
+        /// Why, as counted (a REST close unless said otherwise).
+        #[serde(default)]
+        cause: crate::dataplane::connection::CloseCause,
     },
     AddConnectionToGroup {
         id: String,
@@ -272,9 +275,10 @@ pub fn answer(hubs: &Hubs, question: &Question) -> Answered {
             scope,
             excluded,
             reason,
+            cause,
         } => {
             let excluded: HashSet<&str> = excluded.iter().map(String::as_str).collect();
-            let closed = hub.close_where(scope, &excluded, reason);
+            let closed = hub.close_where(scope, &excluded, reason, *cause);
             Answered {
                 answer: Answer::ok(!closed.is_empty()),
                 closed,
@@ -396,6 +400,7 @@ mod tests {
                 scope: Target::Group("g".into()),
                 excluded: vec!["a".into()],
                 reason: "r".into(),
+                cause: crate::dataplane::connection::CloseCause::KeyRevoked,
             },
         );
         assert_eq!(close.hub, "chat");
@@ -405,6 +410,16 @@ mod tests {
             "{json}"
         );
         assert_eq!(serde_json::from_str::<Question>(&json).unwrap(), close);
+        // A node without close causes asks for a REST close.
+        let older = json.replace(r#","cause":"key_revoked""#, "");
+        assert_ne!(older, json);
+        assert!(matches!(
+            serde_json::from_str::<Question>(&older).unwrap().ask,
+            Ask::Close {
+                cause: crate::dataplane::connection::CloseCause::RestClose,
+                ..
+            }
+        ));
         assert_eq!(close.ask.target(), Target::Group("g".into()));
         let exists = Ask::ConnectionExists { id: "n-1".into() };
         assert_eq!(exists.target(), Target::Connection("n-1".into()));

@@ -218,6 +218,32 @@ impl Keys {
         })
     }
 
+    /// Uses of `slot` per minute over the last hour, oldest first, minutes without any left out:
+    /// (minute, REST requests and connections on every node, uses of an earlier value in its
+    /// grace period on this node).
+    pub fn usage_minutes(&self, slot: KeySlot) -> Vec<(i64, u64, u64)> {
+        let Some(index) = slot_index(slot) else {
+            return Vec::new();
+        };
+        let now = self.0.clock.now_millis();
+        let mut minutes = std::collections::BTreeMap::<i64, (u64, u64)>::new();
+        for (minute, uses, retiring) in self.0.usage.minutes(index, now) {
+            let entry = minutes.entry(minute).or_default();
+            entry.0 += uses;
+            entry.1 += retiring;
+        }
+        let oldest = Usage::oldest_minute(now);
+        for (minute, rest, connections) in &self.0.remote_usage.load()[index].minutes {
+            if *minute >= oldest {
+                minutes.entry(*minute).or_default().0 += rest + connections;
+            }
+        }
+        minutes
+            .into_iter()
+            .map(|(minute, (uses, retiring))| (minute, uses, retiring))
+            .collect()
+    }
+
     /// This node's own usage of the two access slots, as records (to share with the cluster).
     pub fn local_usage(&self) -> [crate::store::UsageRecord; 2] {
         let now = self.0.clock.now_millis();

@@ -20,6 +20,8 @@ struct Minute {
     minute: AtomicI64,
     rest: AtomicU64,
     connections: AtomicU64,
+    /// Uses of an earlier value in its grace period (this node's; not stored).
+    retiring: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -31,6 +33,27 @@ struct SlotCounters {
     /// Uses of an earlier value of the slot in its grace period (not counted above).
     retiring_uses: AtomicU64,
     retiring_last_used_at: AtomicI64,
+}
+
+impl SlotCounters {
+    /// The bucket of `now`'s minute, started afresh on the minute's first use.
+    fn bucket(&self, now: UnixMillis) -> &Minute {
+        let minute = minute_of(now);
+        let bucket = &self.minutes[minute.rem_euclid(WINDOW_MINUTES as i64) as usize];
+        let seen = bucket.minute.load(Ordering::Relaxed);
+        if seen != minute
+            && bucket
+                .minute
+                .compare_exchange(seen, minute, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            // The bucket held an older minute.
+            bucket.rest.store(0, Ordering::Relaxed);
+            bucket.connections.store(0, Ordering::Relaxed);
+            bucket.retiring.store(0, Ordering::Relaxed);
+        }
+        bucket
+    }
 }
 
 impl Default for SlotCounters {
@@ -111,6 +134,10 @@ impl Usage {
             counters
                 .retiring_last_used_at
                 .fetch_max(now, Ordering::Relaxed);
+            counters
+                .bucket(now)
+                .retiring
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -124,19 +151,7 @@ impl Usage {
         };
         total.fetch_add(1, Ordering::Relaxed);
         counters.last_used_at.fetch_max(now, Ordering::Relaxed);
-        let minute = minute_of(now);
-        let bucket = &counters.minutes[minute.rem_euclid(WINDOW_MINUTES as i64) as usize];
-        let seen = bucket.minute.load(Ordering::Relaxed);
-        if seen != minute
-            && bucket
-                .minute
-                .compare_exchange(seen, minute, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            // First use in this minute: the bucket held an older minute; start it afresh.
-            bucket.rest.store(0, Ordering::Relaxed);
-            bucket.connections.store(0, Ordering::Relaxed);
-        }
+        let bucket = counters.bucket(now);
         let count = match kind {
             UseKind::Rest => &bucket.rest,
             UseKind::Connection => &bucket.connections,
@@ -191,6 +206,31 @@ impl Usage {
             .filter(|b| b.minute.load(Ordering::Relaxed) >= since_minute)
             .map(|b| b.rest.load(Ordering::Relaxed) + b.connections.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// This node's uses of `slot` in each minute of the last hour that had any, oldest first:
+    /// (minute, REST requests and connections, uses of an earlier value in its grace period).
+    pub fn minutes(&self, slot: usize, now: UnixMillis) -> Vec<(i64, u64, u64)> {
+        let Some(counters) = self.slots.get(slot) else {
+            return Vec::new();
+        };
+        let current = minute_of(now);
+        let mut minutes: Vec<(i64, u64, u64)> = counters
+            .minutes
+            .iter()
+            .map(|b| {
+                (
+                    b.minute.load(Ordering::Relaxed),
+                    b.rest.load(Ordering::Relaxed) + b.connections.load(Ordering::Relaxed),
+                    b.retiring.load(Ordering::Relaxed),
+                )
+            })
+            .filter(|(m, uses, retiring)| {
+                (0..WINDOW_MINUTES as i64).contains(&(current - m)) && uses + retiring > 0
+            })
+            .collect();
+        minutes.sort_unstable();
+        minutes
     }
 
     /// The minute `now` falls in.

@@ -225,7 +225,8 @@ pub struct Upstream {
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
     validations: Mutex<HashMap<String, Validation>>,
     problems: Mutex<HashMap<String, HandlerProblem>>,
-    trace: Option<crate::trace::Tracer>,
+    /// Where calls are traced and counted (none in tools and tests that need neither).
+    observed: Option<(crate::trace::Tracer, Arc<crate::telemetry::Telemetry>)>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -277,13 +278,17 @@ impl Upstream {
             hosts: Mutex::default(),
             validations: Mutex::default(),
             problems: Mutex::default(),
-            trace: None,
+            observed: None,
         }
     }
 
-    /// Puts every call to an event handler in `trace`.
-    pub fn traced(mut self, trace: crate::trace::Tracer) -> Self {
-        self.trace = Some(trace);
+    /// Puts every call to an event handler in `trace` and counts it in `telemetry`.
+    pub fn observed(
+        mut self,
+        trace: crate::trace::Tracer,
+        telemetry: Arc<crate::telemetry::Telemetry>,
+    ) -> Self {
+        self.observed = Some((trace, telemetry));
         self
     }
 
@@ -325,6 +330,15 @@ impl Upstream {
         );
     }
 
+    /// The current problem of `handler` in `hub`, if it has one.
+    pub fn problem_of(&self, handler: &EventHandler, hub: &str) -> Option<HandlerProblem> {
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&problem_key(handler, hub))
+            .cloned()
+    }
+
     fn clear_problem(&self, handler: &EventHandler, hub: &str) {
         self.problems
             .lock()
@@ -346,8 +360,8 @@ impl Upstream {
         )
     }
 
-    /// Sends one CloudEvent (see [`Self::exchange`]) and puts the call in the live trace: the
-    /// event, the status or the failure, how long it took.
+    /// Sends one CloudEvent (see [`Self::exchange`]), puts the call in the live trace (the
+    /// event, the status or the failure, how long it took) and counts it.
     async fn post(
         &self,
         handler: &EventHandler,
@@ -355,16 +369,25 @@ impl Upstream {
         event: OutgoingEvent<'_>,
     ) -> Result<(u16, reqwest::header::HeaderMap, Bytes), String> {
         let name = event.name.to_string();
+        let system = !event.ce_type.starts_with("azure.webpubsub.user.");
         let started = std::time::Instant::now();
         let result = self.exchange(handler, ctx, event).await;
-        if let Some(trace) = &self.trace {
+        if let Some((trace, telemetry)) = &self.observed {
+            let seconds = started.elapsed().as_secs_f64();
+            let outcome = match &result {
+                Ok((200..=299, _, _)) => "success",
+                Ok(_) => "refused",
+                Err(_) => "failed",
+            };
+            let label = crate::telemetry::event_label(system, &name);
+            telemetry.event_handler(&ctx.hub, label, outcome, seconds);
             trace.emit(|| crate::trace::TraceEvent::EventHandler {
                 hub: ctx.hub.to_string(),
                 connection_id: ctx.connection_id.to_string(),
                 name,
                 status: result.as_ref().ok().map(|(status, _, _)| *status),
                 error: result.as_ref().err().cloned(),
-                ms: started.elapsed().as_secs_f64() * 1000.0,
+                ms: seconds * 1000.0,
             });
         }
         result

@@ -44,6 +44,7 @@ pub(super) fn has_handler(state: &AppState, hub: &Hub, event: &str) -> bool {
 
 /// A client's group message: to the group's members here and on the other nodes.
 pub(super) fn send_to_group(state: &AppState, hub: &Hub, group: &str, message: Outgoing) {
+    hub.traffic.received_client();
     let target = Target::Group(group.to_string());
     state.send(&Delivery::new(&hub.name, target, message));
 }
@@ -84,7 +85,11 @@ impl EventQueue {
                 .spawn(run_events(receiver, state.clone(), Arc::clone(connection)));
             sender
         });
-        sender.try_send(job).map_err(|e| {
+        let queued = sender.try_send(job);
+        if queued.is_ok() {
+            state.hubs.traffic_of(&connection.hub).received_client();
+        }
+        queued.map_err(|e| {
             state
                 .hubs
                 .limit_counts()
@@ -197,6 +202,7 @@ pub(super) async fn run_events(
                     code: CLOSE_INTERNAL,
                     reason: "EventHandlerFailed".into(),
                     notify: false,
+                    cause: CloseCause::EventHandler,
                 });
             }
         }

@@ -38,6 +38,7 @@ pub(super) fn on_frame(
             code: CLOSE_POLICY,
             reason: format!("Invalid message: {e}"),
             notify: true,
+            cause: CloseCause::Error,
         }),
         Inbound::Event { data_type, data } => {
             if !has_handler(state, hub, "message") {
@@ -45,6 +46,7 @@ pub(super) fn on_frame(
                     code: CLOSE_NORMAL,
                     reason: no_handler(hub, "message"),
                     notify: false,
+                    cause: CloseCause::EventHandler,
                 });
             } else if events
                 .push(state, connection, Job::Frame { data_type, data })
@@ -54,6 +56,7 @@ pub(super) fn on_frame(
                     code: CLOSE_POLICY,
                     reason: "TooManyEvents".into(),
                     notify: false,
+                    cause: CloseCause::Limit,
                 });
             }
         }
@@ -71,6 +74,7 @@ pub(super) fn on_frame(
                     code: CLOSE_POLICY,
                     reason: format!("the client has no permission to send to group '{group}'"),
                     notify: false,
+                    cause: CloseCause::Forbidden,
                 });
                 return;
             }

@@ -4,8 +4,8 @@
 
 use crate::api;
 use crate::dataplane::connection::{
-    close_frame_reason, CloseRequest, Connection, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_NORMAL,
-    CLOSE_POLICY, CLOSE_TOO_BIG,
+    close_frame_reason, CloseCause, CloseRequest, Connection, CLOSE_GOING_AWAY, CLOSE_INTERNAL,
+    CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG,
 };
 use crate::dataplane::delivery::{Delivery, Target};
 use crate::dataplane::hub::Hub;
@@ -333,7 +333,7 @@ async fn handle(
             reconnection_token: reconnection_token.as_deref(),
         });
         tracing::debug!(hub = %hub.name, connection_id = %connection.id, "client connected");
-        state.trace.emit(|| crate::trace::opened(&connection));
+        state.opened(&connection);
         let settings = state.hub_settings.get(&hub.name);
         state.upstream.notify(
             &settings,
@@ -390,11 +390,7 @@ pub(crate) fn authenticate(
                     );
                 }
                 tracing::debug!(hub = %hub_name, reason = %e, "client connection refused");
-                state.trace.emit(|| crate::trace::TraceEvent::AuthFailure {
-                    kind: "connection",
-                    hub: Some(hub_name.to_string()),
-                    reason: crate::trace::auth_reason(&e).to_string(),
-                });
+                state.auth_failed("connection", Some(hub_name), &e);
                 ApiError::from(e)
             })?;
             if claims.slot != KeySlot::Salt {
@@ -506,6 +502,7 @@ pub fn close_all(state: &AppState) {
                 code: CLOSE_GOING_AWAY,
                 reason: "ServiceReload".into(),
                 notify: true,
+                cause: CloseCause::Shutdown,
             });
         }
     }

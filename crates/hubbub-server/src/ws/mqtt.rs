@@ -359,6 +359,7 @@ async fn connect(state: AppState, mut socket: WebSocket, handshake: Handshake) {
                     scope: Target::Connection(accepted.client_id.clone()),
                     excluded: Vec::new(),
                     reason: "SessionTakenOver".into(),
+                    cause: CloseCause::SessionTakenOver,
                 },
             );
             state.backplane.ask(&question, |a| a.ok).await;
@@ -407,7 +408,7 @@ async fn connect(state: AppState, mut socket: WebSocket, handshake: Handshake) {
             spawn_socket(state, hub, existing, socket, epoch);
             return;
         }
-        if hub.close(&existing, "SessionTakenOver") {
+        if hub.close(&existing, "SessionTakenOver", CloseCause::SessionTakenOver) {
             state.departed(&existing, "SessionTakenOver");
         }
     }
@@ -461,6 +462,7 @@ async fn connect(state: AppState, mut socket: WebSocket, handshake: Handshake) {
             code: CLOSE_POLICY,
             reason: "SessionTakenOver".into(),
             notify: true,
+            cause: CloseCause::SessionTakenOver,
         });
         state.departed(&displaced, "SessionTakenOver");
     }
@@ -474,7 +476,7 @@ async fn connect(state: AppState, mut socket: WebSocket, handshake: Handshake) {
     );
     connection.push(Message::Binary(connack));
     tracing::debug!(hub = %hub.name, connection_id = %connection.id, version, "MQTT client connected");
-    state.trace.emit(|| crate::trace::opened(&connection));
+    state.opened(&connection);
     state.upstream.notify(
         &settings,
         EventContext::of(&connection),
@@ -553,6 +555,7 @@ fn protocol_error(connection: &Connection, mqtt: &Mqtt, code: ReasonCode, reason
         code: CLOSE_POLICY,
         reason: reason.to_string(),
         notify: false,
+        cause: CloseCause::Error,
     });
 }
 
@@ -615,6 +618,7 @@ pub(super) fn on_packets(
                     code: CLOSE_NORMAL,
                     reason: CLIENT_DISCONNECTED.into(),
                     notify: false,
+                    cause: CloseCause::Client,
                 });
             }
             Packet::Connect(_) => protocol_error(

@@ -58,6 +58,7 @@ fn run_socket(
                         connection.wake.notify_one();
                         break End::Superseded;
                     };
+                    hub.traffic.bytes_sent(batch.bytes());
                     let write = write_batch(&mut socket, batch, &connection);
                     tokio::pin!(write);
                     // Most writes fit in the socket buffer at once: only a write that has to wait
@@ -84,13 +85,14 @@ fn run_socket(
                         Written::Failed => break End::Dropped,
                         Written::Abandoned => {
                             tracing::debug!(connection_id = %connection.id, "client is not reading; dropping it");
-                            connection.request_close(CloseRequest { code: CLOSE_POLICY, reason: "SlowClient".into(), notify: false });
+                            connection.request_close(CloseRequest { code: CLOSE_POLICY, reason: "SlowClient".into(), notify: false, cause: CloseCause::SlowClient });
                             break End::ServerClosed;
                         }
                     }
                 }
                 frame = socket.next() => {
                     last_heard = Instant::now();
+                    hub.traffic.bytes_received(frame_bytes(frame.as_ref()));
                     match frame {
                         Some(Ok(Message::Close(frame))) => {
                             let reason = frame.map(|f| f.reason.to_string()).filter(|r| !r.is_empty());
@@ -113,7 +115,7 @@ fn run_socket(
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > connection.protocol.silence_limit(keep_alive * 3) {
-                        connection.request_close(CloseRequest { code: CLOSE_NORMAL, reason: "PingTimeout".into(), notify: true });
+                        connection.request_close(CloseRequest { code: CLOSE_NORMAL, reason: "PingTimeout".into(), notify: true, cause: CloseCause::PingTimeout });
                     } else {
                         let sent = tokio::time::timeout(WRITE_STALL_TIMEOUT, socket.send(Message::Ping(Bytes::new()))).await;
                         if !matches!(sent, Ok(Ok(()))) {
@@ -198,11 +200,21 @@ pub(super) async fn close_requested(connection: &Connection, woken: &AtomicBool)
     }
 }
 
+/// A data frame's payload size.
+fn frame_bytes(frame: Option<&Result<Message, axum::Error>>) -> usize {
+    match frame {
+        Some(Ok(Message::Text(text))) => text.len(),
+        Some(Ok(Message::Binary(data))) => data.len(),
+        _ => 0,
+    }
+}
+
 pub(super) fn too_big(connection: &Connection) {
     connection.request_close(CloseRequest {
         code: CLOSE_TOO_BIG,
         reason: format!("a message is larger than {MAX_CLIENT_MESSAGE_BYTES} bytes"),
         notify: true,
+        cause: CloseCause::Limit,
     });
 }
 
@@ -248,7 +260,7 @@ pub(super) fn finish(
     }
     let reason = match end {
         End::Superseded => return,
-        End::Dropped => "ConnectionLost".to_string(),
+        End::Dropped => crate::state::LOST.to_string(),
         End::ClientClosed(reason) => reason,
         End::ServerClosed => connection
             .close_requested()

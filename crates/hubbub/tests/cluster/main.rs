@@ -16,4 +16,5 @@ mod management;
 mod messages;
 mod sessions;
 mod settings_usage_notices;
+mod trace;
 mod trust;

@@ -139,6 +139,7 @@ mod tests {
             scope: Target::All,
             excluded: vec![],
             reason: "r".into(),
+            cause: Default::default(),
         });
         assert_eq!(
             subject(&close_all, "a"),

@@ -157,6 +157,9 @@ fn data_type(name: &str) -> Option<DataType> {
 pub struct BusStats {
     pub published: AtomicU64,
     pub received: AtomicU64,
+    /// The bytes of the messages published and received (NATS payloads).
+    pub published_bytes: AtomicU64,
+    pub received_bytes: AtomicU64,
     /// Not forwarded: the outbox to NATS was full, or the message was larger than NATS takes.
     pub dropped: AtomicU64,
 }
@@ -183,6 +186,9 @@ impl Dispatch {
         match message.subject.as_str().rsplit('.').next() {
             Some("m") => {
                 self.stats.received.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .received_bytes
+                    .fetch_add(message.payload.len() as u64, Ordering::Relaxed);
                 if let Some(id) = deliver(&self.hubs, &message.payload) {
                     // A connection that is not here: if its session moved on, so does this.
                     if let Some(node) = self.moved.get(&id).filter(|n| **n != *self.node_id) {
@@ -383,9 +389,13 @@ impl Bus {
             );
             return;
         }
+        let bytes = payload.len() as u64;
         match self.outbox.try_send((subject, payload)) {
             Ok(()) => {
                 self.stats.published.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .published_bytes
+                    .fetch_add(bytes, Ordering::Relaxed);
             }
             Err(_) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);

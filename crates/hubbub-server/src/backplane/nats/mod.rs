@@ -28,6 +28,7 @@ pub mod notices;
 pub mod ring;
 pub mod routing;
 pub mod seal;
+pub mod trace;
 pub mod usage;
 pub mod wire;
 
@@ -441,6 +442,8 @@ impl Cluster {
             published: stats.published.load(Relaxed),
             received: stats.received.load(Relaxed),
             dropped: stats.dropped.load(Relaxed),
+            published_bytes: stats.published_bytes.load(Relaxed),
+            received_bytes: stats.received_bytes.load(Relaxed),
             refused_messages: self.wire.refused.messages.load(Relaxed),
             refused_values: self.wire.refused.values.load(Relaxed),
         }

@@ -2,7 +2,7 @@
 //! connections. Each hub has one lock, never held across an `.await`: fan-out takes it for
 //! reading and only pushes into outboxes, which never blocks.
 
-use super::connection::{CloseRequest, Connection, CLOSE_NORMAL, CLOSE_POLICY};
+use super::connection::{CloseCause, CloseRequest, Connection, CLOSE_NORMAL, CLOSE_POLICY};
 use super::filter::{Filter, FilterSubject};
 use super::message::Outgoing;
 use serde::{Deserialize, Serialize};
@@ -231,8 +231,8 @@ pub struct ListedConnection {
 pub struct Hub {
     pub name: Arc<str>,
     inner: RwLock<HubInner>,
-    /// Messages handed to connections, for the portal's rate (one add per send, not per frame).
-    delivered: std::sync::atomic::AtomicU64,
+    /// What this hub's connections sent and were sent (one add per send, not per frame).
+    pub traffic: Arc<crate::dataplane::traffic::Traffic>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -246,7 +246,14 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     #[cfg(test)]
     fn new(name: Arc<str>, sink: Option<InterestSink>) -> Self {
-        Self::with_limits(name, sink, None, HubLimits::default(), Arc::default())
+        Self::with_limits(
+            name,
+            sink,
+            None,
+            HubLimits::default(),
+            Arc::default(),
+            Arc::default(),
+        )
     }
 
     fn with_limits(
@@ -255,6 +262,7 @@ impl Hub {
         membership: Option<MembershipSink>,
         limits: HubLimits,
         counts: Arc<LimitCounts>,
+        traffic: Arc<crate::dataplane::traffic::Traffic>,
     ) -> Self {
         Self {
             inner: RwLock::new(HubInner {
@@ -267,19 +275,13 @@ impl Hub {
                 users: HashMap::new(),
             }),
             name,
-            delivered: Default::default(),
+            traffic,
         }
     }
 
     fn count(&self, delivered: usize) -> usize {
-        self.delivered
-            .fetch_add(delivered as u64, std::sync::atomic::Ordering::Relaxed);
+        self.traffic.delivered(delivered);
         delivered
-    }
-
-    /// Messages handed to connections so far.
-    pub fn delivered(&self) -> u64 {
-        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, HubInner> {
@@ -380,6 +382,24 @@ impl Hub {
             .connections
             .get(id)
             .map(|m| Arc::clone(&m.connection))
+    }
+
+    /// The users with a connection here, and the `top` largest groups with their connection
+    /// counts (largest first, then by name).
+    pub fn census(&self, top: usize) -> (usize, Vec<(String, usize)>) {
+        let inner = self.read();
+        let mut groups: Vec<(&Arc<str>, usize)> = inner
+            .groups
+            .iter()
+            .map(|(name, members)| (name, members.len()))
+            .collect();
+        groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let groups = groups
+            .into_iter()
+            .take(top)
+            .map(|(name, count)| (name.to_string(), count))
+            .collect();
+        (inner.users.len(), groups)
     }
 
     pub fn connection_count(&self) -> usize {
@@ -574,6 +594,7 @@ impl Hub {
         scope: &Target,
         excluded: &HashSet<&str>,
         reason: &str,
+        cause: CloseCause,
     ) -> Vec<Arc<Connection>> {
         let victims: Vec<Arc<Connection>> = {
             let inner = self.read();
@@ -594,7 +615,7 @@ impl Hub {
         };
         victims
             .into_iter()
-            .filter(|c| self.close(c, reason))
+            .filter(|c| self.close(c, reason, cause))
             .collect()
     }
 
@@ -604,6 +625,7 @@ impl Hub {
         &self,
         matches: impl Fn(&Connection) -> bool,
         reason: &str,
+        cause: CloseCause,
     ) -> Vec<Arc<Connection>> {
         let victims: Vec<Arc<Connection>> = self
             .read()
@@ -614,13 +636,13 @@ impl Hub {
             .collect();
         victims
             .into_iter()
-            .filter(|c| self.close(c, reason))
+            .filter(|c| self.close(c, reason, cause))
             .collect()
     }
 
     /// Ends a connection for good: it leaves the hub now; its socket is closed by its writer.
     /// False when it had already left.
-    pub fn close(&self, connection: &Arc<Connection>, reason: &str) -> bool {
+    pub fn close(&self, connection: &Arc<Connection>, reason: &str, cause: CloseCause) -> bool {
         let removed = self.remove(connection);
         let code = if connection.protocol.is_reliable() {
             CLOSE_POLICY
@@ -631,6 +653,7 @@ impl Hub {
             code,
             reason: reason.to_string(),
             notify: true,
+            cause,
         });
         removed
     }

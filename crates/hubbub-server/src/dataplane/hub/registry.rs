@@ -3,6 +3,7 @@
 
 use super::{Hub, HubLimits, Interest, InterestSink, LimitCounts, MembershipSink};
 use crate::dataplane::connection::ConnectionLimits;
+use crate::dataplane::traffic::{Traffic, TrafficTable};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -18,6 +19,8 @@ pub struct Hubs {
     counts: Arc<LimitCounts>,
     /// The buffer limits every connection of this node shares (made on first use).
     connection_limits: std::sync::OnceLock<Arc<ConnectionLimits>>,
+    /// Each hub's traffic, kept when a hub is quiet (and for hubs with no connection here).
+    traffic: Arc<TrafficTable>,
 }
 
 impl std::fmt::Debug for Hubs {
@@ -61,6 +64,16 @@ impl Hubs {
                 self.limits.reliable_buffer_bytes,
             ))
         })
+    }
+
+    /// Every hub's traffic on this node.
+    pub fn traffic(&self) -> &TrafficTable {
+        &self.traffic
+    }
+
+    /// The traffic of hub `name` (which need not have connections here).
+    pub fn traffic_of(&self, name: &str) -> Arc<Traffic> {
+        self.traffic.hub(&canonical_hub(name))
     }
 
     /// Whether `user` may open one more connection in hub `hub` (counted when not).
@@ -107,12 +120,14 @@ impl Hubs {
             if let Some(sink) = &sink {
                 sink(Interest::Hub(Arc::clone(&key)));
             }
+            let traffic = self.traffic.hub(&key);
             Arc::new(Hub::with_limits(
                 key,
                 sink,
                 self.membership.get().cloned(),
                 self.limits,
                 Arc::clone(&self.counts),
+                traffic,
             ))
         }))
     }
