@@ -7,28 +7,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
 import { startHubbub, repoRoot, sdkClient, uniqueHub, expectRestError } from "./harness.mjs";
+import { launch, signIn } from "./browser.mjs";
 
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const ARTIFACTS = join(repoRoot, "test-artifacts", "portal");
-
-async function launch() {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
-}
-
-async function signIn(page, hubbub, token) {
-  await page.goto(`${hubbub.adminUrl}/portal`);
-  await page.fill("#token", token);
-  await Promise.all([page.waitForLoadState("load"), page.click("button[type=submit]")]);
-}
 
 test("portal: sign in, reveal and copy, regenerate through the dialog, audit, banner", async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
