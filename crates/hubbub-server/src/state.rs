@@ -111,7 +111,7 @@ impl AppState {
     /// (unless it was for one connection, found here).
     pub fn send(&self, delivery: &Delivery) {
         let here = delivery::deliver(&self.hubs, delivery);
-        self.trace.emit(|| crate::trace::message(delivery, &here));
+        self.trace.message(delivery, &here);
         if here == Delivered::NotHere || delivery.target.connection_id().is_none() {
             self.backplane.publish(delivery);
         }

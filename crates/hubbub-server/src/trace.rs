@@ -19,6 +19,9 @@ use tokio::sync::broadcast;
 pub const BUFFER: usize = 4096;
 /// Listeners at once, on this node.
 pub const MAX_LISTENERS: usize = 16;
+/// The most of a payload a capturing listener is shown (bytes of text, or of binary data before
+/// base64).
+pub const MAX_CAPTURED_BYTES: usize = 4096;
 
 /// One thing that happened.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -200,6 +203,9 @@ impl Fields {
 #[derive(Debug)]
 pub struct Entry {
     pub json: String,
+    /// The same event with its payload, made only while a listener captures its hub's
+    /// payloads (this node's messages only; never forwarded to other nodes).
+    pub with_payload: Option<String>,
     pub fields: Fields,
     pub local: bool,
 }
@@ -215,6 +221,9 @@ pub struct TraceFilter {
     pub category: Option<String>,
     #[serde(default)]
     pub cluster: bool,
+    /// Messages with their payloads (needs `hub`: one hub at a time; audited).
+    #[serde(default)]
+    pub payloads: bool,
 }
 
 impl TraceFilter {
@@ -268,7 +277,22 @@ pub struct Tracer {
     /// Listeners now (the channel's own count takes a lock; this is one atomic load).
     listeners: Arc<AtomicUsize>,
     cluster: Arc<Cluster>,
+    capture: Arc<Capture>,
     clock: Arc<dyn crate::clock::Clock>,
+}
+
+/// The hubs whose payloads listeners capture, and how many capture each.
+#[derive(Default)]
+struct Capture {
+    /// Capturing listeners in all (one atomic load when there are none).
+    count: AtomicUsize,
+    hubs: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl Capture {
+    fn hubs(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        self.hubs.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// One listener's events; leaving (dropping it) is counted.
@@ -276,10 +300,28 @@ pub struct Listener {
     receiver: broadcast::Receiver<Arc<Entry>>,
     /// Other nodes' events too.
     cluster: bool,
+    /// The hub whose payloads this listener captures.
+    captures: Option<String>,
     tracer: Tracer,
 }
 
 impl Listener {
+    /// The JSON this listener is sent for `entry`: with the payload only when it captures.
+    pub fn json<'e>(&self, entry: &'e Entry) -> &'e str {
+        match (&self.captures, &entry.with_payload) {
+            (Some(hub), Some(with_payload))
+                if entry
+                    .fields
+                    .hub
+                    .as_deref()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(hub)) =>
+            {
+                with_payload
+            }
+            _ => &entry.json,
+        }
+    }
+
     /// The next event for this listener (other nodes' only for a cluster listener).
     pub async fn recv(&mut self) -> Result<Arc<Entry>, broadcast::error::RecvError> {
         loop {
@@ -326,8 +368,35 @@ impl Tracer {
             sender: broadcast::channel(BUFFER).0,
             listeners: Arc::default(),
             cluster: Arc::default(),
+            capture: Arc::default(),
             clock,
         }
+    }
+
+    /// Whether a listener captures the payloads of hub `hub` (canonical).
+    fn capturing(&self, hub: &str) -> bool {
+        self.capture.count.load(Ordering::Relaxed) > 0
+            && self
+                .capture
+                .hubs()
+                .keys()
+                .any(|h| h.eq_ignore_ascii_case(hub))
+    }
+
+    /// A delivery's `message` event; with its payload for listeners capturing its hub.
+    pub fn message(
+        &self,
+        delivery: &crate::dataplane::delivery::Delivery,
+        here: &crate::dataplane::delivery::Delivered,
+    ) {
+        if !self.on() {
+            return;
+        }
+        let capture = self.capturing(&delivery.hub);
+        self.emit_with(
+            || message(delivery, here),
+            capture.then(|| payload(&delivery.message)),
+        );
     }
 
     /// Joins a cluster: events carry `node`, and go to `forward` while other nodes want them.
@@ -381,6 +450,15 @@ impl Tracer {
 
     /// Records an event made by `make`, only when somebody listens.
     pub fn emit(&self, make: impl FnOnce() -> TraceEvent) {
+        self.emit_with(make, None);
+    }
+
+    /// Records an event, and a copy with `payload`'s fields for capturing listeners.
+    fn emit_with(
+        &self,
+        make: impl FnOnce() -> TraceEvent,
+        payload: Option<serde_json::Map<String, Value>>,
+    ) {
         if !self.on() {
             return;
         }
@@ -404,9 +482,15 @@ impl Tracer {
             }
         }
         if here {
+            let with_payload = payload.and_then(|extra| {
+                let mut value = serde_json::to_value(&stamped).ok()?;
+                value.as_object_mut()?.extend(extra);
+                Some(value.to_string())
+            });
             // No receiver left meanwhile: nothing to do.
             let _ = self.sender.send(Arc::new(Entry {
                 json,
+                with_payload,
                 fields,
                 local: true,
             }));
@@ -429,6 +513,7 @@ impl Tracer {
         let _ = self.sender.send(Arc::new(Entry {
             fields: Fields::of_json(&value),
             json: value.to_string(),
+            with_payload: None,
             local: false,
         }));
     }
@@ -436,6 +521,11 @@ impl Tracer {
     /// A new listener (of every node's events when `cluster`); `None` when [`MAX_LISTENERS`]
     /// listen already.
     pub fn listen(&self, cluster: bool) -> Option<Listener> {
+        self.listen_capturing(cluster, None)
+    }
+
+    /// A new listener that also captures the payloads of hub `captures`' messages on this node.
+    pub fn listen_capturing(&self, cluster: bool, captures: Option<&str>) -> Option<Listener> {
         self.listeners
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < MAX_LISTENERS).then_some(n + 1)
@@ -445,16 +535,47 @@ impl Tracer {
             self.cluster.listeners.fetch_add(1, Ordering::Relaxed);
             self.cluster.arrived.notify_one();
         }
+        let captures = captures.map(|hub| hub.to_ascii_lowercase());
+        if let Some(hub) = &captures {
+            *self.capture.hubs().entry(hub.clone()).or_default() += 1;
+            self.capture.count.fetch_add(1, Ordering::Relaxed);
+        }
         Some(Listener {
             receiver: self.sender.subscribe(),
             cluster,
+            captures,
             tracer: self.clone(),
         })
     }
 }
 
+/// A message's payload for a capturing listener: `data` (text as is, anything else in base64),
+/// cut to [`MAX_CAPTURED_BYTES`], and `dataTruncated`.
+fn payload(message: &crate::dataplane::message::Outgoing) -> serde_json::Map<String, Value> {
+    use base64::Engine;
+    use hubbub_proto::client_protocol::DataType;
+    let data = message.data();
+    let (shown, truncated) = if matches!(message.data_type(), DataType::Binary | DataType::Protobuf)
+    {
+        let end = data.len().min(MAX_CAPTURED_BYTES);
+        let shown = base64::engine::general_purpose::STANDARD.encode(&data[..end]);
+        (shown, data.len() > end)
+    } else {
+        let text = String::from_utf8_lossy(data);
+        let mut end = text.len().min(MAX_CAPTURED_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        (text[..end].to_string(), text.len() > end)
+    };
+    let mut fields = serde_json::Map::new();
+    fields.insert("data".into(), Value::from(shown));
+    fields.insert("dataTruncated".into(), Value::from(truncated));
+    fields
+}
+
 /// A delivery's `message` event.
-pub fn message(
+fn message(
     delivery: &crate::dataplane::delivery::Delivery,
     here: &crate::dataplane::delivery::Delivered,
 ) -> TraceEvent {

@@ -229,3 +229,67 @@ async fn messages_with_their_fan_out_and_event_handler_calls_but_never_a_payload
         "no handler URL in the trace"
     );
 }
+
+#[tokio::test]
+async fn payloads_only_for_a_listener_that_asked_for_one_hub_and_the_ask_is_audited() {
+    let t = TestServer::start().await;
+    let everywhere = t
+        .http
+        .get(t.admin_url("/admin/trace?payloads=true"))
+        .bearer_auth(t.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(everywhere.status(), 400, "payload capture needs one hub");
+    let mut capturing = listen(&t, "?hub=Chat&payloads=true&category=message").await;
+    let mut plain = listen(&t, "?hub=chat&category=message").await;
+    let audit = t.admin_json("/admin/audit").await;
+    let captures: Vec<&Value> = audit["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "trace_payload_capture")
+        .collect();
+    assert_eq!(captures.len(), 1, "{audit}");
+    assert_eq!(
+        (&captures[0]["detail"], &captures[0]["actor"]),
+        (&Value::from("hub chat"), &Value::from("admin-token"))
+    );
+
+    let key = t.key(KeySlot::Primary);
+    let long = "x".repeat(hubbub_server::trace::MAX_CAPTURED_BYTES + 10);
+    for (hub, body) in [
+        ("other", "not this hub"),
+        ("chat", "visible"),
+        ("chat", &long),
+    ] {
+        let path = format!("/api/hubs/{hub}/:send?api-version=2024-12-01");
+        let sent = t
+            .rest_request(reqwest::Method::POST, &key, &path)
+            .header("content-type", "text/plain")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), 202);
+    }
+    let mut raw = String::new();
+    let seen = events(&mut capturing, 2, &mut raw).await;
+    assert_eq!(
+        (&seen[0]["data"], &seen[0]["dataTruncated"]),
+        (&Value::from("visible"), &Value::from(false))
+    );
+    assert_eq!(
+        seen[1]["data"].as_str().map(str::len),
+        Some(hubbub_server::trace::MAX_CAPTURED_BYTES)
+    );
+    assert_eq!(seen[1]["dataTruncated"], true);
+    assert!(!raw.contains("not this hub"));
+    let mut raw_plain = String::new();
+    let plain_seen = events(&mut plain, 2, &mut raw_plain).await;
+    assert!(
+        plain_seen.iter().all(|e| e.get("data").is_none()),
+        "{raw_plain}"
+    );
+    assert!(!raw_plain.contains("visible"));
+}

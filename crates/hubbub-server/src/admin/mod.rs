@@ -494,17 +494,35 @@ async fn arm(
 
 /// The live trace as Server-Sent Events, one JSON event per `data:` line, filtered by the query
 /// (`hub`, `connectionId`, `userId`, `category`; `cluster=true`: every node's events, not only
-/// this node's). A listener more than
+/// this node's; `payloads=true` with `hub`: that hub's messages with their payloads, audited).
+/// A listener more than
 /// [`crate::trace::BUFFER`] events behind gets a last `dropped` event and the stream ends; at most
 /// [`crate::trace::MAX_LISTENERS`] listen at once (429 beyond).
 async fn trace(
     State(state): State<AppState>,
+    axum::Extension(actor): axum::Extension<Actor>,
     axum::extract::Query(filter): axum::extract::Query<crate::trace::TraceFilter>,
 ) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures_util::StreamExt;
     use tokio::sync::broadcast::error::RecvError;
-    let Some(receiver) = state.trace.listen(filter.cluster) else {
+    let captures = match (filter.payloads, filter.hub.as_deref()) {
+        (false, _) => None,
+        (true, Some(hub)) if crate::api::validate_hub(hub).is_ok() => {
+            Some(crate::dataplane::hub::canonical_hub(hub))
+        }
+        (true, _) => {
+            return ApiError::bad_request(
+                "InvalidRequest",
+                "payload capture is for one hub at a time: give hub=<name> with payloads=true",
+            )
+            .into_response();
+        }
+    };
+    let Some(receiver) = state
+        .trace
+        .listen_capturing(filter.cluster, captures.as_deref())
+    else {
         return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyListeners",
@@ -515,6 +533,23 @@ async fn trace(
         )
         .into_response();
     };
+    if let Some(hub) = &captures {
+        // Payloads are the app's data: who looked, and at which hub, goes in the audit log.
+        tracing::info!(hub = %hub, actor = actor.0, "live trace with payload capture");
+        let store = state.keys.store().clone();
+        let entry_hub = hub.clone();
+        let at = state.keys.clock().now_millis();
+        let _ = tokio::task::spawn_blocking(move || {
+            store.append_audit(&crate::store::AuditEntry {
+                at,
+                event: "trace_payload_capture",
+                actor: actor.0,
+                detail: Some(&format!("hub {entry_hub}")),
+                ..Default::default()
+            })
+        })
+        .await;
+    }
     let events = futures_util::stream::unfold(Some(receiver), move |receiver| {
         let filter = filter.clone();
         async move {
@@ -522,10 +557,9 @@ async fn trace(
             loop {
                 match receiver.recv().await {
                     Ok(entry) if filter.matches(&entry.fields) => {
+                        let data = receiver.json(&entry).to_string();
                         return Some((
-                            Ok::<_, std::convert::Infallible>(
-                                Event::default().data(entry.json.as_str()),
-                            ),
+                            Ok::<_, std::convert::Infallible>(Event::default().data(data)),
                             Some(receiver),
                         ));
                     }
