@@ -99,6 +99,21 @@ pub struct Settings {
     pub cluster_replicas: Option<usize>,
     /// This node's id in the cluster, carried in its connection ids (default: random).
     pub node_id: Option<String>,
+    /// Identity providers whose tokens the REST and admin APIs accept (OpenID Connect issuer
+    /// URLs, exactly as their tokens' `iss`; keys found through discovery).
+    pub oidc_issuer: Option<Vec<String>>,
+    /// Issuers whose keys are at an explicit JWKS URL: `ISSUER=JWKS_URL`.
+    pub oidc_jwks: Option<Vec<String>>,
+    /// Audiences identity-provider tokens must name (default `https://webpubsub.azure.com`).
+    pub oidc_audience: Option<Vec<String>>,
+    /// The claim roles are read from (default `roles`).
+    pub oidc_role_claim: Option<String>,
+    /// Role values granting every REST operation (default `Web PubSub Service Owner`).
+    pub oidc_owner_role: Option<Vec<String>>,
+    /// Role values granting the read-only REST operations (default `Web PubSub Service Reader`).
+    pub oidc_reader_role: Option<Vec<String>>,
+    /// Role values opening the admin API (default `Hubbub Administrator`).
+    pub oidc_admin_role: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -290,11 +305,74 @@ impl Settings {
             cluster_secret_file: self.cluster_secret_file.or(lower.cluster_secret_file),
             cluster_replicas: self.cluster_replicas.or(lower.cluster_replicas),
             node_id: self.node_id.or(lower.node_id),
+            oidc_issuer: self.oidc_issuer.or(lower.oidc_issuer),
+            oidc_jwks: self.oidc_jwks.or(lower.oidc_jwks),
+            oidc_audience: self.oidc_audience.or(lower.oidc_audience),
+            oidc_role_claim: self.oidc_role_claim.or(lower.oidc_role_claim),
+            oidc_owner_role: self.oidc_owner_role.or(lower.oidc_owner_role),
+            oidc_reader_role: self.oidc_reader_role.or(lower.oidc_reader_role),
+            oidc_admin_role: self.oidc_admin_role.or(lower.oidc_admin_role),
         }
+    }
+
+    /// The identity-provider settings, when any issuer is configured.
+    fn oidc(&self, leeway_secs: i64) -> Result<Option<crate::oidc::OidcSettings>, ConfigError> {
+        use crate::oidc::{IssuerSettings, OidcSettings};
+        let bad = |what: String| ConfigError::BadSetting(what);
+        let url = |name: &str, value: &str| -> Result<String, ConfigError> {
+            let parsed = url::Url::parse(value)
+                .map_err(|e| bad(format!("{name}: '{value}' is not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "https" | "http") {
+                return Err(bad(format!("{name}: '{value}' must be an http(s) URL")));
+            }
+            Ok(value.to_string())
+        };
+        let mut issuers = Vec::new();
+        for issuer in self.oidc_issuer.iter().flatten() {
+            issuers.push(IssuerSettings {
+                issuer: url("oidc_issuer", issuer)?,
+                jwks_url: None,
+            });
+        }
+        for pair in self.oidc_jwks.iter().flatten() {
+            let (issuer, jwks) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(format!("oidc_jwks: '{pair}' must be ISSUER=JWKS_URL")))?;
+            let jwks_url = Some(url("oidc_jwks", jwks)?);
+            match issuers.iter_mut().find(|i| i.issuer == issuer) {
+                Some(known) => known.jwks_url = jwks_url,
+                None => issuers.push(IssuerSettings {
+                    issuer: url("oidc_jwks", issuer)?,
+                    jwks_url,
+                }),
+            }
+        }
+        if issuers.is_empty() {
+            return Ok(None);
+        }
+        let mut settings = OidcSettings::new(issuers);
+        let list = |value: &Option<Vec<String>>, default: Vec<String>| match value {
+            Some(values) if !values.is_empty() => values.clone(),
+            _ => default,
+        };
+        settings.audiences = list(&self.oidc_audience, settings.audiences);
+        settings.owner_roles = list(&self.oidc_owner_role, settings.owner_roles);
+        settings.reader_roles = list(&self.oidc_reader_role, settings.reader_roles);
+        settings.admin_roles = list(&self.oidc_admin_role, settings.admin_roles);
+        if let Some(claim) = self.oidc_role_claim.clone().filter(|c| !c.is_empty()) {
+            settings.role_claim = claim;
+        }
+        settings.leeway_secs = leeway_secs;
+        Ok(Some(settings))
     }
 
     /// Applies defaults and checks everything that can be checked without binding a port.
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let oidc = self.oidc(
+            self.token_leeway_secs
+                .unwrap_or(DEFAULT_TOKEN_LEEWAY_SECS)
+                .clamp(0, 3600),
+        )?;
         let address = |name: &'static str, value: Option<String>, default: &str| {
             let value = value.unwrap_or_else(|| default.to_string());
             value
@@ -465,6 +543,7 @@ impl Settings {
             )
             .map_err(|e| ConfigError::BadSetting(format!("trusted_proxies: {e}")))?,
             tls,
+            oidc,
             token_leeway_secs,
             clock: Arc::new(SystemClock),
         })
@@ -509,6 +588,8 @@ pub struct Config {
     pub hubs: Vec<(String, crate::upstream::hub_settings::HubProperties)>,
     /// Cluster mode (NATS JetStream), when configured.
     pub cluster: Option<crate::backplane::nats::ClusterConfig>,
+    /// Identity providers whose tokens are accepted, when configured.
+    pub oidc: Option<crate::oidc::OidcSettings>,
     pub clock: SharedClock,
 }
 
@@ -535,6 +616,63 @@ impl std::fmt::Debug for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_providers_from_issuers_jwks_pairs_and_role_names() {
+        let none = Settings::default().validate().unwrap();
+        assert_eq!(none.oidc, None, "keys only unless an issuer is configured");
+        let settings = Settings {
+            oidc_issuer: Some(vec!["https://idp.example.com/realms/a".into()]),
+            oidc_jwks: Some(vec![
+                "https://idp.example.com/realms/a=https://idp.example.com/certs".into(),
+                "https://other.example.com=https://other.example.com/keys".into(),
+            ]),
+            oidc_owner_role: Some(vec!["pubsub.owner".into()]),
+            oidc_role_claim: Some("groups".into()),
+            ..Settings::default()
+        };
+        let oidc = settings.validate().unwrap().oidc.unwrap();
+        assert_eq!(
+            oidc.issuers,
+            vec![
+                crate::oidc::IssuerSettings {
+                    issuer: "https://idp.example.com/realms/a".into(),
+                    jwks_url: Some("https://idp.example.com/certs".into()),
+                },
+                crate::oidc::IssuerSettings {
+                    issuer: "https://other.example.com".into(),
+                    jwks_url: Some("https://other.example.com/keys".into()),
+                },
+            ]
+        );
+        assert_eq!(oidc.owner_roles, vec!["pubsub.owner".to_string()]);
+        assert_eq!(
+            oidc.reader_roles,
+            vec![crate::oidc::READER_ROLE.to_string()]
+        );
+        assert_eq!(
+            oidc.audiences,
+            vec![crate::oidc::DEFAULT_AUDIENCE.to_string()]
+        );
+        assert_eq!(oidc.role_claim, "groups");
+        for bad in [
+            Settings {
+                oidc_issuer: Some(vec!["not a url".into()]),
+                ..Settings::default()
+            },
+            Settings {
+                oidc_issuer: Some(vec!["ftp://idp.example.com".into()]),
+                ..Settings::default()
+            },
+            Settings {
+                oidc_jwks: Some(vec!["https://idp.example.com".into()]),
+                ..Settings::default()
+            },
+        ] {
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains("oidc_"), "{e}");
+        }
+    }
 
     #[test]
     fn defaults() {

@@ -17,6 +17,7 @@
 //! | [`server`] | the wiring: opens the store, joins the backplane, binds the listeners, shuts down |
 //! | [`state`] | `AppState`: the cheap-to-clone handles handlers need |
 //! | [`config`] | settings from file < environment < flags, validated before any port is bound |
+//! | [`oidc`] | identity-provider (OpenID Connect) tokens: issuers, their keys, roles |
 //! | [`secret`] | a key or token that never prints and compares in constant time |
 //! | [`error`] | one error type rendered as Azure `ErrorDetail` JSON |
 //! | [`tls`] | rustls configuration for HTTPS |
@@ -35,6 +36,7 @@ pub mod error;
 pub mod history;
 pub mod keys;
 pub mod listener;
+pub mod oidc;
 pub mod peer;
 pub mod protocols;
 pub mod revocations;

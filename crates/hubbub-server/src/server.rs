@@ -180,7 +180,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         None => Backplane::Local,
     };
     backplane.follow_trace(&trace, shutdown.clone());
+    let oidc = config.oidc.clone().map(|settings| {
+        let oidc = Arc::new(crate::oidc::Oidc::new(settings));
+        // Fetched at start without holding the start up: a token that comes first fetches.
+        let fetching = Arc::clone(&oidc);
+        tokio::spawn(async move { fetching.fetch_all().await });
+        oidc
+    });
     let state = AppState {
+        oidc,
         trace,
         telemetry,
         history: Arc::default(),

@@ -67,6 +67,9 @@ pub struct AppState {
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// The last hour of traffic and key use, sampled for the portal's charts.
     pub history: Arc<crate::history::History>,
+    /// Identity providers whose tokens the REST and admin APIs accept (none configured: keys
+    /// only).
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
     /// Revocations this node has enforced (connections closed).
     pub revocations: Arc<crate::keys::ring::Enforced>,
     /// Notices this node need not claim or queue again.
@@ -165,6 +168,17 @@ impl AppState {
         self.telemetry.auth_failure(kind, reason);
         self.trace.emit(|| crate::trace::TraceEvent::AuthFailure {
             kind,
+            hub: hub.map(str::to_owned),
+            reason: reason.to_string(),
+        });
+    }
+
+    /// An identity-provider token was refused: counted, traced (kind `identity`).
+    pub fn identity_refused(&self, hub: Option<&str>, error: &crate::oidc::OidcError) {
+        let reason = error.reason();
+        self.telemetry.auth_failure("identity", reason);
+        self.trace.emit(|| crate::trace::TraceEvent::AuthFailure {
+            kind: "identity",
             hub: hub.map(str::to_owned),
             reason: reason.to_string(),
         });

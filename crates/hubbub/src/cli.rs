@@ -135,6 +135,31 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "HUBBUB_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// An OpenID Connect issuer whose tokens the REST and admin APIs accept, exactly as its
+    /// tokens' `iss` (repeatable; keys found through its discovery document).
+    #[arg(long, env = "HUBBUB_OIDC_ISSUER", value_delimiter = ',')]
+    pub oidc_issuer: Vec<String>,
+    /// An issuer whose keys are at an explicit JWKS URL: ISSUER=JWKS_URL (repeatable).
+    #[arg(long, env = "HUBBUB_OIDC_JWKS", value_delimiter = ',')]
+    pub oidc_jwks: Vec<String>,
+    /// An audience identity-provider tokens must name (repeatable)
+    /// [default: https://webpubsub.azure.com].
+    #[arg(long, env = "HUBBUB_OIDC_AUDIENCE", value_delimiter = ',')]
+    pub oidc_audience: Vec<String>,
+    /// The token claim roles are read from [default: roles].
+    #[arg(long, env = "HUBBUB_OIDC_ROLE_CLAIM")]
+    pub oidc_role_claim: Option<String>,
+    /// A role value granting every REST operation (repeatable)
+    /// [default: Web PubSub Service Owner].
+    #[arg(long, env = "HUBBUB_OIDC_OWNER_ROLE", value_delimiter = ',')]
+    pub oidc_owner_role: Vec<String>,
+    /// A role value granting the read-only REST operations (repeatable)
+    /// [default: Web PubSub Service Reader].
+    #[arg(long, env = "HUBBUB_OIDC_READER_ROLE", value_delimiter = ',')]
+    pub oidc_reader_role: Vec<String>,
+    /// A role value opening the admin API (repeatable) [default: Hubbub Administrator].
+    #[arg(long, env = "HUBBUB_OIDC_ADMIN_ROLE", value_delimiter = ',')]
+    pub oidc_admin_role: Vec<String>,
     /// Clock skew tolerated on token expiry and not-before, in seconds [default: 300].
     #[arg(long, env = "HUBBUB_TOKEN_LEEWAY_SECS")]
     pub token_leeway_secs: Option<i64>,
@@ -261,6 +286,16 @@ impl ServeArgs {
             cluster_secret_file: self.cluster_secret_file.clone(),
             cluster_replicas: self.cluster_replicas,
             node_id: self.node_id.clone(),
+            oidc_issuer: (!self.oidc_issuer.is_empty()).then(|| self.oidc_issuer.clone()),
+            oidc_jwks: (!self.oidc_jwks.is_empty()).then(|| self.oidc_jwks.clone()),
+            oidc_audience: (!self.oidc_audience.is_empty()).then(|| self.oidc_audience.clone()),
+            oidc_role_claim: self.oidc_role_claim.clone(),
+            oidc_owner_role: (!self.oidc_owner_role.is_empty())
+                .then(|| self.oidc_owner_role.clone()),
+            oidc_reader_role: (!self.oidc_reader_role.is_empty())
+                .then(|| self.oidc_reader_role.clone()),
+            oidc_admin_role: (!self.oidc_admin_role.is_empty())
+                .then(|| self.oidc_admin_role.clone()),
         }
     }
 }

@@ -101,10 +101,12 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such operation")
 }
 
-/// A request whose bearer token verified; carries the slot that signed it.
-#[derive(Debug, Clone, Copy)]
-pub struct RestCaller {
-    pub slot: KeySlot,
+/// A request whose bearer token verified: an access key (its slot), or an identity from a
+/// trusted identity provider.
+#[derive(Debug, Clone)]
+pub enum RestCaller {
+    Key(KeySlot),
+    Identity(std::sync::Arc<crate::oidc::Identity>),
 }
 
 impl FromRequestParts<AppState> for RestCaller {
@@ -116,6 +118,13 @@ impl FromRequestParts<AppState> for RestCaller {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let token = bearer_token(header).map_err(|e| refused(state, parts.uri.path(), e))?;
+        if let Some(oidc) = state
+            .oidc
+            .as_ref()
+            .filter(|_| crate::oidc::is_identity_token(token))
+        {
+            return identity_caller(state, oidc, token, parts).await;
+        }
         let ring = state.keys.current();
         let result = verify_rest_token(
             token,
@@ -132,7 +141,7 @@ impl FromRequestParts<AppState> for RestCaller {
                     crate::keys::usage::UseKind::Rest,
                     signer.retiring,
                 );
-                Ok(RestCaller { slot: signer.slot })
+                Ok(RestCaller::Key(signer.slot))
             }
             Err(e) => {
                 if let crate::keys::auth::AuthError::StaleKey { slot, version, .. } = &e {
@@ -153,6 +162,41 @@ impl FromRequestParts<AppState> for RestCaller {
             }
         }
     }
+}
+
+/// A REST call with an identity-provider token: verified, and allowed by its roles (403 when
+/// its roles do not allow the operation).
+async fn identity_caller(
+    state: &AppState,
+    oidc: &crate::oidc::Oidc,
+    token: &str,
+    parts: &Parts,
+) -> Result<RestCaller, ApiError> {
+    let path = parts.uri.path();
+    let identity = match oidc.verify(token, state.keys.clock().now_millis()).await {
+        Ok(identity) => identity,
+        Err(e) => {
+            tracing::debug!(path, reason = %e, "REST request with an identity token refused");
+            state.identity_refused(Some(hub_of_path(path)).filter(|h| !h.is_empty()), &e);
+            return Err(ApiError::unauthorized(e.to_string()));
+        }
+    };
+    if !crate::oidc::allows(identity.grant, &parts.method) {
+        let e = crate::oidc::OidcError::Forbidden(match identity.grant {
+            Some(_) => format!("{} needs the owner role", parts.method),
+            None => format!(
+                "the '{}' claim holds none of the roles this instance grants",
+                oidc.settings().role_claim
+            ),
+        });
+        state.identity_refused(Some(hub_of_path(path)).filter(|h| !h.is_empty()), &e);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            e.to_string(),
+        ));
+    }
+    Ok(RestCaller::Identity(std::sync::Arc::new(identity)))
 }
 
 /// A refused REST token, in the live trace.
