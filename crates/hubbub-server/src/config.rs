@@ -99,6 +99,9 @@ pub struct Settings {
     pub cluster_replicas: Option<usize>,
     /// This node's id in the cluster, carried in its connection ids (default: random).
     pub node_id: Option<String>,
+    /// Access keys stop authenticating REST calls and client tokens (`disableLocalAuth`); set at
+    /// start, durably (turning it back on is an admin API call).
+    pub disable_local_auth: Option<bool>,
     /// Identity providers whose tokens the REST and admin APIs accept (OpenID Connect issuer
     /// URLs, exactly as their tokens' `iss`; keys found through discovery).
     pub oidc_issuer: Option<Vec<String>>,
@@ -305,6 +308,7 @@ impl Settings {
             cluster_secret_file: self.cluster_secret_file.or(lower.cluster_secret_file),
             cluster_replicas: self.cluster_replicas.or(lower.cluster_replicas),
             node_id: self.node_id.or(lower.node_id),
+            disable_local_auth: self.disable_local_auth.or(lower.disable_local_auth),
             oidc_issuer: self.oidc_issuer.or(lower.oidc_issuer),
             oidc_jwks: self.oidc_jwks.or(lower.oidc_jwks),
             oidc_audience: self.oidc_audience.or(lower.oidc_audience),
@@ -544,6 +548,7 @@ impl Settings {
             .map_err(|e| ConfigError::BadSetting(format!("trusted_proxies: {e}")))?,
             tls,
             oidc,
+            disable_local_auth: self.disable_local_auth.unwrap_or(false),
             token_leeway_secs,
             clock: Arc::new(SystemClock),
         })
@@ -590,6 +595,8 @@ pub struct Config {
     pub cluster: Option<crate::backplane::nats::ClusterConfig>,
     /// Identity providers whose tokens are accepted, when configured.
     pub oidc: Option<crate::oidc::OidcSettings>,
+    /// Turn access keys off at start (`--disable-local-auth`).
+    pub disable_local_auth: bool,
     pub clock: SharedClock,
 }
 

@@ -51,6 +51,8 @@ pub enum StartError {
     Cluster(#[from] crate::backplane::nats::ClusterError),
     #[error("start-up was interrupted")]
     Interrupted,
+    #[error("could not disable local auth: {0}")]
+    LocalAuth(String),
 }
 
 /// A running instance: its bound addresses and the handle to stop it.
@@ -227,6 +229,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         header_timeout: config.http_header_timeout,
         idle_timeout: config.http_idle_timeout,
     };
+    if config.disable_local_auth && !state.keys.current().local_auth_disabled {
+        // Before the first request: durable (and shared with the cluster) and audited.
+        crate::keys::changes::apply(
+            &state.keys,
+            &state.backplane,
+            crate::keys::changes::Change::SetLocalAuth { disabled: true },
+            crate::keys::changes::Origin::config(),
+        )
+        .await
+        .map_err(|e| StartError::LocalAuth(e.to_string()))?;
+        tracing::info!("local auth disabled: access keys no longer authenticate");
+    }
     let tasks = TaskTracker::new();
     tasks.spawn(serve(
         public,

@@ -53,6 +53,12 @@ pub struct HubEventOutcome {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuerKind {
+    pub issuer: Arc<str>,
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HubEvent {
     pub hub: Arc<str>,
     pub event: &'static str,
@@ -85,6 +91,7 @@ pub struct Telemetry {
     pub auth_failures: Family<KindReason, Counter>,
     pub event_handler_requests: Family<HubEventOutcome, Counter>,
     pub event_handler_duration: Family<HubEvent, Histogram, Buckets>,
+    pub identity_authentications: Family<IssuerKind, Counter>,
     /// The hub names labels were made for (bounded like the traffic table's).
     hubs: Mutex<HashSet<Arc<str>>>,
 }
@@ -99,6 +106,7 @@ impl Default for Telemetry {
             auth_failures: Family::default(),
             event_handler_requests: Family::default(),
             event_handler_duration: Family::new_with_constructor(Buckets(EVENT_HANDLER_BUCKETS)),
+            identity_authentications: Family::default(),
             hubs: Mutex::default(),
         }
     }
@@ -147,6 +155,17 @@ impl Telemetry {
         self.rest_duration
             .get_or_create(&Operation { operation })
             .observe(seconds);
+    }
+
+    /// A call an identity-provider token authenticated (`kind`: `rest` or `admin`); issuers are
+    /// the configured ones, so the label is bounded.
+    pub fn identity(&self, issuer: &str, kind: &'static str) {
+        self.identity_authentications
+            .get_or_create(&IssuerKind {
+                issuer: issuer.into(),
+                kind,
+            })
+            .inc();
     }
 
     /// A token or key refused: `kind` is `rest` or `connection`.
@@ -203,8 +222,13 @@ impl Telemetry {
         );
         registry.register(
             "hubbub_auth_failures",
-            "Tokens and keys refused, by kind (rest, connection) and reason (missing, not_bearer, expired, not_yet_valid, bad_signature, missing_expiry, malformed, audience, audience_host, disabled_key, stale_key)",
+            "Tokens and keys refused, by kind (rest, connection, identity: an identity-provider token) and reason (missing, not_bearer, expired, not_yet_valid, bad_signature, missing_expiry, malformed, audience, audience_host, disabled_key, stale_key)",
             self.auth_failures.clone(),
+        );
+        registry.register(
+            "hubbub_identity_authentications",
+            "Calls identity-provider tokens authenticated, by issuer and kind (rest, admin)",
+            self.identity_authentications.clone(),
         );
         registry.register(
             "hubbub_event_handler_requests",

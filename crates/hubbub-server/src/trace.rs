@@ -631,6 +631,7 @@ pub fn auth_reason(error: &crate::keys::auth::AuthError) -> &'static str {
         AuthError::Audience(_) => "audience",
         AuthError::RotationRequired { .. } => "disabled_key",
         AuthError::StaleKey { .. } => "stale_key",
+        AuthError::LocalAuthDisabled => "local_auth_disabled",
     }
 }
 

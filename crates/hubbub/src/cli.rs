@@ -135,6 +135,11 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "HUBBUB_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Turn access keys off: REST calls and client tokens signed with them are refused (tokens
+    /// from identity providers and from :generateToken still work). Durable; turned back on with
+    /// PUT /admin/local-auth.
+    #[arg(long, env = "HUBBUB_DISABLE_LOCAL_AUTH")]
+    pub disable_local_auth: bool,
     /// An OpenID Connect issuer whose tokens the REST and admin APIs accept, exactly as its
     /// tokens' `iss` (repeatable; keys found through its discovery document).
     #[arg(long, env = "HUBBUB_OIDC_ISSUER", value_delimiter = ',')]
@@ -286,6 +291,7 @@ impl ServeArgs {
             cluster_secret_file: self.cluster_secret_file.clone(),
             cluster_replicas: self.cluster_replicas,
             node_id: self.node_id.clone(),
+            disable_local_auth: self.disable_local_auth.then_some(true),
             oidc_issuer: (!self.oidc_issuer.is_empty()).then(|| self.oidc_issuer.clone()),
             oidc_jwks: (!self.oidc_jwks.is_empty()).then(|| self.oidc_jwks.clone()),
             oidc_audience: (!self.oidc_audience.is_empty()).then(|| self.oidc_audience.clone()),

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { WebPubSubServiceClient } from "@azure/web-pubsub";
 import { WebPubSubClient } from "@azure/web-pubsub-client";
 import { startHubbub, uniqueHub, waitFor } from "./harness.mjs";
+import { upgrade } from "./dataplane.mjs";
 import { AUDIENCE, OWNER, READER, credential, hmacToken, selfSignedCertificate, signingKey, startIssuer } from "./oidc.mjs";
 
 // Hubbub's certificate is self-signed; the SDKs only send bearer tokens over HTTPS.
@@ -24,7 +25,7 @@ async function restError(promise) {
   assert.fail("the call was expected to be refused");
 }
 
-async function withIdentity(fn) {
+async function withIdentity(fn, extraArgs = []) {
   const tls = selfSignedCertificate();
   const rsa = signingKey("RS256", "shared-kid");
   const ec = signingKey("ES256");
@@ -36,6 +37,7 @@ async function withIdentity(fn) {
     extraArgs: [
       "--tls-cert", tls.cert, "--tls-key", tls.key,
       "--oidc-issuer", issuer.url, "--oidc-issuer", other.url,
+      ...extraArgs,
     ],
   });
   try {
@@ -94,9 +96,14 @@ test("a TokenCredential with the Owner role does every REST operation, and its c
     const es = new WebPubSubServiceClient(hub.endpoint, credential(() => ec.token(issuer.claims([OWNER]))), hubName);
     await es.sendToAll("es256", { contentType: "text/plain" });
 
-    // Refused identity tokens are counted by reason.
+    // Identity callers are counted by issuer, and listed by issuer and subject.
     const metrics = await (await hub.admin("GET", "/metrics")).text();
-    assert.ok(!metrics.includes(rsa.token(issuer.claims([OWNER])).split(".")[2]), "no token in the metrics");
+    assert.match(metrics, new RegExp(`hubbub_identity_authentications_total\\{issuer="${issuer.url}",kind="rest"\\} ([2-9]|\\d\\d)`));
+    const usage = await (await hub.admin("GET", "/admin/identities/usage")).json();
+    assert.equal(usage.value.length, 1);
+    assert.equal(usage.value[0].subject, "app-reports");
+    assert.equal(usage.value[0].issuer, issuer.url);
+    assert.ok(usage.value[0].restRequests >= 15, JSON.stringify(usage.value[0]));
   }));
 
 test("the Reader role reads; every bad token is refused with what failed", T, () =>
@@ -149,3 +156,47 @@ test("the Reader role reads; every bad token is refused with what failed", T, ()
       assert.match(metrics, new RegExp(`hubbub_auth_failures_total\\{kind="identity",reason="${reason}"\\} [1-9]`), reason);
     }
   }));
+
+test("with local auth disabled, connection strings fail clearly while credentials and generated client tokens work", T, () =>
+  withIdentity(async ({ hub, issuer, rsa }) => {
+    const hubName = uniqueHub("nolocal");
+    const keys = await hub.keyShow();
+    const withKey = new WebPubSubServiceClient(keys.primaryConnectionString, hubName);
+    const refused = await restError(withKey.sendToAll("no", { contentType: "text/plain" }));
+    assert.equal(refused.statusCode, 401);
+    assert.match(refused.message, /local auth is disabled/);
+    // A client token the SDK signs itself with the key: refused at the upgrade.
+    const { url: keyUrl } = await withKey.getClientAccessToken({ userId: "k" });
+    const upgraded = await upgrade(keyUrl);
+    assert.equal(upgraded.status, 401);
+    assert.match(upgraded.body, /local auth is disabled/);
+
+    // A credential works, and the client token Hubbub mints for it connects.
+    const service = new WebPubSubServiceClient(hub.endpoint, credential(() => rsa.token(issuer.claims([OWNER]))), hubName);
+    const { url } = await service.getClientAccessToken({ userId: "idp-user" });
+    const client = new WebPubSubClient(url, { autoReconnect: false });
+    const got = [];
+    client.on("server-message", (e) => got.push(e.message.data));
+    await client.start();
+    try {
+      await service.sendToAll("still served", { contentType: "text/plain" });
+      await waitFor(() => got.length === 1, { what: "the message" });
+      assert.deepEqual(got, ["still served"]);
+    } finally {
+      client.stop();
+    }
+
+    // Administrators still see the keys, and may turn local auth back on (audited both ways):
+    // here an identity with the admin role, no admin token file needed.
+    assert.deepEqual(await (await hub.admin("GET", "/admin/local-auth")).json(), { disabled: true });
+    const asAdmin = rsa.token(issuer.claims(["Hubbub Administrator"]));
+    const notAdmin = rsa.token(issuer.claims([OWNER]));
+    assert.equal((await hub.admin("GET", "/admin/keys", { token: notAdmin })).status, 403, "the owner role is not an admin");
+    assert.equal((await hub.admin("GET", "/admin/keys", { token: asAdmin })).status, 200);
+    const enabled = await hub.admin("PUT", "/admin/local-auth", { body: { disabled: false }, token: asAdmin });
+    assert.equal(enabled.status, 200);
+    await withKey.sendToAll("keys again", { contentType: "text/plain" });
+    const audit = await (await hub.admin("GET", "/admin/audit")).json();
+    const switches = audit.value.filter((e) => e.event.startsWith("local_auth_")).map((e) => [e.event, e.actor]);
+    assert.deepEqual(switches, [["local_auth_disabled", "config"], ["local_auth_enabled", `oidc:app-reports@${issuer.url}`]]);
+  }, ["--disable-local-auth"]));

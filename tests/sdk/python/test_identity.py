@@ -94,8 +94,7 @@ class Credential:
         return AccessToken(self.mint(), int(time.time()) + 3600)
 
 
-@pytest.fixture
-def identity_hubbub():
+def _identity_hubbub(extra_args):
     root = Path(tempfile.mkdtemp(prefix="hubbub-sdk-py-idp-"))
     (root / "data").mkdir()
     (root / "logs").mkdir()
@@ -108,7 +107,7 @@ def identity_hubbub():
     )
     issuer = Issuer()
     server = Hubbub(root / "data", root / "logs", extra_args=[
-        "--tls-cert", str(cert), "--tls-key", str(key), "--oidc-issuer", issuer.url,
+        "--tls-cert", str(cert), "--tls-key", str(key), "--oidc-issuer", issuer.url, *extra_args,
     ])
     try:
         server.start()
@@ -120,6 +119,16 @@ def identity_hubbub():
             server._kill_quietly()
             issuer.server.shutdown()
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def identity_hubbub():
+    yield from _identity_hubbub([])
+
+
+@pytest.fixture
+def keyless_hubbub():
+    yield from _identity_hubbub(["--disable-local-auth"])
 
 
 def service(server, hub, mint):
@@ -180,3 +189,29 @@ def test_reader_reads_and_bad_tokens_are_refused_with_the_reason(identity_hubbub
             client.send_to_all("no", content_type="text/plain")
         assert refused.value.status_code == 401, what
         assert text in str(refused.value), (what, str(refused.value))
+
+
+@pytest.mark.timeout(60)
+def test_with_local_auth_disabled_a_connection_string_fails_clearly_and_a_credential_works(keyless_hubbub):
+    server, issuer = keyless_hubbub
+    keys = server.key_show()
+    with_key = WebPubSubServiceClient.from_connection_string(
+        keys["primaryConnectionString"], hub="pyidp", connection_verify=False,
+    )
+    with pytest.raises(HttpResponseError) as refused:
+        with_key.send_to_all("no", content_type="text/plain")
+    assert refused.value.status_code == 401
+    assert "local auth is disabled" in str(refused.value)
+
+    client, _ = service(server, "pyidp", lambda: issuer.token([OWNER]))
+    token = client.get_client_access_token(user_id="py-user")
+    ws = websocket.create_connection(
+        token["url"], subprotocols=["json.webpubsub.azure.v1"],
+        sslopt={"cert_reqs": ssl.CERT_NONE}, timeout=10,
+    )
+    try:
+        assert json.loads(ws.recv())["event"] == "connected"
+        client.send_to_all("served without keys", content_type="text/plain")
+        assert json.loads(ws.recv())["data"] == "served without keys"
+    finally:
+        ws.close()

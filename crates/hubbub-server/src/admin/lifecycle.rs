@@ -29,6 +29,66 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/keys/stale-callers", get(stale_callers))
         .route("/admin/audit", get(audit))
         .route("/admin/notices", get(notices))
+        .route("/admin/local-auth", get(local_auth).put(set_local_auth))
+        .route("/admin/identities/usage", get(identity_usage))
+}
+
+#[derive(Serialize)]
+struct IdentityUsage {
+    value: Vec<crate::oidc::IdentityUse>,
+}
+
+/// `GET /admin/identities/usage`: what each identity-provider caller used on this node (by
+/// issuer and subject), most recent first.
+async fn identity_usage(State(state): State<AppState>) -> Json<IdentityUsage> {
+    Json(IdentityUsage {
+        value: state.oidc.as_ref().map(|o| o.usage()).unwrap_or_default(),
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LocalAuth {
+    /// Access keys do not authenticate REST calls or client tokens.
+    disabled: bool,
+}
+
+/// `GET /admin/local-auth`: whether access keys authenticate.
+async fn local_auth(State(state): State<AppState>) -> Json<LocalAuth> {
+    Json(LocalAuth {
+        disabled: state.keys.current().local_auth_disabled,
+    })
+}
+
+/// `PUT /admin/local-auth {"disabled": true}`: turns access keys off (or on again) on every node,
+/// durably and audited (`local_auth_disabled`, `local_auth_enabled`).
+async fn set_local_auth(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<LocalAuth>, ApiError> {
+    let body = read_body(body, &headers, MAX_ADMIN_BODY_BYTES).await?;
+    let request: LocalAuth = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::bad_request(
+            "InvalidRequestBody",
+            r#"the body must be JSON like {"disabled": true}"#,
+        )
+    })?;
+    let applied = changes::apply(
+        &state.keys,
+        &state.backplane,
+        Change::SetLocalAuth {
+            disabled: request.disabled,
+        },
+        Origin::admin(actor, peer),
+    )
+    .await
+    .map_err(|e| e.into_api("changing local auth"))?;
+    Ok(Json(LocalAuth {
+        disabled: applied.ring.local_auth_disabled,
+    }))
 }
 
 /// An access key's slot from a request's `keyType` (`Primary` or `Secondary`; `what` says what

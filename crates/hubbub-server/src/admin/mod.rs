@@ -52,8 +52,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Who made an admin request: the admin token, or a portal session.
-#[derive(Debug, Clone, Copy)]
-pub struct Actor(pub &'static str);
+#[derive(Debug, Clone)]
+pub struct Actor(pub Arc<str>);
 
 /// The actor recorded for changes made in the portal.
 pub const PORTAL_ACTOR: &str = "portal";
@@ -73,8 +73,36 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
     let mut request = request;
     match bearer_token(header.as_deref()) {
         Ok(token) if state.admin_token.matches(token) => {
-            request.extensions_mut().insert(Actor(ADMIN_ACTOR));
+            request.extensions_mut().insert(Actor(ADMIN_ACTOR.into()));
             next.run(request).await
+        }
+        Ok(token) if crate::oidc::is_identity_token(token) => {
+            let Some(oidc) = state.oidc.as_ref() else {
+                return refuse("the admin token is not valid");
+            };
+            // An identity with the admin role; the audit log names it.
+            match oidc.verify(token, state.keys.clock().now_millis()).await {
+                Ok(identity) if identity.admin => {
+                    oidc.record_use(&identity, true, state.keys.clock().now_millis());
+                    state.telemetry.identity(&identity.issuer, "admin");
+                    let actor = format!("oidc:{}@{}", identity.subject, identity.issuer);
+                    request.extensions_mut().insert(Actor(actor.into()));
+                    next.run(request).await
+                }
+                Ok(_) => {
+                    let e = crate::oidc::OidcError::Forbidden(format!(
+                        "the admin API needs one of the roles {}",
+                        oidc.settings().admin_roles.join(", ")
+                    ));
+                    state.identity_refused(None, &e);
+                    let error = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", e.to_string());
+                    if arm { error.into_arm() } else { error }.into_response()
+                }
+                Err(e) => {
+                    state.identity_refused(None, &e);
+                    refuse(&e.to_string())
+                }
+            }
         }
         Ok(_) => refuse("the admin token is not valid"),
         Err(e) => {
@@ -100,7 +128,7 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
                 )
                 .into_response();
             }
-            request.extensions_mut().insert(Actor(PORTAL_ACTOR));
+            request.extensions_mut().insert(Actor(PORTAL_ACTOR.into()));
             next.run(request).await
         }
     }
@@ -368,7 +396,7 @@ async fn regenerate_slot(
     slot: KeySlot,
     source: SocketAddr,
     grace: Option<std::time::Duration>,
-    actor: &'static str,
+    actor: Arc<str>,
 ) -> Result<Arc<KeyRing>, ApiError> {
     let now = state.keys.clock().now_millis();
     let change = Change::regenerate(slot, grace, now)
@@ -410,17 +438,19 @@ async fn rotate_admin_token(
     let store = Arc::clone(state.keys.store());
     let now = state.keys.clock().now_millis();
     let source = peer.ip().to_string();
-    let (token, file) =
-        tokio::task::spawn_blocking(move || store.rotate_admin_token(now, actor, Some(&source)))
-            .await
-            .map_err(|_| ApiError::internal("the rotation was interrupted"))?
-            .map_err(|e| {
-                tracing::error!(error = %e, "the admin token could not be rotated");
-                ApiError::internal("the admin token could not be rotated; the old one still works")
-            })?;
+    let (token, file) = tokio::task::spawn_blocking({
+        let actor = Arc::clone(&actor);
+        move || store.rotate_admin_token(now, &actor, Some(&source))
+    })
+    .await
+    .map_err(|_| ApiError::internal("the rotation was interrupted"))?
+    .map_err(|e| {
+        tracing::error!(error = %e, "the admin token could not be rotated");
+        ApiError::internal("the admin token could not be rotated; the old one still works")
+    })?;
     state.admin_token.replace(token.clone());
     state.portal.end_all();
-    tracing::info!(actor, "admin token rotated");
+    tracing::info!(actor = %actor, "admin token rotated");
     Ok(Json(RotatedAdminToken {
         admin_token: token.expose().to_string(),
         admin_token_file: file.display().to_string(),
@@ -484,7 +514,7 @@ async fn arm(
                 .await
                 .map_err(ApiError::into_arm)?;
             let slot = parse_regenerate(&body).map_err(ApiError::into_arm)?;
-            let ring = regenerate_slot(&state, slot, peer, None, ADMIN_ACTOR)
+            let ring = regenerate_slot(&state, slot, peer, None, ADMIN_ACTOR.into())
                 .await
                 .map_err(ApiError::into_arm)?;
             Ok(Json(ring.web_pub_sub_keys(&endpoint)))
@@ -535,7 +565,7 @@ async fn trace(
     };
     if let Some(hub) = &captures {
         // Payloads are the app's data: who looked, and at which hub, goes in the audit log.
-        tracing::info!(hub = %hub, actor = actor.0, "live trace with payload capture");
+        tracing::info!(hub = %hub, actor = %actor.0, "live trace with payload capture");
         let store = state.keys.store().clone();
         let entry_hub = hub.clone();
         let at = state.keys.clock().now_millis();
@@ -543,7 +573,7 @@ async fn trace(
             store.append_audit(&crate::store::AuditEntry {
                 at,
                 event: "trace_payload_capture",
-                actor: actor.0,
+                actor: &actor.0,
                 detail: Some(&format!("hub {entry_hub}")),
                 ..Default::default()
             })

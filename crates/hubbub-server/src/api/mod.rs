@@ -196,6 +196,8 @@ async fn identity_caller(
             e.to_string(),
         ));
     }
+    oidc.record_use(&identity, false, state.keys.clock().now_millis());
+    state.telemetry.identity(&identity.issuer, "rest");
     Ok(RestCaller::Identity(std::sync::Arc::new(identity)))
 }
 

@@ -20,6 +20,8 @@ pub enum AuthError {
     Audience(#[from] AudienceError),
     #[error("the {slot} key must be rotated and no longer authenticates ({reason}); use the other key, or regenerate this one")]
     RotationRequired { slot: KeySlot, reason: String },
+    #[error("local auth is disabled on this instance: access keys and tokens signed with them are not accepted; use an identity-provider token (a TokenCredential) instead of a connection string, or a client token from :generateToken")]
+    LocalAuthDisabled,
     #[error("The token was signed with the {slot} key version {version}, which was regenerated at {}. Update this app's connection string.", crate::clock::rfc3339(*.replaced_at))]
     StaleKey {
         slot: KeySlot,
@@ -68,6 +70,9 @@ pub fn verify_rest_token(
     leeway_secs: i64,
 ) -> Result<Signer, AuthError> {
     let decoded = jwt::decode(token)?;
+    if ring.local_auth_disabled {
+        return Err(AuthError::LocalAuthDisabled);
+    }
     let signer = verify_access_key(&decoded, ring, now_millis)?;
     decoded
         .claims
@@ -195,6 +200,8 @@ pub fn verify_client_token(
             version: ring.salt.version,
             retiring: false,
         }
+    } else if ring.local_auth_disabled {
+        return Err(AuthError::LocalAuthDisabled);
     } else {
         verify_access_key(&decoded, ring, now_millis)?
     };

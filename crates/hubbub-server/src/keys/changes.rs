@@ -81,28 +81,39 @@ pub enum Change {
         value: Secret,
         disconnect: bool,
     },
+    /// Access keys stop (`true`) or start again (`false`) authenticating REST calls and client
+    /// tokens (`disableLocalAuth`).
+    SetLocalAuth { disabled: bool },
 }
 
 /// Who asked for a change, and from where (never key material).
 #[derive(Debug, Clone)]
 pub struct Origin {
-    pub actor: &'static str,
+    pub actor: std::sync::Arc<str>,
     pub source: Option<String>,
 }
 
 impl Origin {
     /// A change asked for on the admin listener by `actor`, from `peer`.
-    pub fn admin(actor: &'static str, peer: std::net::SocketAddr) -> Self {
+    pub fn admin(actor: impl Into<std::sync::Arc<str>>, peer: std::net::SocketAddr) -> Self {
         Self {
-            actor,
+            actor: actor.into(),
             source: Some(peer.ip().to_string()),
+        }
+    }
+
+    /// A change the deployment's configuration asks for at start (`--disable-local-auth`).
+    pub fn config() -> Self {
+        Self {
+            actor: "config".into(),
+            source: None,
         }
     }
 
     /// A change the service makes by itself (a grace period ending, a deadline passing).
     pub fn policy() -> Self {
         Self {
-            actor: "policy",
+            actor: "policy".into(),
             source: None,
         }
     }
@@ -177,6 +188,26 @@ impl Change {
                     ring: next,
                     events,
                     ended,
+                })
+            }
+            Change::SetLocalAuth { disabled } => {
+                if ring.local_auth_disabled == *disabled {
+                    return None;
+                }
+                let mut next = ring.clone();
+                next.local_auth_disabled = *disabled;
+                let name = if *disabled {
+                    "local_auth_disabled"
+                } else {
+                    "local_auth_enabled"
+                };
+                Some(Planned {
+                    ring: next,
+                    events: vec![AuditEvent {
+                        slot: None,
+                        ..event(name, KeySlot::Primary)
+                    }],
+                    ended: Vec::new(),
                 })
             }
             Change::SetPolicy(policy) => {
@@ -399,6 +430,8 @@ impl Change {
             Change::RotateStep { .. } => "rotation step",
             Change::PostponeStep { .. } => "rotation step postponed",
             Change::SinksDelivered { .. } => "sinks written",
+            Change::SetLocalAuth { disabled: true } => "local auth disabled",
+            Change::SetLocalAuth { disabled: false } => "local auth enabled",
         }
     }
 }
@@ -490,7 +523,7 @@ mod tests {
     fn local(keys: &Keys, change: Change) -> Applied {
         let now = keys.clock().now_millis();
         let origin = Origin {
-            actor: "admin",
+            actor: "admin".into(),
             source: Some("127.0.0.1".into()),
         };
         let (ring, planned) = keys.commit(|ring| change.plan(ring, now, &origin)).unwrap();
@@ -503,6 +536,53 @@ mod tests {
     fn regenerate(keys: &Keys, slot: KeySlot, grace: Option<Duration>) -> Arc<KeyRing> {
         let change = Change::regenerate(slot, grace, keys.clock().now_millis()).unwrap();
         local(keys, change).ring
+    }
+
+    #[test]
+    fn local_auth_is_switched_durably_audited_and_only_when_it_changes() {
+        let (_dir, keys, store, _) = keys();
+        assert!(!keys.current().local_auth_disabled);
+        let off = local(&keys, Change::SetLocalAuth { disabled: true }).ring;
+        assert!(off.local_auth_disabled);
+        assert!(
+            store.local_auth_disabled().unwrap(),
+            "on disk before it is in force"
+        );
+        let again = local(&keys, Change::SetLocalAuth { disabled: true }).ring;
+        assert!(again.local_auth_disabled);
+        let events: Vec<String> = store
+            .audit(None, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .filter(|e| e.starts_with("local_auth"))
+            .collect();
+        assert_eq!(events, ["local_auth_disabled"], "a no-op records nothing");
+        // A REST token signed with a valid key is refused, naming the switch.
+        let endpoint =
+            hubbub_proto::audience::PublicEndpoint::parse("http://localhost:8080").unwrap();
+        let token = hubbub_proto::jwt::sign(
+            &serde_json::json!({"aud": "http://localhost:8080/api/hubs/h/:send", "exp": 9_999_999_999i64})
+                .as_object()
+                .unwrap()
+                .clone(),
+            off.primary.value.expose().as_bytes(),
+            None,
+        );
+        let refused = crate::keys::auth::verify_rest_token(
+            &token,
+            &off,
+            &[endpoint],
+            "/api/hubs/h/:send",
+            2_000,
+            0,
+        );
+        assert_eq!(
+            refused,
+            Err(crate::keys::auth::AuthError::LocalAuthDisabled)
+        );
+        let on = local(&keys, Change::SetLocalAuth { disabled: false }).ring;
+        assert!(!on.local_auth_disabled && !store.local_auth_disabled().unwrap());
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl Keys {
             policy: store
                 .rotation_policy()?
                 .and_then(|json| serde_json::from_str(&json).ok()),
+            local_auth_disabled: store.local_auth_disabled()?,
         };
         let store_stale = store.stale_callers()?;
         let usage = Usage::default();

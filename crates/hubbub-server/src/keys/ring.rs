@@ -31,6 +31,9 @@ pub struct KeyRing {
     pub revocations: Vec<Revocation>,
     /// The rotation policy, if one is set.
     pub policy: Option<super::policy::RotationPolicy>,
+    /// Access keys no longer authenticate REST calls or client tokens (identity-provider tokens
+    /// and tokens from `:generateToken` still do); `disableLocalAuth`.
+    pub local_auth_disabled: bool,
 }
 
 /// Connections whose token a value of `slot` up to `up_to_version` signed are to be closed.
@@ -260,6 +263,7 @@ impl KeyRing {
                 .policy
                 .as_ref()
                 .map(|p| serde_json::to_string(p).unwrap_or_default()),
+            local_auth_disabled: self.local_auth_disabled,
         }
     }
 

@@ -222,12 +222,30 @@ struct Fetched {
     expires: Option<Instant>,
 }
 
-/// The verifier: trusted issuers with their keys. Cheap to share (`Arc`).
+/// Identities counted by name; later ones are counted together (per issuer).
+pub const MAX_IDENTITIES: usize = 1000;
+/// The subject under which identities beyond [`MAX_IDENTITIES`] are counted.
+pub const OTHER_SUBJECTS: &str = "(others)";
+
+/// What one identity did: calls authenticated, and when last.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityUse {
+    pub issuer: String,
+    pub subject: String,
+    pub rest_requests: u64,
+    pub admin_requests: u64,
+    pub last_used_at: Option<String>,
+}
+
+/// The verifier: trusted issuers with their keys, and what each identity used. Cheap to share
+/// (`Arc`).
 #[derive(Debug)]
 pub struct Oidc {
     settings: OidcSettings,
     issuers: HashMap<String, IssuerKeys>,
     http: reqwest::Client,
+    usage: Mutex<HashMap<(String, String), IdentityUse>>,
 }
 
 impl Oidc {
@@ -255,7 +273,41 @@ impl Oidc {
             settings,
             issuers,
             http,
+            usage: Mutex::default(),
         }
+    }
+
+    /// Counts a call `identity` made (`admin`: on the admin API) at `now`.
+    pub fn record_use(&self, identity: &Identity, admin: bool, now: UnixMillis) {
+        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let mut key = (identity.issuer.clone(), identity.subject.clone());
+        if !usage.contains_key(&key) && usage.len() >= MAX_IDENTITIES {
+            key.1 = OTHER_SUBJECTS.into();
+        }
+        let entry = usage.entry(key.clone()).or_insert_with(|| IdentityUse {
+            issuer: key.0,
+            subject: key.1,
+            ..IdentityUse::default()
+        });
+        if admin {
+            entry.admin_requests += 1;
+        } else {
+            entry.rest_requests += 1;
+        }
+        entry.last_used_at = Some(crate::clock::rfc3339(now));
+    }
+
+    /// Every identity's use on this node, most recent first.
+    pub fn usage(&self) -> Vec<IdentityUse> {
+        let mut all: Vec<IdentityUse> = self
+            .usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| b.last_used_at.cmp(&a.last_used_at));
+        all
     }
 
     pub fn settings(&self) -> &OidcSettings {

@@ -151,6 +151,11 @@ const MIGRATIONS: &[&str] = &[
         id     INTEGER PRIMARY KEY CHECK (id = 1),
         policy TEXT NOT NULL
     ) STRICT;",
+    // 5: whether access keys authenticate (disableLocalAuth); no row: they do.
+    "CREATE TABLE access_settings (
+        id                  INTEGER PRIMARY KEY CHECK (id = 1),
+        local_auth_disabled INTEGER NOT NULL CHECK (local_auth_disabled IN (0, 1))
+    ) STRICT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +230,8 @@ pub struct RingRows<'a> {
     pub previous: &'a [PreviousKey],
     /// The rotation policy as JSON (the keys layer reads and writes it).
     pub policy: Option<String>,
+    /// Access keys do not authenticate (`disableLocalAuth`).
+    pub local_auth_disabled: bool,
 }
 
 /// The database handle. One connection behind a mutex: writes are rare (key changes) and must be
@@ -448,11 +455,28 @@ impl Store {
                 [policy],
             )?;
         }
+        tx.execute(
+            "INSERT OR REPLACE INTO access_settings (id, local_auth_disabled) VALUES (1, ?1)",
+            [i64::from(ring.local_auth_disabled)],
+        )?;
         for event in events {
             audit::append(&tx, event)?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Whether access keys are turned off (`disableLocalAuth`).
+    pub fn local_auth_disabled(&self) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT local_auth_disabled FROM access_settings WHERE id = 1",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .is_some_and(|v| v == 1))
     }
 
     /// The rotation policy's JSON, if one is set.

@@ -43,6 +43,7 @@ fn saving_a_ring_writes_the_keys_and_their_events_in_one_transaction() {
         retiring: &[],
         previous: &[],
         policy: None,
+        local_auth_disabled: false,
     };
     let event = AuditEntry {
         at: 5_000,

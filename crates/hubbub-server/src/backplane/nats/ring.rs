@@ -108,6 +108,8 @@ pub(crate) struct RingDoc {
     revocations: Vec<crate::keys::Revocation>,
     #[serde(default)]
     policy: Option<crate::keys::policy::RotationPolicy>,
+    #[serde(default)]
+    local_auth_disabled: bool,
 }
 
 fn slot_doc(key: &SlotKey) -> SlotDoc {
@@ -175,6 +177,7 @@ impl RingDoc {
                 .collect(),
             revocations: ring.revocations.clone(),
             policy: ring.policy.clone(),
+            local_auth_disabled: ring.local_auth_disabled,
         }
     }
 
@@ -223,6 +226,7 @@ impl RingDoc {
                 .collect::<Result<_, ClusterError>>()?,
             revocations: self.revocations.clone(),
             policy: self.policy.clone(),
+            local_auth_disabled: self.local_auth_disabled,
         })
     }
 
@@ -575,6 +579,7 @@ mod tests {
                 at: 40,
             }],
             policy: None,
+            local_auth_disabled: true,
         };
         let secret = super::super::seal::ClusterSecret::from_text(
             "a-cluster-secret-of-at-least-32-characters",
@@ -592,6 +597,7 @@ mod tests {
         assert_eq!(back.retiring, ring.retiring);
         assert_eq!(back.previous, ring.previous);
         assert_eq!(back.revocations, ring.revocations);
+        assert!(back.local_auth_disabled, "carried across the cluster");
         let err = RingDoc::decode(br#"{"generation":1,"primary":{"value":"SECRET-KEY""#)
             .err()
             .unwrap()

@@ -237,6 +237,7 @@ mod tests {
             previous: Vec::new(),
             revocations: Vec::new(),
             policy: None,
+            local_auth_disabled: false,
         }
     }
 
