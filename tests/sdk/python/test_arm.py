@@ -118,3 +118,33 @@ def test_unknown_key_type_is_rejected_with_arm_error(hubbub):
     assert exc.value.status_code == 400
     assert exc.value.error is not None and exc.value.error.code
     assert hubbub.key_show() == before
+
+
+def test_disable_local_auth_through_the_arm_resource(hubbub):
+    """`properties.disableLocalAuth` of the instance resource: read with get, set with
+    begin_update (the poller finishes at once), enforced at once, turned back on the same way."""
+    from azure.mgmt.webpubsub.models import WebPubSubResource
+
+    client = mgmt_client(hubbub, hubbub.admin_token())
+    resource = client.web_pub_sub.get(RG, NAME, enforce_https=False)
+    assert resource.disable_local_auth is False
+    assert resource.provisioning_state == "Succeeded"
+    assert resource.name == NAME
+    keys = hubbub.key_show()
+
+    poller = client.web_pub_sub.begin_update(
+        RG, NAME, WebPubSubResource(location="local", disable_local_auth=True), enforce_https=False,
+    )
+    assert poller.result(timeout=30).disable_local_auth is True
+    assert client.web_pub_sub.get(RG, NAME, enforce_https=False).disable_local_auth is True
+    with pytest.raises(HttpResponseError) as refused:
+        service_client(keys["primaryConnectionString"], unique_hub("off")).send_to_all({"no": True})
+    assert refused.value.status_code == 401
+    assert "local auth is disabled" in str(refused.value)
+    # Administrators still list the keys.
+    assert as_dict(client.web_pub_sub.list_keys(RG, NAME, enforce_https=False)) == keys
+
+    client.web_pub_sub.begin_update(
+        RG, NAME, WebPubSubResource(location="local", disable_local_auth=False), enforce_https=False,
+    ).result(timeout=30)
+    service_client(keys["primaryConnectionString"], unique_hub("on")).send_to_all({"yes": True})

@@ -210,6 +210,15 @@ async fn fallback(
         return crate::admin::hubs::arm(state.0, request, hub).await;
     }
     if is_arm_path(request.uri().path()) {
+        if let Some(name) = arm_resource_name(request.uri().path()) {
+            let actor = request
+                .extensions()
+                .get::<Actor>()
+                .map_or_else(|| ADMIN_ACTOR.into(), |a| Arc::clone(&a.0));
+            return arm_resource(state.0, peer.0, actor, request, name)
+                .await
+                .unwrap_or_else(|e| e.into_arm().into_response());
+        }
         if request.method() != axum::http::Method::POST {
             return ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -520,6 +529,96 @@ async fn arm(
             Ok(Json(ring.web_pub_sub_keys(&endpoint)))
         }
     }
+}
+
+/// The resource name of `.../providers/Microsoft.SignalRService/webPubSub/{name}` (the instance
+/// itself, not one of its operations), matched case-insensitively.
+fn arm_resource_name(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let [subscriptions, sub, groups, rg, providers, provider, kind, name] = segments.as_slice()
+    else {
+        return None;
+    };
+    let is = |s: &str, expected: &str| s.eq_ignore_ascii_case(expected);
+    (is(subscriptions, "subscriptions")
+        && is(groups, "resourceGroups")
+        && is(providers, "providers")
+        && is(provider, "Microsoft.SignalRService")
+        && is(kind, "webPubSub")
+        && [sub, rg, name].iter().all(|s| !s.is_empty()))
+    .then(|| (*name).to_string())
+}
+
+/// The instance as an ARM `WebPubSubResource`: `GET` reads it; `PATCH`/`PUT` change what can
+/// be changed here, `properties.disableLocalAuth` (through the key-change seam: durable, on
+/// every node, audited), and answer with the resource (`provisioningState: Succeeded`, so the
+/// management SDK's long-running-operation poller is done at once).
+async fn arm_resource(
+    state: AppState,
+    peer: SocketAddr,
+    actor: Arc<str>,
+    request: Request,
+    name: String,
+) -> Result<Response, ApiError> {
+    use axum::http::Method;
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    if method == Method::PATCH || method == Method::PUT {
+        let headers = request.headers().clone();
+        let body = read_body(request.into_body(), &headers, MAX_ADMIN_BODY_BYTES).await?;
+        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+            ApiError::bad_request("InvalidRequestContent", "the body must be a JSON resource")
+        })?;
+        match value.pointer("/properties/disableLocalAuth") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Bool(disabled)) => {
+                changes::apply(
+                    &state.keys,
+                    &state.backplane,
+                    Change::SetLocalAuth {
+                        disabled: *disabled,
+                    },
+                    Origin::admin(actor, peer),
+                )
+                .await
+                .map_err(|e| e.into_api("changing local auth"))?;
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "InvalidRequestContent",
+                    "properties.disableLocalAuth must be true or false",
+                ))
+            }
+        }
+    } else if method != Method::GET {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the instance resource is read with GET and changed with PATCH or PUT",
+        ));
+    }
+    let endpoint = state.primary_endpoint();
+    let url = url::Url::parse(&endpoint).ok();
+    let id = path.trim_end_matches('/');
+    let resource = serde_json::json!({
+        "id": id,
+        "name": name,
+        "type": "Microsoft.SignalRService/WebPubSub",
+        "location": "local",
+        "sku": {"name": "Standard_S1", "tier": "Standard", "capacity": 1},
+        "kind": "WebPubSub",
+        "properties": {
+            "provisioningState": "Succeeded",
+            "hostName": url.as_ref().and_then(|u| u.host_str()).unwrap_or("localhost"),
+            "publicPort": url.as_ref().and_then(url::Url::port_or_known_default),
+            "serverPort": url.as_ref().and_then(url::Url::port_or_known_default),
+            "version": "1.0",
+            "publicNetworkAccess": "Enabled",
+            "disableLocalAuth": state.keys.current().local_auth_disabled,
+            "disableAadAuth": state.oidc.is_none(),
+        },
+    });
+    Ok(Json(resource).into_response())
 }
 
 /// The live trace as Server-Sent Events, one JSON event per `data:` line, filtered by the query
