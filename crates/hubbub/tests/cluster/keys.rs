@@ -187,3 +187,53 @@ async fn a_due_rotation_step_is_taken_once_by_one_of_three_nodes() {
     assert_ne!(a.keys().await["secondaryKey"], secondary_before);
     converged(&[&a, &b, &c]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_auth_turned_off_on_one_node_is_off_on_every_node_and_survives_a_restart() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let [a, b, mut c] = cluster(&nats);
+    let (key, _) = converged(&[&a, &b, &c]).await;
+    assert_eq!(b.broadcast(&key, "x").await, 202);
+    let off = a
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/local-auth",
+            Some(serde_json::json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(off.status(), 200);
+    // Refused everywhere within a bounded time, with the reason.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for node in [&a, &b, &c] {
+        while node.broadcast(&key, "x").await != 401 {
+            assert!(Instant::now() < deadline, "node {} still takes keys", node.id);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (status, body) = node
+            .call(
+                &key,
+                reqwest::Method::POST,
+                "/api/hubs/chat/:send?api-version=2024-12-01",
+                None,
+            )
+            .await;
+        assert_eq!(status, 401);
+        assert!(body.contains("local auth is disabled"), "{body}");
+    }
+    // A node that restarts keeps it (from the cluster and its own store).
+    c.restart();
+    assert_eq!(c.broadcast(&key, "x").await, 401);
+    assert_eq!(
+        c.admin_json("/admin/local-auth").await,
+        serde_json::json!({"disabled": true})
+    );
+    let audit = b.audit().await;
+    let switched = audit["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "local_auth_disabled")
+        .count();
+    assert_eq!(switched, 1, "recorded once for the cluster: {audit}");
+}
