@@ -62,6 +62,10 @@ pub enum TraceEvent {
         path: String,
         status: u16,
         ms: f64,
+        /// Who the call authenticated as: `primary` or `secondary` (an access key), or
+        /// `oidc:<subject>@<issuer>` (an identity); absent when it was refused or needs none.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        caller: Option<String>,
     },
     /// A message sent on this node (by the REST API, a client or the service), and how many of
     /// this node's connections it was handed to. Never its payload.
@@ -702,6 +706,7 @@ mod tests {
             path: "/api/hubs/chat/:send".into(),
             status: 202,
             ms: 1.0,
+            caller: Some("primary".into()),
         };
         let by_hub = TraceFilter {
             hub: Some("chat".into()),

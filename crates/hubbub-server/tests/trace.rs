@@ -112,6 +112,10 @@ async fn a_connection_a_rest_close_and_a_refused_token_as_they_happen() {
     );
     assert_eq!(seen[2]["requestId"], request_id.as_str());
     assert_eq!(seen[2]["status"], 204);
+    assert_eq!(
+        seen[2]["caller"], "primary",
+        "the key that authenticated the call"
+    );
     let closed = &seen[1];
     assert_eq!(
         (

@@ -53,6 +53,10 @@ async function withIdentity(fn, extraArgs = []) {
 test("a TokenCredential with the Owner role does every REST operation, and its client tokens connect", T, () =>
   withIdentity(async ({ hub, issuer, rsa, ec }) => {
     const hubName = uniqueHub("idp");
+    const trace = new AbortController();
+    const traced = fetch(`${hub.adminUrl}/admin/trace?category=rest`, {
+      headers: { Authorization: `Bearer ${await hub.adminToken()}` }, signal: trace.signal,
+    });
     const owner = credential(() => rsa.token(issuer.claims([OWNER])));
     const service = new WebPubSubServiceClient(hub.endpoint, owner, hubName);
     assert.match(hub.endpoint, /^https:/);
@@ -91,6 +95,16 @@ test("a TokenCredential with the Owner role does every REST operation, and its c
     } finally {
       client.stop();
     }
+
+    // The live trace names the identity of each call.
+    const stream = (await traced).body.getReader();
+    let text = "";
+    while (!text.includes(`"caller":"oidc:app-reports@${issuer.url}"`)) {
+      const { value, done } = await stream.read();
+      assert.ok(!done, `the trace ended: ${text}`);
+      text += new TextDecoder().decode(value);
+    }
+    trace.abort();
 
     // ES256 tokens of the same issuer work as well.
     const es = new WebPubSubServiceClient(hub.endpoint, credential(() => ec.token(issuer.claims([OWNER]))), hubName);

@@ -141,6 +141,9 @@ impl FromRequestParts<AppState> for RestCaller {
                     crate::keys::usage::UseKind::Rest,
                     signer.retiring,
                 );
+                if let Some(slot) = parts.extensions.get::<request_id::CallerSlot>() {
+                    let _ = slot.0.set(signer.slot.to_string().to_ascii_lowercase());
+                }
                 Ok(RestCaller::Key(signer.slot))
             }
             Err(e) => {
@@ -197,6 +200,11 @@ async fn identity_caller(
         ));
     }
     oidc.record_use(&identity, false, state.keys.clock().now_millis());
+    if let Some(slot) = parts.extensions.get::<request_id::CallerSlot>() {
+        let _ = slot
+            .0
+            .set(format!("oidc:{}@{}", identity.subject, identity.issuer));
+    }
     state.telemetry.identity(&identity.issuer, "rest");
     Ok(RestCaller::Identity(std::sync::Arc::new(identity)))
 }

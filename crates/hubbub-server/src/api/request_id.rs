@@ -38,9 +38,14 @@ fn client_id(request: &Request) -> Option<HeaderValue> {
     .then(|| value.clone())
 }
 
+/// Where the REST authentication writes who the caller is, for the trace (present only while
+/// someone traces).
+#[derive(Debug, Clone, Default)]
+pub struct CallerSlot(pub std::sync::Arc<std::sync::OnceLock<String>>);
+
 pub async fn layer(
     axum::extract::State(state): axum::extract::State<crate::state::AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let id = new_id();
@@ -49,6 +54,12 @@ pub async fn layer(
     let path = request.uri().path().to_owned();
     let span = tracing::info_span!("rest", request_id = %id);
     let started = std::time::Instant::now();
+    // Only while someone traces: a slot the caller's authentication fills in.
+    let caller = state.trace.on().then(|| {
+        let slot = CallerSlot::default();
+        request.extensions_mut().insert(slot.clone());
+        slot
+    });
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
@@ -67,6 +78,7 @@ pub async fn layer(
         path: path.clone(),
         status,
         ms,
+        caller: caller.and_then(|slot| slot.0.get().cloned()),
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

@@ -207,7 +207,11 @@ async fn local_auth_turned_off_on_one_node_is_off_on_every_node_and_survives_a_r
     let deadline = Instant::now() + Duration::from_secs(5);
     for node in [&a, &b, &c] {
         while node.broadcast(&key, "x").await != 401 {
-            assert!(Instant::now() < deadline, "node {} still takes keys", node.id);
+            assert!(
+                Instant::now() < deadline,
+                "node {} still takes keys",
+                node.id
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (status, body) = node
