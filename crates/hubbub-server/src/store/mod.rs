@@ -151,7 +151,7 @@ const MIGRATIONS: &[&str] = &[
         id     INTEGER PRIMARY KEY CHECK (id = 1),
         policy TEXT NOT NULL
     ) STRICT;",
-    // 5: whether access keys authenticate (disableLocalAuth); no row: they do.
+    // 7: whether access keys authenticate (disableLocalAuth); no row: they do.
     "CREATE TABLE access_settings (
         id                  INTEGER PRIMARY KEY CHECK (id = 1),
         local_auth_disabled INTEGER NOT NULL CHECK (local_auth_disabled IN (0, 1))
