@@ -36,6 +36,8 @@ pub const READER_ROLE: &str = "Web PubSub Service Reader";
 pub const ADMIN_ROLE: &str = "Hubbub Administrator";
 /// The least time between two fetches of an issuer's keys prompted by unknown `kid`s.
 pub const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(60);
+/// The least time between two attempts at an issuer's first key set (it was down at start).
+pub const FIRST_FETCH_AT_MOST_EVERY: Duration = Duration::from_secs(5);
 /// Bounds on a key set's cache lifetime (`Cache-Control: max-age`).
 const MIN_KEYS_LIFETIME: Duration = Duration::from_secs(5 * 60);
 const MAX_KEYS_LIFETIME: Duration = Duration::from_secs(24 * 3600);
@@ -218,7 +220,11 @@ struct IssuerKeys {
 
 #[derive(Debug, Default)]
 struct Fetched {
-    last_attempt: Option<Instant>,
+    /// The last fetch prompted by an unknown `kid` or expired keys, once keys were known.
+    last_refresh: Option<Instant>,
+    /// The last fetch a token prompted before any fetch succeeded.
+    last_first_attempt: Option<Instant>,
+    /// When the keys expire; `None` until a fetch succeeds.
     expires: Option<Instant>,
 }
 
@@ -418,24 +424,32 @@ impl Oidc {
                 None => None,
             }
         };
-        let (expired, may_refresh) = {
+        let (expired, known) = {
             let fetched = issuer.fetched.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            let expired = fetched.expires.is_none_or(|e| now >= e);
-            let may = fetched
-                .last_attempt
-                .is_none_or(|at| now.duration_since(at) >= REFRESH_AT_MOST_EVERY);
-            (expired, may)
+            let expired = fetched.expires.is_none_or(|e| Instant::now() >= e);
+            (expired, fetched.expires.is_some())
         };
         if let (Some(found), false) = (find(), expired) {
             return Some(found);
         }
+        // Once keys are known, unknown kids and expiry refresh at most once a minute; before
+        // that (the issuer was down at start, or the first token came first) every 5 s. A first
+        // fetch never uses up the refresh a rotated key needs.
+        let may_refresh = {
+            let mut fetched = issuer.fetched.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let (last, every) = if known {
+                (&mut fetched.last_refresh, REFRESH_AT_MOST_EVERY)
+            } else {
+                (&mut fetched.last_first_attempt, FIRST_FETCH_AT_MOST_EVERY)
+            };
+            let may = last.is_none_or(|at| now.duration_since(at) >= every);
+            if may {
+                *last = Some(now);
+            }
+            may
+        };
         if may_refresh {
-            issuer
-                .fetched
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .last_attempt = Some(Instant::now());
             if let Err(e) = self.fetch(issuer).await {
                 tracing::warn!(issuer = %issuer.settings.issuer, error = %e, "could not fetch an identity provider's keys; keeping those already known");
             }

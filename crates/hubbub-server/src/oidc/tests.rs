@@ -319,6 +319,25 @@ async fn a_rotated_key_is_fetched_on_first_use_and_a_removed_one_refused() {
 }
 
 #[tokio::test]
+async fn a_first_fetch_made_for_a_token_does_not_use_up_the_refresh_for_a_rotated_key() {
+    let old = SigningKey::new("old");
+    let issuer = Issuer::start(vec![old.jwk()]).await;
+    // No fetch at start: the first token fetches the keys.
+    let oidc = verifier(&[&issuer]);
+    let token = old.token(&claims(&issuer.url, &[OWNER_ROLE]));
+    assert!(oidc.verify(&token, now_ms()).await.is_ok());
+    assert_eq!(issuer.fetches(), 1);
+    let new = SigningKey::new("new");
+    *issuer.keys.lock().unwrap() = vec![new.jwk()];
+    let rotated = new.token(&claims(&issuer.url, &[OWNER_ROLE]));
+    assert!(
+        oidc.verify(&rotated, now_ms()).await.is_ok(),
+        "refreshed at once"
+    );
+    assert_eq!(issuer.fetches(), 2);
+}
+
+#[tokio::test]
 async fn a_failed_fetch_keeps_the_known_keys() {
     let key = SigningKey::new("k1");
     let issuer = Issuer::start(vec![key.jwk()]).await;
