@@ -164,21 +164,18 @@ impl AppState {
         hub: Option<&str>,
         error: &crate::keys::auth::AuthError,
     ) {
-        let reason = crate::trace::auth_reason(error);
-        self.telemetry.auth_failure(kind, reason);
-        self.trace.emit(|| crate::trace::TraceEvent::AuthFailure {
-            kind,
-            hub: hub.map(str::to_owned),
-            reason: reason.to_string(),
-        });
+        self.token_refused(kind, hub, crate::trace::auth_reason(error));
     }
 
     /// An identity-provider token was refused: counted, traced (kind `identity`).
     pub fn identity_refused(&self, hub: Option<&str>, error: &crate::oidc::OidcError) {
-        let reason = error.reason();
-        self.telemetry.auth_failure("identity", reason);
+        self.token_refused("identity", hub, error.reason());
+    }
+
+    fn token_refused(&self, kind: &'static str, hub: Option<&str>, reason: &'static str) {
+        self.telemetry.auth_failure(kind, reason);
         self.trace.emit(|| crate::trace::TraceEvent::AuthFailure {
-            kind: "identity",
+            kind,
             hub: hub.map(str::to_owned),
             reason: reason.to_string(),
         });

@@ -133,8 +133,7 @@ async fn hub_status(
     State(state): State<AppState>,
     Path(hub): Path<String>,
 ) -> Result<Json<HubStatus>, ApiError> {
-    crate::api::validate_hub(&hub)?;
-    let name = crate::dataplane::hub::canonical_hub(&hub);
+    let name = crate::admin::hubs::hub_name(&hub)?;
     let (connections, (users, groups)) = match state.hubs.get(&name) {
         Some(live) => (live.connection_count(), live.census(LARGEST_GROUPS)),
         None => (0, (0, Vec::new())),

@@ -49,7 +49,8 @@ async fn list(State(state): State<AppState>) -> Json<HubList> {
     Json(HubList { value })
 }
 
-fn hub_name(hub: &str) -> Result<String, ApiError> {
+/// A valid hub name from a path, in its canonical (lower-case) form.
+pub(crate) fn hub_name(hub: &str) -> Result<String, ApiError> {
     validate_hub(hub)?;
     Ok(canonical_hub(hub))
 }

@@ -635,11 +635,10 @@ async fn trace(
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures_util::StreamExt;
     use tokio::sync::broadcast::error::RecvError;
-    let captures = match (filter.payloads, filter.hub.as_deref()) {
+    let hub = filter.hub.as_deref().map(crate::admin::hubs::hub_name);
+    let captures = match (filter.payloads, hub) {
         (false, _) => None,
-        (true, Some(hub)) if crate::api::validate_hub(hub).is_ok() => {
-            Some(crate::dataplane::hub::canonical_hub(hub))
-        }
+        (true, Some(Ok(hub))) => Some(hub),
         (true, _) => {
             return ApiError::bad_request(
                 "InvalidRequest",

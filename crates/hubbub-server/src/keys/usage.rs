@@ -36,6 +36,14 @@ struct SlotCounters {
 }
 
 impl SlotCounters {
+    /// The buckets of the minutes of the last hour (up to `now`'s), in no order.
+    fn last_hour(&self, now: UnixMillis) -> impl Iterator<Item = &Minute> {
+        let current = minute_of(now);
+        self.minutes.iter().filter(move |b| {
+            (0..WINDOW_MINUTES as i64).contains(&(current - b.minute.load(Ordering::Relaxed)))
+        })
+    }
+
     /// The bucket of `now`'s minute, started afresh on the minute's first use.
     fn bucket(&self, now: UnixMillis) -> &Minute {
         let minute = minute_of(now);
@@ -214,10 +222,8 @@ impl Usage {
         let Some(counters) = self.slots.get(slot) else {
             return Vec::new();
         };
-        let current = minute_of(now);
         let mut minutes: Vec<(i64, u64, u64)> = counters
-            .minutes
-            .iter()
+            .last_hour(now)
             .map(|b| {
                 (
                     b.minute.load(Ordering::Relaxed),
@@ -225,9 +231,7 @@ impl Usage {
                     b.retiring.load(Ordering::Relaxed),
                 )
             })
-            .filter(|(m, uses, retiring)| {
-                (0..WINDOW_MINUTES as i64).contains(&(current - m)) && uses + retiring > 0
-            })
+            .filter(|(_, uses, retiring)| uses + retiring > 0)
             .collect();
         minutes.sort_unstable();
         minutes
@@ -241,10 +245,8 @@ impl Usage {
     /// What to store for one slot.
     pub fn to_record(&self, slot: usize, now: UnixMillis) -> UsageRecord {
         let counters = &self.slots[slot.min(1)];
-        let current = minute_of(now);
         let mut minutes: Vec<(i64, u64, u64)> = counters
-            .minutes
-            .iter()
+            .last_hour(now)
             .map(|b| {
                 (
                     b.minute.load(Ordering::Relaxed),
@@ -252,7 +254,7 @@ impl Usage {
                     b.connections.load(Ordering::Relaxed),
                 )
             })
-            .filter(|(m, r, c)| (0..WINDOW_MINUTES as i64).contains(&(current - m)) && (r + c) > 0)
+            .filter(|(_, r, c)| (r + c) > 0)
             .collect();
         minutes.sort_unstable();
         let last = counters.last_used_at.load(Ordering::Relaxed);

@@ -48,12 +48,11 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One trusted issuer.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuerSettings {
     /// Exactly as tokens carry it in `iss`.
     pub issuer: String,
     /// Where its keys are, when not found through `{issuer}/.well-known/openid-configuration`.
-    #[serde(default)]
     pub jwks_url: Option<String>,
 }
 
@@ -84,7 +83,7 @@ impl OidcSettings {
 }
 
 /// What a verified identity may do with the REST API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grant {
     /// Read-only operations (`GET`, `HEAD`).
     Reader,
