@@ -162,10 +162,16 @@ pub struct SessionBuffer {
     pub unacked: Vec<(u64, Frame, Option<std::time::Duration>)>,
 }
 
+/// Frames waiting for a connection's socket. Most batches hold one frame (at 100 messages a
+/// second each message is its own batch), which then sits inline in the outbox, on the cache
+/// lines the lock already brought in, instead of in a buffer of its own: one cache miss less per
+/// delivery.
+pub type Frames = smallvec::SmallVec<[Message; 1]>;
+
 /// What the writer takes in one go.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub frames: Vec<Message>,
+    pub frames: Frames,
     pub close: Option<CloseRequest>,
 }
 
@@ -178,8 +184,11 @@ impl Batch {
 
 #[derive(Debug, Default)]
 struct Outbox {
-    /// Frames for the socket, each with the instant after which it is dropped (TTL).
-    pending: VecDeque<(Message, Option<Instant>)>,
+    /// Frames for the socket.
+    pending: Frames,
+    /// The frames of `pending` with a time to live: their index there and the instant after
+    /// which they are dropped. Empty unless messages have a TTL.
+    expiring: Vec<(usize, Instant)>,
     pending_bytes: usize,
     /// Reliable protocol: the next sequence id and the messages not yet acknowledged.
     next_sequence_id: u64,
@@ -190,6 +199,23 @@ struct Outbox {
     /// Which socket serves it: bumped when a recovering socket takes over.
     epoch: u64,
     close: Option<CloseRequest>,
+}
+
+impl Outbox {
+    /// Drops every frame waiting for the socket (and any buffer they had).
+    fn clear_pending(&mut self) {
+        self.pending = Frames::new();
+        self.expiring = Vec::new();
+        self.pending_bytes = 0;
+    }
+
+    fn queue(&mut self, frame: Message, expires_at: Option<Instant>) {
+        if let Some(at) = expires_at {
+            self.expiring.push((self.pending.len(), at));
+        }
+        self.pending_bytes += frame_len(&frame);
+        self.pending.push(frame);
+    }
 }
 
 fn frame_len(frame: &Message) -> usize {
@@ -413,8 +439,7 @@ impl Connection {
         expires_at: Option<Instant>,
     ) {
         let was_empty = outbox.pending.is_empty();
-        outbox.pending_bytes += frame_len(&frame);
-        outbox.pending.push_back((frame, expires_at));
+        outbox.queue(frame, expires_at);
         if outbox.pending.len() > MAX_PENDING_FRAMES || outbox.pending_bytes > MAX_PENDING_BYTES {
             self.limits
                 .outbox_overflows
@@ -430,8 +455,7 @@ impl Connection {
                 notify: true,
                 cause: CloseCause::SlowClient,
             });
-            outbox.pending.clear();
-            outbox.pending_bytes = 0;
+            outbox.clear_pending();
             drop(outbox);
             self.wake.notify_one();
             return;
@@ -464,13 +488,20 @@ impl Connection {
             return None;
         }
         outbox.pending_bytes = 0;
-        let now = Instant::now();
-        let frames = outbox
-            .pending
-            .drain(..)
-            .filter(|(_, expires)| expires.is_none_or(|e| e > now))
-            .map(|(frame, _)| frame)
-            .collect();
+        let mut frames = std::mem::take(&mut outbox.pending);
+        let expiring = std::mem::take(&mut outbox.expiring);
+        if !expiring.is_empty() {
+            let now = Instant::now();
+            let mut keep = vec![true; frames.len()];
+            for (index, at) in expiring {
+                keep[index] = at > now;
+            }
+            let mut index = 0;
+            frames.retain(|_| {
+                index += 1;
+                keep[index - 1]
+            });
+        }
         Some(Batch {
             frames,
             close: outbox.close.clone(),
@@ -512,8 +543,7 @@ impl Connection {
             return false;
         }
         outbox.attached = false;
-        outbox.pending.clear();
-        outbox.pending_bytes = 0;
+        outbox.clear_pending();
         true
     }
 
@@ -545,8 +575,7 @@ impl Connection {
             notify: false,
             cause: CloseCause::SessionMoved,
         });
-        outbox.pending.clear();
-        outbox.pending_bytes = 0;
+        outbox.clear_pending();
         outbox.unacked_bytes = 0;
         let now = Instant::now();
         let unacked = std::mem::take(&mut outbox.unacked)
@@ -600,15 +629,18 @@ impl Connection {
         outbox.epoch += 1;
         let epoch = outbox.epoch;
         outbox.attached = true;
-        outbox.pending.clear();
-        outbox.pending.extend(first.map(|frame| (frame, None)));
+        outbox.clear_pending();
+        if let Some(frame) = first {
+            outbox.queue(frame, None);
+        }
         let resend: Vec<(Message, Option<Instant>)> = outbox
             .unacked
             .iter()
             .map(|(_, frame, expires)| (self.protocol.redeliver(frame), *expires))
             .collect();
-        outbox.pending_bytes = resend.iter().map(|(frame, _)| frame_len(frame)).sum();
-        outbox.pending.extend(resend);
+        for (frame, expires_at) in resend {
+            outbox.queue(frame, expires_at);
+        }
         drop(outbox);
         // Wake every waiter: a superseded socket must notice and stop.
         self.wake.notify_waiters();
@@ -762,6 +794,45 @@ mod tests {
         let frames = c.take_batch(1).unwrap().frames;
         assert_eq!(frames.len(), 1);
         assert!(text(&frames[0]).contains("long"));
+    }
+
+    #[test]
+    fn expired_frames_leave_the_others_in_order() {
+        let c = connection(Protocol::json());
+        let message = |text: &'static str, ttl: Option<u64>| {
+            let m = Outgoing::server(DataType::Text, Bytes::from_static(text.as_bytes()));
+            match ttl {
+                Some(secs) => m.with_ttl(std::time::Duration::from_secs(secs)),
+                None => m,
+            }
+        };
+        c.deliver(&message("a", None));
+        c.deliver(&message("b", Some(0)));
+        c.deliver(&message("c", Some(60)));
+        c.deliver(&message("d", Some(0)));
+        c.deliver(&message("e", None));
+        let frames = c.take_batch(1).unwrap().frames;
+        let data: Vec<_> = frames
+            .iter()
+            .map(|f| {
+                text(f)
+                    .split(r#""data":""#)
+                    .nth(1)
+                    .unwrap()
+                    .chars()
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(data, ['a', 'c', 'e']);
+        c.deliver(&message("f", None));
+        let frames = c.take_batch(1).unwrap().frames;
+        assert_eq!(
+            frames.len(),
+            1,
+            "nothing of the last batch's deadlines is left over"
+        );
+        assert!(text(&frames[0]).contains(r#""data":"f""#));
     }
 
     #[test]

@@ -18,14 +18,14 @@ use crate::protocols::{self, Inbound, Protocol, Reply};
 use crate::state::AppState;
 use crate::upstream::hub_settings::AnonymousConnectPolicy;
 use crate::upstream::{ConnectBody, ConnectOutcome, EventContext, EventOutcome};
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::Message;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::FutureExt;
 use hubbub_proto::client_protocol::{ClientMessage, DataType, Metadata};
 use hubbub_proto::keys::KeySlot;
 use hubbub_proto::roles::{Permission, Permissions};
@@ -42,10 +42,12 @@ pub(crate) mod mqtt;
 pub(crate) mod presence;
 mod socket;
 mod streams;
+mod upgrade;
 
 use events::*;
 use messages::*;
 use socket::*;
+use upgrade::{NotAnUpgrade, Socket, Upgrade, WsCloseFrame, WsError, WsMessage};
 
 /// Largest frame or message a client may send.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -79,7 +81,7 @@ async fn upgrade_path(
     Query(params): Query<Params>,
     RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, NotAnUpgrade>,
 ) -> Response {
     handle(state, origin, hub, params, raw_query, headers, upgrade)
         .await
@@ -92,7 +94,7 @@ async fn upgrade_query(
     Query(params): Query<Params>,
     RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, NotAnUpgrade>,
 ) -> Response {
     let Some(hub) = params.get("hub").cloned() else {
         return ApiError::bad_request("InvalidHubName", "the 'hub' query parameter is required")
@@ -115,12 +117,12 @@ fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-fn configure(upgrade: WebSocketUpgrade, protocol: &Protocol) -> WebSocketUpgrade {
-    let mut upgrade = upgrade
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_message_size(HARD_MESSAGE_LIMIT_BYTES)
-        .max_frame_size(HARD_MESSAGE_LIMIT_BYTES);
+fn configure(upgrade: Upgrade, protocol: &Protocol) -> Upgrade {
+    let mut upgrade = upgrade.configure(
+        READ_BUFFER_BYTES,
+        WRITE_BUFFER_BYTES,
+        HARD_MESSAGE_LIMIT_BYTES,
+    );
     if let Some(name) = protocol.name() {
         upgrade.set_selected_protocol(HeaderValue::from_static(name));
     }
@@ -134,7 +136,7 @@ async fn handle(
     params: Params,
     raw_query: Option<String>,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, NotAnUpgrade>,
 ) -> Result<Response, ApiError> {
     api::validate_hub(&hub_name)?;
     let hub_name = crate::dataplane::hub::canonical_hub(&hub_name);
@@ -197,11 +199,11 @@ async fn handle(
                     tracing::debug!(reason = %e, "reliable session not resumed");
                     upgrade.on_upgrade(move |mut socket| async move {
                         let reason = e.to_string();
-                        let close = CloseFrame {
-                            code: CLOSE_POLICY,
+                        let close = WsCloseFrame {
+                            code: CLOSE_POLICY.into(),
                             reason: close_frame_reason(&reason).into(),
                         };
-                        let _ = socket.send(Message::Close(Some(close))).await;
+                        let _ = socket.send(WsMessage::Close(Some(close))).await;
                     })
                 }
             });

@@ -34,7 +34,7 @@ pub(super) async fn upgrade(
     Query(params): Query<Params>,
     RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, NotAnUpgrade>,
 ) -> Response {
     begin(state, origin, hub, params, raw_query, headers, upgrade)
         .await
@@ -48,7 +48,7 @@ async fn begin(
     params: Params,
     raw_query: Option<String>,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, NotAnUpgrade>,
 ) -> Result<Response, ApiError> {
     api::validate_hub(&hub_name)?;
     let hub_name = crate::dataplane::hub::canonical_hub(&hub_name);
@@ -74,11 +74,11 @@ async fn begin(
         &settings,
     )?;
     let upgrade = upgrade.map_err(|_| not_an_upgrade())?;
-    let mut upgrade = upgrade
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_message_size(HARD_MESSAGE_LIMIT_BYTES)
-        .max_frame_size(HARD_MESSAGE_LIMIT_BYTES);
+    let mut upgrade = upgrade.configure(
+        READ_BUFFER_BYTES,
+        WRITE_BUFFER_BYTES,
+        HARD_MESSAGE_LIMIT_BYTES,
+    );
     upgrade.set_selected_protocol(subprotocol);
     let handshake = Handshake {
         body: connect_body(&claims, raw_query.as_deref(), &headers),
@@ -97,20 +97,20 @@ async fn begin(
 /// right behind it. `Err(None)`: the socket closed, or sent nothing in time (counted).
 async fn first_packets(
     state: &AppState,
-    socket: &mut WebSocket,
+    socket: &mut Socket,
 ) -> Result<Vec<Packet>, Option<FrameError>> {
     let mut framer = wire::Framer::new(MAX_CLIENT_MESSAGE_BYTES);
     let read = async {
         loop {
             match socket.next().await {
-                Some(Ok(Message::Binary(data))) => {
+                Some(Ok(WsMessage::Binary(data))) => {
                     let packets = framer.push(&data, wire::V5).map_err(Some)?;
                     if !packets.is_empty() {
                         return Ok(packets);
                     }
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Text(_))) => {
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                Some(Ok(WsMessage::Text(_))) => {
                     return Err(Some(FrameError::Malformed(
                         "MQTT packets travel in binary frames".into(),
                     )))
@@ -134,17 +134,17 @@ async fn first_packets(
 }
 
 /// Sends `frame` (if any) and closes the socket: a CONNECT refused or never made.
-async fn refuse(mut socket: WebSocket, frame: Option<Bytes>) {
+async fn refuse(mut socket: Socket, frame: Option<Bytes>) {
     if let Some(frame) = frame {
-        let _ = socket.send(Message::Binary(frame)).await;
+        let _ = socket.send(WsMessage::Binary(frame)).await;
     }
-    let close = CloseFrame {
-        code: CLOSE_NORMAL,
+    let close = WsCloseFrame {
+        code: CLOSE_NORMAL.into(),
         reason: "".into(),
     };
     let _ = tokio::time::timeout(
         CLOSE_HANDSHAKE_TIMEOUT,
-        socket.send(Message::Close(Some(close))),
+        socket.send(WsMessage::Close(Some(close))),
     )
     .await;
 }
@@ -198,7 +198,7 @@ fn will_of(connect: &ConnectPacket) -> Option<Will> {
 }
 
 /// The CONNECT, the connect event, then a session: resumed, or new.
-async fn connect(state: AppState, mut socket: WebSocket, handshake: Handshake) {
+async fn connect(state: AppState, mut socket: Socket, handshake: Handshake) {
     let packets = match first_packets(&state, &mut socket).await {
         Ok(packets) => packets,
         Err(Some(FrameError::UnsupportedVersion(level))) => {

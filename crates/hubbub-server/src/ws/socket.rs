@@ -21,7 +21,7 @@ pub(super) fn spawn_socket(
     state: AppState,
     hub: Arc<Hub>,
     connection: Arc<Connection>,
-    socket: WebSocket,
+    socket: Socket,
     epoch: u64,
 ) {
     let tracker = state.sockets.clone();
@@ -36,7 +36,7 @@ fn run_socket(
     state: AppState,
     hub: Arc<Hub>,
     connection: Arc<Connection>,
-    mut socket: WebSocket,
+    mut socket: Socket,
     epoch: u64,
 ) -> impl std::future::Future<Output = ()> {
     async move {
@@ -53,6 +53,10 @@ fn run_socket(
             tokio::select! {
                 biased;
                 () = connection.wake.notified() => {
+                    // Let the fan-out that woke us run on first: every frame it queues meanwhile
+                    // joins this batch (one write, one wake-up) instead of waking us again. At
+                    // high rates this turns one `sendto` per delivery into one per many.
+                    tokio::task::yield_now().await;
                     let Some(batch) = connection.take_batch(epoch) else {
                         // Pass the wake-up on to the socket that took over.
                         connection.wake.notify_one();
@@ -94,15 +98,15 @@ fn run_socket(
                     last_heard = Instant::now();
                     hub.traffic.bytes_received(frame_bytes(frame.as_ref()));
                     match frame {
-                        Some(Ok(Message::Close(frame))) => {
+                        Some(Ok(WsMessage::Close(frame))) => {
                             let reason = frame.map(|f| f.reason.to_string()).filter(|r| !r.is_empty());
                             break End::ClientClosed(reason.unwrap_or_else(|| "ClientClosed".into()));
                         }
-                        Some(Ok(Message::Text(text))) if text.len() > MAX_CLIENT_MESSAGE_BYTES => too_big(&connection),
-                        Some(Ok(Message::Binary(data))) if data.len() > MAX_CLIENT_MESSAGE_BYTES => too_big(&connection),
-                        Some(Ok(Message::Text(text))) => on_frame(&state, &hub, &connection, &mut events, Bytes::from(text), false),
-                        Some(Ok(Message::Binary(data))) => on_frame(&state, &hub, &connection, &mut events, data, true),
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(WsMessage::Text(text))) if text.len() > MAX_CLIENT_MESSAGE_BYTES => too_big(&connection),
+                        Some(Ok(WsMessage::Binary(data))) if data.len() > MAX_CLIENT_MESSAGE_BYTES => too_big(&connection),
+                        Some(Ok(WsMessage::Text(text))) => on_frame(&state, &hub, &connection, &mut events, Bytes::from(text), false),
+                        Some(Ok(WsMessage::Binary(data))) => on_frame(&state, &hub, &connection, &mut events, data, true),
+                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
                         Some(Err(e)) => {
                             if is_too_big(&e) {
                                 too_big(&connection);
@@ -117,7 +121,7 @@ fn run_socket(
                     if last_heard.elapsed() > connection.protocol.silence_limit(keep_alive * 3) {
                         connection.request_close(CloseRequest { code: CLOSE_NORMAL, reason: "PingTimeout".into(), notify: true, cause: CloseCause::PingTimeout });
                     } else {
-                        let sent = tokio::time::timeout(WRITE_STALL_TIMEOUT, socket.send(Message::Ping(Bytes::new()))).await;
+                        let sent = tokio::time::timeout(WRITE_STALL_TIMEOUT, socket.send(WsMessage::Ping(Bytes::new()))).await;
                         if !matches!(sent, Ok(Ok(()))) {
                             break End::Dropped;
                         }
@@ -136,7 +140,7 @@ fn run_socket(
             // socket is not torn down with unread data (a reset would lose our last frames).
             let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
                 while let Some(Ok(frame)) = socket.next().await {
-                    if matches!(frame, Message::Close(_)) {
+                    if matches!(frame, WsMessage::Close(_)) {
                         break;
                     }
                 }
@@ -156,37 +160,35 @@ pub(super) enum Written {
     Abandoned,
 }
 
-/// Writes a batch with one flush at the end (or a close frame, after the `disconnected` message).
+/// Writes a batch's frames, most often in one system call (or ends with a close frame, after
+/// the `disconnected` message).
 pub(super) async fn write_batch(
-    sink: &mut WebSocket,
-    batch: crate::dataplane::connection::Batch,
+    sink: &mut Socket,
+    mut batch: crate::dataplane::connection::Batch,
     connection: &Connection,
 ) -> Written {
-    for frame in batch.frames {
-        if sink.feed(frame).await.is_err() {
-            return Written::Failed;
-        }
-    }
-    if let Some(close) = batch.close {
+    if let Some(close) = &batch.close {
         let reason = &close.reason;
         if let Some(frame) = close
             .notify
             .then(|| connection.protocol.reply(&Reply::Disconnected { reason }))
             .flatten()
         {
-            let _ = sink.feed(frame).await;
+            batch.frames.push(frame);
         }
-        let frame = CloseFrame {
-            code: close.code,
-            reason: crate::dataplane::connection::close_frame_reason(&close.reason).into(),
-        };
-        let _ = sink.send(Message::Close(Some(frame))).await;
-        return Written::Closed;
     }
-    if sink.flush().await.is_err() {
+    if sink.write_frames(&batch.frames).await.is_err() {
         return Written::Failed;
     }
-    Written::Ok
+    let Some(close) = batch.close else {
+        return Written::Ok;
+    };
+    let frame = WsCloseFrame {
+        code: close.code.into(),
+        reason: crate::dataplane::connection::close_frame_reason(&close.reason).into(),
+    };
+    let _ = sink.send(WsMessage::Close(Some(frame))).await;
+    Written::Closed
 }
 
 /// Resolves when the service asks to close this connection while a write is stuck.
@@ -201,10 +203,10 @@ pub(super) async fn close_requested(connection: &Connection, woken: &AtomicBool)
 }
 
 /// A data frame's payload size.
-fn frame_bytes(frame: Option<&Result<Message, axum::Error>>) -> usize {
+fn frame_bytes(frame: Option<&Result<WsMessage, WsError>>) -> usize {
     match frame {
-        Some(Ok(Message::Text(text))) => text.len(),
-        Some(Ok(Message::Binary(data))) => data.len(),
+        Some(Ok(WsMessage::Text(text))) => text.len(),
+        Some(Ok(WsMessage::Binary(data))) => data.len(),
         _ => 0,
     }
 }
@@ -218,15 +220,8 @@ pub(super) fn too_big(connection: &Connection) {
     });
 }
 
-pub(super) fn is_too_big(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+pub(super) fn is_too_big(error: &WsError) -> bool {
+    matches!(error, WsError::Capacity(_))
 }
 
 pub(super) fn finish(

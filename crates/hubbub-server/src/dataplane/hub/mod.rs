@@ -59,8 +59,9 @@ impl FilterSubject for Member {
 #[derive(Default)]
 struct HubInner {
     connections: HashMap<Arc<str>, Member>,
-    /// group -> member connection ids.
-    groups: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// group -> its members here, by connection id. The connection is kept beside its id so a
+    /// group's fan-out reaches it without a look-up per member.
+    groups: HashMap<Arc<str>, HashMap<Arc<str>, Arc<Connection>>>,
     /// user -> connection ids.
     users: HashMap<Arc<str>, HashSet<Arc<str>>>,
     limits: HubLimits,
@@ -109,7 +110,10 @@ impl HubInner {
         member.groups.insert(Arc::clone(&group));
         let members = self.groups.entry(Arc::clone(&group)).or_default();
         let first = members.is_empty();
-        members.insert(Arc::clone(&member.connection.id));
+        members.insert(
+            Arc::clone(&member.connection.id),
+            Arc::clone(&member.connection),
+        );
         if let (true, Some(sink)) = (report, &self.membership) {
             sink(Membership {
                 connection: Arc::clone(&member.connection),
@@ -215,6 +219,11 @@ pub struct Selection<'a> {
 }
 
 impl Selection<'_> {
+    /// Nobody excluded, no filter.
+    fn is_everyone(&self) -> bool {
+        self.excluded.is_empty() && self.filter.is_none()
+    }
+
     fn accepts(&self, member: &Member) -> bool {
         !self.excluded.contains(&*member.connection.id)
             && self.filter.is_none_or(|f| f.matches(member))
@@ -497,7 +506,7 @@ impl Hub {
         let Some(ids) = inner.groups.get(group) else {
             return Vec::new();
         };
-        ids.iter()
+        ids.keys()
             .filter_map(|id| inner.connections.get(id))
             .filter_map(|m| {
                 let state = m.connection.state();
@@ -519,11 +528,11 @@ impl Hub {
             .is_some_and(|m| m.groups.contains(group))
     }
 
-    fn deliver_to(member: &Member, message: &Outgoing) -> bool {
-        if message.no_echo && message.sender.as_deref() == Some(&*member.connection.id) {
+    fn deliver_to(connection: &Connection, message: &Outgoing) -> bool {
+        if message.no_echo && message.sender.as_deref() == Some(&*connection.id) {
             return false;
         }
-        member.connection.deliver(message);
+        connection.deliver(message);
         true
     }
 
@@ -535,7 +544,7 @@ impl Hub {
         selection: &Selection<'_>,
     ) -> usize {
         let delivered = members
-            .filter(|m| selection.accepts(m) && Self::deliver_to(m, message))
+            .filter(|m| selection.accepts(m) && Self::deliver_to(&m.connection, message))
             .count();
         self.count(delivered)
     }
@@ -554,11 +563,18 @@ impl Hub {
         selection: &Selection<'_>,
     ) -> usize {
         let inner = self.read();
-        let Some(ids) = inner.groups.get(group) else {
+        let Some(members) = inner.groups.get(group) else {
             return 0;
         };
+        if selection.is_everyone() {
+            let delivered = members
+                .values()
+                .filter(|connection| Self::deliver_to(connection, message))
+                .count();
+            return self.count(delivered);
+        }
         self.fan_out(
-            ids.iter().filter_map(|id| inner.connections.get(id)),
+            members.keys().filter_map(|id| inner.connections.get(id)),
             message,
             selection,
         )
@@ -582,7 +598,7 @@ impl Hub {
         let delivered = inner
             .connections
             .get(connection_id)
-            .is_some_and(|m| Self::deliver_to(m, message));
+            .is_some_and(|m| Self::deliver_to(&m.connection, message));
         self.count(usize::from(delivered));
         delivered
     }
@@ -604,7 +620,7 @@ impl Hub {
                 Target::Group(group) => inner
                     .groups
                     .get(group.as_str())
-                    .map(|ids| ids.iter().cloned().collect())
+                    .map(|ids| ids.keys().cloned().collect())
                     .unwrap_or_default(),
                 Target::Connection(id) => vec![id.as_str().into()],
             };
@@ -670,7 +686,7 @@ impl Hub {
             return (Vec::new(), false);
         };
         let mut ids: Vec<&Arc<str>> = ids
-            .iter()
+            .keys()
             .filter(|id| after.is_none_or(|a| &***id > a))
             .collect();
         ids.sort_unstable();
