@@ -3,8 +3,8 @@
 
 use crate::dataplane::message::Outgoing;
 use crate::dataplane::stream::OpenStream;
-pub use crate::protocols::Protocol;
 use crate::protocols::Reply;
+pub use crate::protocols::{OutFrame, Protocol};
 use axum::extract::ws::{Message, Utf8Bytes};
 use hubbub_proto::client_protocol::Metadata;
 use hubbub_proto::keys::KeySlot;
@@ -166,7 +166,7 @@ pub struct SessionBuffer {
 /// second each message is its own batch), which then sits inline in the outbox, on the cache
 /// lines the lock already brought in, instead of in a buffer of its own: one cache miss less per
 /// delivery.
-pub type Frames = smallvec::SmallVec<[Message; 1]>;
+pub type Frames = smallvec::SmallVec<[OutFrame; 1]>;
 
 /// What the writer takes in one go.
 #[derive(Debug, Default)]
@@ -192,7 +192,7 @@ struct Outbox {
     pending_bytes: usize,
     /// Reliable protocol: the next sequence id and the messages not yet acknowledged.
     next_sequence_id: u64,
-    unacked: VecDeque<(u64, Message, Option<Instant>)>,
+    unacked: VecDeque<(u64, OutFrame, Option<Instant>)>,
     unacked_bytes: usize,
     /// A socket is serving this connection (reliable sessions can be detached for a while).
     attached: bool,
@@ -209,7 +209,7 @@ impl Outbox {
         self.pending_bytes = 0;
     }
 
-    fn queue(&mut self, frame: Message, expires_at: Option<Instant>) {
+    fn queue(&mut self, frame: OutFrame, expires_at: Option<Instant>) {
         if let Some(at) = expires_at {
             self.expiring.push((self.pending.len(), at));
         }
@@ -218,12 +218,8 @@ impl Outbox {
     }
 }
 
-fn frame_len(frame: &Message) -> usize {
-    match frame {
-        Message::Text(t) => t.len(),
-        Message::Binary(b) => b.len(),
-        _ => 0,
-    }
+fn frame_len(frame: &OutFrame) -> usize {
+    frame.len()
 }
 
 /// Mutable per-connection state other than the outbox.
@@ -373,10 +369,10 @@ impl Connection {
                 // Not kept for a session's next socket (MQTT QoS 0).
                 return;
             }
-            frame
+            OutFrame::Whole(frame)
         } else {
             let sequence_id = outbox.next_sequence_id;
-            let Some(frame) = self.protocol.encode(message, Some(sequence_id)) else {
+            let Some(frame) = self.protocol.encode_sequenced(message, sequence_id) else {
                 return;
             };
             outbox.next_sequence_id += 1;
@@ -419,7 +415,7 @@ impl Connection {
         if outbox.close.is_some() || !outbox.attached {
             return;
         }
-        self.push_locked(outbox, frame, None);
+        self.push_locked(outbox, OutFrame::Whole(frame), None);
     }
 
     /// Queues a frame the protocol made itself (MQTT's CONNACK, SUBACK...) for the current
@@ -429,13 +425,13 @@ impl Connection {
         if outbox.close.is_some() || !outbox.attached {
             return;
         }
-        self.push_locked(outbox, frame, None);
+        self.push_locked(outbox, OutFrame::Whole(frame), None);
     }
 
     fn push_locked(
         &self,
         mut outbox: MutexGuard<'_, Outbox>,
-        frame: Message,
+        frame: OutFrame,
         expires_at: Option<Instant>,
     ) {
         let was_empty = outbox.pending.is_empty();
@@ -582,7 +578,7 @@ impl Connection {
             .into_iter()
             .filter(|(_, _, expires)| expires.is_none_or(|e| e > now))
             .filter_map(|(id, frame, expires)| {
-                let frame = match frame {
+                let frame = match frame.to_message() {
                     Message::Text(text) => Frame::Text(text.to_string()),
                     Message::Binary(bytes) => Frame::Binary(bytes.to_vec()),
                     _ => return None,
@@ -611,10 +607,10 @@ impl Connection {
             .unacked
             .into_iter()
             .map(|(id, frame, ttl)| {
-                let frame = match frame {
+                let frame = OutFrame::Whole(match frame {
                     Frame::Text(text) => Message::Text(Utf8Bytes::from(text)),
                     Frame::Binary(bytes) => Message::Binary(bytes.into()),
-                };
+                });
                 (id, frame, ttl.map(|t| now + t))
             })
             .collect();
@@ -631,9 +627,9 @@ impl Connection {
         outbox.attached = true;
         outbox.clear_pending();
         if let Some(frame) = first {
-            outbox.queue(frame, None);
+            outbox.queue(OutFrame::Whole(frame), None);
         }
-        let resend: Vec<(Message, Option<Instant>)> = outbox
+        let resend: Vec<(OutFrame, Option<Instant>)> = outbox
             .unacked
             .iter()
             .map(|(_, frame, expires)| (self.protocol.redeliver(frame), *expires))
@@ -678,9 +674,9 @@ mod tests {
         assert_eq!(close_frame_reason(&mixed), "a".repeat(122));
     }
 
-    fn text(m: &Message) -> &str {
-        match m {
-            Message::Text(t) => t.as_str(),
+    fn text(frame: &OutFrame) -> String {
+        match frame.to_message() {
+            Message::Text(t) => t.as_str().to_owned(),
             _ => panic!("not text"),
         }
     }

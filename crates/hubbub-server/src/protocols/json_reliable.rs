@@ -3,7 +3,7 @@
 //! recovers the session. A message's frame is the shared JSON frame completed with this
 //! connection's sequence id.
 
-use super::{json, ClientProtocol, Inbound, Reply};
+use super::{json, ClientProtocol, Inbound, OutFrame, Reply};
 use crate::dataplane::message::Outgoing;
 use axum::extract::ws::Message;
 use bytes::Bytes;
@@ -31,6 +31,13 @@ impl ClientProtocol for JsonReliable {
         Some(Message::Text(frame.into()))
     }
 
+    fn encode_sequenced(&self, message: &Outgoing, sequence_id: u64) -> Option<OutFrame> {
+        let Message::Text(open) = json::open(message) else {
+            return None;
+        };
+        Some(OutFrame::JsonSequenced { open, sequence_id })
+    }
+
     fn reply(&self, reply: &Reply<'_>) -> Option<Message> {
         Some(json::reply(reply))
     }
@@ -52,6 +59,21 @@ mod tests {
             panic!("a text frame")
         };
         assert!(frame.as_str().ends_with(r#""data":"hi","sequenceId":9}"#));
+        for sequence_id in [0, 9, 10, 12_345, u64::MAX] {
+            let sequenced = JsonReliable.encode_sequenced(&m, sequence_id).unwrap();
+            let (false, open, tail) = sequenced.parts().unwrap() else {
+                panic!("a text frame")
+            };
+            let whole = [open, tail.as_bytes()].concat();
+            let Some(Message::Text(expected)) = JsonReliable.encode(&m, Some(sequence_id)) else {
+                panic!("a text frame")
+            };
+            assert_eq!(whole, expected.as_bytes(), "sequence id {sequence_id}");
+            assert_eq!(sequenced.len(), expected.len());
+            assert!(
+                matches!(sequenced.to_message(), Message::Text(t) if t.as_str() == expected.as_str())
+            );
+        }
         let ack = Bytes::from_static(br#"{"type":"sequenceAck","sequenceId":9}"#);
         assert!(matches!(
             JsonReliable.decode(ack, false, None),

@@ -137,6 +137,121 @@ pub enum Reply<'a> {
     Pong,
 }
 
+/// A frame on its way to one connection's socket.
+#[derive(Debug, Clone)]
+pub enum OutFrame {
+    /// A whole WebSocket message: a format's shared frame, or one of this connection's own.
+    Whole(Message),
+    /// A reliable JSON frame: the JSON format's shared text without its closing brace, which the
+    /// writer completes with `,"sequenceId":N}`. Nothing is allocated or copied per connection
+    /// until the bytes go out.
+    JsonSequenced {
+        open: axum::extract::ws::Utf8Bytes,
+        sequence_id: u64,
+    },
+}
+
+/// The few bytes a frame ends with that are this connection's own (`,"sequenceId":N}`).
+#[derive(Debug)]
+pub struct Tail {
+    bytes: [u8; 36],
+    len: usize,
+}
+
+impl Default for Tail {
+    fn default() -> Self {
+        Tail {
+            bytes: [0; 36],
+            len: 0,
+        }
+    }
+}
+
+impl Tail {
+    fn sequence_close(sequence_id: u64) -> Self {
+        let mut tail = Tail::default();
+        let prefix = br#","sequenceId":"#;
+        tail.bytes[..prefix.len()].copy_from_slice(prefix);
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = sequence_id;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let end = prefix.len() + digits.len() - at;
+        tail.bytes[prefix.len()..end].copy_from_slice(&digits[at..]);
+        tail.bytes[end] = b'}';
+        tail.len = end + 1;
+        tail
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl OutFrame {
+    /// The payload's length.
+    pub fn len(&self) -> usize {
+        match self {
+            OutFrame::Whole(Message::Text(text)) => text.len(),
+            OutFrame::Whole(Message::Binary(data)) => data.len(),
+            OutFrame::Whole(_) => 0,
+            OutFrame::JsonSequenced { open, sequence_id } => {
+                open.len() + Tail::sequence_close(*sequence_id).len
+            }
+        }
+    }
+
+    /// For a data frame: whether it is binary, the part shared with other connections, and
+    /// this connection's own end. `None` for a frame that is not text or binary.
+    pub fn parts(&self) -> Option<(bool, &[u8], Tail)> {
+        match self {
+            OutFrame::Whole(Message::Text(text)) => Some((false, text.as_bytes(), Tail::default())),
+            OutFrame::Whole(Message::Binary(data)) => Some((true, data, Tail::default())),
+            OutFrame::Whole(_) => None,
+            OutFrame::JsonSequenced { open, sequence_id } => {
+                Some((false, open.as_bytes(), Tail::sequence_close(*sequence_id)))
+            }
+        }
+    }
+
+    /// The shared part as `Bytes`, to be written from where it is.
+    pub fn shared_bytes(&self) -> Bytes {
+        match self {
+            OutFrame::Whole(Message::Text(text)) => Bytes::from(text.clone()),
+            OutFrame::Whole(Message::Binary(data)) => data.clone(),
+            OutFrame::Whole(_) => Bytes::new(),
+            OutFrame::JsonSequenced { open, .. } => Bytes::from(open.clone()),
+        }
+    }
+
+    /// The frame as one WebSocket message (made whole, for a session that moves to another
+    /// node, and for tests).
+    pub fn to_message(&self) -> Message {
+        match self {
+            OutFrame::Whole(message) => message.clone(),
+            OutFrame::JsonSequenced { open, sequence_id } => {
+                let mut text = String::with_capacity(open.len() + 36);
+                text.push_str(open.as_str());
+                cp::write_sequence_close(&mut text, *sequence_id);
+                Message::Text(text.into())
+            }
+        }
+    }
+}
+
+impl From<Message> for OutFrame {
+    fn from(message: Message) -> Self {
+        OutFrame::Whole(message)
+    }
+}
+
 /// One wire protocol.
 pub trait ClientProtocol: Send + Sync + 'static {
     /// The WebSocket subprotocol the service answers with; `None`: none (simple clients).
@@ -190,6 +305,12 @@ pub trait ClientProtocol: Send + Sync + 'static {
     /// Frames an outgoing message; `sequence_id` for reliable protocols. `None`: the protocol
     /// has nothing to show for it (the bare end of a stream, for simple clients).
     fn encode(&self, message: &Outgoing, sequence_id: Option<u64>) -> Option<Message>;
+    /// A reliable connection's frame of a message under its sequence id: by default the whole
+    /// frame [`encode`](Self::encode) makes. A protocol whose frame is a shared one with a few
+    /// bytes of the connection's own says so here, and nothing is made per connection.
+    fn encode_sequenced(&self, message: &Outgoing, sequence_id: u64) -> Option<OutFrame> {
+        self.encode(message, Some(sequence_id)).map(OutFrame::Whole)
+    }
     /// Frames a message of the service's own; `None` where the protocol has no such frame.
     fn reply(&self, reply: &Reply<'_>) -> Option<Message>;
     /// What an inbound data frame asks for; `group`: the connection's group in `sendToGroup`
@@ -278,6 +399,10 @@ impl Protocol {
         self.wire().encode(message, sequence_id)
     }
 
+    pub fn encode_sequenced(&self, message: &Outgoing, sequence_id: u64) -> Option<OutFrame> {
+        self.wire().encode_sequenced(message, sequence_id)
+    }
+
     pub fn reply(&self, reply: &Reply<'_>) -> Option<Message> {
         self.wire().reply(reply)
     }
@@ -290,8 +415,12 @@ impl Protocol {
         self.wire().tracked(message)
     }
 
-    pub fn redeliver(&self, frame: &Message) -> Message {
-        self.wire().redeliver(frame)
+    /// A frame of the session's buffer, to be sent again when the session resumes.
+    pub fn redeliver(&self, frame: &OutFrame) -> OutFrame {
+        match frame {
+            OutFrame::Whole(message) => OutFrame::Whole(self.wire().redeliver(message)),
+            sequenced => sequenced.clone(),
+        }
     }
 
     pub fn keep_session(

@@ -174,7 +174,7 @@ pub(super) async fn write_batch(
             .then(|| connection.protocol.reply(&Reply::Disconnected { reason }))
             .flatten()
         {
-            batch.frames.push(frame);
+            batch.frames.push(frame.into());
         }
     }
     if sink.write_frames(&batch.frames).await.is_err() {

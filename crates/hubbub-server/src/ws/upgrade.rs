@@ -4,8 +4,8 @@
 //! many at a time (see [`Socket::write_frames`]), while reading, control frames and the closing
 //! handshake stay with tungstenite.
 
+use crate::protocols::OutFrame;
 use axum::body::Body;
-use axum::extract::ws::Message;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
@@ -186,7 +186,7 @@ impl Socket {
     /// headers and small payloads go into one buffer, larger payloads are written from the
     /// message itself (shared by every connection it goes to), all with vectored writes (one
     /// system call for the common batch). Other kinds of message are not queued as data.
-    pub async fn write_frames(&mut self, frames: &[Message]) -> Result<(), WsError> {
+    pub async fn write_frames(&mut self, frames: &[OutFrame]) -> Result<(), WsError> {
         if frames.is_empty() {
             return Ok(());
         }
@@ -223,46 +223,34 @@ impl Socket {
     }
 }
 
-/// A data message's payload and whether it is binary.
-fn payload(frame: &Message) -> Option<(bool, &[u8])> {
-    match frame {
-        Message::Text(text) => Some((false, text.as_bytes())),
-        Message::Binary(data) => Some((true, data)),
-        _ => None,
-    }
-}
-
 /// The bytes of `frames` on the wire, as few chunks as the copy limit allows.
-fn frame_chunks(frames: &[Message]) -> Vec<Bytes> {
+fn frame_chunks(frames: &[OutFrame]) -> Vec<Bytes> {
     let copied: usize = frames
         .iter()
-        .filter_map(payload)
-        .map(|(_, data)| {
-            MAX_HEADER_BYTES
-                + if data.len() <= COPY_AT_MOST {
-                    data.len()
-                } else {
-                    0
-                }
+        .filter_map(OutFrame::parts)
+        .map(|(_, shared, tail)| {
+            let shared = if shared.len() <= COPY_AT_MOST {
+                shared.len()
+            } else {
+                0
+            };
+            MAX_HEADER_BYTES + shared + tail.as_bytes().len()
         })
         .sum();
     let mut run = BytesMut::with_capacity(copied);
     let mut chunks = Vec::new();
     for frame in frames {
-        let Some((binary, data)) = payload(frame) else {
+        let Some((binary, shared, tail)) = frame.parts() else {
             continue;
         };
-        put_header(&mut run, binary, data.len());
-        if data.len() <= COPY_AT_MOST {
-            run.put_slice(data);
+        put_header(&mut run, binary, shared.len() + tail.as_bytes().len());
+        if shared.len() <= COPY_AT_MOST {
+            run.put_slice(shared);
         } else {
             chunks.push(run.split().freeze());
-            chunks.push(match frame {
-                Message::Text(text) => Bytes::from(text.clone()),
-                Message::Binary(data) => data.clone(),
-                _ => Bytes::new(),
-            });
+            chunks.push(frame.shared_bytes());
         }
+        run.put_slice(tail.as_bytes());
     }
     if !run.is_empty() {
         chunks.push(run.freeze());
@@ -290,19 +278,23 @@ fn put_header(out: &mut BytesMut, binary: bool, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+    use axum::extract::ws::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
-    fn frame(binary: bool, len: usize) -> Message {
-        if binary {
+    fn frame(binary: bool, len: usize) -> OutFrame {
+        OutFrame::Whole(if binary {
             Message::Binary((0..len).map(|i| i as u8).collect::<Vec<_>>().into())
         } else {
-            Message::Text(
-                "é".repeat(len / 2)
-                    .chars()
-                    .chain("x".repeat(len % 2).chars())
-                    .collect::<String>()
-                    .into(),
-            )
+            let text: String = "é".repeat(len / 2) + &"x".repeat(len % 2);
+            Message::Text(text.into())
+        })
+    }
+
+    fn sequenced(open_len: usize, sequence_id: u64) -> OutFrame {
+        OutFrame::JsonSequenced {
+            open: format!(r#"{{"data":"{}""#, "y".repeat(open_len - 10)).into(),
+            sequence_id,
         }
     }
 
@@ -315,17 +307,21 @@ mod tests {
             let start = cursor.position() as usize;
             let end = start + len as usize;
             assert!(header.is_final && header.mask.is_none(), "{header:?}");
-            let frame = Frame::from_payload(header, wire[start..end].to_vec().into());
             out.push((
-                frame.header().opcode
-                    == tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
-                        tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Binary,
-                    ),
-                frame.payload().to_vec(),
+                header.opcode == OpCode::Data(Data::Binary),
+                wire[start..end].to_vec(),
             ));
             wire = &wire[end..];
         }
         out
+    }
+
+    fn whole(frame: &OutFrame) -> (bool, Vec<u8>) {
+        match frame.to_message() {
+            Message::Text(text) => (false, text.as_bytes().to_vec()),
+            Message::Binary(data) => (true, data.to_vec()),
+            other => panic!("not data: {other:?}"),
+        }
     }
 
     #[test]
@@ -333,25 +329,32 @@ mod tests {
         let frames = [
             frame(false, 0),
             frame(true, 125),
+            sequenced(64, 7),
             frame(false, 126),
             frame(true, COPY_AT_MOST),
             frame(true, COPY_AT_MOST + 1),
+            sequenced(COPY_AT_MOST + 100, u64::MAX),
             frame(false, 70_000),
             frame(true, 3),
+            OutFrame::Whole(Message::Ping(Bytes::new())),
         ];
         let chunks = frame_chunks(&frames);
-        assert_eq!(chunks.len(), 5, "runs split around the two large payloads");
+        assert_eq!(
+            chunks.len(),
+            7,
+            "runs split around the three large payloads"
+        );
         assert!(
-            chunks[1].as_ptr() == payload(&frames[4]).unwrap().1.as_ptr(),
+            chunks[1].as_ptr() == frames[5].parts().unwrap().1.as_ptr(),
             "a large payload is written from the shared frame, not copied"
         );
         let wire: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
         let parsed = parse(&wire);
-        assert_eq!(parsed.len(), frames.len());
-        for (got, sent) in parsed.iter().zip(&frames) {
-            let (binary, data) = payload(sent).unwrap();
-            assert_eq!((got.0, got.1.as_slice()), (binary, data));
-        }
+        let expected: Vec<_> = frames[..9].iter().map(whole).collect();
+        assert_eq!(parsed, expected, "the ping is not a data frame");
+        let sequenced = String::from_utf8(parsed[2].1.clone()).unwrap();
+        let data = "y".repeat(54);
+        assert_eq!(sequenced, format!(r#"{{"data":"{data}","sequenceId":7}}"#));
     }
 
     #[test]
