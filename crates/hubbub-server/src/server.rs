@@ -189,7 +189,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         tokio::spawn(async move { fetching.fetch_all().await });
         oidc
     });
-    let state = AppState {
+    let state = AppState::new(crate::state::Shared {
         oidc,
         trace,
         telemetry,
@@ -220,7 +220,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         portal: Arc::default(),
         rate_sample: Arc::default(),
         listeners: Arc::new(Listeners::default()),
-    };
+    });
     let shutdown = state.shutdown.clone();
     state.backplane.serve(Arc::new(state.clone()));
 

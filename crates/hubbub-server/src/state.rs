@@ -31,9 +31,28 @@ pub struct ClientSettings {
     pub reconnect_grace: Duration,
 }
 
+/// What every request handler and socket task shares, behind one reference: a clone is one
+/// reference count, and a socket task holds 8 bytes of it rather than the whole set of handles.
 /// `Debug` shows no key, token or notification secret.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The service's state: its keys, hubs, settings and the handles of its parts.
+pub struct Shared {
     pub keys: Keys,
     /// Every public endpoint; the first one is used in connection strings.
     pub endpoints: Arc<[PublicEndpoint]>,

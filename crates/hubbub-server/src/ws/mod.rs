@@ -54,10 +54,12 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Frames between the two limits are read whole and then refused with 1009, so the close frame
 /// reaches the client; beyond this one the socket is dropped mid-frame.
 const HARD_MESSAGE_LIMIT_BYTES: usize = 4 * MAX_CLIENT_MESSAGE_BYTES;
-/// Socket read buffer: small, since most connections are idle most of the time.
-const READ_BUFFER_BYTES: usize = 1024;
-/// Bytes the writer collects before it writes to the socket.
-const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Socket read buffer: small, since most connections are idle most of the time and clients send
+/// little (a frame whose header announces more is read into a buffer of its size).
+const READ_BUFFER_BYTES: usize = 512;
+/// What the WebSocket layer collects before it writes. It writes only control frames (data
+/// frames are written by the socket task, see `upgrade`), each sent and flushed at once.
+const WRITE_BUFFER_BYTES: usize = 0;
 /// How long the service waits for the client's close frame after sending its own.
 const CLOSE_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// A client whose socket accepts nothing for this long is dropped.

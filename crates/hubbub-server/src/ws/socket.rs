@@ -63,8 +63,9 @@ fn run_socket(
                         break End::Superseded;
                     };
                     hub.traffic.bytes_sent(batch.bytes());
-                    let write = write_batch(&mut socket, batch, &connection);
-                    tokio::pin!(write);
+                    // Boxed: a write's state lives only while it runs, and an idle connection's
+                    // task would otherwise be sized for it (a few hundred bytes each).
+                    let mut write = Box::pin(write_batch(&mut socket, batch, &connection));
                     // Most writes fit in the socket buffer at once: only a write that has to wait
                     // arms the stall timer and the close watcher.
                     let outcome = match write.as_mut().now_or_never() {

@@ -14,7 +14,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use std::io::IoSlice;
-use tokio::io::AsyncWriteExt;
+use std::pin::Pin;
+use tokio::io::AsyncWrite;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
@@ -199,12 +200,17 @@ impl Socket {
         let io = self.stream.get_mut();
         let mut first = 0;
         while first < chunks.len() {
-            let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
-            let count = (chunks.len() - first).min(SLICES_PER_WRITE);
-            for (slice, chunk) in slices.iter_mut().zip(&chunks[first..first + count]) {
-                *slice = IoSlice::new(chunk);
-            }
-            let mut written = io.write_vectored(&slices[..count]).await?;
+            // The slices are made on each poll, not kept in the future: an idle connection's
+            // task is as large as its largest await, and this one would be 1 KiB.
+            let mut written = std::future::poll_fn(|cx| {
+                let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
+                let count = (chunks.len() - first).min(SLICES_PER_WRITE);
+                for (slice, chunk) in slices.iter_mut().zip(&chunks[first..first + count]) {
+                    *slice = IoSlice::new(chunk);
+                }
+                Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])
+            })
+            .await?;
             if written == 0 {
                 return Err(WsError::Io(std::io::ErrorKind::WriteZero.into()));
             }
