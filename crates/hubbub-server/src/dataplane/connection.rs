@@ -219,7 +219,7 @@ impl Outbox {
 }
 
 fn frame_len(frame: &OutFrame) -> usize {
-    frame.len()
+    frame.payload_len()
 }
 
 /// Mutable per-connection state other than the outbox.

@@ -69,7 +69,7 @@ mod tests {
                 panic!("a text frame")
             };
             assert_eq!(whole, expected.as_bytes(), "sequence id {sequence_id}");
-            assert_eq!(sequenced.len(), expected.len());
+            assert_eq!(sequenced.payload_len(), expected.len());
             assert!(
                 matches!(sequenced.to_message(), Message::Text(t) if t.as_str() == expected.as_str())
             );

@@ -197,7 +197,7 @@ impl Tail {
 
 impl OutFrame {
     /// The payload's length.
-    pub fn len(&self) -> usize {
+    pub fn payload_len(&self) -> usize {
         match self {
             OutFrame::Whole(Message::Text(text)) => text.len(),
             OutFrame::Whole(Message::Binary(data)) => data.len(),
