@@ -230,6 +230,14 @@ pub struct ConnectionState {
     pub upstream_state: Option<String>,
     /// Successful `ackId`s, kept once the client sends its first one.
     acks: Option<Box<AckWindow>>,
+    /// Group streams and group state: most connections never have any, so they are kept behind
+    /// one box made with the first (8 bytes until then, against 192).
+    extras: Option<Box<Extras>>,
+}
+
+/// What a connection that publishes group streams or follows group state keeps.
+#[derive(Debug, Default)]
+pub struct Extras {
     /// The group streams this connection publishes, by stream id.
     pub streams: HashMap<String, OpenStream>,
     /// This connection's state in groups it set one in: the pairs and when (Unix ms).
@@ -247,6 +255,20 @@ struct AckWindow {
 }
 
 impl ConnectionState {
+    /// Streams and group state, made on first use.
+    pub fn extras(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// Streams and group state, if the connection ever had any.
+    pub fn extras_mut(&mut self) -> Option<&mut Extras> {
+        self.extras.as_deref_mut()
+    }
+
+    pub fn extras_ref(&self) -> Option<&Extras> {
+        self.extras.as_deref()
+    }
+
     /// Whether an `ackId` already succeeded.
     pub fn seen(&self, ack_id: u64) -> bool {
         self.acks.as_ref().is_some_and(|w| w.ids.contains(&ack_id))
@@ -348,7 +370,11 @@ impl Connection {
     /// is asked to close (`SlowClient`).
     pub fn deliver(&self, message: &Outgoing) {
         if let (Some(items), Some(group)) = (message.group_state(), message.source_group()) {
-            if self.state().state_subscriptions.contains(&**group) {
+            let subscribed = self
+                .state()
+                .extras_ref()
+                .is_some_and(|extras| extras.state_subscriptions.contains(&**group));
+            if subscribed {
                 self.reply(&Reply::GroupState {
                     snapshot: false,
                     group,

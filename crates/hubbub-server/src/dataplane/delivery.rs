@@ -68,12 +68,10 @@ pub fn group_state_change(
 
 /// A connection that ended: its state in each group is cleared, for the followers.
 pub fn group_state_ended(connection: &super::connection::Connection, at: i64) -> Vec<Delivery> {
-    let groups: Vec<String> = connection
-        .state()
-        .group_state
-        .drain()
-        .map(|(group, _)| group)
-        .collect();
+    let groups: Vec<String> = match connection.state().extras_mut() {
+        Some(extras) => extras.group_state.drain().map(|(group, _)| group).collect(),
+        None => Vec::new(),
+    };
     groups
         .iter()
         .map(|group| group_state_change(connection, group, None, at))

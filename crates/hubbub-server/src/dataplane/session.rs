@@ -121,16 +121,22 @@ pub fn take(hub: &Hub, id: &str) -> Taken {
             connection_state.permissions.clone(),
             connection_state.upstream_state.clone(),
             connection_state
+                .extras()
                 .streams
                 .drain()
                 .map(|(id, stream)| MovedStream::of(&id, &stream))
                 .collect(),
             connection_state
+                .extras()
                 .group_state
                 .drain()
                 .map(|(group, (pairs, at))| (group, pairs, at))
                 .collect(),
-            connection_state.state_subscriptions.drain().collect(),
+            connection_state
+                .extras()
+                .state_subscriptions
+                .drain()
+                .collect(),
         )
     };
     Taken::Session(Box::new(Session {
@@ -213,17 +219,17 @@ pub fn restore(
     {
         let mut connection_state = connection.state();
         connection_state.upstream_state = session.upstream_state.clone();
-        connection_state.streams = session
+        connection_state.extras().streams = session
             .streams
             .iter()
             .map(|s| (s.stream_id.clone(), s.open()))
             .collect();
-        connection_state.group_state = session
+        connection_state.extras().group_state = session
             .group_state
             .iter()
             .map(|(group, pairs, at)| (group.clone(), (pairs.clone(), *at)))
             .collect();
-        connection_state.state_subscriptions =
+        connection_state.extras().state_subscriptions =
             session.state_subscriptions.iter().cloned().collect();
     }
     connection.restore(session.buffer());
@@ -308,10 +314,11 @@ mod tests {
         {
             let mut state = connection.state();
             state
+                .extras()
                 .group_state
                 .insert("g".into(), (vec![("k".into(), "v".into())], 7));
-            state.state_subscriptions.insert("g".into());
-            state.streams.insert(
+            state.extras().state_subscriptions.insert("g".into());
+            state.extras().streams.insert(
                 "s".into(),
                 crate::dataplane::stream::OpenStream::new("g".into(), true, Duration::from_secs(9)),
             );
@@ -325,14 +332,14 @@ mod tests {
         let (hub, restored) = restore(&other, "chat", "n1-1", &session);
         assert!(hub.is_member("n1-1", "g"));
         assert_eq!(restored.user_id.as_deref(), Some("u"));
-        let state = restored.state();
+        let mut state = restored.state();
         assert_eq!(
-            state.group_state["g"],
+            state.extras().group_state["g"],
             (vec![("k".into(), "v".into())], 7),
             "state moves"
         );
-        assert!(state.state_subscriptions.contains("g"));
-        let stream = &state.streams["s"];
+        assert!(state.extras().state_subscriptions.contains("g"));
+        let stream = &state.extras().streams["s"];
         assert_eq!(
             (&*stream.group, stream.next, stream.no_echo),
             ("g", 1, true)

@@ -54,7 +54,10 @@ pub fn error(name: &str, message: &str) -> StreamError {
 /// Ends every stream of a connection that has ended for good: the last messages to their
 /// groups, each `Cancelled`.
 pub fn end_all(connection: &Connection) -> Vec<Delivery> {
-    let streams: Vec<(String, OpenStream)> = connection.state().streams.drain().collect();
+    let streams: Vec<(String, OpenStream)> = match connection.state().extras_mut() {
+        Some(extras) => extras.streams.drain().collect(),
+        None => Vec::new(),
+    };
     streams
         .iter()
         .map(|(id, stream)| {
@@ -80,8 +83,8 @@ pub fn watch(
                 let Some(connection) = connection.upgrade() else {
                     return;
                 };
-                let connection_state = connection.state();
-                match connection_state.streams.get(&stream_id) {
+                let mut connection_state = connection.state();
+                match connection_state.extras().streams.get(&stream_id) {
                     Some(stream) if stream.serial == serial => stream.deadline(),
                     _ => return,
                 }
@@ -94,14 +97,14 @@ pub fn watch(
                 return;
             };
             let mut connection_state = connection.state();
-            let expired = match connection_state.streams.get(&stream_id) {
+            let expired = match connection_state.extras().streams.get(&stream_id) {
                 Some(stream) if stream.serial == serial => stream.deadline() <= Instant::now(),
                 _ => return,
             };
             if !expired {
                 continue;
             }
-            let Some(stream) = connection_state.streams.remove(&stream_id) else {
+            let Some(stream) = connection_state.extras().streams.remove(&stream_id) else {
                 return;
             };
             drop(connection_state);
@@ -125,6 +128,7 @@ pub fn watch(
 pub fn open_streams(connection: &Connection) -> Vec<(String, u64)> {
     connection
         .state()
+        .extras()
         .streams
         .iter()
         .map(|(id, stream)| (id.clone(), stream.serial))

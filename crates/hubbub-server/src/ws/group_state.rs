@@ -73,11 +73,12 @@ pub(super) fn set(
             match &pairs {
                 Some(pairs) => {
                     connection_state
+                        .extras()
                         .group_state
                         .insert(group.clone(), (pairs.clone(), now));
                 }
                 None => {
-                    connection_state.group_state.remove(&group);
+                    connection_state.extras().group_state.remove(&group);
                 }
             }
         }
@@ -111,10 +112,16 @@ pub(super) fn subscribe(
     }
     let gathering = {
         let mut connection_state = connection.state();
-        connection_state.state_subscriptions.insert(group.clone());
+        connection_state
+            .extras()
+            .state_subscriptions
+            .insert(group.clone());
         // One snapshot of a group at a time per connection: a subscribe while one is being
         // gathered is answered by that one.
-        !connection_state.snapshots_pending.insert(group.clone())
+        !connection_state
+            .extras()
+            .snapshots_pending
+            .insert(group.clone())
     };
     ack(connection, ack_id, Ok(()));
     if gathering {
@@ -135,7 +142,7 @@ pub(super) fn subscribe(
         }
         items.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
         items.dedup_by(|a, b| a.connection_id == b.connection_id);
-        connection.state().snapshots_pending.remove(&group);
+        connection.state().extras().snapshots_pending.remove(&group);
         connection.reply(&Reply::GroupState {
             snapshot: true,
             group: &group,
@@ -149,7 +156,11 @@ pub(super) fn unsubscribe(connection: &Connection, group: String, ack_id: Option
     if let Err(e) = api::validate_group(&group) {
         return ack(connection, ack_id, Err(("BadRequest", e.message)));
     }
-    connection.state().state_subscriptions.remove(&group);
+    connection
+        .state()
+        .extras()
+        .state_subscriptions
+        .remove(&group);
     ack(connection, ack_id, Ok(()));
 }
 

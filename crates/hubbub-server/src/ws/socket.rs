@@ -178,17 +178,21 @@ pub(super) async fn write_batch(
             batch.frames.push(frame.into());
         }
     }
-    if sink.write_frames(&batch.frames).await.is_err() {
-        return Written::Failed;
-    }
+    let written = sink.write_frames(&batch.frames).await;
     let Some(close) = batch.close else {
-        return Written::Ok;
+        return match written {
+            Ok(()) => Written::Ok,
+            Err(_) => Written::Failed,
+        };
     };
-    let frame = WsCloseFrame {
-        code: close.code.into(),
-        reason: crate::dataplane::connection::close_frame_reason(&close.reason).into(),
-    };
-    let _ = sink.send(WsMessage::Close(Some(frame))).await;
+    // The service was closing it: that stays the reason even if the socket broke meanwhile.
+    if written.is_ok() {
+        let frame = WsCloseFrame {
+            code: close.code.into(),
+            reason: crate::dataplane::connection::close_frame_reason(&close.reason).into(),
+        };
+        let _ = sink.send(WsMessage::Close(Some(frame))).await;
+    }
     Written::Closed
 }
 

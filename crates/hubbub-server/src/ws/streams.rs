@@ -42,12 +42,12 @@ pub(super) fn open(
         return refuse(connection, &id, ack_id, name, &message);
     }
     let mut connection_state = connection.state();
-    if connection_state.streams.contains_key(&id) {
+    if connection_state.extras().streams.contains_key(&id) {
         drop(connection_state);
         let message = format!("stream '{id}' is already open on this connection");
         return refuse(connection, &id, ack_id, "BadRequest", &message);
     }
-    if connection_state.streams.len() >= MAX_OPEN_STREAMS {
+    if connection_state.extras().streams.len() >= MAX_OPEN_STREAMS {
         drop(connection_state);
         state
             .hubs
@@ -60,7 +60,7 @@ pub(super) fn open(
     let idle = Duration::from_millis(u64::from(start.idle_timeout_ms));
     let stream = OpenStream::new(group.as_str().into(), no_echo, idle);
     let serial = stream.serial;
-    connection_state.streams.insert(id.clone(), stream);
+    connection_state.extras().streams.insert(id.clone(), stream);
     drop(connection_state);
     state.watch_stream(connection, id.clone(), serial);
     ack(connection, ack_id, Ok(()));
@@ -78,7 +78,7 @@ pub(super) fn data(
     fragment: Option<(u64, Data)>,
 ) {
     let mut connection_state = connection.state();
-    let Some(stream) = connection_state.streams.get_mut(&stream_id) else {
+    let Some(stream) = connection_state.extras().streams.get_mut(&stream_id) else {
         drop(connection_state);
         return connection.reply(&Reply::StreamClosed {
             stream_id: &stream_id,
@@ -114,7 +114,7 @@ pub(super) fn data(
         .permissions
         .allows(Permission::SendToGroup, &group)
     {
-        let stream = connection_state.streams.remove(&stream_id);
+        let stream = connection_state.extras().streams.remove(&stream_id);
         drop(connection_state);
         let message = format!("The client has no permission to send message to group '{group}'.");
         if let Some(stream) = stream {
@@ -131,7 +131,7 @@ pub(super) fn data(
             error: Some(("Forbidden", &message)),
         });
     }
-    if let Some(stream) = connection_state.streams.get_mut(&stream_id) {
+    if let Some(stream) = connection_state.extras().streams.get_mut(&stream_id) {
         stream.next += 1;
     }
     drop(connection_state);
@@ -166,7 +166,7 @@ pub(super) fn end(
     stream_id: String,
     error: Option<StreamEndError>,
 ) {
-    let Some(stream) = connection.state().streams.remove(&stream_id) else {
+    let Some(stream) = connection.state().extras().streams.remove(&stream_id) else {
         return connection.reply(&Reply::StreamClosed {
             stream_id: &stream_id,
             error: Some(("StreamNotFound", "no stream of this id is open")),
@@ -194,7 +194,7 @@ pub(super) fn malformed(
     stream_id: &str,
     why: &str,
 ) {
-    if let Some(stream) = connection.state().streams.remove(stream_id) {
+    if let Some(stream) = connection.state().extras().streams.remove(stream_id) {
         let cancelled =
             stream_end::error("Cancelled", "the publisher sent a malformed stream frame");
         state.send(&stream_end::end_delivery(

@@ -140,9 +140,11 @@ impl HubInner {
                 });
             }
             let mut state = member.connection.state();
-            state.state_subscriptions.remove(group);
-            if state.group_state.remove(group).is_some() {
-                cleared.push((Arc::clone(&member.connection), group.into()));
+            if let Some(extras) = state.extras_mut() {
+                extras.state_subscriptions.remove(group);
+                if extras.group_state.remove(group).is_some() {
+                    cleared.push((Arc::clone(&member.connection), group.into()));
+                }
             }
         }
     }
@@ -510,7 +512,7 @@ impl Hub {
             .filter_map(|id| inner.connections.get(id))
             .filter_map(|m| {
                 let state = m.connection.state();
-                let (pairs, at) = state.group_state.get(group)?;
+                let (pairs, at) = state.extras_ref()?.group_state.get(group)?;
                 Some(hubbub_proto::client_protocol::GroupStateItem {
                     connection_id: m.connection.id.to_string(),
                     user_id: m.connection.user_id.as_deref().map(str::to_owned),
