@@ -69,13 +69,7 @@ async fn set_local_auth(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<LocalAuth>, ApiError> {
-    let body = read_body(body, &headers, MAX_ADMIN_BODY_BYTES).await?;
-    let request: LocalAuth = serde_json::from_slice(&body).map_err(|_| {
-        ApiError::bad_request(
-            "InvalidRequestBody",
-            r#"the body must be JSON like {"disabled": true}"#,
-        )
-    })?;
+    let request: LocalAuth = json_body(body, &headers, r#"{"disabled": true}"#).await?;
     let applied = changes::apply(
         &state.keys,
         &state.backplane,
@@ -122,13 +116,12 @@ async fn require_rotation(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<KeysView>, ApiError> {
-    let body = read_body(body, &headers, MAX_ADMIN_BODY_BYTES).await?;
-    let request: RequireRotation = serde_json::from_slice(&body).map_err(|_| {
-        ApiError::bad_request(
-            "InvalidRequestBody",
-            r#"the body must be JSON like {"keyType": "Primary", "by": "7d", "reason": "..."}"#,
-        )
-    })?;
+    let request: RequireRotation = json_body(
+        body,
+        &headers,
+        r#"{"keyType": "Primary", "by": "7d", "reason": "..."}"#,
+    )
+    .await?;
     let slot = access_slot(&request.key_type, "rotation can be required")?;
     let now = state.keys.clock().now_millis();
     let deadline = parse_deadline(&request.by, now).ok_or_else(|| {
@@ -189,13 +182,7 @@ async fn end_grace(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<EndGraceView>, ApiError> {
-    let body = read_body(body, &headers, MAX_ADMIN_BODY_BYTES).await?;
-    let request: EndGrace = serde_json::from_slice(&body).map_err(|_| {
-        ApiError::bad_request(
-            "InvalidRequestBody",
-            r#"the body must be JSON like {"keyType": "Primary"}"#,
-        )
-    })?;
+    let request: EndGrace = json_body(body, &headers, r#"{"keyType": "Primary"}"#).await?;
     let slot = access_slot(&request.key_type, "grace periods are")?;
     let origin = Origin::admin(actor, peer);
     let applied = changes::apply(
@@ -249,13 +236,12 @@ async fn revoke(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<RevokedView>, ApiError> {
-    let body = read_body(body, &headers, MAX_ADMIN_BODY_BYTES).await?;
-    let request: Revoke = serde_json::from_slice(&body).map_err(|_| {
-        ApiError::bad_request(
-            "InvalidRequestBody",
-            r#"the body must be JSON like {"keyType": "Primary", "disconnect": true}"#,
-        )
-    })?;
+    let request: Revoke = json_body(
+        body,
+        &headers,
+        r#"{"keyType": "Primary", "disconnect": true}"#,
+    )
+    .await?;
     let slot: KeySlot =
         request
             .key_type
@@ -474,4 +460,20 @@ async fn audit(
         _ => None,
     };
     Ok(Json(AuditPage { value, next_link }))
+}
+
+/// A request body read (at most the admin limit) and parsed as JSON; a body that is not is
+/// refused with 400 and `example`, the shape expected.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    body: axum::body::Body,
+    headers: &HeaderMap,
+    example: &str,
+) -> Result<T, ApiError> {
+    let body = read_body(body, headers, MAX_ADMIN_BODY_BYTES).await?;
+    serde_json::from_slice(&body).map_err(|_| {
+        ApiError::bad_request(
+            "InvalidRequestBody",
+            format!("the body must be JSON like {example}"),
+        )
+    })
 }
