@@ -178,7 +178,7 @@ pub struct Batch {
 impl Batch {
     /// The payload bytes of its frames.
     pub fn bytes(&self) -> usize {
-        self.frames.iter().map(frame_len).sum()
+        self.frames.iter().map(OutFrame::payload_len).sum()
     }
 }
 
@@ -213,13 +213,9 @@ impl Outbox {
         if let Some(at) = expires_at {
             self.expiring.push((self.pending.len(), at));
         }
-        self.pending_bytes += frame_len(&frame);
+        self.pending_bytes += frame.payload_len();
         self.pending.push(frame);
     }
-}
-
-fn frame_len(frame: &OutFrame) -> usize {
-    frame.payload_len()
 }
 
 /// Mutable per-connection state other than the outbox.
@@ -402,7 +398,7 @@ impl Connection {
                 return;
             };
             outbox.next_sequence_id += 1;
-            outbox.unacked_bytes += frame_len(&frame);
+            outbox.unacked_bytes += frame.payload_len();
             outbox
                 .unacked
                 .push_back((sequence_id, frame.clone(), message.expires_at));
@@ -539,7 +535,7 @@ impl Connection {
             .is_some_and(|(id, _, _)| *id <= sequence_id)
         {
             if let Some((_, frame, _)) = outbox.unacked.pop_front() {
-                outbox.unacked_bytes -= frame_len(&frame);
+                outbox.unacked_bytes -= frame.payload_len();
             }
         }
     }
@@ -552,7 +548,7 @@ impl Connection {
             return false;
         };
         if let Some((_, frame, _)) = outbox.unacked.remove(at) {
-            outbox.unacked_bytes -= frame_len(&frame);
+            outbox.unacked_bytes -= frame.payload_len();
         }
         true
     }
@@ -640,7 +636,7 @@ impl Connection {
                 (id, frame, ttl.map(|t| now + t))
             })
             .collect();
-        outbox.unacked_bytes = outbox.unacked.iter().map(|(_, f, _)| frame_len(f)).sum();
+        outbox.unacked_bytes = outbox.unacked.iter().map(|(_, f, _)| f.payload_len()).sum();
     }
 
     /// A new socket resumes the session: it first gets `first` (the new `connected` message, or
