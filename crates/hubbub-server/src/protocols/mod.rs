@@ -203,7 +203,9 @@ impl OutFrame {
             OutFrame::Whole(Message::Binary(data)) => data.len(),
             OutFrame::Whole(_) => 0,
             OutFrame::JsonSequenced { open, sequence_id } => {
-                open.len() + Tail::sequence_close(*sequence_id).len
+                // `,"sequenceId":`, the digits, `}`: counted, not written (this runs per delivery).
+                let digits = sequence_id.checked_ilog10().map_or(1, |d| d as usize + 1);
+                open.len() + 15 + digits
             }
         }
     }

@@ -231,17 +231,10 @@ impl Socket {
 
 /// The bytes of `frames` on the wire, as few chunks as the copy limit allows.
 fn frame_chunks(frames: &[OutFrame]) -> Vec<Bytes> {
+    // Room for what is copied (a large payload's own end may make the buffer grow once).
     let copied: usize = frames
         .iter()
-        .filter_map(OutFrame::parts)
-        .map(|(_, shared, tail)| {
-            let shared = if shared.len() <= COPY_AT_MOST {
-                shared.len()
-            } else {
-                0
-            };
-            MAX_HEADER_BYTES + shared + tail.as_bytes().len()
-        })
+        .map(|frame| MAX_HEADER_BYTES + frame.payload_len().min(COPY_AT_MOST))
         .sum();
     let mut run = BytesMut::with_capacity(copied);
     let mut chunks = Vec::new();
