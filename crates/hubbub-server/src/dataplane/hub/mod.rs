@@ -10,6 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use interest::{Interest, InterestSink, Membership, MembershipSink};
+use names::NameSet;
+
 pub use limits::{
     HubLimits, JoinError, LimitCounts, DEFAULT_EVENT_QUEUE, DEFAULT_MAX_CONNECTIONS_PER_USER,
     DEFAULT_MAX_GROUPS_PER_CONNECTION,
@@ -38,7 +40,7 @@ impl Target {
 
 struct Member {
     connection: Arc<Connection>,
-    groups: HashSet<Arc<str>>,
+    groups: NameSet,
 }
 
 impl FilterSubject for Member {
@@ -63,7 +65,7 @@ struct HubInner {
     /// group's fan-out reaches it without a look-up per member.
     groups: HashMap<Arc<str>, HashMap<Arc<str>, Arc<Connection>>>,
     /// user -> connection ids.
-    users: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    users: HashMap<Arc<str>, NameSet>,
     limits: HubLimits,
     counts: Arc<LimitCounts>,
     /// The hub's name and where first-joins and last-leaves are reported (if anywhere).
@@ -165,7 +167,7 @@ impl HubInner {
         self.connections.remove(&*connection.id);
         if let Some(user) = &connection.user_id {
             if let Some(ids) = self.users.get_mut(&**user) {
-                ids.remove(&*connection.id);
+                ids.remove(&connection.id);
                 if ids.is_empty() {
                     self.users.remove(&**user);
                     self.notify(|hub| Interest::User(hub, Arc::clone(user), false));
@@ -348,7 +350,7 @@ impl Hub {
             Arc::clone(&id),
             Member {
                 connection,
-                groups: HashSet::new(),
+                groups: NameSet::default(),
             },
         );
         for group in groups {
@@ -425,7 +427,7 @@ impl Hub {
 
     /// How many connections `user` has open here.
     pub fn user_connection_count(&self, user: &str) -> usize {
-        self.read().users.get(user).map_or(0, HashSet::len)
+        self.read().users.get(user).map_or(0, NameSet::len)
     }
 
     /// Takes a connection out of a group; returns the group state this cleared.
@@ -717,6 +719,7 @@ impl Hub {
 
 mod interest;
 mod limits;
+mod names;
 mod registry;
 #[cfg(test)]
 mod tests;
