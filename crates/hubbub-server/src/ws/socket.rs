@@ -2,6 +2,8 @@
 //! writes, pings, and on the way out decides whether a reliable session waits to be resumed.
 
 use super::*;
+use std::future::Future;
+use std::pin::Pin;
 
 /// How a socket's life ended.
 pub(super) enum End {
@@ -63,26 +65,15 @@ fn run_socket(
                         break End::Superseded;
                     };
                     hub.traffic.bytes_sent(batch.bytes());
-                    // Boxed: a write's state lives only while it runs, and an idle connection's
-                    // task would otherwise be sized for it (a few hundred bytes each).
+                    // Boxed, as is every rarer await below: the task is as large as its largest
+                    // await, and an idle connection would otherwise carry room for each (a few
+                    // hundred bytes per connection).
                     let mut write = Box::pin(write_batch(&mut socket, batch, &connection));
                     // Most writes fit in the socket buffer at once: only a write that has to wait
                     // arms the stall timer and the close watcher.
                     let outcome = match write.as_mut().now_or_never() {
                         Some(outcome) => outcome,
-                        None => {
-                            let woken = AtomicBool::new(false);
-                            let outcome = tokio::select! {
-                                outcome = &mut write => outcome,
-                                () = close_requested(&connection, &woken) => Written::Abandoned,
-                                () = tokio::time::sleep(WRITE_STALL_TIMEOUT) => Written::Abandoned,
-                            };
-                            if woken.load(Ordering::Relaxed) {
-                                // The close watcher consumed a wake-up meant for the next batch.
-                                connection.wake.notify_one();
-                            }
-                            outcome
-                        }
+                        None => Box::pin(finish_stalled(write, &connection)).await,
                     };
                     match outcome {
                         Written::Ok => {}
@@ -122,7 +113,7 @@ fn run_socket(
                     if last_heard.elapsed() > connection.protocol.silence_limit(keep_alive * 3) {
                         connection.request_close(CloseRequest { code: CLOSE_NORMAL, reason: "PingTimeout".into(), notify: true, cause: CloseCause::PingTimeout });
                     } else {
-                        let sent = tokio::time::timeout(WRITE_STALL_TIMEOUT, socket.send(WsMessage::Ping(Bytes::new()))).await;
+                        let sent = Box::pin(tokio::time::timeout(WRITE_STALL_TIMEOUT, socket.send(WsMessage::Ping(Bytes::new())))).await;
                         if !matches!(sent, Ok(Ok(()))) {
                             break End::Dropped;
                         }
@@ -133,19 +124,23 @@ fn run_socket(
         let server_closed = matches!(end, End::ServerClosed);
         if matches!(end, End::ClientClosed(_)) {
             // The reply to the client's close frame is queued by the WebSocket layer; send it.
-            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.flush()).await;
+            let _ = Box::pin(tokio::time::timeout(
+                CLOSE_HANDSHAKE_TIMEOUT,
+                socket.flush(),
+            ))
+            .await;
         }
         finish(&state, &hub, &connection, epoch, end);
         if server_closed {
             // Complete the closing handshake: reading until the client's close frame means the
             // socket is not torn down with unread data (a reset would lose our last frames).
-            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+            let _ = Box::pin(tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
                 while let Some(Ok(frame)) = socket.next().await {
                     if matches!(frame, WsMessage::Close(_)) {
                         break;
                     }
                 }
-            })
+            }))
             .await;
         }
     }
@@ -194,6 +189,25 @@ pub(super) async fn write_batch(
         let _ = sink.send(WsMessage::Close(Some(frame))).await;
     }
     Written::Closed
+}
+
+/// Finishes a write that did not fit in the socket buffer at once, unless the client stops
+/// reading for [`WRITE_STALL_TIMEOUT`] or the service closes the connection meanwhile.
+async fn finish_stalled(
+    mut write: Pin<Box<impl Future<Output = Written>>>,
+    connection: &Connection,
+) -> Written {
+    let woken = AtomicBool::new(false);
+    let outcome = tokio::select! {
+        outcome = &mut write => outcome,
+        () = close_requested(connection, &woken) => Written::Abandoned,
+        () = tokio::time::sleep(WRITE_STALL_TIMEOUT) => Written::Abandoned,
+    };
+    if woken.load(Ordering::Relaxed) {
+        // The close watcher consumed a wake-up meant for the next batch.
+        connection.wake.notify_one();
+    }
+    outcome
 }
 
 /// Resolves when the service asks to close this connection while a write is stuck.

@@ -11,16 +11,15 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
 use axum::response::Response;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use std::io::IoSlice;
+use std::io::{self, IoSlice, Read, Write};
 use std::pin::Pin;
-use tokio::io::AsyncWrite;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
-pub use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
-pub use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+pub use tungstenite::protocol::CloseFrame as WsCloseFrame;
+pub use tungstenite::{Error as WsError, Message as WsMessage};
 
 /// A frame's payload up to this size is copied into the write's one buffer; a larger one is
 /// written from where it is (shared by every connection it goes to) as its own slice of a
@@ -125,19 +124,9 @@ impl Upgrade {
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
-            let stream = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(config),
-            )
-            .await;
-            callback(Socket {
-                stream,
-                unflushed: false,
-            })
-            .await;
+            callback(Socket::new(TokioIo::new(upgraded), config)).await;
         });
-        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
@@ -153,17 +142,111 @@ impl Upgrade {
     }
 }
 
-/// A client's WebSocket, server side.
-pub struct Socket {
-    stream: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+/// A client's WebSocket, server side: the stream under it and tungstenite's state for it.
+/// `S` is the upgraded connection (any stream in tests).
+pub struct Socket<S = TokioIo<hyper::upgrade::Upgraded>> {
+    io: S,
+    ws: WebSocketContext,
+    /// The stream ended or failed: reads answer `None` from now on.
+    ended: bool,
     /// The WebSocket layer may hold the start of a frame of its own (a pong).
     unflushed: bool,
 }
 
-impl Socket {
+/// The socket's stream as the blocking `Read` and `Write` tungstenite works on, for the length
+/// of one poll: "would block" is the stream's `Pending`, with the task's waker registered.
+/// Made on each call rather than kept, so the socket holds no wakers of its own.
+struct Polled<'a, 'b, S> {
+    io: &'a mut S,
+    cx: &'a mut Context<'b>,
+}
+
+impl<S: AsyncRead + Unpin> Read for Polled<'_, '_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut buf = ReadBuf::new(buf);
+        match Pin::new(&mut *self.io).poll_read(self.cx, &mut buf) {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Write for Polled<'_, '_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match Pin::new(&mut *self.io).poll_write(self.cx, buf) {
+            Poll::Ready(written) => written,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match Pin::new(&mut *self.io).poll_flush(self.cx) {
+            Poll::Ready(flushed) => flushed,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+/// A tungstenite result, with "would block" turned back into `Pending`.
+fn polled<T>(result: Result<T, WsError>) -> Poll<Result<T, WsError>> {
+    match result {
+        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+        other => Poll::Ready(other),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
+    /// A socket on an upgraded stream (the handshake is done).
+    pub fn new(io: S, config: WebSocketConfig) -> Self {
+        Self {
+            io,
+            ws: WebSocketContext::new(Role::Server, Some(config)),
+            ended: false,
+            unflushed: false,
+        }
+    }
+
+    /// Runs `step` on tungstenite's state with the stream as it is in this poll.
+    fn poll_step<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        step: impl FnOnce(&mut WebSocketContext, &mut Polled<'_, '_, S>) -> Result<T, WsError>,
+    ) -> Poll<Result<T, WsError>> {
+        let mut io = Polled {
+            io: &mut self.io,
+            cx,
+        };
+        polled(step(&mut self.ws, &mut io))
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WsMessage, WsError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(match ready!(self.poll_step(cx, |ws, io| ws.read(io))) {
+            Ok(message) => Some(Ok(message)),
+            Err(e) => {
+                self.ended = true;
+                match e {
+                    WsError::AlreadyClosed | WsError::ConnectionClosed => None,
+                    e => Some(Err(e)),
+                }
+            }
+        })
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        Poll::Ready(match ready!(self.poll_step(cx, |ws, io| ws.flush(io))) {
+            // The closing handshake just completed: nothing is left to write.
+            Err(WsError::ConnectionClosed) => Ok(()),
+            other => other,
+        })
+    }
+
     /// The next message from the client (pings are answered by the WebSocket layer).
     pub async fn next(&mut self) -> Option<Result<WsMessage, WsError>> {
-        let message = self.stream.next().await;
+        let message = std::future::poll_fn(|cx| self.poll_next(cx)).await;
         // The WebSocket layer answers a ping (and a close), and may write part of its answer now
         // and the rest later; after an error, assume it left something too.
         self.unflushed |= matches!(
@@ -175,12 +258,22 @@ impl Socket {
 
     /// Sends one message through the WebSocket layer (control frames, the close frame).
     pub async fn send(&mut self, message: WsMessage) -> Result<(), WsError> {
-        self.stream.send(message).await
+        let mut message = Some(message);
+        std::future::poll_fn(|cx| {
+            if let Some(message) = message.take() {
+                // "Would block" here means queued in the WebSocket layer, to be flushed below.
+                if let Poll::Ready(Err(e)) = self.poll_step(cx, |ws, io| ws.write(io, message)) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            self.poll_flush(cx)
+        })
+        .await
     }
 
     /// Writes whatever the WebSocket layer still holds (a pong, the answer to a close).
     pub async fn flush(&mut self) -> Result<(), WsError> {
-        self.stream.flush().await
+        std::future::poll_fn(|cx| self.poll_flush(cx)).await
     }
 
     /// Writes the text and binary messages of `frames` as WebSocket frames framed here: the
@@ -193,11 +286,11 @@ impl Socket {
         }
         // A frame the WebSocket layer began (a pong) must be complete before ours start.
         if self.unflushed {
-            self.stream.flush().await?;
+            self.flush().await?;
             self.unflushed = false;
         }
         let mut chunks = frame_chunks(frames);
-        let io = self.stream.get_mut();
+        let io = &mut self.io;
         let mut first = 0;
         while first < chunks.len() {
             // The slices are made on each poll, not kept in the future: an idle connection's
@@ -278,8 +371,8 @@ fn put_header(out: &mut BytesMut, binary: bool, len: usize) {
 mod tests {
     use super::*;
     use axum::extract::ws::Message;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tungstenite::protocol::frame::FrameHeader;
 
     fn frame(binary: bool, len: usize) -> OutFrame {
         OutFrame::Whole(if binary {
@@ -362,5 +455,111 @@ mod tests {
         let chunks = frame_chunks(&frames);
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].len(), 100 * 66);
+    }
+
+    /// A server socket and a client (tungstenite's own, masking its frames) joined by an
+    /// in-memory stream.
+    fn pair() -> (
+        Socket<tokio::io::DuplexStream>,
+        tokio_tungstenite::WebSocketStream<tokio::io::DuplexStream>,
+    ) {
+        let (server, client) = tokio::io::duplex(64 * 1024);
+        let client =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None);
+        let client = futures_util::FutureExt::now_or_never(client).unwrap();
+        (Socket::new(server, WebSocketConfig::default()), client)
+    }
+
+    #[tokio::test]
+    async fn reads_messages_and_answers_pings() {
+        use futures_util::{SinkExt, StreamExt};
+        let (mut server, mut client) = pair();
+        client.send(WsMessage::text("hello")).await.unwrap();
+        client
+            .send(WsMessage::Ping(Bytes::from_static(b"p1")))
+            .await
+            .unwrap();
+        client.send(WsMessage::binary(vec![1, 2, 3])).await.unwrap();
+        assert_eq!(
+            server.next().await.unwrap().unwrap(),
+            WsMessage::text("hello")
+        );
+        assert!(matches!(server.next().await, Some(Ok(WsMessage::Ping(p))) if &p[..] == b"p1"));
+        assert!(server.unflushed, "a pong may be owed");
+        // The pong goes out before the next data frames.
+        server
+            .write_frames(&[OutFrame::Whole(Message::Text("after".into()))])
+            .await
+            .unwrap();
+        assert!(matches!(client.next().await, Some(Ok(WsMessage::Pong(p))) if &p[..] == b"p1"));
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            WsMessage::text("after")
+        );
+        assert_eq!(
+            server.next().await.unwrap().unwrap(),
+            WsMessage::binary(vec![1, 2, 3])
+        );
+        server.send(WsMessage::Ping(Bytes::new())).await.unwrap();
+        // The client answers the server's ping as it reads on.
+        let reading = tokio::spawn(async move {
+            let mut heard = Vec::new();
+            while let Some(Ok(message)) = client.next().await {
+                heard.push(message);
+            }
+            heard
+        });
+        assert!(matches!(server.next().await, Some(Ok(WsMessage::Pong(_)))));
+        drop(server);
+        let heard = reading.await.unwrap();
+        assert_eq!(heard, [WsMessage::Ping(Bytes::new())]);
+    }
+
+    #[tokio::test]
+    async fn a_close_from_the_client_is_answered_and_ends_the_stream() {
+        use futures_util::{SinkExt, StreamExt};
+        let (mut server, mut client) = pair();
+        let close = WsCloseFrame {
+            code: 1000.into(),
+            reason: "bye".into(),
+        };
+        client.send(WsMessage::Close(Some(close))).await.unwrap();
+        assert!(
+            matches!(server.next().await, Some(Ok(WsMessage::Close(Some(f)))) if f.reason == "bye")
+        );
+        server.flush().await.unwrap();
+        assert!(matches!(client.next().await, Some(Ok(WsMessage::Close(_)))));
+        assert!(server.next().await.is_none());
+        assert!(server.next().await.is_none(), "stays ended");
+    }
+
+    #[tokio::test]
+    async fn a_close_from_the_server_is_sent_and_the_reply_ends_the_stream() {
+        use futures_util::StreamExt;
+        let (mut server, mut client) = pair();
+        let close = WsCloseFrame {
+            code: 1008.into(),
+            reason: "SlowClient".into(),
+        };
+        server.send(WsMessage::Close(Some(close))).await.unwrap();
+        assert!(
+            matches!(client.next().await, Some(Ok(WsMessage::Close(Some(f)))) if f.reason == "SlowClient")
+        );
+        // The client's reply (sent by its WebSocket layer) completes the handshake.
+        futures_util::SinkExt::flush(&mut client).await.unwrap();
+        assert!(matches!(server.next().await, Some(Ok(WsMessage::Close(_)))));
+        assert!(server.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_broken_stream_is_an_error_then_the_end() {
+        let (mut server, client) = pair();
+        let mut raw = client.into_inner();
+        // An unmasked frame from a client is a protocol error.
+        tokio::io::AsyncWriteExt::write_all(&mut raw, &[0x81, 0x02, b'h', b'i'])
+            .await
+            .unwrap();
+        assert!(matches!(server.next().await, Some(Err(_))));
+        assert!(server.next().await.is_none());
     }
 }
