@@ -119,12 +119,8 @@ fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-fn configure(upgrade: Upgrade, protocol: &Protocol) -> Upgrade {
-    let mut upgrade = upgrade.configure(
-        READ_BUFFER_BYTES,
-        WRITE_BUFFER_BYTES,
-        HARD_MESSAGE_LIMIT_BYTES,
-    );
+/// The upgrade, answering with `protocol`'s subprotocol (if it has a name).
+fn with_protocol(mut upgrade: Upgrade, protocol: &Protocol) -> Upgrade {
     if let Some(name) = protocol.name() {
         upgrade.set_selected_protocol(HeaderValue::from_static(name));
     }
@@ -175,7 +171,7 @@ async fn handle(
                     handed_over = true;
                 }
             }
-            let upgrade = configure(upgrade, &protocol);
+            let upgrade = with_protocol(upgrade, &protocol);
             return Ok(match resumed {
                 Ok((hub, connection)) => {
                     tracing::debug!(connection_id = %connection.id, "reliable session resumed");
@@ -313,7 +309,7 @@ async fn handle(
         .signed_by(signer),
     );
     connection.state().upstream_state = upstream_state;
-    let mut upgrade = configure(upgrade, &protocol);
+    let mut upgrade = with_protocol(upgrade, &protocol);
     if let Some(custom) = custom_protocol {
         upgrade.set_selected_protocol(custom);
     }

@@ -73,12 +73,7 @@ async fn begin(
         &headers,
         &settings,
     )?;
-    let upgrade = upgrade.map_err(|_| not_an_upgrade())?;
-    let mut upgrade = upgrade.configure(
-        READ_BUFFER_BYTES,
-        WRITE_BUFFER_BYTES,
-        HARD_MESSAGE_LIMIT_BYTES,
-    );
+    let mut upgrade = upgrade.map_err(|_| not_an_upgrade())?;
     upgrade.set_selected_protocol(subprotocol);
     let handshake = Handshake {
         body: connect_body(&claims, raw_query.as_deref(), &headers),

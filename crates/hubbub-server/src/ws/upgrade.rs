@@ -34,7 +34,6 @@ pub struct Upgrade {
     key: HeaderValue,
     on_upgrade: hyper::upgrade::OnUpgrade,
     protocol: Option<HeaderValue>,
-    config: WebSocketConfig,
 }
 
 /// Not a WebSocket upgrade request (wrong method, version or headers).
@@ -72,7 +71,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
             key,
             on_upgrade,
             protocol: None,
-            config: WebSocketConfig::default(),
         })
     }
 }
@@ -87,22 +85,16 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-impl Upgrade {
-    /// The socket's buffer sizes and the largest message and frame it reads.
-    pub fn configure(
-        mut self,
-        read_buffer: usize,
-        write_buffer: usize,
-        max_message: usize,
-    ) -> Self {
-        self.config = WebSocketConfig::default()
-            .read_buffer_size(read_buffer)
-            .write_buffer_size(write_buffer)
-            .max_message_size(Some(max_message))
-            .max_frame_size(Some(max_message));
-        self
-    }
+/// Every client socket's buffer sizes and the largest message and frame it reads.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(super::READ_BUFFER_BYTES)
+        .write_buffer_size(super::WRITE_BUFFER_BYTES)
+        .max_message_size(Some(super::HARD_MESSAGE_LIMIT_BYTES))
+        .max_frame_size(Some(super::HARD_MESSAGE_LIMIT_BYTES))
+}
 
+impl Upgrade {
     /// The subprotocol the `101` names.
     pub fn set_selected_protocol(&mut self, protocol: HeaderValue) {
         self.protocol = Some(protocol);
@@ -118,13 +110,12 @@ impl Upgrade {
             key,
             on_upgrade,
             protocol,
-            config,
         } = self;
         tokio::spawn(async move {
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
-            callback(Socket::new(TokioIo::new(upgraded), config)).await;
+            callback(Socket::new(TokioIo::new(upgraded), socket_config())).await;
         });
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         let mut response = Response::new(Body::empty());
