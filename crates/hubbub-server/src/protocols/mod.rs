@@ -151,6 +151,9 @@ pub enum OutFrame {
     },
 }
 
+/// What a reliable JSON frame's own end starts with; the sequence id's digits and `}` follow.
+const SEQUENCE_CLOSE_PREFIX: &[u8] = br#","sequenceId":"#;
+
 /// The few bytes a frame ends with that are this connection's own (`,"sequenceId":N}`).
 #[derive(Debug)]
 pub struct Tail {
@@ -170,7 +173,7 @@ impl Default for Tail {
 impl Tail {
     fn sequence_close(sequence_id: u64) -> Self {
         let mut tail = Tail::default();
-        let prefix = br#","sequenceId":"#;
+        let prefix = SEQUENCE_CLOSE_PREFIX;
         tail.bytes[..prefix.len()].copy_from_slice(prefix);
         let mut digits = [0u8; 20];
         let mut at = digits.len();
@@ -203,9 +206,9 @@ impl OutFrame {
             OutFrame::Whole(Message::Binary(data)) => data.len(),
             OutFrame::Whole(_) => 0,
             OutFrame::JsonSequenced { open, sequence_id } => {
-                // `,"sequenceId":`, the digits, `}`: counted, not written (this runs per delivery).
+                // The prefix, the digits, `}`: counted, not written (this runs per delivery).
                 let digits = sequence_id.checked_ilog10().map_or(1, |d| d as usize + 1);
-                open.len() + 15 + digits
+                open.len() + SEQUENCE_CLOSE_PREFIX.len() + digits + 1
             }
         }
     }
