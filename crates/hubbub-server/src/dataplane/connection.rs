@@ -509,15 +509,16 @@ impl Connection {
         let mut frames = std::mem::take(&mut outbox.pending);
         let expiring = std::mem::take(&mut outbox.expiring);
         if !expiring.is_empty() {
+            // `expiring` is in queue order: walk it beside the frames.
             let now = Instant::now();
-            let mut keep = vec![true; frames.len()];
-            for (index, at) in expiring {
-                keep[index] = at > now;
-            }
+            let mut expiring = expiring.into_iter().peekable();
             let mut index = 0;
             frames.retain(|_| {
+                let at = index;
                 index += 1;
-                keep[index - 1]
+                expiring
+                    .next_if(|(queued, _)| *queued == at)
+                    .is_none_or(|(_, deadline)| deadline > now)
             });
         }
         Some(Batch {
