@@ -461,6 +461,13 @@ mod tests {
         (Socket::new(server, WebSocketConfig::default()), client)
     }
 
+    fn close(code: u16, reason: &'static str) -> WsMessage {
+        WsMessage::Close(Some(WsCloseFrame {
+            code: code.into(),
+            reason: reason.into(),
+        }))
+    }
+
     #[tokio::test]
     async fn reads_messages_and_answers_pings() {
         use futures_util::{SinkExt, StreamExt};
@@ -510,11 +517,7 @@ mod tests {
     async fn a_close_from_the_client_is_answered_and_ends_the_stream() {
         use futures_util::{SinkExt, StreamExt};
         let (mut server, mut client) = pair();
-        let close = WsCloseFrame {
-            code: 1000.into(),
-            reason: "bye".into(),
-        };
-        client.send(WsMessage::Close(Some(close))).await.unwrap();
+        client.send(close(1000, "bye")).await.unwrap();
         assert!(
             matches!(server.next().await, Some(Ok(WsMessage::Close(Some(f)))) if f.reason == "bye")
         );
@@ -528,11 +531,7 @@ mod tests {
     async fn a_close_from_the_server_is_sent_and_the_reply_ends_the_stream() {
         use futures_util::StreamExt;
         let (mut server, mut client) = pair();
-        let close = WsCloseFrame {
-            code: 1008.into(),
-            reason: "SlowClient".into(),
-        };
-        server.send(WsMessage::Close(Some(close))).await.unwrap();
+        server.send(close(1008, "SlowClient")).await.unwrap();
         assert!(
             matches!(client.next().await, Some(Ok(WsMessage::Close(Some(f)))) if f.reason == "SlowClient")
         );
